@@ -1,0 +1,37 @@
+"""Hardware abstraction for tapeworker: the driver interface and its backends.
+
+`open_library` is the one place that picks a backend; backends are imported
+lazily so that the worker never depends on one.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from drivers.base import TapeLibrary
+from drivers.definition import LibraryDefinition
+
+Backend = Literal["sim", "mtx"]
+
+
+def open_library(
+    backend: Backend,
+    definition: LibraryDefinition,
+    *,
+    state_file: Path | None = None,
+    speed: float = 1.0,
+) -> TapeLibrary:
+    """Build the backend named in the configuration."""
+    if backend == "sim":
+        from drivers.sim.library import SimulatedLibrary  # noqa: PLC0415
+
+        return SimulatedLibrary.open(definition, state_file=state_file, speed=speed)
+    if backend == "mtx":
+        from drivers.mtx.backend import MtxLibrary  # noqa: PLC0415
+
+        return MtxLibrary(definition)
+    raise ValueError(f"unknown backend {backend!r}")
+
+
+__all__ = ["Backend", "TapeLibrary", "open_library"]

@@ -1,0 +1,27 @@
+"""The worker's error hierarchy. Each class says what the caller does next."""
+
+from __future__ import annotations
+
+
+class WorkerError(Exception):
+    """Base of everything the worker raises on purpose."""
+
+
+class ConfigError(WorkerError):
+    """The configuration is invalid; the message names the file, the key and the problem."""
+
+
+class IllegalTransitionError(WorkerError):
+    """A request state change outside the table in `worker.requests`: a bug, never ignored."""
+
+
+class RejectedEventError(WorkerError):
+    """An event that can never be applied (malformed, contradictory); journaled as rejected."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class JournalError(WorkerError):
+    """The journal could not be opened or is from an incompatible version."""
