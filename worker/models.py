@@ -167,4 +167,7 @@ class TaskDestinationIndex(_Model):
     task_destinations: list[TaskDestination]
 
     def to_json(self) -> dict[str, Any]:
-        return {"count": self.count, "task_destinations": [d.to_json() for d in self.task_destinations]}
+        return {
+            "count": self.count,
+            "task_destinations": [d.to_json() for d in self.task_destinations],
+        }

@@ -28,7 +28,9 @@ def seed_examples(shared: Path) -> list[dict[str, Any]]:
     return found
 
 
-def model_for(example: dict[str, Any]) -> type[TaskDestination | TaskDestinationBody | TaskDestinationIndex]:
+def model_for(
+    example: dict[str, Any],
+) -> type[TaskDestination | TaskDestinationBody | TaskDestinationIndex]:
     if "count" in example:
         return TaskDestinationIndex
     if "id" in example:

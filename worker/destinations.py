@@ -1,0 +1,337 @@
+"""Applying destination events to the desired state, inside the journal.
+
+An event becomes durable and takes effect in one transaction: the inbox row, the
+destination row and the request changes commit together. Applying is
+idempotent by meaning: a create repeated with the same target renews the lease
+and changes nothing else; an update or release after a destroy changes nothing.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Literal
+
+import aiosqlite
+
+from drivers.errors import InvalidArgumentError
+from drivers.media import validate_barcode
+from worker.errors import RejectedEventError
+from worker.journal import Journal, RequestRecord
+from worker.models import TaskDestinationBody
+from worker.requests import RequestState
+
+Verb = Literal["create", "update", "destroy", "release"]
+VERBS: tuple[Verb, ...] = ("create", "update", "destroy", "release")
+
+
+@dataclass(frozen=True, slots=True)
+class DestinationEvent:
+    verb: Verb
+    task_id: str
+    #: None for an HTTP create: we allocate the id.
+    destination_id: int | None
+    body: TaskDestinationBody | None
+    source: str
+    topic: str | None = None
+    payload: str | None = None
+    dedup_key: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class RejectedInput:
+    """Input that never became an event; journaled with the reason."""
+
+    reason: str
+    source: str
+    topic: str | None = None
+    payload: str | None = None
+    dedup_key: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    status: Literal["applied", "rejected", "duplicate", "ignored"]
+    destination_id: int | None = None
+    reason: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    """What a destination asks of the library."""
+
+    barcode: str | None
+    pool: str | None
+    status: str
+    reason: str | None = None
+
+
+async def record_events(
+    journal: Journal,
+    events: list[DestinationEvent | RejectedInput],
+    *,
+    now: float,
+    hold_seconds: float,
+) -> list[Outcome]:
+    """Journal and apply a batch in one transaction (one fsync for the batch)."""
+    outcomes: list[Outcome] = []
+    async with journal.transaction() as db:
+        for event in events:
+            if isinstance(event, RejectedInput):
+                seq = await journal.insert_event(
+                    db,
+                    source=event.source,
+                    received=now,
+                    topic=event.topic,
+                    payload=event.payload,
+                    status="rejected",
+                    reason=event.reason,
+                    dedup_key=event.dedup_key,
+                )
+                outcomes.append(Outcome("rejected" if seq else "duplicate", reason=event.reason))
+                continue
+            outcomes.append(await _record_one(journal, db, event, now, hold_seconds))
+    return outcomes
+
+
+async def _record_one(
+    journal: Journal,
+    db: aiosqlite.Connection,
+    event: DestinationEvent,
+    now: float,
+    hold_seconds: float,
+) -> Outcome:
+    destination_id = event.destination_id
+    if destination_id is None:
+        destination_id = await journal.next_destination_id()
+    try:
+        outcome = await _apply(journal, db, event, destination_id, now, hold_seconds)
+    except RejectedEventError as exc:
+        outcome = Outcome("rejected", destination_id, exc.reason)
+    seq = await journal.insert_event(
+        db,
+        source=event.source,
+        received=now,
+        topic=event.topic,
+        verb=event.verb,
+        task_id=event.task_id,
+        destination_id=destination_id,
+        payload=event.payload,
+        status=outcome.status,
+        reason=outcome.reason,
+        dedup_key=event.dedup_key,
+    )
+    if seq is None:
+        # The same delivery was journaled before (a broker redelivery after a crash).
+        return Outcome("duplicate", destination_id)
+    return outcome
+
+
+async def resolve_target(journal: Journal, body: TaskDestinationBody) -> Target:
+    """Which tape or pool a body names; contradictions are rejected, not guessed."""
+    barcode = body.tape_barcode
+    if barcode is not None:
+        try:
+            validate_barcode(barcode)
+        except InvalidArgumentError as exc:
+            raise RejectedEventError(f"tape_barcode: {exc.message}") from exc
+    if body.tape_id is not None:
+        tape = await journal.tape_by_id(body.tape_id)
+        if tape is None:
+            if barcode is None:
+                return Target(None, None, "failed", f"unknown tape_id {body.tape_id}")
+        elif barcode is not None and tape.barcode != barcode:
+            raise RejectedEventError(
+                f"tape_id {body.tape_id} is tape {tape.barcode}, not {barcode}"
+            )
+        else:
+            barcode = tape.barcode
+    pools = {p.name: p for p in await journal.pools()}
+    pool_name = body.pool_name
+    if body.pool_id is not None:
+        by_id = next((p for p in pools.values() if p.pool_id == body.pool_id), None)
+        if by_id is None and pool_name is None:
+            return Target(barcode, None, "failed", f"unknown pool_id {body.pool_id}")
+        if by_id is not None and pool_name is not None and by_id.name != pool_name:
+            raise RejectedEventError(
+                f"pool_id {body.pool_id} is pool {by_id.name!r}, not {pool_name!r}"
+            )
+        if by_id is not None:
+            pool_name = by_id.name
+    if pool_name is not None and pool_name not in pools:
+        return Target(barcode, pool_name, "failed", f"unknown pool {pool_name!r}")
+    if pool_name is not None and pools[pool_name].content != "tape":
+        return Target(
+            None,
+            pool_name,
+            "ignored",
+            f"pool {pool_name!r} holds {pools[pool_name].content}, not tape: not ours",
+        )
+    if barcode is not None:
+        tape = await journal.tape(barcode)
+        if tape is None:
+            return Target(
+                barcode, pool_name, "failed", f"unknown barcode {barcode}: not in this library"
+            )
+        if pool_name is not None and tape.pool != pool_name:
+            raise RejectedEventError(
+                f"tape {barcode} belongs to pool {tape.pool!r}, not {pool_name!r}"
+            )
+        return Target(barcode, tape.pool, "active")
+    if pool_name is not None:
+        return Target(None, pool_name, "active")
+    return Target(None, None, "applied", "no tape asked for: nothing to mount")
+
+
+async def _apply(
+    journal: Journal,
+    db: aiosqlite.Connection,
+    event: DestinationEvent,
+    destination_id: int,
+    now: float,
+    hold_seconds: float,
+) -> Outcome:
+    existing = await journal.destination(destination_id)
+    if existing is not None and existing.task_id != event.task_id:
+        raise RejectedEventError(
+            f"destination {destination_id} belongs to task {existing.task_id}, not {event.task_id}"
+        )
+    if existing is not None and existing.deleted:
+        return Outcome("ignored", destination_id, f"destination {destination_id} was destroyed")
+    if event.verb in ("destroy", "release"):
+        if existing is None:
+            return Outcome("ignored", destination_id, f"no destination {destination_id}")
+        await _release_active(journal, db, destination_id, now, f"{event.verb}ed")
+        if event.verb == "destroy":
+            await db.execute(
+                "UPDATE destinations SET deleted=1, status='destroyed', updated=? WHERE id=?",
+                (now, destination_id),
+            )
+        return Outcome("applied", destination_id)
+
+    if event.body is None:
+        raise RejectedEventError(f"{event.verb} needs a body")
+    if event.verb == "update" and existing is None:
+        raise RejectedEventError(f"update of unknown destination {destination_id}")
+    target = await resolve_target(journal, event.body)
+    body_json = event.body.model_dump_json(exclude_none=False)
+    if existing is None:
+        await db.execute(
+            "INSERT INTO destinations(id, task_id, body, barcode, pool, status, reason, "
+            "created, updated) VALUES(?,?,?,?,?,?,?,?,?)",
+            (
+                destination_id,
+                event.task_id,
+                body_json,
+                target.barcode,
+                target.pool,
+                target.status,
+                target.reason,
+                now,
+                now,
+            ),
+        )
+    else:
+        await db.execute(
+            "UPDATE destinations SET body=?, barcode=?, pool=?, status=?, reason=?, updated=? "
+            "WHERE id=?",
+            (
+                body_json,
+                target.barcode,
+                target.pool,
+                target.status,
+                target.reason,
+                now,
+                destination_id,
+            ),
+        )
+
+    active = await journal.active_request_for(destination_id)
+    if active is not None and _same_target(active, target):
+        # A repeated create/update renews the lease; nothing else changes.
+        if active.state is RequestState.READY:
+            await db.execute(
+                "UPDATE requests SET lease_expires=? WHERE id=?", (now + hold_seconds, active.id)
+            )
+        return Outcome("applied", destination_id)
+    if active is not None:
+        await _release_active(journal, db, destination_id, now, "replaced by an update")
+    if target.status == "active":
+        await db.execute(
+            "INSERT INTO requests(destination_id, barcode, pool, write, state, arrival, updated) "
+            "VALUES(?,?,?,1,'pending',?,?)",
+            (destination_id, target.barcode, target.pool, now, now),
+        )
+    elif target.status == "failed":
+        cur = await db.execute(
+            "INSERT INTO requests(destination_id, barcode, pool, write, state, arrival, updated) "
+            "VALUES(?,?,?,1,'pending',?,?)",
+            (destination_id, target.barcode, target.pool, now, now),
+        )
+        assert cur.lastrowid is not None
+        await journal.set_request_state(
+            db, cur.lastrowid, RequestState.FAILED, now, reason=target.reason
+        )
+    return Outcome("applied", destination_id, target.reason)
+
+
+def _same_target(active: RequestRecord, target: Target) -> bool:
+    if target.status != "active":
+        return False
+    if target.barcode is not None:
+        return active.barcode == target.barcode and (
+            active.pool is None or target.pool is None or active.pool == target.pool
+        )
+    # A pool destination keeps the tape we chose for it while the pool is unchanged.
+    return target.pool is not None and active.pool == target.pool
+
+
+async def _release_active(
+    journal: Journal, db: aiosqlite.Connection, destination_id: int, now: float, why: str
+) -> None:
+    active = await journal.active_request_for(destination_id)
+    if active is None:
+        return
+    await journal.set_request_state(db, active.id, RequestState.RELEASED, now, reason=why)
+    if active.drive is not None:
+        await _drive_freed(db, active.drive, now)
+
+
+async def _drive_freed(db: aiosqlite.Connection, drive: int, now: float) -> None:
+    """The drive's idle clock starts when its last holder lets go."""
+    async with db.execute(
+        "SELECT COUNT(*) FROM requests WHERE drive=? AND state IN ('ready','mounting')", (drive,)
+    ) as cur:
+        row = await cur.fetchone()
+    if row is not None and row[0] == 0:
+        await db.execute("UPDATE drives SET idle_since=? WHERE idx=?", (now, drive))
+
+
+def parse_body(payload: bytes | str) -> TaskDestinationBody:
+    """Decode a create/update payload; RejectedEventError names the problem."""
+    try:
+        text = payload.decode("utf-8") if isinstance(payload, bytes) else payload
+        data = json.loads(text)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise RejectedEventError(f"payload is not JSON: {exc}") from exc
+    if not isinstance(data, dict):
+        raise RejectedEventError(f"payload must be a JSON object, not {type(data).__name__}")
+    # A full TaskDestination (as the seed's responses show) is accepted too: we keep
+    # the body fields and ignore the nested read-only objects.
+    body_fields = set(TaskDestinationBody.model_fields)
+    extra = set(data) - body_fields - {"id", "folder", "container", "tape", "pool", "state"}
+    if extra:
+        raise RejectedEventError(f"unknown fields: {sorted(extra)}")
+    try:
+        return TaskDestinationBody.model_validate(
+            {k: v for k, v in data.items() if k in body_fields}
+        )
+    except ValueError as exc:
+        raise RejectedEventError(f"invalid body: {_short(exc)}") from exc
+
+
+def _short(exc: Exception) -> str:
+    errors = getattr(exc, "errors", None)
+    if callable(errors):
+        return "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in errors())
+    return str(exc)

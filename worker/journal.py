@@ -1,0 +1,791 @@
+"""The SQLite journal: the source of truth after a restart.
+
+It owns the durable inbox of events, the destinations (desired state), mount
+requests and their state machine, robot/drive operations (intent before the
+command, outcome after), the tape catalog with locations, the drives, and the
+last inventory. WAL with synchronous=FULL: an event acknowledged to the broker
+must survive a power cut. Callers batch their writes into one transaction.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator, Iterable, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import aiosqlite
+
+from drivers.base import Inventory
+from drivers.definition import LibraryDefinition
+from drivers.media import is_cleaning, media_of
+from worker.errors import JournalError
+from worker.requests import ACTIVE, RequestState, transition
+
+SCHEMA_VERSION = 1
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS events (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    source TEXT NOT NULL,
+    dedup_key TEXT UNIQUE,
+    topic TEXT,
+    verb TEXT,
+    task_id TEXT,
+    destination_id INTEGER,
+    payload TEXT,
+    received REAL NOT NULL,
+    status TEXT NOT NULL,
+    reason TEXT
+);
+CREATE INDEX IF NOT EXISTS events_status ON events(status);
+CREATE TABLE IF NOT EXISTS destinations (
+    id INTEGER PRIMARY KEY,
+    task_id TEXT NOT NULL,
+    body TEXT NOT NULL,
+    barcode TEXT,
+    pool TEXT,
+    status TEXT NOT NULL,
+    reason TEXT,
+    deleted INTEGER NOT NULL DEFAULT 0,
+    created REAL NOT NULL,
+    updated REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS destinations_task ON destinations(task_id);
+CREATE TABLE IF NOT EXISTS requests (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    destination_id INTEGER NOT NULL,
+    barcode TEXT,
+    pool TEXT,
+    write INTEGER NOT NULL DEFAULT 1,
+    state TEXT NOT NULL,
+    drive INTEGER,
+    reason TEXT,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    arrival REAL NOT NULL,
+    updated REAL NOT NULL,
+    lease_expires REAL
+);
+CREATE INDEX IF NOT EXISTS requests_state ON requests(state);
+CREATE INDEX IF NOT EXISTS requests_destination ON requests(destination_id);
+CREATE TABLE IF NOT EXISTS operations (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    kind TEXT NOT NULL,
+    barcode TEXT,
+    slot INTEGER,
+    drive INTEGER,
+    request_ids TEXT NOT NULL DEFAULT '[]',
+    state TEXT NOT NULL,
+    error TEXT,
+    error_class TEXT,
+    started REAL NOT NULL,
+    finished REAL
+);
+CREATE INDEX IF NOT EXISTS operations_state ON operations(state);
+CREATE TABLE IF NOT EXISTS tapes (
+    barcode TEXT PRIMARY KEY,
+    tape_id INTEGER UNIQUE NOT NULL,
+    pool TEXT,
+    media TEXT,
+    cleaning INTEGER NOT NULL DEFAULT 0,
+    locked INTEGER NOT NULL DEFAULT 0,
+    write_protected INTEGER NOT NULL DEFAULT 0,
+    full INTEGER NOT NULL DEFAULT 0,
+    need_to_check INTEGER NOT NULL DEFAULT 0,
+    ejected INTEGER NOT NULL DEFAULT 0,
+    used_bytes INTEGER NOT NULL DEFAULT 0,
+    cleaning_uses_left INTEGER NOT NULL DEFAULT 0,
+    slot INTEGER,
+    home_slot INTEGER,
+    drive INTEGER,
+    mount_count INTEGER NOT NULL DEFAULT 0,
+    date_in REAL,
+    date_move REAL,
+    known INTEGER NOT NULL DEFAULT 1
+);
+CREATE TABLE IF NOT EXISTS drives (
+    idx INTEGER PRIMARY KEY,
+    generation INTEGER NOT NULL,
+    device TEXT NOT NULL,
+    barcode TEXT,
+    up INTEGER NOT NULL DEFAULT 1,
+    failures INTEGER NOT NULL DEFAULT 0,
+    reason TEXT,
+    idle_since REAL,
+    needs_cleaning INTEGER NOT NULL DEFAULT 0
+);
+CREATE TABLE IF NOT EXISTS pools (
+    name TEXT PRIMARY KEY,
+    pool_id INTEGER UNIQUE NOT NULL,
+    content TEXT NOT NULL,
+    type TEXT,
+    comment TEXT
+);
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class EventRecord:
+    seq: int
+    source: str
+    topic: str | None
+    verb: str | None
+    task_id: str | None
+    destination_id: int | None
+    payload: str | None
+    received: float
+    status: str
+    reason: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class DestinationRecord:
+    id: int
+    task_id: str
+    body: dict[str, Any]
+    barcode: str | None
+    pool: str | None
+    status: str
+    reason: str | None
+    deleted: bool
+    created: float
+    updated: float
+
+
+@dataclass(frozen=True, slots=True)
+class RequestRecord:
+    id: int
+    destination_id: int
+    barcode: str | None
+    pool: str | None
+    write: bool
+    state: RequestState
+    drive: int | None
+    reason: str | None
+    attempts: int
+    arrival: float
+    updated: float
+    lease_expires: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class OperationRecord:
+    id: int
+    kind: str
+    barcode: str | None
+    slot: int | None
+    drive: int | None
+    request_ids: tuple[int, ...]
+    state: str
+    error: str | None
+    error_class: str | None
+    started: float
+    finished: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class TapeRecord:
+    barcode: str
+    tape_id: int
+    pool: str | None
+    media: str | None
+    cleaning: bool
+    locked: bool
+    write_protected: bool
+    full: bool
+    need_to_check: bool
+    ejected: bool
+    used_bytes: int
+    cleaning_uses_left: int
+    slot: int | None
+    home_slot: int | None
+    drive: int | None
+    mount_count: int
+    date_in: float | None
+    date_move: float | None
+    known: bool
+
+
+@dataclass(frozen=True, slots=True)
+class DriveRecord:
+    index: int
+    generation: int
+    device: str
+    barcode: str | None
+    up: bool
+    failures: int
+    reason: str | None
+    idle_since: float | None
+    needs_cleaning: bool
+
+
+@dataclass(frozen=True, slots=True)
+class PoolRecord:
+    name: str
+    pool_id: int
+    content: str
+    type: str | None
+    comment: str | None
+
+
+def _request(row: aiosqlite.Row) -> RequestRecord:
+    return RequestRecord(
+        id=row["id"],
+        destination_id=row["destination_id"],
+        barcode=row["barcode"],
+        pool=row["pool"],
+        write=bool(row["write"]),
+        state=RequestState(row["state"]),
+        drive=row["drive"],
+        reason=row["reason"],
+        attempts=row["attempts"],
+        arrival=row["arrival"],
+        updated=row["updated"],
+        lease_expires=row["lease_expires"],
+    )
+
+
+def _tape(row: aiosqlite.Row) -> TapeRecord:
+    return TapeRecord(
+        barcode=row["barcode"],
+        tape_id=row["tape_id"],
+        pool=row["pool"],
+        media=row["media"],
+        cleaning=bool(row["cleaning"]),
+        locked=bool(row["locked"]),
+        write_protected=bool(row["write_protected"]),
+        full=bool(row["full"]),
+        need_to_check=bool(row["need_to_check"]),
+        ejected=bool(row["ejected"]),
+        used_bytes=row["used_bytes"],
+        cleaning_uses_left=row["cleaning_uses_left"],
+        slot=row["slot"],
+        home_slot=row["home_slot"],
+        drive=row["drive"],
+        mount_count=row["mount_count"],
+        date_in=row["date_in"],
+        date_move=row["date_move"],
+        known=bool(row["known"]),
+    )
+
+
+def _destination(row: aiosqlite.Row) -> DestinationRecord:
+    return DestinationRecord(
+        id=row["id"],
+        task_id=row["task_id"],
+        body=json.loads(row["body"]),
+        barcode=row["barcode"],
+        pool=row["pool"],
+        status=row["status"],
+        reason=row["reason"],
+        deleted=bool(row["deleted"]),
+        created=row["created"],
+        updated=row["updated"],
+    )
+
+
+def _operation(row: aiosqlite.Row) -> OperationRecord:
+    return OperationRecord(
+        id=row["id"],
+        kind=row["kind"],
+        barcode=row["barcode"],
+        slot=row["slot"],
+        drive=row["drive"],
+        request_ids=tuple(json.loads(row["request_ids"])),
+        state=row["state"],
+        error=row["error"],
+        error_class=row["error_class"],
+        started=row["started"],
+        finished=row["finished"],
+    )
+
+
+class Journal:
+    """One connection, used from one event loop. Every public write commits."""
+
+    def __init__(self, db: aiosqlite.Connection, path: Path) -> None:
+        self._db = db
+        self.path = path
+
+    @classmethod
+    async def open(cls, path: Path) -> Journal:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            db = await aiosqlite.connect(path, isolation_level=None)
+        except Exception as exc:
+            raise JournalError(f"{path}: cannot open the journal: {exc}") from exc
+        db.row_factory = aiosqlite.Row
+        await db.execute("PRAGMA journal_mode=WAL")
+        # FULL, not NORMAL: in WAL mode NORMAL may lose the last commits on power loss,
+        # and those may be events we already acknowledged.
+        await db.execute("PRAGMA synchronous=FULL")
+        await db.execute("PRAGMA busy_timeout=5000")
+        await db.executescript(_SCHEMA)
+        async with db.execute("SELECT value FROM meta WHERE key='schema'") as cur:
+            row = await cur.fetchone()
+        if row is None:
+            await db.execute(
+                "INSERT INTO meta(key, value) VALUES('schema', ?)", (str(SCHEMA_VERSION),)
+            )
+        elif int(row[0]) != SCHEMA_VERSION:
+            await db.close()
+            raise JournalError(f"{path}: schema version {row[0]}, expected {SCHEMA_VERSION}")
+        return cls(db, path)
+
+    async def close(self) -> None:
+        await self._db.close()
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[aiosqlite.Connection]:
+        """One atomic batch: everything inside commits together, or nothing does."""
+        await self._db.execute("BEGIN IMMEDIATE")
+        try:
+            yield self._db
+        except BaseException:
+            await self._db.execute("ROLLBACK")
+            raise
+        await self._db.execute("COMMIT")
+
+    async def _all(self, sql: str, params: Sequence[Any] = ()) -> list[aiosqlite.Row]:
+        async with self._db.execute(sql, params) as cur:
+            return list(await cur.fetchall())
+
+    async def _one(self, sql: str, params: Sequence[Any] = ()) -> aiosqlite.Row | None:
+        async with self._db.execute(sql, params) as cur:
+            return await cur.fetchone()
+
+    # -- catalog -------------------------------------------------------------------
+
+    async def sync_catalog(self, definition: LibraryDefinition, now: float) -> None:
+        """Bring pools, drives and tapes in from the definition; keep what we learnt."""
+        async with self.transaction() as db:
+            for pool in definition.pools:
+                await db.execute(
+                    "INSERT INTO pools(name, pool_id, content, type, comment) VALUES(?,?,?,?,?) "
+                    "ON CONFLICT(name) DO UPDATE SET pool_id=excluded.pool_id, "
+                    "content=excluded.content, type=excluded.type, comment=excluded.comment",
+                    (pool.name, pool.id, pool.content, pool.type, pool.comment),
+                )
+            for drive in definition.drives:
+                await db.execute(
+                    "INSERT INTO drives(idx, generation, device) VALUES(?,?,?) "
+                    "ON CONFLICT(idx) DO UPDATE SET generation=excluded.generation, "
+                    "device=excluded.device",
+                    (drive.index, drive.generation, drive.device),
+                )
+            row = await self._one("SELECT COALESCE(MAX(tape_id), 0) FROM tapes")
+            next_id = (row[0] if row else 0) + 1
+            for tape in definition.tapes:
+                media = media_of(tape.barcode)
+                exists = await self._one("SELECT 1 FROM tapes WHERE barcode=?", (tape.barcode,))
+                if exists:
+                    # The definition owns pool membership and operator flags.
+                    await db.execute(
+                        "UPDATE tapes SET pool=?, locked=?, write_protected=?, known=1 "
+                        "WHERE barcode=?",
+                        (tape.pool, int(tape.locked), int(tape.write_protected), tape.barcode),
+                    )
+                    continue
+                await db.execute(
+                    "INSERT INTO tapes(barcode, tape_id, pool, media, cleaning, locked, "
+                    "write_protected, full, need_to_check, used_bytes, cleaning_uses_left, "
+                    "slot, home_slot, drive, date_in) VALUES(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                    (
+                        tape.barcode,
+                        next_id,
+                        tape.pool,
+                        media.label if media else None,
+                        int(is_cleaning(tape.barcode)),
+                        int(tape.locked),
+                        int(tape.write_protected),
+                        int(tape.full),
+                        int(tape.need_to_check),
+                        tape.used_bytes,
+                        tape.cleaning_uses_left if is_cleaning(tape.barcode) else 0,
+                        tape.slot,
+                        tape.slot,
+                        tape.drive,
+                        now,
+                    ),
+                )
+                next_id += 1
+
+    async def apply_inventory(self, inventory: Inventory, now: float) -> list[str]:
+        """Record where the library says each cartridge is; return what surprised us."""
+        surprises: list[str] = []
+        async with self.transaction() as db:
+            await db.execute(
+                "INSERT INTO meta(key, value) VALUES('inventory', ?) "
+                "ON CONFLICT(key) DO UPDATE SET value=excluded.value",
+                (json.dumps(_inventory_json(inventory, now)),),
+            )
+            seen: set[str] = set()
+            for slot in inventory.slots:
+                if slot.full and slot.barcode:
+                    seen.add(slot.barcode)
+                    await self._place(db, slot.barcode, slot=slot.number, drive=None, now=now)
+            for drive in inventory.drives:
+                await db.execute(
+                    "UPDATE drives SET barcode=? WHERE idx=?",
+                    (drive.barcode if drive.full else None, drive.index),
+                )
+                if drive.full and drive.barcode:
+                    seen.add(drive.barcode)
+                    await self._place(
+                        db,
+                        drive.barcode,
+                        slot=None,
+                        drive=drive.index,
+                        now=now,
+                        home=drive.source_slot,
+                    )
+            for row in await self._all("SELECT barcode FROM tapes WHERE known=1"):
+                if row["barcode"] not in seen:
+                    surprises.append(f"tape {row['barcode']} is not in the library")
+                    await db.execute(
+                        "UPDATE tapes SET slot=NULL, drive=NULL, known=0 WHERE barcode=?",
+                        (row["barcode"],),
+                    )
+        return surprises
+
+    async def _place(
+        self,
+        db: aiosqlite.Connection,
+        barcode: str,
+        *,
+        slot: int | None,
+        drive: int | None,
+        now: float,
+        home: int | None = None,
+    ) -> None:
+        row = await self._one(
+            "SELECT slot, drive, home_slot FROM tapes WHERE barcode=?", (barcode,)
+        )
+        if row is None:
+            # A cartridge the catalog does not know: record it so operators see it,
+            # with no pool, so it is never chosen for a pool destination.
+            max_row = await self._one("SELECT COALESCE(MAX(tape_id), 0) FROM tapes")
+            media = media_of(barcode)
+            await db.execute(
+                "INSERT INTO tapes(barcode, tape_id, media, cleaning, slot, home_slot, drive, "
+                "date_in) VALUES(?,?,?,?,?,?,?,?)",
+                (
+                    barcode,
+                    (max_row[0] if max_row else 0) + 1,
+                    media.label if media else None,
+                    int(is_cleaning(barcode)),
+                    slot,
+                    slot if slot is not None else home,
+                    drive,
+                    now,
+                ),
+            )
+            return
+        home_slot = row["home_slot"]
+        if slot is not None:
+            home_slot = slot
+        elif home_slot is None:
+            home_slot = home
+        moved = (row["slot"], row["drive"]) != (slot, drive)
+        await db.execute(
+            "UPDATE tapes SET slot=?, drive=?, home_slot=?, known=1, ejected=0, "
+            "date_move=CASE WHEN ? THEN ? ELSE date_move END WHERE barcode=?",
+            (slot, drive, home_slot, int(moved), now, barcode),
+        )
+
+    async def last_inventory(self) -> dict[str, Any] | None:
+        row = await self._one("SELECT value FROM meta WHERE key='inventory'")
+        return json.loads(row[0]) if row else None
+
+    async def tapes(self) -> list[TapeRecord]:
+        return [_tape(r) for r in await self._all("SELECT * FROM tapes ORDER BY barcode")]
+
+    async def tape(self, barcode: str) -> TapeRecord | None:
+        row = await self._one("SELECT * FROM tapes WHERE barcode=?", (barcode,))
+        return _tape(row) if row else None
+
+    async def tape_by_id(self, tape_id: int) -> TapeRecord | None:
+        row = await self._one("SELECT * FROM tapes WHERE tape_id=?", (tape_id,))
+        return _tape(row) if row else None
+
+    async def pools(self) -> list[PoolRecord]:
+        rows = await self._all("SELECT * FROM pools ORDER BY pool_id")
+        return [
+            PoolRecord(r["name"], r["pool_id"], r["content"], r["type"], r["comment"]) for r in rows
+        ]
+
+    async def drives(self) -> list[DriveRecord]:
+        rows = await self._all("SELECT * FROM drives ORDER BY idx")
+        return [
+            DriveRecord(
+                index=r["idx"],
+                generation=r["generation"],
+                device=r["device"],
+                barcode=r["barcode"],
+                up=bool(r["up"]),
+                failures=r["failures"],
+                reason=r["reason"],
+                idle_since=r["idle_since"],
+                needs_cleaning=bool(r["needs_cleaning"]),
+            )
+            for r in rows
+        ]
+
+    async def update_tape(self, barcode: str, **fields: Any) -> None:
+        allowed = {
+            "need_to_check",
+            "full",
+            "used_bytes",
+            "cleaning_uses_left",
+            "locked",
+            "write_protected",
+            "ejected",
+        }
+        unknown = set(fields) - allowed
+        if unknown:
+            raise ValueError(f"not tape fields: {sorted(unknown)}")
+        sets = ", ".join(f"{k}=?" for k in fields)
+        async with self.transaction() as db:
+            await db.execute(
+                f"UPDATE tapes SET {sets} WHERE barcode=?",  # noqa: S608 - keys checked above
+                (*[int(v) if isinstance(v, bool) else v for v in fields.values()], barcode),
+            )
+
+    async def update_drive(self, index: int, **fields: Any) -> None:
+        allowed = {"up", "failures", "reason", "idle_since", "needs_cleaning", "barcode"}
+        unknown = set(fields) - allowed
+        if unknown:
+            raise ValueError(f"not drive fields: {sorted(unknown)}")
+        sets = ", ".join(f"{k}=?" for k in fields)
+        async with self.transaction() as db:
+            await db.execute(
+                f"UPDATE drives SET {sets} WHERE idx=?",  # noqa: S608 - keys checked above
+                (*[int(v) if isinstance(v, bool) else v for v in fields.values()], index),
+            )
+
+    # -- events --------------------------------------------------------------------
+
+    async def insert_event(
+        self,
+        db: aiosqlite.Connection,
+        *,
+        source: str,
+        received: float,
+        topic: str | None = None,
+        verb: str | None = None,
+        task_id: str | None = None,
+        destination_id: int | None = None,
+        payload: str | None = None,
+        status: str = "applied",
+        reason: str | None = None,
+        dedup_key: str | None = None,
+    ) -> int | None:
+        """Insert inside a caller's transaction; None when the dedup key was seen."""
+        cur = await db.execute(
+            "INSERT INTO events(source, dedup_key, topic, verb, task_id, destination_id, "
+            "payload, received, status, reason) VALUES(?,?,?,?,?,?,?,?,?,?) "
+            "ON CONFLICT(dedup_key) DO NOTHING",
+            (
+                source,
+                dedup_key,
+                topic,
+                verb,
+                task_id,
+                destination_id,
+                payload,
+                received,
+                status,
+                reason,
+            ),
+        )
+        return cur.lastrowid if cur.rowcount else None
+
+    async def events(self, status: str | None = None, limit: int = 1000) -> list[EventRecord]:
+        sql = "SELECT * FROM events"
+        params: list[Any] = []
+        if status is not None:
+            sql += " WHERE status=?"
+            params.append(status)
+        sql += " ORDER BY seq DESC LIMIT ?"
+        params.append(limit)
+        return [
+            EventRecord(
+                r["seq"],
+                r["source"],
+                r["topic"],
+                r["verb"],
+                r["task_id"],
+                r["destination_id"],
+                r["payload"],
+                r["received"],
+                r["status"],
+                r["reason"],
+            )
+            for r in await self._all(sql, params)
+        ]
+
+    # -- destinations ----------------------------------------------------------------
+
+    async def destination(self, destination_id: int) -> DestinationRecord | None:
+        row = await self._one("SELECT * FROM destinations WHERE id=?", (destination_id,))
+        return _destination(row) if row else None
+
+    async def destinations(self, task_id: str | None = None) -> list[DestinationRecord]:
+        if task_id is None:
+            rows = await self._all("SELECT * FROM destinations WHERE deleted=0 ORDER BY id")
+        else:
+            rows = await self._all(
+                "SELECT * FROM destinations WHERE deleted=0 AND task_id=? ORDER BY id",
+                (task_id,),
+            )
+        return [_destination(r) for r in rows]
+
+    async def next_destination_id(self) -> int:
+        row = await self._one("SELECT COALESCE(MAX(id), 0) + 1 FROM destinations")
+        return int(row[0]) if row else 1
+
+    # -- requests ----------------------------------------------------------------------
+
+    async def request(self, request_id: int) -> RequestRecord | None:
+        row = await self._one("SELECT * FROM requests WHERE id=?", (request_id,))
+        return _request(row) if row else None
+
+    async def requests(self, states: Iterable[RequestState] | None = None) -> list[RequestRecord]:
+        if states is None:
+            return [_request(r) for r in await self._all("SELECT * FROM requests ORDER BY id")]
+        wanted = [s.value for s in states]
+        marks = ",".join("?" * len(wanted))
+        rows = await self._all(
+            f"SELECT * FROM requests WHERE state IN ({marks}) ORDER BY id",  # noqa: S608
+            wanted,
+        )
+        return [_request(r) for r in rows]
+
+    async def active_request_for(self, destination_id: int) -> RequestRecord | None:
+        marks = ",".join("?" * len(ACTIVE))
+        row = await self._one(
+            f"SELECT * FROM requests WHERE destination_id=? AND state IN ({marks}) "  # noqa: S608
+            "ORDER BY id DESC LIMIT 1",
+            (destination_id, *[s.value for s in ACTIVE]),
+        )
+        return _request(row) if row else None
+
+    async def latest_request_for(self, destination_id: int) -> RequestRecord | None:
+        row = await self._one(
+            "SELECT * FROM requests WHERE destination_id=? ORDER BY id DESC LIMIT 1",
+            (destination_id,),
+        )
+        return _request(row) if row else None
+
+    async def set_request_state(
+        self,
+        db: aiosqlite.Connection,
+        request_id: int,
+        new: RequestState,
+        now: float,
+        **fields: Any,
+    ) -> RequestRecord:
+        """Move a request along the state table (inside a caller's transaction)."""
+        current = await self.request(request_id)
+        if current is None:
+            raise KeyError(request_id)
+        transition(current.state, new)
+        allowed = {"drive", "reason", "barcode", "attempts", "lease_expires"}
+        unknown = set(fields) - allowed
+        if unknown:
+            raise ValueError(f"not request fields: {sorted(unknown)}")
+        sets = "".join(f", {k}=?" for k in fields)
+        await db.execute(
+            f"UPDATE requests SET state=?, updated=?{sets} WHERE id=?",  # noqa: S608
+            (new.value, now, *fields.values(), request_id),
+        )
+        updated = await self.request(request_id)
+        assert updated is not None
+        return updated
+
+    # -- operations ------------------------------------------------------------------
+
+    async def begin_operation(
+        self,
+        kind: str,
+        now: float,
+        *,
+        barcode: str | None = None,
+        slot: int | None = None,
+        drive: int | None = None,
+        request_ids: Sequence[int] = (),
+    ) -> int:
+        """The write-ahead intent: committed before the command runs."""
+        async with self.transaction() as db:
+            cur = await db.execute(
+                "INSERT INTO operations(kind, barcode, slot, drive, request_ids, state, started) "
+                "VALUES(?,?,?,?,?, 'intent', ?)",
+                (kind, barcode, slot, drive, json.dumps(list(request_ids)), now),
+            )
+            assert cur.lastrowid is not None
+            return cur.lastrowid
+
+    async def finish_operation(
+        self,
+        db: aiosqlite.Connection,
+        operation_id: int,
+        state: str,
+        now: float,
+        *,
+        error: str | None = None,
+        error_class: str | None = None,
+    ) -> None:
+        await db.execute(
+            "UPDATE operations SET state=?, error=?, error_class=?, finished=? WHERE id=?",
+            (state, error, error_class, now, operation_id),
+        )
+
+    async def operations(self, state: str | None = None) -> list[OperationRecord]:
+        if state is None:
+            rows = await self._all("SELECT * FROM operations ORDER BY id")
+        else:
+            rows = await self._all("SELECT * FROM operations WHERE state=? ORDER BY id", (state,))
+        return [_operation(r) for r in rows]
+
+    async def move_tape(
+        self,
+        db: aiosqlite.Connection,
+        barcode: str,
+        *,
+        slot: int | None,
+        drive: int | None,
+        now: float,
+        mounted: bool = False,
+    ) -> None:
+        """Record a completed move (inside the caller's transaction)."""
+        await db.execute(
+            "UPDATE tapes SET slot=?, drive=?, date_move=?, "
+            "mount_count = mount_count + ? WHERE barcode=?",
+            (slot, drive, now, int(mounted), barcode),
+        )
+        if drive is not None:
+            await db.execute("UPDATE drives SET barcode=? WHERE idx=?", (barcode, drive))
+        else:
+            await db.execute("UPDATE drives SET barcode=NULL WHERE barcode=?", (barcode,))
+
+
+def _inventory_json(inventory: Inventory, now: float) -> dict[str, Any]:
+    return {
+        "taken": now,
+        "drives": [
+            {"index": d.index, "full": d.full, "barcode": d.barcode, "source_slot": d.source_slot}
+            for d in inventory.drives
+        ],
+        "slots": [
+            {
+                "number": s.number,
+                "full": s.full,
+                "barcode": s.barcode,
+                "import_export": s.import_export,
+            }
+            for s in inventory.slots
+        ],
+    }

@@ -1,0 +1,153 @@
+"""Configuration: one TOML file, overridable by TAPEWORKER_* environment variables.
+
+A bad file is reported with the file, the key and the problem before anything
+starts (exit status 2 from the CLI).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+from worker.errors import ConfigError
+
+REPO_CONFIG = Path(__file__).resolve().parent.parent / "config"
+
+
+class HttpSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    enabled: bool = True
+    host: str = "127.0.0.1"
+    port: Annotated[int, Field(ge=0, le=65535)] = 8407
+    #: user name -> password for HTTP Basic authentication.
+    users: dict[str, SecretStr] = Field(default_factory=dict)
+
+
+class MqttSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    #: No host = no MQTT intake (the embedded HTTP default still works).
+    host: str | None = None
+    port: Annotated[int, Field(ge=1, le=65535)] = 1883
+    username: str | None = None
+    password: SecretStr | None = None
+    client_id: str = "tapeworker"
+    #: Topics are `<prefix>/tasks/<task>/task_destinations/<id>/<verb>`.
+    prefix: str = Field(default="tapeworker", pattern=r"^[A-Za-z0-9_\-]+(/[A-Za-z0-9_\-]+)*$")
+    keepalive: Annotated[int, Field(ge=5)] = 30
+    #: How long the broker keeps our session (and queues events) while we are away.
+    session_expiry_s: Annotated[int, Field(ge=60)] = 7 * 24 * 3600
+    reconnect_max_s: Annotated[float, Field(gt=0)] = 30.0
+
+
+class ExecutorSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    move_timeout_s: Annotated[float, Field(gt=0)] = 600.0
+    ready_timeout_s: Annotated[float, Field(gt=0)] = 300.0
+    ready_poll_s: Annotated[float, Field(gt=0)] = 2.0
+    retries: Annotated[int, Field(ge=0)] = 3
+    backoff_s: Annotated[float, Field(ge=0)] = 5.0
+    #: Consecutive failures after which a drive is marked down.
+    drive_down_after: Annotated[int, Field(ge=1)] = 3
+
+
+class PlannerSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    #: Unload an idle tape nobody needs after this long (about one unload's cost).
+    dismount_delay_s: Annotated[float, Field(ge=0)] = 120.0
+    max_age_s: Annotated[float, Field(gt=0)] = 7200.0
+    #: At most this many drives per pool (0 = no cap).
+    pool_drive_cap: Annotated[int, Field(ge=0)] = 0
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="TAPEWORKER_",
+        env_nested_delimiter="__",
+        extra="forbid",
+    )
+
+    state_dir: Path = Path("state")
+    library: Path = REPO_CONFIG / "demo-library.toml"
+    backend: Literal["sim", "mtx"] = "sim"
+    #: The simulator's clock runs this many times faster than real time.
+    sim_speed: Annotated[float, Field(gt=0)] = 10.0
+    #: How long a ready destination holds its drive without a renewal.
+    hold_seconds: Annotated[float, Field(gt=0)] = 3600.0
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    log_format: Literal["json", "console", "journald"] = "console"
+    http: HttpSettings = Field(default_factory=HttpSettings)
+    mqtt: MqttSettings = Field(default_factory=MqttSettings)
+    executor: ExecutorSettings = Field(default_factory=ExecutorSettings)
+    planner: PlannerSettings = Field(default_factory=PlannerSettings)
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        toml_file = os.environ.get("_TAPEWORKER_CONFIG_FILE")
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        if toml_file:
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=toml_file))
+        return tuple(sources)
+
+    @property
+    def journal_path(self) -> Path:
+        return self.state_dir / "journal.sqlite3"
+
+    @property
+    def sim_state_path(self) -> Path:
+        return self.state_dir / "sim-library.json"
+
+
+def load_settings(config: Path | None = None) -> Settings:
+    """Read the file (when given) and the environment; raise ConfigError naming the problem."""
+    if config is not None and not config.is_file():
+        raise ConfigError(f"{config}: configuration file not found")
+    previous = os.environ.get("_TAPEWORKER_CONFIG_FILE")
+    try:
+        if config is not None:
+            os.environ["_TAPEWORKER_CONFIG_FILE"] = str(config)
+        settings = Settings()
+    except ValidationError as exc:
+        where = str(config) if config is not None else "environment"
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc']) or '(top)'}: {err['msg']}"
+            for err in exc.errors()
+        )
+        raise ConfigError(f"{where}: {problems}") from exc
+    except ValueError as exc:  # TOML syntax errors surface as ValueError subclasses
+        raise ConfigError(f"{config}: {exc}") from exc
+    finally:
+        if previous is None:
+            os.environ.pop("_TAPEWORKER_CONFIG_FILE", None)
+        else:
+            os.environ["_TAPEWORKER_CONFIG_FILE"] = previous
+    if config is not None:
+        # Relative paths in a file are relative to the file, so a unit can point anywhere.
+        base = config.resolve().parent
+        updates: dict[str, Path] = {}
+        if not settings.library.is_absolute() and "TAPEWORKER_LIBRARY" not in os.environ:
+            updates["library"] = base / settings.library
+        if not settings.state_dir.is_absolute() and "TAPEWORKER_STATE_DIR" not in os.environ:
+            updates["state_dir"] = base / settings.state_dir
+        if updates:
+            settings = settings.model_copy(update=updates)
+    return settings
