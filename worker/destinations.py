@@ -294,17 +294,7 @@ async def _release_active(
         return
     await journal.set_request_state(db, active.id, RequestState.RELEASED, now, reason=why)
     if active.drive is not None:
-        await _drive_freed(db, active.drive, now)
-
-
-async def _drive_freed(db: aiosqlite.Connection, drive: int, now: float) -> None:
-    """The drive's idle clock starts when its last holder lets go."""
-    async with db.execute(
-        "SELECT COUNT(*) FROM requests WHERE drive=? AND state IN ('ready','mounting')", (drive,)
-    ) as cur:
-        row = await cur.fetchone()
-    if row is not None and row[0] == 0:
-        await db.execute("UPDATE drives SET idle_since=? WHERE idx=?", (now, drive))
+        await journal.drive_freed(db, active.drive, now)
 
 
 def parse_body(payload: bytes | str) -> TaskDestinationBody:

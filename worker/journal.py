@@ -9,6 +9,7 @@ must survive a power cut. Callers batch their writes into one transaction.
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator, Iterable, Sequence
 from contextlib import asynccontextmanager
@@ -309,6 +310,9 @@ class Journal:
     def __init__(self, db: aiosqlite.Connection, path: Path) -> None:
         self._db = db
         self.path = path
+        # One connection serves the HTTP handlers, the MQTT intake and the executor:
+        # transactions take turns.
+        self._tx_lock = asyncio.Lock()
 
     @classmethod
     async def open(cls, path: Path) -> Journal:
@@ -341,13 +345,14 @@ class Journal:
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[aiosqlite.Connection]:
         """One atomic batch: everything inside commits together, or nothing does."""
-        await self._db.execute("BEGIN IMMEDIATE")
-        try:
-            yield self._db
-        except BaseException:
-            await self._db.execute("ROLLBACK")
-            raise
-        await self._db.execute("COMMIT")
+        async with self._tx_lock:
+            await self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._db
+            except BaseException:
+                await self._db.execute("ROLLBACK")
+                raise
+            await self._db.execute("COMMIT")
 
     async def _all(self, sql: str, params: Sequence[Any] = ()) -> list[aiosqlite.Row]:
         async with self._db.execute(sql, params) as cur:
@@ -749,6 +754,16 @@ class Journal:
         else:
             rows = await self._all("SELECT * FROM operations WHERE state=? ORDER BY id", (state,))
         return [_operation(r) for r in rows]
+
+    async def drive_freed(self, db: aiosqlite.Connection, drive: int, now: float) -> None:
+        """Start a drive's idle clock when its last holder lets go (in the caller's transaction)."""
+        async with db.execute(
+            "SELECT COUNT(*) FROM requests WHERE drive=? AND state IN ('ready','mounting')",
+            (drive,),
+        ) as cur:
+            row = await cur.fetchone()
+        if row is not None and row[0] == 0:
+            await db.execute("UPDATE drives SET idle_since=? WHERE idx=?", (now, drive))
 
     async def move_tape(
         self,

@@ -1,0 +1,232 @@
+"""The `tapeworker` command: run the daemon, look at its state, try things out."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from drivers import open_library
+from drivers.base import Inventory
+from drivers.definition import load_definition
+from drivers.errors import DefinitionError, DriverError
+from worker.errors import ConfigError, JournalError
+from worker.journal import Journal
+from worker.logging import configure
+from worker.requests import ACTIVE
+from worker.settings import Settings, load_settings
+
+EXIT_CONFIG = 2
+
+
+def _config_arg(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--config", type=Path, default=None, help="configuration file (TOML); default: built-in"
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="tapeworker", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+    run = commands.add_parser("run", help="run the daemon")
+    _config_arg(run)
+    status = commands.add_parser("status", help="drives, slots, pending and active destinations")
+    _config_arg(status)
+    status.add_argument("--json", action="store_true", help="machine-readable output")
+    inventory = commands.add_parser("inventory", help="the library as the changer reports it")
+    _config_arg(inventory)
+    inventory.add_argument("--json", action="store_true", help="machine-readable output")
+    events = commands.add_parser("events", help="the journal's latest events (rejected ones too)")
+    _config_arg(events)
+    events.add_argument("--rejected", action="store_true", help="only rejected events")
+    events.add_argument("--limit", type=int, default=20)
+    check = commands.add_parser("check-config", help="validate the configuration and library")
+    _config_arg(check)
+    simulate = commands.add_parser(
+        "simulate", help="compare the planner with simple policies", add_help=False
+    )
+    simulate.add_argument("rest", nargs=argparse.REMAINDER)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.command == "simulate":
+        from worker.simulation.cli import main as simulate_main  # noqa: PLC0415
+
+        return simulate_main(list(args.rest))
+    try:
+        settings = load_settings(args.config)
+        definition = load_definition(settings.library)
+    except (ConfigError, DefinitionError) as exc:
+        print(f"tapeworker: configuration error: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    configure(settings.log_level, settings.log_format)
+    if args.command == "check-config":
+        print(f"configuration ok: {len(definition.drives)} drives, {definition.slots} slots")
+        return 0
+    try:
+        if args.command == "run":
+            return _run(settings, args.config)
+        if args.command == "status":
+            return asyncio.run(_status(settings, as_json=args.json))
+        if args.command == "inventory":
+            return asyncio.run(_inventory(settings, as_json=args.json))
+        if args.command == "events":
+            return asyncio.run(_events(settings, rejected=args.rejected, limit=args.limit))
+    except (ConfigError, JournalError) as exc:
+        print(f"tapeworker: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    except DriverError as exc:
+        print(f"tapeworker: library error: {exc}", file=sys.stderr)
+        return 1
+    return 1
+
+
+def _run(settings: Settings, config: Path | None) -> int:
+    from worker.service import Service  # noqa: PLC0415
+
+    asyncio.run(Service(settings, config).run())
+    return 0
+
+
+async def _read_inventory(settings: Settings) -> Inventory:
+    definition = load_definition(settings.library)
+    library = open_library(
+        settings.backend, definition, state_file=settings.sim_state_path, speed=settings.sim_speed
+    )
+    async with library:
+        return await library.inventory()
+
+
+def inventory_json(inventory: Inventory, settings: Settings) -> dict[str, Any]:
+    """The stable `inventory --json` shape (documented in the README)."""
+    definition = load_definition(settings.library)
+    devices = {d.index: d.device for d in definition.drives}
+    return {
+        "drives": [
+            {
+                "index": d.index,
+                "full": d.full,
+                "barcode": d.barcode,
+                "source_slot": d.source_slot,
+                "device": devices.get(d.index),
+            }
+            for d in inventory.drives
+        ],
+        "slots": [
+            {
+                "number": s.number,
+                "full": s.full,
+                "barcode": s.barcode,
+                "import_export": s.import_export,
+            }
+            for s in inventory.slots
+        ],
+    }
+
+
+async def _inventory(settings: Settings, *, as_json: bool) -> int:
+    data = inventory_json(await _read_inventory(settings), settings)
+    if as_json:
+        print(json.dumps(data, indent=2))
+        return 0
+    for drive in data["drives"]:
+        what = f"{drive['barcode'] or '(no label)'} from slot {drive['source_slot']}"
+        print(
+            f"drive {drive['index']:>2} {drive['device'] or '-':<24} "
+            f"{what if drive['full'] else 'empty'}"
+        )
+    for slot in data["slots"]:
+        kind = " import/export" if slot["import_export"] else ""
+        content = (slot["barcode"] or "(no label)") if slot["full"] else "empty"
+        print(f"slot {slot['number']:>4}{kind}: {content}")
+    return 0
+
+
+async def _status(settings: Settings, *, as_json: bool) -> int:
+    if not settings.journal_path.exists():
+        raise JournalError(f"{settings.journal_path}: no journal yet (has the daemon run?)")
+    journal = await Journal.open(settings.journal_path)
+    try:
+        drives = await journal.drives()
+        tapes = await journal.tapes()
+        requests = await journal.requests(ACTIVE)
+        recent = [r for r in await journal.requests() if r.state not in ACTIVE][-20:]
+        destinations = {d.id: d for d in await journal.destinations()}
+    finally:
+        await journal.close()
+    data: dict[str, Any] = {
+        "time": time.time(),
+        "drives": [
+            {
+                "index": d.index,
+                "generation": f"LTO-{d.generation}",
+                "device": d.device,
+                "barcode": d.barcode,
+                "up": d.up,
+                "reason": d.reason,
+                "failures": d.failures,
+            }
+            for d in drives
+        ],
+        "slots": [
+            {"slot": t.slot, "barcode": t.barcode, "pool": t.pool}
+            for t in tapes
+            if t.slot is not None
+        ],
+        "need_to_check": [t.barcode for t in tapes if t.need_to_check],
+        "requests": [
+            {
+                "id": r.id,
+                "destination": r.destination_id,
+                "task": destinations[r.destination_id].task_id
+                if r.destination_id in destinations
+                else None,
+                "state": r.state.value,
+                "barcode": r.barcode,
+                "pool": r.pool,
+                "drive": r.drive,
+                "reason": r.reason,
+            }
+            for r in [*requests, *recent]
+        ],
+    }
+    if as_json:
+        print(json.dumps(data, indent=2))
+        return 0
+    print("drives:")
+    for d in data["drives"]:
+        state = "up" if d["up"] else f"DOWN ({d['reason']})"
+        print(f"  {d['index']}: {d['generation']} {d['device']} {d['barcode'] or 'empty'} {state}")
+    print(f"slots: {len(data['slots'])} cartridges in slots")
+    if data["need_to_check"]:
+        print(f"need_to_check: {', '.join(data['need_to_check'])}")
+    print("requests:")
+    for r in data["requests"]:
+        where = f" drive {r['drive']}" if r["drive"] is not None else ""
+        reason = f" ({r['reason']})" if r["reason"] else ""
+        target = r["barcode"] or f"pool {r['pool']}"
+        print(f"  #{r['id']} destination {r['destination']}: {r['state']} {target}{where}{reason}")
+    return 0
+
+
+async def _events(settings: Settings, *, rejected: bool, limit: int) -> int:
+    journal = await Journal.open(settings.journal_path)
+    try:
+        events = await journal.events("rejected" if rejected else None, limit)
+    finally:
+        await journal.close()
+    for e in events:
+        reason = f": {e.reason}" if e.reason else ""
+        print(f"#{e.seq} {e.source} {e.verb or '-'} {e.topic or ''} {e.status}{reason}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

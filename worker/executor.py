@@ -1,0 +1,338 @@
+"""Runs planned actions on the driver, with a write-ahead record in the journal.
+
+Every robot or drive command has its intent committed before it runs and its
+outcome after, so a restart knows what was in flight. The changer lock is held
+only while a cartridge moves; waiting for a drive to come online happens outside
+it, so several mounts overlap as they do on real libraries.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
+import structlog
+
+from drivers.base import TapeLibrary
+from drivers.errors import (
+    DriverError,
+    HardwareError,
+    IncompatibleMediaError,
+    OperationError,
+    RetryableError,
+)
+from worker.actions import Attach, Clean, Load, Unload
+from worker.journal import Journal
+from worker.requests import RequestState
+from worker.settings import ExecutorSettings
+
+log = structlog.get_logger("tapeworker.executor")
+
+Clock = Callable[[], float]
+ChangeListener = Callable[[set[int]], Awaitable[None]]
+
+#: A drive's work arrives as one ordered chain (an unload, then the load that needs it).
+DriveWork = Load | Unload | Attach | Clean
+
+
+@dataclass
+class ExecutorState:
+    """What is in flight right now; the planner must not touch these."""
+
+    busy_drives: set[int] = field(default_factory=set)
+    busy_tapes: set[str] = field(default_factory=set)
+    #: Where a tape in flight is headed (for the planner, it is already there).
+    tape_drive: dict[str, int] = field(default_factory=dict)
+    #: The changer must be re-inventoried before the next move.
+    inventory_suspect: bool = False
+
+
+class Executor:
+    def __init__(
+        self,
+        library: TapeLibrary,
+        journal: Journal,
+        settings: ExecutorSettings,
+        *,
+        hold_seconds: float,
+        on_change: ChangeListener,
+        clock: Clock = time.time,
+    ) -> None:
+        self._library = library
+        self._journal = journal
+        self._settings = settings
+        self._hold_seconds = hold_seconds
+        self._on_change = on_change
+        self._clock = clock
+        self._robot = asyncio.Lock()
+        self.state = ExecutorState()
+
+    @property
+    def robot(self) -> asyncio.Lock:
+        """The changer lock: one robot move (or inventory) at a time."""
+        return self._robot
+
+    @property
+    def robot_busy(self) -> bool:
+        return self._robot.locked()
+
+    def claim(self, drive: int, tapes: set[str]) -> None:
+        self.state.busy_drives.add(drive)
+        self.state.busy_tapes |= tapes
+
+    def release_claim(self, drive: int, tapes: set[str]) -> None:
+        self.state.busy_drives.discard(drive)
+        self.state.busy_tapes -= tapes
+
+    async def run_chain(self, drive: int, chain: list[DriveWork]) -> None:
+        """Run one drive's actions in order; stop the chain at the first failure."""
+        tapes = {a.barcode for a in chain}
+        try:
+            for action in chain:
+                ok = await self._run(action)
+                if not ok:
+                    break
+        finally:
+            self.release_claim(drive, tapes)
+
+    async def _run(self, action: DriveWork) -> bool:
+        if isinstance(action, Load):
+            return await self._load(action.barcode, action.slot, action.drive, action.request_ids)
+        if isinstance(action, Clean):
+            return await self._clean(action)
+        if isinstance(action, Unload):
+            return await self._unload(action)
+        return await self._attach(action)
+
+    # -- moves ---------------------------------------------------------------------
+
+    async def _move(self, kind: str, coro_factory: Callable[[], Awaitable[None]]) -> None:
+        """One robot move: under the changer lock, with a timeout and retries."""
+        attempt = 0
+        while True:
+            try:
+                async with self._robot:
+                    await asyncio.wait_for(coro_factory(), self._settings.move_timeout_s)
+            except RetryableError as exc:
+                if exc.outcome_uncertain:
+                    self.state.inventory_suspect = True
+                attempt += 1
+                if attempt > self._settings.retries:
+                    raise
+                delay = self._settings.backoff_s * (2 ** (attempt - 1))
+                log.warning("retrying", kind=kind, attempt=attempt, delay_s=delay, error=str(exc))
+                await asyncio.sleep(delay)
+            except TimeoutError as exc:
+                self.state.inventory_suspect = True
+                raise HardwareError(
+                    f"{kind} did not finish in {self._settings.move_timeout_s}s"
+                ) from exc
+            else:
+                return
+
+    async def _load(
+        self, barcode: str, slot: int, drive: int, request_ids: tuple[int, ...]
+    ) -> bool:
+        now = self._clock()
+        async with self._journal.transaction() as db:
+            for rid in request_ids:
+                await self._journal.set_request_state(
+                    db, rid, RequestState.MOUNTING, now, drive=drive, barcode=barcode
+                )
+        await self._notify(request_ids)
+        op = await self._journal.begin_operation(
+            "load", now, barcode=barcode, slot=slot, drive=drive, request_ids=request_ids
+        )
+        log.info("loading", barcode=barcode, slot=slot, drive=drive, operation=op)
+        try:
+            await self._move("load", lambda: self._library.load(slot, drive))
+        except DriverError as exc:
+            await self._failed(op, exc, request_ids, barcode=barcode, drive=drive)
+            return False
+        now = self._clock()
+        async with self._journal.transaction() as db:
+            await self._journal.move_tape(
+                db, barcode, slot=None, drive=drive, now=now, mounted=True
+            )
+            await self._journal.finish_operation(db, op, "moved", now)
+            await db.execute("UPDATE drives SET idle_since=NULL WHERE idx=?", (drive,))
+        return await self._become_ready(op, barcode, drive, request_ids)
+
+    async def _become_ready(
+        self, op: int | None, barcode: str, drive: int, request_ids: tuple[int, ...]
+    ) -> bool:
+        try:
+            await self._wait_online(drive)
+        except DriverError as exc:
+            if op is None:
+                op = await self._journal.begin_operation(
+                    "attach", self._clock(), barcode=barcode, drive=drive, request_ids=request_ids
+                )
+            await self._failed(op, exc, request_ids, barcode=barcode, drive=drive)
+            return False
+        now = self._clock()
+        async with self._journal.transaction() as db:
+            if op is not None:
+                await self._journal.finish_operation(db, op, "done", now)
+            await db.execute("UPDATE drives SET failures=0 WHERE idx=?", (drive,))
+            for rid in request_ids:
+                current = await self._journal.request(rid)
+                if current is None or current.state is not RequestState.MOUNTING:
+                    # Released or destroyed while we mounted: the tape stays for now.
+                    continue
+                await self._journal.set_request_state(
+                    db,
+                    rid,
+                    RequestState.READY,
+                    now,
+                    drive=drive,
+                    lease_expires=now + self._hold_seconds,
+                    reason=None,
+                )
+            await self._journal.drive_freed(db, drive, now)
+        log.info("ready", barcode=barcode, drive=drive, requests=list(request_ids))
+        await self._notify(request_ids)
+        return True
+
+    async def _wait_online(self, drive: int) -> None:
+        """Poll `mt status` until the drive is online, bounded by the ready timeout."""
+        deadline = asyncio.get_running_loop().time() + self._settings.ready_timeout_s
+        poll = self._settings.ready_poll_s
+        while True:
+            try:
+                status = await self._library.drive_status(drive)
+            except RetryableError:
+                status = None
+            if status is not None and status.online:
+                return
+            if asyncio.get_running_loop().time() >= deadline:
+                raise HardwareError(
+                    f"drive {drive} not online {self._settings.ready_timeout_s}s after the load",
+                    drive=drive,
+                )
+            await asyncio.sleep(poll)
+
+    async def _attach(self, action: Attach) -> bool:
+        now = self._clock()
+        async with self._journal.transaction() as db:
+            for rid in action.request_ids:
+                await self._journal.set_request_state(
+                    db, rid, RequestState.MOUNTING, now, drive=action.drive, barcode=action.barcode
+                )
+            await db.execute("UPDATE drives SET idle_since=NULL WHERE idx=?", (action.drive,))
+        return await self._become_ready(None, action.barcode, action.drive, action.request_ids)
+
+    async def _unload(self, action: Unload) -> bool:
+        now = self._clock()
+        op = await self._journal.begin_operation(
+            "unload", now, barcode=action.barcode, slot=action.slot, drive=action.drive
+        )
+        log.info("unloading", barcode=action.barcode, drive=action.drive, slot=action.slot)
+        try:
+            await self._move("unload", lambda: self._library.unload(action.drive, action.slot))
+        except DriverError as exc:
+            await self._failed(op, exc, (), barcode=action.barcode, drive=action.drive)
+            return False
+        now = self._clock()
+        async with self._journal.transaction() as db:
+            await self._journal.move_tape(db, action.barcode, slot=action.slot, drive=None, now=now)
+            await self._journal.finish_operation(db, op, "done", now)
+            await db.execute(
+                "UPDATE drives SET idle_since=NULL, failures=0 WHERE idx=?", (action.drive,)
+            )
+        return True
+
+    async def _clean(self, action: Clean) -> bool:
+        now = self._clock()
+        op = await self._journal.begin_operation(
+            "clean", now, barcode=action.barcode, slot=action.slot, drive=action.drive
+        )
+        try:
+            await self._move("clean-load", lambda: self._library.load(action.slot, action.drive))
+            await self._move(
+                "clean-unload", lambda: self._library.unload(action.drive, action.slot)
+            )
+        except DriverError as exc:
+            await self._failed(op, exc, (), barcode=action.barcode, drive=action.drive)
+            return False
+        now = self._clock()
+        async with self._journal.transaction() as db:
+            await self._journal.finish_operation(db, op, "done", now)
+            await db.execute(
+                "UPDATE tapes SET cleaning_uses_left = MAX(cleaning_uses_left - 1, 0), "
+                "mount_count = mount_count + 1, date_move=? WHERE barcode=?",
+                (now, action.barcode),
+            )
+            await db.execute("UPDATE drives SET needs_cleaning=0 WHERE idx=?", (action.drive,))
+        return True
+
+    # -- failure policy --------------------------------------------------------------
+
+    async def _failed(
+        self,
+        op: int,
+        exc: DriverError,
+        request_ids: tuple[int, ...],
+        *,
+        barcode: str | None,
+        drive: int | None,
+    ) -> None:
+        now = self._clock()
+        log.error("operation failed", operation=op, error=str(exc), kind=type(exc).__name__)
+        if exc.outcome_uncertain or isinstance(exc, OperationError):
+            self.state.inventory_suspect = True
+        async with self._journal.transaction() as db:
+            await self._journal.finish_operation(
+                db, op, "failed", now, error=str(exc), error_class=type(exc).__name__
+            )
+            if drive is not None and isinstance(exc, HardwareError | RetryableError):
+                await db.execute("UPDATE drives SET failures = failures + 1 WHERE idx=?", (drive,))
+                await db.execute(
+                    "UPDATE drives SET up=0, reason=? WHERE idx=? AND failures >= ?",
+                    (
+                        f"down after repeated failures: {exc.message}",
+                        drive,
+                        self._settings.drive_down_after,
+                    ),
+                )
+            if barcode is not None and isinstance(exc, HardwareError | IncompatibleMediaError):
+                await db.execute("UPDATE tapes SET need_to_check=1 WHERE barcode=?", (barcode,))
+            for rid in request_ids:
+                current = await self._journal.request(rid)
+                if current is None or current.state not in (
+                    RequestState.MOUNTING,
+                    RequestState.PENDING,
+                ):
+                    continue
+                attempts = current.attempts + 1
+                if isinstance(exc, IncompatibleMediaError) or attempts > self._settings.retries:
+                    await self._journal.set_request_state(
+                        db,
+                        rid,
+                        RequestState.FAILED,
+                        now,
+                        attempts=attempts,
+                        reason=f"{type(exc).__name__}: {exc.message}",
+                    )
+                else:
+                    await self._journal.set_request_state(
+                        db,
+                        rid,
+                        RequestState.PENDING,
+                        now,
+                        attempts=attempts,
+                        drive=None,
+                        reason=f"retrying after {type(exc).__name__}: {exc.message}",
+                    )
+        await self._notify(request_ids)
+
+    async def _notify(self, request_ids: tuple[int, ...]) -> None:
+        destinations: set[int] = set()
+        for rid in request_ids:
+            record = await self._journal.request(rid)
+            if record is not None:
+                destinations.add(record.destination_id)
+        if destinations:
+            await self._on_change(destinations)

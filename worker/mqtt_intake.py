@@ -1,0 +1,214 @@
+"""The MQTT intake: QoS 1, a persistent session, acknowledged only after the commit.
+
+Topics: `<prefix>/tasks/<task>/task_destinations/<id>/<create|update|destroy|release>`,
+payload the seed's create/update body (empty for destroy and release). State goes
+back retained on `<prefix>/state/task_destinations/<id>`; rejected input is copied
+to `<prefix>/dead-letter` with the reason.
+
+aiomqtt 2.x has no public manual-ack API, so `ManualAcks` reaches the paho client
+it wraps (the one private attribute we touch, kept here with its own test).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import aiomqtt
+import paho.mqtt.client as paho
+import structlog
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+
+from worker.destinations import (
+    VERBS,
+    DestinationEvent,
+    RejectedInput,
+    Verb,
+    parse_body,
+    record_events,
+)
+from worker.errors import RejectedEventError
+from worker.journal import Journal
+from worker.settings import MqttSettings
+
+log = structlog.get_logger("tapeworker.mqtt")
+
+ChangeListener = Callable[[set[int]], Awaitable[None]]
+Clock = Callable[[], float]
+
+#: Task ids are numeric ids or names; destination ids are numbers. Nothing else
+#: (no wildcards, no `..`, no deep paths) becomes an event.
+_TASK_RE = re.compile(r"^[A-Za-z0-9_.\-]{1,128}$")
+#: mosquitto sends at most this many unacknowledged messages at a time, so a
+#: batch never needs to wait for more than this.
+MAX_BATCH = 20
+
+
+class ManualAcks:
+    """Acknowledge a QoS 1 message only after it is committed to the journal."""
+
+    def __init__(self, client: aiomqtt.Client) -> None:
+        self._paho: paho.Client = client._client  # noqa: SLF001 - no public API (aiomqtt #345)
+        self._paho.manual_ack_set(True)
+
+    def ack(self, message: aiomqtt.Message) -> None:
+        if message.qos > 0:
+            self._paho.ack(message.mid, message.qos)
+
+
+def parse_topic(prefix: str, topic: str) -> tuple[str, int, Verb]:
+    """(task id, destination id, verb) from a topic; RejectedEventError names the problem."""
+    head = prefix + "/tasks/"
+    if not topic.startswith(head):
+        raise RejectedEventError(f"topic {topic[:200]!r} is not under {head!r}")
+    parts = topic[len(head) :].split("/")
+    if len(parts) != 4 or parts[1] != "task_destinations":
+        raise RejectedEventError(
+            f"topic {topic[:200]!r} is not <prefix>/tasks/<task>/task_destinations/<id>/<verb>"
+        )
+    task_id, _, raw_id, verb = parts
+    if not _TASK_RE.fullmatch(task_id) or task_id in (".", ".."):
+        raise RejectedEventError(f"invalid task id {task_id[:64]!r} in topic")
+    if not raw_id.isdigit() or len(raw_id) > 15 or not raw_id.isascii():
+        raise RejectedEventError(f"invalid destination id {raw_id[:64]!r} in topic")
+    if verb not in VERBS:
+        raise RejectedEventError(f"unknown verb {verb[:64]!r}: expected one of {VERBS}")
+    return task_id, int(raw_id), verb
+
+
+def to_event(prefix: str, topic: str, payload: bytes) -> DestinationEvent | RejectedInput:
+    text = payload.decode("utf-8", "replace")
+    try:
+        task_id, destination_id, verb = parse_topic(prefix, topic)
+        body = None
+        if verb in ("create", "update"):
+            body = parse_body(payload)
+        elif payload.strip():
+            raise RejectedEventError(f"{verb} takes an empty payload")
+    except RejectedEventError as exc:
+        return RejectedInput(exc.reason, source="mqtt", topic=topic[:1024], payload=text[:65536])
+    return DestinationEvent(verb, task_id, destination_id, body, "mqtt", topic=topic, payload=text)
+
+
+class MqttIntake:
+    def __init__(
+        self,
+        settings: MqttSettings,
+        journal: Journal,
+        *,
+        hold_seconds: float,
+        on_change: ChangeListener,
+        clock: Clock,
+    ) -> None:
+        self._settings = settings
+        self._journal = journal
+        self._hold_seconds = hold_seconds
+        self._on_change = on_change
+        self._clock = clock
+        self._client: aiomqtt.Client | None = None
+        self.connected = asyncio.Event()
+        self._outbox: asyncio.Queue[tuple[str, bytes, bool]] = asyncio.Queue(maxsize=10000)
+
+    @property
+    def prefix(self) -> str:
+        return self._settings.prefix
+
+    def _make_client(self) -> aiomqtt.Client:
+        properties = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
+        properties.SessionExpiryInterval = self._settings.session_expiry_s
+        password = self._settings.password.get_secret_value() if self._settings.password else None
+        return aiomqtt.Client(
+            hostname=self._settings.host or "localhost",
+            port=self._settings.port,
+            username=self._settings.username,
+            password=password,
+            identifier=self._settings.client_id,
+            protocol=aiomqtt.ProtocolVersion.V5,
+            # Keep our session (and the events queued for us) across restarts.
+            clean_start=False,
+            properties=properties,
+            keepalive=self._settings.keepalive,
+        )
+
+    async def run(self) -> None:
+        """Consume forever; reconnect with back-off when the broker goes away."""
+        delay = 1.0
+        while True:
+            client = self._make_client()
+            try:
+                async with client:
+                    self._client = client
+                    acks = ManualAcks(client)
+                    await client.subscribe(f"{self.prefix}/tasks/#", qos=1)
+                    self.connected.set()
+                    delay = 1.0
+                    log.info("mqtt connected", host=self._settings.host, port=self._settings.port)
+                    async with asyncio.TaskGroup() as group:
+                        group.create_task(self._publisher(client))
+                        await self._consume(client, acks)
+            except* aiomqtt.MqttError as group_exc:
+                self.connected.clear()
+                self._client = None
+                log.warning(
+                    "mqtt disconnected", error=str(group_exc.exceptions[0]), retry_in_s=delay
+                )
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, self._settings.reconnect_max_s)
+
+    async def _consume(self, client: aiomqtt.Client, acks: ManualAcks) -> None:
+        messages = client.messages
+        while True:
+            first = await anext(messages)
+            batch = [first]
+            # Take what has already arrived, so one commit covers a burst.
+            while len(batch) < MAX_BATCH and not client._queue.empty():  # noqa: SLF001
+                batch.append(await anext(messages))
+            await self._commit(batch)
+            for message in batch:
+                acks.ack(message)
+
+    async def _commit(self, batch: list[aiomqtt.Message]) -> None:
+        events: list[DestinationEvent | RejectedInput] = []
+        for message in batch:
+            payload = message.payload
+            if isinstance(payload, str):
+                raw = payload.encode()
+            elif isinstance(payload, bytes | bytearray):
+                raw = bytes(payload)
+            else:
+                raw = str(payload).encode()
+            events.append(to_event(self.prefix, message.topic.value, raw))
+        outcomes = await record_events(
+            self._journal, events, now=self._clock(), hold_seconds=self._hold_seconds
+        )
+        changed = {o.destination_id for o in outcomes if o.destination_id is not None}
+        for event, outcome in zip(events, outcomes, strict=True):
+            if outcome.status == "rejected":
+                log.warning("event rejected", topic=event.topic, reason=outcome.reason)
+                self.publish_nowait(
+                    f"{self.prefix}/dead-letter",
+                    {"topic": event.topic, "payload": event.payload, "reason": outcome.reason},
+                    retain=False,
+                )
+        if changed:
+            await self._on_change(changed)
+
+    def publish_nowait(self, topic: str, data: dict[str, Any], *, retain: bool) -> None:
+        try:
+            self._outbox.put_nowait((topic, json.dumps(data).encode(), retain))
+        except asyncio.QueueFull:
+            log.warning("mqtt outbox full, state update dropped", topic=topic)
+
+    def publish_state(self, destination_id: int, data: dict[str, Any]) -> None:
+        self.publish_nowait(
+            f"{self.prefix}/state/task_destinations/{destination_id}", data, retain=True
+        )
+
+    async def _publisher(self, client: aiomqtt.Client) -> None:
+        while True:
+            topic, payload, retain = await self._outbox.get()
+            await client.publish(topic, payload, qos=1, retain=retain)

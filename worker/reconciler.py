@@ -1,0 +1,278 @@
+"""The shell around the planner: journal -> snapshot -> plan -> executor -> journal.
+
+Rule: only this module turns journal rows into the planner's frozen values and the
+planner's actions into journal changes and driver work. The planner itself never
+awaits and never reads a clock; `now` comes from here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Awaitable, Callable
+
+import structlog
+
+from drivers.base import TapeLibrary
+from drivers.definition import LibraryDefinition
+from drivers.media import media_of
+from worker.actions import Action, Assign, Attach, Clean, Fail, Load, Unload
+from worker.executor import DriveWork, Executor
+from worker.journal import Journal
+from worker.planner import PlanPolicy, plan
+from worker.requests import ACTIVE, MountRequest, RequestState
+from worker.snapshot import DriveView, LibrarySnapshot, TapeView
+
+log = structlog.get_logger("tapeworker.reconciler")
+
+ChangeListener = Callable[[set[int]], Awaitable[None]]
+
+
+class Reconciler:
+    def __init__(
+        self,
+        definition: LibraryDefinition,
+        library: TapeLibrary,
+        journal: Journal,
+        executor: Executor,
+        policy: PlanPolicy,
+        *,
+        on_change: ChangeListener,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._definition = definition
+        self._library = library
+        self._journal = journal
+        self._executor = executor
+        self._policy = policy
+        self._on_change = on_change
+        self._clock = clock
+        self._tasks: set[asyncio.Task[None]] = set()
+        #: Requests handed to the executor and not finished yet.
+        self._dispatched: set[int] = set()
+        self.wake = asyncio.Event()
+
+    def set_policy(self, policy: PlanPolicy) -> None:
+        self._policy = policy
+        self.wake.set()
+
+    # -- inventory and recovery ------------------------------------------------------
+
+    async def take_inventory(self) -> list[str]:
+        """A fresh inventory under the robot lock, recorded in the journal."""
+        async with self._executor.robot:
+            inventory = await self._library.inventory()
+        surprises = await self._journal.apply_inventory(inventory, self._clock())
+        self._executor.state.inventory_suspect = False
+        for surprise in surprises:
+            log.warning("inventory", problem=surprise)
+        return surprises
+
+    async def recover(self) -> None:
+        """After a restart: settle what was in flight against a fresh inventory.
+
+        Nothing is replayed blindly: an interrupted mount goes back to pending, and
+        the planner finds the tape wherever the inventory says it now is.
+        """
+        await self.take_inventory()
+        now = self._clock()
+        tapes = {t.barcode: t for t in await self._journal.tapes()}
+        changed: set[int] = set()
+        async with self._journal.transaction() as db:
+            for op in await self._journal.operations("intent") + await self._journal.operations(
+                "moved"
+            ):
+                await self._journal.finish_operation(
+                    db, op.id, "interrupted", now, error="daemon stopped while in flight"
+                )
+                log.warning("interrupted operation", operation=op.id, kind=op.kind)
+            for request in await self._journal.requests(
+                (RequestState.MOUNTING, RequestState.READY)
+            ):
+                tape = tapes.get(request.barcode or "")
+                still_there = (
+                    request.state is RequestState.READY
+                    and tape is not None
+                    and tape.drive == request.drive
+                )
+                if still_there:
+                    continue
+                await self._journal.set_request_state(
+                    db,
+                    request.id,
+                    RequestState.PENDING,
+                    now,
+                    drive=None,
+                    reason="recovered after a restart",
+                )
+                changed.add(request.destination_id)
+        if changed:
+            await self._on_change(changed)
+
+    # -- one round -------------------------------------------------------------------
+
+    async def expire_leases(self) -> None:
+        now = self._clock()
+        expired = [
+            r
+            for r in await self._journal.requests((RequestState.READY,))
+            if r.lease_expires is not None and r.lease_expires <= now
+        ]
+        if not expired:
+            return
+        async with self._journal.transaction() as db:
+            for request in expired:
+                await self._journal.set_request_state(
+                    db, request.id, RequestState.RELEASED, now, reason="lease expired"
+                )
+                if request.drive is not None:
+                    await self._journal.drive_freed(db, request.drive, now)
+        await self._on_change({r.destination_id for r in expired})
+
+    async def snapshot(self, now: float) -> tuple[LibrarySnapshot, list[MountRequest]]:
+        state = self._executor.state
+        active = await self._journal.requests(ACTIVE)
+        holders: dict[int, list[int]] = {}
+        for request in active:
+            if request.state is not RequestState.PENDING and request.drive is not None:
+                holders.setdefault(request.drive, []).append(request.id)
+        drives = tuple(
+            DriveView(
+                index=d.index,
+                generation=d.generation,
+                barcode=d.barcode,
+                holders=tuple(holders.get(d.index, ())),
+                busy=d.index in state.busy_drives,
+                idle_since=d.idle_since,
+                available=d.up,
+                needs_cleaning=d.needs_cleaning,
+            )
+            for d in await self._journal.drives()
+        )
+        tapes: dict[str, TapeView] = {}
+        occupied: set[int] = set()
+        for t in await self._journal.tapes():
+            if t.slot is not None:
+                occupied.add(t.slot)
+            if not t.known:
+                continue
+            busy = t.barcode in state.busy_tapes
+            tapes[t.barcode] = TapeView(
+                barcode=t.barcode,
+                media=media_of(t.barcode),
+                # A tape on its way somewhere is where the busy drive is, as far as
+                # the planner is concerned: it must not plan a second move for it.
+                slot=None if busy else t.slot,
+                drive=state.tape_drive.get(t.barcode, t.drive) if busy else t.drive,
+                home_slot=t.home_slot,
+                pool=t.pool,
+                cleaning=t.cleaning,
+                locked=t.locked,
+                write_protected=t.write_protected,
+                need_to_check=t.need_to_check,
+                ejected=t.ejected,
+                full=t.full,
+                used_bytes=t.used_bytes,
+                capacity_bytes=0,
+                cleaning_uses_left=t.cleaning_uses_left,
+            )
+        free_slots = tuple(n for n in range(1, self._definition.slots + 1) if n not in occupied)
+        pending = [
+            MountRequest(
+                id=r.id,
+                barcode=r.barcode,
+                pool=r.pool,
+                arrival=r.arrival,
+                write=r.write,
+            )
+            for r in active
+            if r.state is RequestState.PENDING and r.id not in self._dispatched
+        ]
+        snapshot = LibrarySnapshot(
+            drives=drives,
+            tapes=tapes,
+            free_slots=free_slots,
+            robot_busy=self._executor.robot_busy,
+        )
+        return snapshot, pending
+
+    async def round(self) -> list[Action]:
+        """Plan once and hand the work out; returns what was planned."""
+        if self._executor.state.inventory_suspect and not self._executor.state.busy_drives:
+            await self.take_inventory()
+        await self.expire_leases()
+        now = self._clock()
+        snapshot, pending = await self.snapshot(now)
+        actions = plan(snapshot, pending, self._policy, now)
+        if actions:
+            await self._dispatch(actions, now)
+        return actions
+
+    async def _dispatch(self, actions: list[Action], now: float) -> None:
+        changed: set[int] = set()
+        chains: dict[int, list[DriveWork]] = {}
+        async with self._journal.transaction() as db:
+            for action in actions:
+                if isinstance(action, Assign):
+                    await db.execute(
+                        "UPDATE requests SET barcode=?, updated=? WHERE id=? AND state='pending'",
+                        (action.barcode, now, action.request_id),
+                    )
+                    record = await self._journal.request(action.request_id)
+                    if record is not None:
+                        changed.add(record.destination_id)
+                elif isinstance(action, Fail):
+                    record = await self._journal.set_request_state(
+                        db, action.request_id, RequestState.FAILED, now, reason=action.reason
+                    )
+                    changed.add(record.destination_id)
+                    log.warning("request failed", request=action.request_id, reason=action.reason)
+                elif isinstance(action, Load | Unload | Attach | Clean):
+                    chains.setdefault(action.drive, []).append(action)
+        for drive, chain in chains.items():
+            tapes = {a.barcode for a in chain}
+            self._executor.claim(drive, tapes)
+            for action in chain:
+                if isinstance(action, Load | Attach):
+                    self._dispatched.update(action.request_ids)
+                    self._executor.state.tape_drive[action.barcode] = drive
+            task = asyncio.create_task(self._run_chain(drive, chain), name=f"drive-{drive}")
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+        if changed:
+            await self._on_change(changed)
+
+    async def _run_chain(self, drive: int, chain: list[DriveWork]) -> None:
+        try:
+            await self._executor.run_chain(drive, chain)
+        except Exception:
+            log.exception("drive chain crashed", drive=drive)
+            self._executor.state.inventory_suspect = True
+        finally:
+            for action in chain:
+                if isinstance(action, Load | Attach):
+                    self._dispatched.difference_update(action.request_ids)
+                    self._executor.state.tape_drive.pop(action.barcode, None)
+            self.wake.set()
+
+    async def run(self, tick_s: float = 1.0) -> None:
+        """Plan whenever something changes, and at least every tick."""
+        while True:
+            try:
+                await self.round()
+            except Exception:
+                # One bad round must not stop the daemon; the next tick tries again.
+                log.exception("planning round failed")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.wake.wait(), tick_s)
+            self.wake.clear()
+
+    async def drain(self) -> None:
+        """Let the moves in progress finish (SIGTERM): never leave a cartridge mid-air."""
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    @property
+    def busy(self) -> bool:
+        return bool(self._tasks)

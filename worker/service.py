@@ -1,0 +1,185 @@
+"""Start-up, the main loop and shutdown: the wiring of every part.
+
+Start: load config, open the journal, open the library, inventory, recover,
+then serve. SIGTERM lets the robot move in progress finish, then stops cleanly;
+SIGHUP re-reads the configuration's planner and lease settings.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import time
+from pathlib import Path
+
+import structlog
+import uvicorn
+
+from drivers import open_library
+from drivers.definition import load_definition
+from drivers.errors import DefinitionError
+from worker.errors import ConfigError
+from worker.executor import Executor
+from worker.http_api import create_app
+from worker.journal import Journal
+from worker.mqtt_intake import MqttIntake
+from worker.planner import PlanPolicy
+from worker.reconciler import Reconciler
+from worker.sdnotify import notify, watchdog_interval_s
+from worker.settings import Settings, load_settings
+from worker.views import destination_view
+
+log = structlog.get_logger("tapeworker.service")
+
+
+def policy_from(settings: Settings) -> PlanPolicy:
+    return PlanPolicy(
+        dismount_delay_s=settings.planner.dismount_delay_s,
+        max_age_s=settings.planner.max_age_s,
+        pool_drive_cap=settings.planner.pool_drive_cap,
+    )
+
+
+class Service:
+    def __init__(self, settings: Settings, config_path: Path | None = None) -> None:
+        self.settings = settings
+        self.config_path = config_path
+        self.stopping = asyncio.Event()
+        self.mqtt: MqttIntake | None = None
+        self.reconciler: Reconciler | None = None
+        self.http_port: int | None = None
+
+    async def _changed(self, destination_ids: set[int]) -> None:
+        if self.reconciler is not None:
+            self.reconciler.wake.set()
+        if self.mqtt is None:
+            return
+        for destination_id in destination_ids:
+            record = await self._journal.destination(destination_id)
+            if record is None:
+                continue
+            if record.deleted:
+                self.mqtt.publish_state(
+                    destination_id, {"id": destination_id, "state": "destroyed"}
+                )
+                continue
+            view = await destination_view(self._journal, record)
+            self.mqtt.publish_state(destination_id, view.to_json())
+
+    async def run(self) -> None:
+        settings = self.settings
+        try:
+            definition = load_definition(settings.library)
+        except DefinitionError as exc:
+            raise ConfigError(str(exc)) from exc
+        settings.state_dir.mkdir(parents=True, exist_ok=True)
+        self._journal = journal = await Journal.open(settings.journal_path)
+        library = open_library(
+            settings.backend,
+            definition,
+            state_file=settings.sim_state_path,
+            speed=settings.sim_speed,
+        )
+        try:
+            problems = await library.check()
+            for problem in problems:
+                log.error("start-up check", problem=problem)
+            await journal.sync_catalog(definition, time.time())
+            executor = Executor(
+                library,
+                journal,
+                settings.executor,
+                hold_seconds=settings.hold_seconds,
+                on_change=self._changed,
+            )
+            self.reconciler = reconciler = Reconciler(
+                definition,
+                library,
+                journal,
+                executor,
+                policy_from(settings),
+                on_change=self._changed,
+            )
+            await reconciler.recover()
+            await self._serve(journal, reconciler)
+        finally:
+            await library.aclose()
+            await journal.close()
+
+    async def _serve(self, journal: Journal, reconciler: Reconciler) -> None:
+        settings = self.settings
+        server: uvicorn.Server | None = None
+        async with asyncio.TaskGroup() as group:
+            planning = group.create_task(reconciler.run(), name="reconciler")
+            background: list[asyncio.Task[None]] = []
+            if settings.mqtt.host:
+                self.mqtt = MqttIntake(
+                    settings.mqtt,
+                    journal,
+                    hold_seconds=settings.hold_seconds,
+                    on_change=self._changed,
+                    clock=time.time,
+                )
+                background.append(group.create_task(self.mqtt.run(), name="mqtt"))
+            if settings.http.enabled:
+                app = create_app(journal, settings, on_change=self._changed, clock=time.time)
+                config = uvicorn.Config(
+                    app,
+                    host=settings.http.host,
+                    port=settings.http.port,
+                    log_level="warning",
+                    lifespan="off",
+                )
+                server = uvicorn.Server(config)
+                serving = group.create_task(server.serve(), name="http")
+                # uvicorn offers no started event to await.
+                while not server.started and not serving.done():  # noqa: ASYNC110
+                    await asyncio.sleep(0.01)
+                if serving.done():
+                    raise ConfigError(
+                        f"http: cannot listen on {settings.http.host}:{settings.http.port}"
+                    )
+                self.http_port = server.servers[0].sockets[0].getsockname()[1]
+            # Installed after uvicorn started, so that ours win: the shutdown order is ours.
+            loop = asyncio.get_running_loop()
+            loop.add_signal_handler(signal.SIGTERM, self.stopping.set)
+            loop.add_signal_handler(signal.SIGINT, self.stopping.set)
+            loop.add_signal_handler(signal.SIGHUP, self._reload)
+            interval = watchdog_interval_s()
+            if interval is not None:
+                background.append(group.create_task(self._watchdog(interval), name="watchdog"))
+            notify("READY=1", "STATUS=serving")
+            log.info(
+                "tapeworker ready",
+                backend=settings.backend,
+                http=f"{settings.http.host}:{self.http_port}" if self.http_port else None,
+                mqtt=settings.mqtt.host,
+            )
+            await self.stopping.wait()
+            notify("STOPPING=1", "STATUS=finishing the move in progress")
+            log.info("stopping: letting the moves in progress finish")
+            planning.cancel()
+            await reconciler.drain()
+            if server is not None:
+                server.should_exit = True
+            for task in background:
+                task.cancel()
+        log.info("stopped")
+
+    def _reload(self) -> None:
+        try:
+            fresh = load_settings(self.config_path)
+        except ConfigError as exc:
+            log.error("reload refused: configuration invalid", problem=str(exc))
+            return
+        if self.reconciler is not None:
+            self.reconciler.set_policy(policy_from(fresh))
+        self.settings = self.settings.model_copy(
+            update={"planner": fresh.planner, "hold_seconds": fresh.hold_seconds}
+        )
+        log.info("configuration reloaded", planner=fresh.planner.model_dump())
+
+    async def _watchdog(self, interval: float) -> None:
+        while True:
+            notify("WATCHDOG=1")
+            await asyncio.sleep(interval)
