@@ -1,0 +1,36 @@
+# The two commands: `make run` (the daemon on the simulated library) and `make test`.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+
+.PHONY: run test lint bench deps system-deps clean
+
+$(BIN)/python:
+	scripts/ensure-system-deps python
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+
+$(VENV)/.installed: $(BIN)/python pyproject.toml
+	$(BIN)/pip install --quiet -e '.[test,plot]'
+	touch $@
+
+deps: $(VENV)/.installed
+
+run: deps
+	$(BIN)/tapeworker run --config config/tapeworker.toml
+
+lint: deps
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check worker drivers
+	$(BIN)/mypy
+
+test: deps
+	scripts/ensure-system-deps mosquitto
+	$(MAKE) --no-print-directory lint
+	$(BIN)/pytest
+
+bench: deps
+	$(BIN)/python -m worker.simulation.bench
+
+clean:
+	rm -rf $(VENV) state .pytest_cache .mypy_cache .ruff_cache
