@@ -1,0 +1,168 @@
+"""Destination events against a real SQLite journal: desired state, applied once."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from drivers.definition import LibraryDefinition
+from worker.destinations import (
+    DestinationEvent,
+    RejectedInput,
+    Verb,
+    parse_body,
+    record_events,
+)
+from worker.errors import RejectedEventError
+from worker.journal import Journal
+from worker.models import TaskDestinationBody
+from worker.requests import RequestState
+
+DEFINITION = LibraryDefinition.model_validate(
+    {
+        "slots": 10,
+        "import_export": 1,
+        "drives": [{"index": 0, "device": "/dev/nst0", "generation": "LTO-9"}],
+        "pools": [
+            {"id": 6, "name": "offline-tapes"},
+            {"id": 7, "name": "online-tapes"},
+            {"id": 8, "name": "nas-copies", "content": "nas"},
+        ],
+        "tapes": [
+            {"barcode": "NOD400L9", "slot": 1, "pool": "offline-tapes"},
+            {"barcode": "NOD401L9", "slot": 2, "pool": "online-tapes"},
+            {"barcode": "CLN001CU", "slot": 3},
+        ],
+    }
+)
+
+
+@pytest.fixture
+async def journal(tmp_path: Path) -> AsyncIterator[Journal]:
+    journal = await Journal.open(tmp_path / "journal.sqlite3")
+    await journal.sync_catalog(DEFINITION, now=1000.0)
+    yield journal
+    await journal.close()
+
+
+def event(verb: Verb, destination_id: int | None = 1, **body: object) -> DestinationEvent:
+    parsed = TaskDestinationBody.model_validate(body) if verb in ("create", "update") else None
+    return DestinationEvent(verb, "7", destination_id, parsed, "test")
+
+
+async def apply(journal: Journal, *events: DestinationEvent | RejectedInput, now: float = 2000.0):
+    return await record_events(journal, list(events), now=now, hold_seconds=60)
+
+
+async def test_create_with_a_barcode_asks_for_that_tape(journal: Journal) -> None:
+    [outcome] = await apply(journal, event("create", folder_id=1, tape_barcode="NOD400L9"))
+    assert outcome.status == "applied"
+    [request] = await journal.requests()
+    assert (request.barcode, request.pool, request.state) == (
+        "NOD400L9",
+        "offline-tapes",
+        RequestState.PENDING,
+    )
+
+
+async def test_the_same_create_twice_leaves_one_request(journal: Journal) -> None:
+    create = event("create", folder_id=1, tape_barcode="NOD400L9")
+    await apply(journal, create)
+    await apply(journal, create, now=2001.0)
+    assert len(await journal.requests()) == 1
+    assert len(await journal.events()) == 2
+
+
+async def test_update_to_a_pool_releases_the_old_request(journal: Journal) -> None:
+    await apply(journal, event("create", tape_barcode="NOD400L9"))
+    await apply(journal, event("update", pool_name="online-tapes"), now=2001.0)
+    old, new = await journal.requests()
+    assert old.state is RequestState.RELEASED
+    assert (new.barcode, new.pool, new.state) == (None, "online-tapes", RequestState.PENDING)
+
+
+async def test_update_with_the_same_tape_is_a_no_op(journal: Journal) -> None:
+    await apply(journal, event("create", tape_barcode="NOD400L9"))
+    await apply(journal, event("update", tape_barcode="NOD400L9", folder_id=3), now=2001.0)
+    [request] = await journal.requests()
+    assert request.state is RequestState.PENDING
+
+
+async def test_destroy_releases_and_later_events_change_nothing(journal: Journal) -> None:
+    await apply(journal, event("create", tape_barcode="NOD400L9"))
+    [destroyed] = await apply(journal, event("destroy"), now=2001.0)
+    assert destroyed.status == "applied"
+    [late] = await apply(journal, event("update", pool_name="online-tapes"), now=2002.0)
+    assert late.status == "ignored"
+    [request] = await journal.requests()
+    assert request.state is RequestState.RELEASED
+    assert await journal.destinations() == []
+
+
+async def test_unknown_barcode_fails_with_a_clear_reason(journal: Journal) -> None:
+    await apply(journal, event("create", tape_barcode="XYZ999L9"))
+    [request] = await journal.requests()
+    assert request.state is RequestState.FAILED
+    assert request.reason == "unknown barcode XYZ999L9: not in this library"
+
+
+async def test_barcode_and_pool_that_disagree_are_rejected(journal: Journal) -> None:
+    [outcome] = await apply(
+        journal, event("create", tape_barcode="NOD400L9", pool_name="online-tapes")
+    )
+    assert outcome.status == "rejected"
+    assert outcome.reason == "tape NOD400L9 belongs to pool 'offline-tapes', not 'online-tapes'"
+    assert await journal.requests() == []
+    [stored] = await journal.events()
+    assert stored.status == "rejected"
+
+
+async def test_ids_resolve_through_the_catalog(journal: Journal) -> None:
+    tape = await journal.tape("NOD401L9")
+    assert tape is not None
+    await apply(journal, event("create", tape_id=tape.tape_id, pool_id=7))
+    [request] = await journal.requests()
+    assert (request.barcode, request.pool) == ("NOD401L9", "online-tapes")
+
+
+async def test_folder_only_and_foreign_pools_move_nothing(journal: Journal) -> None:
+    await apply(journal, event("create", 1, folder_id=1, folder_path="/x"))
+    await apply(journal, event("create", 2, pool_name="nas-copies"))
+    assert await journal.requests() == []
+    first, second = await journal.destinations()
+    assert (first.status, second.status) == ("applied", "ignored")
+    assert second.reason == "pool 'nas-copies' holds nas, not tape: not ours"
+
+
+async def test_rejected_input_is_journaled_and_the_batch_goes_on(journal: Journal) -> None:
+    outcomes = await apply(
+        journal,
+        RejectedInput("payload is not JSON", source="test", payload="{"),
+        event("create", tape_barcode="NOD400L9"),
+    )
+    assert [o.status for o in outcomes] == ["rejected", "applied"]
+    assert len(await journal.requests()) == 1
+
+
+@pytest.mark.parametrize(
+    ("payload", "reason"),
+    [
+        (b"{", "payload is not JSON"),
+        (b"[1]", "payload must be a JSON object, not list"),
+        (b'{"tape_barcode": 5}', "invalid body: tape_barcode"),
+        (b'{"bogus": 1}', "unknown fields: ['bogus']"),
+        (b"\xff\xfe", "payload is not JSON"),
+    ],
+)
+def test_malformed_payloads_name_the_problem(payload: bytes, reason: str) -> None:
+    with pytest.raises(RejectedEventError) as caught:
+        parse_body(payload)
+    assert caught.value.reason.startswith(reason)
+
+
+async def test_invalid_barcode_characters_are_rejected(journal: Journal) -> None:
+    [outcome] = await apply(journal, event("create", tape_barcode="A;rm -rf /"))
+    assert outcome.status == "rejected"
+    assert "invalid barcode" in (outcome.reason or "")
