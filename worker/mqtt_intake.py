@@ -49,7 +49,11 @@ MAX_BATCH = 20
 
 
 class ManualAcks:
-    """Acknowledge a QoS 1 message only after it is committed to the journal."""
+    """Acknowledge a QoS 1 message only after it is committed to the journal.
+
+    Create it before the client connects: a resumed session delivers what was
+    queued right after CONNACK, and paho would auto-acknowledge those.
+    """
 
     def __init__(self, client: aiomqtt.Client) -> None:
         self._paho: paho.Client = client._client  # noqa: SLF001 - no public API (aiomqtt #345)
@@ -139,10 +143,11 @@ class MqttIntake:
         delay = 1.0
         while True:
             client = self._make_client()
+            # Before connecting: a resumed session delivers queued events at once.
+            acks = ManualAcks(client)
             try:
                 async with client:
                     self._client = client
-                    acks = ManualAcks(client)
                     await client.subscribe(f"{self.prefix}/tasks/#", qos=1)
                     self.connected.set()
                     delay = 1.0

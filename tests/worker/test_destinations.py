@@ -10,6 +10,7 @@ import pytest
 from drivers.definition import LibraryDefinition
 from worker.destinations import (
     DestinationEvent,
+    Outcome,
     RejectedInput,
     Verb,
     parse_body,
@@ -52,7 +53,9 @@ def event(verb: Verb, destination_id: int | None = 1, **body: object) -> Destina
     return DestinationEvent(verb, "7", destination_id, parsed, "test")
 
 
-async def apply(journal: Journal, *events: DestinationEvent | RejectedInput, now: float = 2000.0):
+async def apply(
+    journal: Journal, *events: DestinationEvent | RejectedInput, now: float = 2000.0
+) -> list[Outcome]:
     return await record_events(journal, list(events), now=now, hold_seconds=60)
 
 
