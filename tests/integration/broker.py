@@ -63,7 +63,7 @@ class Broker:
         if os.geteuid() == 0:
             with config.open("a", encoding="utf-8") as f:
                 f.write("user root\n")
-        self.process = subprocess.Popen(  # noqa: S603
+        self.process = subprocess.Popen(
             [mosquitto_binary(), "-c", str(config)],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,

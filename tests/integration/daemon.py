@@ -1,0 +1,167 @@
+"""The real daemon as a subprocess, with helpers to talk to it and look inside."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import httpx
+
+from tests.integration.broker import free_port, wait_for_port
+
+REPO = Path(__file__).resolve().parents[2]
+DEMO_LIBRARY = REPO / "config" / "demo-library.toml"
+AUTH = ("tester", "secret-for-tests")
+
+T = TypeVar("T")
+
+
+def wait_until(
+    condition: Callable[[], T | None], timeout: float = 20.0, what: str = "condition"
+) -> T:
+    """Poll a condition until it holds (returns a truthy value), or fail after timeout."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(0.02)
+
+
+@dataclass
+class Daemon:
+    folder: Path
+    http_port: int = field(default_factory=free_port)
+    mqtt_port: int | None = None
+    prefix: str = "tw"
+    library: Path = DEMO_LIBRARY
+    backend: str = "sim"
+    extra_env: dict[str, str] = field(default_factory=dict)
+    extra_config: str = ""
+    process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def state_dir(self) -> Path:
+        return self.folder / "state"
+
+    @property
+    def config_path(self) -> Path:
+        return self.folder / "tapeworker.toml"
+
+    def write_config(self) -> None:
+        mqtt = (
+            f'[mqtt]\nhost = "127.0.0.1"\nport = {self.mqtt_port}\nprefix = "{self.prefix}"\n'
+            f'client_id = "tapeworker-{self.http_port}"\n'
+            if self.mqtt_port
+            else ""
+        )
+        self.config_path.write_text(
+            f'state_dir = "{self.state_dir}"\n'
+            f'library = "{self.library}"\n'
+            f'backend = "{self.backend}"\n'
+            "sim_speed = 500.0\n"
+            "hold_seconds = 3600\n"
+            'log_format = "json"\n'
+            'log_level = "debug"\n'
+            f"{self.extra_config}\n"
+            f'[http]\nport = {self.http_port}\n[http.users]\n{AUTH[0]} = "{AUTH[1]}"\n'
+            "[executor]\nready_poll_s = 0.02\nbackoff_s = 0.02\nretries = 2\n"
+            "[planner]\ndismount_delay_s = 3600\n"
+            f"{mqtt}",
+            encoding="utf-8",
+        )
+
+    def start(self) -> None:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        if not self.config_path.exists():
+            self.write_config()
+        log = (self.folder / "daemon.log").open("ab")
+        env = {**os.environ, **self.extra_env}
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "worker.cli", "run", "--config", str(self.config_path)],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            cwd=REPO,
+            env=env,
+        )
+        log.close()
+        try:
+            wait_for_port(self.http_port, timeout=20)
+        except TimeoutError:
+            self.stop()
+            raise AssertionError(f"daemon did not start:\n{self.log_tail()}") from None
+
+    def log_tail(self, lines: int = 40) -> str:
+        path = self.folder / "daemon.log"
+        if not path.exists():
+            return ""
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+
+    def stop(self, sig: int = signal.SIGTERM) -> int | None:
+        if self.process is None:
+            return None
+        if self.process.poll() is None:
+            self.process.send_signal(sig)
+        try:
+            code = self.process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            code = self.process.wait()
+        self.process = None
+        return code
+
+    def kill(self) -> None:
+        self.stop(signal.SIGKILL)
+
+    # -- talking to it ---------------------------------------------------------------
+
+    def http(self) -> httpx.Client:
+        return httpx.Client(
+            base_url=f"http://127.0.0.1:{self.http_port}/api/v2", auth=AUTH, timeout=10
+        )
+
+    # -- looking inside ----------------------------------------------------------------
+
+    def query(self, sql: str, params: tuple[Any, ...] = ()) -> list[sqlite3.Row]:
+        """Read the journal the way an operator would, from another process."""
+        with sqlite3.connect(f"file:{self.state_dir / 'journal.sqlite3'}?mode=ro", uri=True) as db:
+            db.row_factory = sqlite3.Row
+            return list(db.execute(sql, params))
+
+    def request_of(self, destination_id: int) -> sqlite3.Row | None:
+        rows = self.query(
+            "SELECT * FROM requests WHERE destination_id=? ORDER BY id DESC LIMIT 1",
+            (destination_id,),
+        )
+        return rows[0] if rows else None
+
+    def wait_request(self, destination_id: int, state: str, timeout: float = 20.0) -> sqlite3.Row:
+        def check() -> sqlite3.Row | None:
+            row = self.request_of(destination_id)
+            if row is not None and row["state"] == state:
+                return row
+            return None
+
+        try:
+            return wait_until(check, timeout, f"destination {destination_id} {state}")
+        except AssertionError:
+            row = self.request_of(destination_id)
+            raise AssertionError(
+                f"destination {destination_id} never reached {state}: "
+                f"{dict(row) if row else None}\n{self.log_tail()}"
+            ) from None
+
+
+def dump(data: object) -> str:
+    return json.dumps(data, sort_keys=True)

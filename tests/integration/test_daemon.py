@@ -1,0 +1,254 @@
+"""End to end: destination events in, tapes mounted on the simulated library.
+
+Real parts only: the daemon runs as its own process, mosquitto is a real broker,
+the journal is a real SQLite file and the library is the simulator's state file.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import aiomqtt
+import pytest
+
+from drivers import open_library
+from drivers.base import Inventory
+from drivers.definition import LibraryDefinition, load_definition
+from drivers.media import can_write, media_of
+from tests.integration.broker import Broker
+from tests.integration.daemon import DEMO_LIBRARY, Daemon, wait_until
+
+pytestmark = pytest.mark.integration
+
+DEFINITION = load_definition(DEMO_LIBRARY)
+GENERATIONS = {d.generation for d in DEFINITION.drives}
+
+
+def writable_tapes(definition: LibraryDefinition, pool: str | None = None) -> list[str]:
+    """Pool tapes the demo library's drives can write, in definition order."""
+    found = []
+    for tape in definition.tapes:
+        media = media_of(tape.barcode)
+        if (
+            tape.pool is not None
+            and (pool is None or tape.pool == pool)
+            and media is not None
+            and any(can_write(g, media) for g in GENERATIONS)
+            and not (tape.locked or tape.write_protected or tape.full or tape.need_to_check)
+            and tape.slot is not None
+        ):
+            found.append(tape.barcode)
+    return found
+
+
+TAPE = writable_tapes(DEFINITION)[0]
+POOLS = sorted({t.pool for t in DEFINITION.tapes if t.pool})
+
+
+def library_inventory(daemon: Daemon) -> Inventory:
+    async def read() -> Inventory:
+        library = open_library(
+            "sim", DEFINITION, state_file=daemon.state_dir / "sim-library.json", speed=500.0
+        )
+        async with library:
+            return await library.inventory()
+
+    return asyncio.run(read())
+
+
+@pytest.fixture
+def daemon(tmp_path: Path) -> Iterator[Daemon]:
+    daemon = Daemon(folder=tmp_path / "daemon")
+    daemon.start()
+    yield daemon
+    daemon.stop()
+
+
+@pytest.fixture
+def mqtt_daemon(tmp_path: Path, broker: Broker) -> Iterator[Daemon]:
+    daemon = Daemon(folder=tmp_path / "daemon", mqtt_port=broker.port, prefix="tw-test")
+    daemon.start()
+    yield daemon
+    daemon.stop()
+
+
+def create_body(**fields: object) -> dict[str, object]:
+    # The seed's create body, with this library's names in it.
+    body: dict[str, object] = {
+        "folder_id": 1,
+        "folder_path": "/my-container/my-file.txt",
+        "tape_id": None,
+        "tape_barcode": None,
+        "pool_id": None,
+        "pool_name": None,
+    }
+    body.update(fields)
+    return body
+
+
+# -- HTTP ------------------------------------------------------------------------------
+
+
+def test_http_create_mounts_the_tape_and_destroy_releases_it(daemon: Daemon) -> None:
+    with daemon.http() as http:
+        response = http.post("/tasks/7/task_destinations", json=create_body(tape_barcode=TAPE))
+        assert response.status_code == 201, response.text
+        created = response.json()
+        assert created["tape_barcode"] == TAPE
+        destination = created["id"]
+
+        ready = daemon.wait_request(destination, "ready")
+        drive = ready["drive"]
+        assert library_inventory(daemon).where(TAPE) == ("drive", drive)
+
+        shown = http.get(f"/tasks/7/task_destinations/{destination}").json()
+        assert shown["state"]["state"] == "ready"
+        assert shown["state"]["drive"] == drive
+        assert shown["state"]["device"] == DEFINITION.drive(drive).device
+        assert shown["tape"]["location"] == f"Drive {drive}"
+        assert shown["tape"]["mounted"] == 1
+        assert shown["tape"]["mount_count"] >= 1
+
+        index = http.get("/tasks/7/task_destinations").json()
+        assert index["count"] == 1
+        assert index["task_destinations"][0]["id"] == destination
+
+        assert http.delete(f"/tasks/7/task_destinations/{destination}").status_code == 204
+        assert daemon.request_of(destination)["state"] == "released"  # type: ignore[index]
+        assert http.get(f"/tasks/7/task_destinations/{destination}").status_code == 404
+
+    [load] = daemon.query("SELECT * FROM operations WHERE kind='load'")
+    assert (load["barcode"], load["state"]) == (TAPE, "done")
+
+
+def test_http_update_to_a_pool_mounts_a_writable_tape_of_it(daemon: Daemon) -> None:
+    pool = POOLS[-1]
+    with daemon.http() as http:
+        destination = http.post(
+            "/tasks/7/task_destinations", json=create_body(tape_barcode=TAPE)
+        ).json()["id"]
+        daemon.wait_request(destination, "ready")
+        response = http.put(
+            f"/tasks/7/task_destinations/{destination}", json=create_body(pool_name=pool)
+        )
+        assert response.status_code == 200, response.text
+    ready = daemon.wait_request(destination, "ready")
+    assert ready["pool"] == pool
+    assert ready["barcode"] in writable_tapes(DEFINITION, pool)
+    assert library_inventory(daemon).where(ready["barcode"]) == ("drive", ready["drive"])
+    states = [r["state"] for r in daemon.query("SELECT state FROM requests ORDER BY id")]
+    assert states == ["released", "ready"]
+
+
+def test_http_unknown_barcode_fails_and_nothing_moves(daemon: Daemon) -> None:
+    before = library_inventory(daemon)
+    with daemon.http() as http:
+        destination = http.post(
+            "/tasks/7/task_destinations", json=create_body(tape_barcode="NOPE00L9")
+        ).json()["id"]
+        failed = daemon.wait_request(destination, "failed")
+        assert failed["reason"] == "unknown barcode NOPE00L9: not in this library"
+        shown = http.get(f"/tasks/7/task_destinations/{destination}").json()
+        assert shown["state"]["reason"] == failed["reason"]
+    assert daemon.query("SELECT * FROM operations") == []
+    assert library_inventory(daemon) == before
+
+
+def test_http_malformed_body_is_rejected_and_the_next_is_served(daemon: Daemon) -> None:
+    with daemon.http() as http:
+        bad = http.post(
+            "/tasks/7/task_destinations",
+            content=b'{"tape_barcode": ["not", "a", "string"]}',
+            headers={"content-type": "application/json"},
+        )
+        assert bad.status_code == 400
+        assert "tape_barcode" in bad.json()["reason"]
+        good = http.post("/tasks/7/task_destinations", json=create_body(tape_barcode=TAPE))
+        assert good.status_code == 201
+        daemon.wait_request(good.json()["id"], "ready")
+    [rejected] = daemon.query("SELECT * FROM events WHERE status='rejected'")
+    assert "tape_barcode" in rejected["reason"]
+
+
+def test_http_requires_credentials(daemon: Daemon) -> None:
+    with daemon.http() as http:
+        response = http.get("/tasks/7/task_destinations", auth=("tester", "wrong"))
+    assert response.status_code == 401
+
+
+# -- MQTT ------------------------------------------------------------------------------
+
+
+async def publish(broker: Broker, topic: str, payload: bytes) -> None:
+    async with aiomqtt.Client("127.0.0.1", broker.port, identifier="archive-manager") as client:
+        await client.publish(topic, payload, qos=1)
+
+
+def test_mqtt_create_twice_leaves_one_request_and_publishes_state(
+    mqtt_daemon: Daemon, broker: Broker
+) -> None:
+    topic = "tw-test/tasks/9/task_destinations/41/create"
+    payload = json.dumps(create_body(tape_barcode=TAPE)).encode()
+
+    async def scenario() -> dict[str, object]:
+        async with aiomqtt.Client("127.0.0.1", broker.port, identifier="watcher") as watcher:
+            await watcher.subscribe("tw-test/state/task_destinations/41", qos=1)
+            await publish(broker, topic, payload)
+            await publish(broker, topic, payload)
+            async with asyncio.timeout(20):
+                async for message in watcher.messages:
+                    state = json.loads(bytes(message.payload))  # type: ignore[arg-type]
+                    if state.get("state", {}).get("state") == "ready":
+                        return state  # type: ignore[no-any-return]
+        raise AssertionError("no ready state published")
+
+    state = asyncio.run(scenario())
+    assert state["id"] == 41
+    ready = mqtt_daemon.wait_request(41, "ready")
+    wait_until(
+        lambda: len(mqtt_daemon.query("SELECT * FROM events WHERE destination_id=41")) == 2,
+        what="both deliveries journaled",
+    )
+    assert len(mqtt_daemon.query("SELECT * FROM requests WHERE destination_id=41")) == 1
+    assert library_inventory(mqtt_daemon).where(TAPE) == ("drive", ready["drive"])
+
+    asyncio.run(publish(broker, "tw-test/tasks/9/task_destinations/41/destroy", b""))
+    mqtt_daemon.wait_request(41, "released")
+
+
+def test_mqtt_malformed_event_goes_to_dead_letter_and_next_is_served(
+    mqtt_daemon: Daemon, broker: Broker
+) -> None:
+    async def scenario() -> dict[str, object]:
+        async with aiomqtt.Client("127.0.0.1", broker.port, identifier="watcher") as watcher:
+            await watcher.subscribe("tw-test/dead-letter", qos=1)
+            await publish(broker, "tw-test/tasks/9/task_destinations/5/create", b"{not json")
+            async with asyncio.timeout(20):
+                message = await anext(watcher.messages)
+            return json.loads(bytes(message.payload))  # type: ignore[arg-type,no-any-return]
+
+    letter = asyncio.run(scenario())
+    assert str(letter["reason"]).startswith("payload is not JSON")
+    [rejected] = mqtt_daemon.query("SELECT * FROM events WHERE status='rejected'")
+    assert rejected["topic"] == "tw-test/tasks/9/task_destinations/5/create"
+
+    payload = json.dumps(create_body(tape_barcode=TAPE)).encode()
+    asyncio.run(publish(broker, "tw-test/tasks/9/task_destinations/6/create", payload))
+    mqtt_daemon.wait_request(6, "ready")
+
+
+def test_mqtt_events_published_while_the_daemon_is_down_arrive(
+    mqtt_daemon: Daemon, broker: Broker
+) -> None:
+    # The session exists once the daemon has connected; then it goes away.
+    wait_until(
+        lambda: "mqtt connected" in mqtt_daemon.log_tail(200), what="daemon connected to broker"
+    )
+    mqtt_daemon.stop()
+    payload = json.dumps(create_body(tape_barcode=TAPE)).encode()
+    asyncio.run(publish(broker, "tw-test/tasks/9/task_destinations/77/create", payload))
+    mqtt_daemon.start()
+    mqtt_daemon.wait_request(77, "ready")
