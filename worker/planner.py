@@ -1,0 +1,575 @@
+"""The mount planner: a pure function from (snapshot, pending requests, policy, now)
+to the next actions. No awaits, no clock, no logging, no I/O.
+
+Theory of operation
+-------------------
+Mounts are the scarce resource (a robot exchange, 15-17 s of load, up to minutes of
+rewind and unload, cartridge wear), so one round of planning tries to serve as many
+requests as possible per mount, and to keep the unload of an unwanted tape off the
+critical path of the next request. One call does, in this order:
+
+1. **Refuse what can never be served** (`Fail`): an unknown barcode, a cleaning
+   cartridge, a tape that needs checking or was ejected, a tape no drive of this
+   library can read (or write, for a write), a write to a locked, write-protected
+   or full tape, a pool with no writable tape left. Everything else waits, however
+   long, for hardware to come back.
+2. **Group by tape.** All pending requests of one tape ride on one mount (CTA's
+   queue per tape, Enstore's bound volume). Pool requests are grouped by pool and
+   resolved to one tape at a time: a writable tape of the pool already idle in a
+   drive, else the fullest appendable one (so tapes fill one at a time, as CTA's
+   `ORDER BY DATA_IN_BYTES DESC`), else a scratch tape. A pool request gets its
+   `Assign` only in the round that also moves or attaches its tape, so a request
+   is never bound to a tape it is not about to get.
+3. **Attach** groups whose tape is already in an idle drive: no robot move at all.
+4. **Clean** drives that asked for cleaning before their next data mount, with the
+   cartridge that has the fewest uses left (use cleaners up one at a time).
+5. **Load** the remaining groups, most urgent first: requests older than
+   `max_age_s` first (nobody starves while others are served), then priority, then
+   the oldest request, then the largest amount of work (on a batch, longest job
+   first keeps the makespan near its lower bound). A group goes to a compatible
+   empty drive if there is one (the least capable generation that fits, so newer
+   drives stay free for newer media), else to the least recently used idle drive,
+   whose tape is unloaded first in the same list. A pool never holds more drives
+   than its cap.
+6. **Dismount** tapes that nobody needs after `dismount_delay_s` of idleness: about
+   one unload's cost, the ski-rental break-even, so the next mount does not pay the
+   unload (the lesson of SCHEDULING.md 4.6).
+
+Invariants of the returned list (the executor relies on them): per drive, at most
+one `Unload` and at most one of `Load`/`Attach`/`Clean`, the `Unload` first; per
+tape, at most one move (`Load`, `Unload`, `Attach` or `Clean`); a pool request's
+`Assign` comes before the move that serves it.
+
+Cost: one pass over the requests (grouping by tape), one pass over the tapes when
+pool requests are pending, a sort of the groups, and drive choice from per-
+generation free lists, so a round stays linear in requests + tapes, never
+requests x drives.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+from drivers.media import Media, can_read, can_write
+from worker.actions import Action, Assign, Attach, Clean, Fail, Load, Unload
+from worker.requests import MountRequest
+from worker.snapshot import DriveView, LibrarySnapshot, TapeView
+
+__all__ = ["PlanPolicy", "plan"]
+
+
+@dataclass(frozen=True, slots=True)
+class PlanPolicy:
+    """Settings of the planner; the daemon builds it from `[planner]` in its config."""
+
+    #: Unload a tape nobody needs after this long idle (about one unload's cost).
+    dismount_delay_s: float = 120.0
+    #: Requests older than this go before every younger one.
+    max_age_s: float = 7200.0
+    #: At most this many drives per pool (0 = no cap); per-pool caps in the
+    #: snapshot or in `pool_drive_caps` override it.
+    pool_drive_cap: int = 0
+    pool_drive_caps: Mapping[str, int] = field(default_factory=dict)
+    #: Mount a cleaning cartridge before the next data mount of a drive that asks.
+    clean_drives: bool = True
+
+
+# -- small helpers -------------------------------------------------------------------
+
+
+def _compatible(generation: int, media: Media | None, write: bool) -> bool:
+    # A label without an LTO suffix tells us nothing: let the drive decide (the
+    # executor turns a refusal into a clear failure).
+    if media is None:
+        return True
+    return can_write(generation, media) if write else can_read(generation, media)
+
+
+def _write_refusal(tape: TapeView) -> str | None:
+    if tape.locked:
+        return f"tape {tape.barcode} is locked"
+    if tape.write_protected:
+        return f"tape {tape.barcode} is write-protected"
+    if tape.full:
+        return f"tape {tape.barcode} is full"
+    return None
+
+
+def _read_refusal(tape: TapeView) -> str | None:
+    if tape.cleaning:
+        return f"{tape.barcode} is a cleaning cartridge, never a data destination"
+    if tape.need_to_check:
+        return f"tape {tape.barcode} needs to be checked by an operator"
+    if tape.ejected:
+        return f"tape {tape.barcode} was ejected from the library"
+    return None
+
+
+@dataclass(slots=True)
+class _Group:
+    """The pending requests that one mount would serve (a tape's, or a pool's)."""
+
+    requests: list[MountRequest]
+    barcode: str | None  # None: a pool group, tape chosen at its turn
+    pool: str | None
+    write: bool = False
+    oldest: float = 0.0
+    priority: int = 0
+    work: int = 0
+
+    def summarise(self) -> None:
+        self.requests.sort(key=lambda r: (r.arrival, r.id))
+        self.oldest = self.requests[0].arrival
+        self.priority = max(r.priority for r in self.requests)
+        self.write = any(r.write for r in self.requests) or self.barcode is None
+        self.work = sum(r.size_bytes or 0 for r in self.requests) + len(self.requests)
+
+
+class _Round:
+    """Mutable scratch state of one `plan` call; never escapes it."""
+
+    def __init__(self, snapshot: LibrarySnapshot, policy: PlanPolicy, now: float) -> None:
+        self.snapshot = snapshot
+        self.policy = policy
+        self.now = now
+        self.actions: list[Action] = []
+        self.claimed_drives: set[int] = set()
+        self.claimed_tapes: set[str] = set()
+        self.used_slots: set[int] = set()
+        self.free_slots = list(snapshot.free_slots)
+        self.free_slot_set = set(snapshot.free_slots)
+        self.generations = frozenset(d.generation for d in snapshot.drives)
+        self.drives = {d.index: d for d in snapshot.drives}
+        # Drives a pool holds now (held or busy with one of its tapes).
+        self.pool_drives: dict[str, int] = {}
+        for drive in snapshot.drives:
+            if drive.barcode is None or not (drive.holders or drive.busy):
+                continue
+            tape = snapshot.tapes.get(drive.barcode)
+            if tape is not None and tape.pool is not None:
+                self.pool_drives[tape.pool] = self.pool_drives.get(tape.pool, 0) + 1
+
+    # -- bookkeeping ---------------------------------------------------------------
+
+    def cap(self, pool: str | None) -> int:
+        if pool is None:
+            return 0
+        if pool in self.policy.pool_drive_caps:
+            return self.policy.pool_drive_caps[pool]
+        if pool in self.snapshot.pool_drive_caps:
+            return self.snapshot.pool_drive_caps[pool]
+        return self.policy.pool_drive_cap
+
+    def pool_has_room(self, pool: str | None) -> bool:
+        cap = self.cap(pool)
+        return cap <= 0 or pool is None or self.pool_drives.get(pool, 0) < cap
+
+    def count_pool(self, pool: str | None) -> None:
+        if pool is not None:
+            self.pool_drives[pool] = self.pool_drives.get(pool, 0) + 1
+
+    def unload_slot(self, tape: TapeView | None) -> int | None:
+        """The home slot when it is empty, else any empty slot not promised yet."""
+        home = tape.home_slot if tape is not None else None
+        if home is not None and home in self.free_slot_set and home not in self.used_slots:
+            self.used_slots.add(home)
+            return home
+        while self.free_slots:
+            slot = self.free_slots.pop()
+            if slot not in self.used_slots and slot != home:
+                self.used_slots.add(slot)
+                return slot
+        return None
+
+    def emit_unload(self, drive: DriveView) -> bool:
+        assert drive.barcode is not None
+        if drive.barcode in self.claimed_tapes:
+            return False
+        slot = self.unload_slot(self.snapshot.tapes.get(drive.barcode))
+        if slot is None:
+            return False
+        self.actions.append(Unload(drive.index, drive.barcode, slot))
+        self.claimed_tapes.add(drive.barcode)
+        return True
+
+
+def _free(drive: DriveView) -> bool:
+    return drive.available and not drive.busy and not drive.holders
+
+
+# -- the planner ---------------------------------------------------------------------
+
+
+def plan(
+    snapshot: LibrarySnapshot,
+    pending: Sequence[MountRequest],
+    policy: PlanPolicy,
+    now: float,
+) -> list[Action]:
+    """The next actions for the library, in the order the executor must run them."""
+    state = _Round(snapshot, policy, now)
+    by_tape, by_pool = _group_requests(state, pending)
+    groups = _tape_groups(state, by_tape)
+    pool_tapes = _pool_tapes(state, by_pool) if by_pool else {}
+    groups.extend(_pool_groups(state, by_pool, pool_tapes))
+    urgent_before = now - policy.max_age_s
+    groups.sort(
+        key=lambda g: (
+            g.oldest > urgent_before,
+            -g.priority,
+            g.oldest,
+            -g.work,
+            g.barcode or "",
+            g.pool or "",
+        )
+    )
+    waiting = _attach_step(state, groups, pool_tapes)
+    needed = {g.barcode for g in waiting if g.barcode is not None}
+    if policy.clean_drives:
+        _plan_cleaning(state, needed)
+    _load_step(state, waiting, pool_tapes, needed)
+    _dismount_step(state, needed)
+    return state.actions
+
+
+def _group_requests(
+    state: _Round, pending: Sequence[MountRequest]
+) -> tuple[dict[str, list[MountRequest]], dict[str, list[MountRequest]]]:
+    """One pass over the requests: by tape, and by pool for pool-only requests."""
+    by_tape: dict[str, list[MountRequest]] = {}
+    by_pool: dict[str, list[MountRequest]] = {}
+    for request in pending:
+        if request.barcode is not None:
+            found = by_tape.get(request.barcode)
+            if found is None:
+                by_tape[request.barcode] = [request]
+            else:
+                found.append(request)
+        elif request.pool is not None:
+            found = by_pool.get(request.pool)
+            if found is None:
+                by_pool[request.pool] = [request]
+            else:
+                found.append(request)
+        else:
+            state.actions.append(Fail(request.id, "request names neither a tape nor a pool"))
+    return by_tape, by_pool
+
+
+def _tape_groups(state: _Round, by_tape: dict[str, list[MountRequest]]) -> list[_Group]:
+    groups: list[_Group] = []
+    for barcode, requests in by_tape.items():
+        kept = _check_tape_group(state, barcode, requests)
+        if kept:
+            group = _Group(kept, barcode, state.snapshot.tapes[barcode].pool)
+            group.summarise()
+            groups.append(group)
+    return groups
+
+
+def _pool_groups(
+    state: _Round,
+    by_pool: dict[str, list[MountRequest]],
+    pool_tapes: Mapping[str, list[TapeView]],
+) -> list[_Group]:
+    groups: list[_Group] = []
+    for pool, requests in by_pool.items():
+        if pool not in pool_tapes:
+            reason = f"no writable tape left in pool {pool!r}"
+            state.actions.extend(Fail(r.id, reason) for r in requests)
+            continue
+        group = _Group(requests, None, pool)
+        group.summarise()
+        groups.append(group)
+    return groups
+
+
+def _attach_step(
+    state: _Round, groups: list[_Group], pool_tapes: Mapping[str, list[TapeView]]
+) -> list[_Group]:
+    """Serve groups whose tape is idle in a drive; return the groups still waiting."""
+    waiting: list[_Group] = []
+    for group in groups:
+        if group.barcode is None:
+            if not _attach_pool(state, group, pool_tapes[group.pool or ""]):
+                waiting.append(group)
+            continue
+        tape = state.snapshot.tapes[group.barcode]
+        if tape.drive is None:
+            waiting.append(group)
+            continue
+        drive = state.drives.get(tape.drive)
+        if drive is None or drive.index in state.claimed_drives or not _free(drive):
+            continue  # held, busy or down: the requests wait for it
+        if not _compatible(drive.generation, tape.media, group.write):
+            # Readable here but not writable: send it home, load it elsewhere next round.
+            if state.emit_unload(drive):
+                state.claimed_drives.add(drive.index)
+            continue
+        if not state.pool_has_room(group.pool):
+            continue
+        ids = tuple(r.id for r in group.requests)
+        state.actions.append(Attach(drive.index, tape.barcode, ids))
+        state.claimed_drives.add(drive.index)
+        state.claimed_tapes.add(tape.barcode)
+        state.count_pool(group.pool)
+    return waiting
+
+
+def _load_step(
+    state: _Round,
+    waiting: list[_Group],
+    pool_tapes: Mapping[str, list[TapeView]],
+    needed: set[str],
+) -> None:
+    """Loads, most urgent group first, into free drives."""
+    free = _FreeDrives(state, needed)
+    for group in waiting:
+        if free.exhausted:
+            return
+        if not state.pool_has_room(group.pool):
+            continue
+        if group.barcode is None:
+            _load_pool(state, group, pool_tapes[group.pool or ""], free)
+            continue
+        tape = state.snapshot.tapes[group.barcode]
+        if tape.slot is None or tape.barcode in state.claimed_tapes:
+            continue  # in flight somewhere: wait for it to land
+        drive = free.take(tape.media, group.write)
+        if drive is None:
+            continue
+        _emit_load(state, drive, tape, group.requests)
+        state.count_pool(group.pool)
+
+
+def _dismount_step(state: _Round, needed: set[str]) -> None:
+    """Unload what nobody needs once it has been idle for the dismount delay."""
+    delay = state.policy.dismount_delay_s
+    for drive in state.snapshot.drives:
+        if (
+            drive.barcode is None
+            or drive.index in state.claimed_drives
+            or not _free(drive)
+            or drive.barcode in needed
+        ):
+            continue
+        # A tape found in a drive with no idle clock has waited since before we knew.
+        if drive.idle_since is not None and drive.idle_since + delay > state.now:
+            continue
+        if state.emit_unload(drive):
+            state.claimed_drives.add(drive.index)
+
+
+def _check_tape_group(
+    state: _Round, barcode: str, requests: list[MountRequest]
+) -> list[MountRequest]:
+    """Fail what this tape can never serve; return the requests that may wait."""
+    tape = state.snapshot.tapes.get(barcode)
+    generations = state.generations
+    reason: str | None
+    if tape is None:
+        reason = f"unknown barcode {barcode!r}: not in this library"
+    else:
+        reason = _read_refusal(tape)
+        if reason is None and not any(_compatible(g, tape.media, False) for g in generations):
+            reason = f"no drive of this library can read {barcode} ({_media_label(tape)})"
+    if reason is not None:
+        state.actions.extend(Fail(r.id, reason) for r in requests)
+        return []
+    assert tape is not None
+    writes = [r for r in requests if r.write]
+    if not writes:
+        return requests
+    write_reason = _write_refusal(tape)
+    if write_reason is None and not any(_compatible(g, tape.media, True) for g in generations):
+        write_reason = f"no drive of this library can write {barcode} ({_media_label(tape)})"
+    if write_reason is None:
+        return requests
+    state.actions.extend(Fail(r.id, write_reason) for r in writes)
+    return [r for r in requests if not r.write]
+
+
+def _media_label(tape: TapeView) -> str:
+    return tape.media.label if tape.media is not None else "unknown media"
+
+
+def _pool_tapes(
+    state: _Round, by_pool: Mapping[str, list[MountRequest]]
+) -> dict[str, list[TapeView]]:
+    """Writable tapes of each wanted pool, in fill order: fullest appendable first,
+    then scratch (by barcode, for a stable choice)."""
+    found: dict[str, list[TapeView]] = {pool: [] for pool in by_pool}
+    generations = state.generations
+    for tape in state.snapshot.tapes.values():
+        bucket = found.get(tape.pool) if tape.pool is not None else None
+        if bucket is None or not tape.writable:
+            continue
+        if not any(_compatible(g, tape.media, True) for g in generations):
+            continue
+        bucket.append(tape)
+    for bucket in found.values():
+        bucket.sort(key=lambda t: (t.scratch, -t.used_bytes, t.barcode))
+    return {pool: bucket for pool, bucket in found.items() if bucket}
+
+
+def _fits(tape: TapeView, requests: list[MountRequest]) -> list[MountRequest]:
+    """The oldest requests whose known sizes fit in the tape's known free space."""
+    if tape.capacity_bytes <= 0:
+        return requests
+    room = tape.capacity_bytes - tape.used_bytes
+    kept: list[MountRequest] = []
+    for request in requests:
+        size = request.size_bytes or 0
+        if size <= room:
+            kept.append(request)
+            room -= size
+    return kept
+
+
+def _attach_pool(state: _Round, group: _Group, candidates: list[TapeView]) -> bool:
+    """Serve a pool group from a writable pool tape idle in a drive; True if done."""
+    for tape in candidates:
+        if tape.drive is None or tape.barcode in state.claimed_tapes:
+            continue
+        drive = state.drives.get(tape.drive)
+        if drive is None or drive.index in state.claimed_drives or not _free(drive):
+            continue
+        if not _compatible(drive.generation, tape.media, True):
+            continue
+        served = _fits(tape, group.requests)
+        if not served:
+            continue
+        if not state.pool_has_room(group.pool):
+            return True  # capped: nothing more for this pool this round
+        ids = tuple(r.id for r in served)
+        state.actions.extend(Assign(rid, tape.barcode) for rid in ids)
+        state.actions.append(Attach(drive.index, tape.barcode, ids))
+        state.claimed_drives.add(drive.index)
+        state.claimed_tapes.add(tape.barcode)
+        state.count_pool(group.pool)
+        return len(served) == len(group.requests) or _rest_waits(group, served)
+    return False
+
+
+def _rest_waits(group: _Group, served: list[MountRequest]) -> bool:
+    done = {r.id for r in served}
+    group.requests = [r for r in group.requests if r.id not in done]
+    return False
+
+
+def _load_pool(state: _Round, group: _Group, candidates: list[TapeView], free: _FreeDrives) -> None:
+    for tape in candidates:
+        if tape.slot is None or tape.barcode in state.claimed_tapes:
+            continue
+        served = _fits(tape, group.requests)
+        if not served:
+            continue
+        drive = free.take(tape.media, True)
+        if drive is None:
+            continue
+        state.actions.extend(Assign(r.id, tape.barcode) for r in served)
+        _emit_load(state, drive, tape, served)
+        state.count_pool(group.pool)
+        return
+
+
+def _emit_load(
+    state: _Round, drive: DriveView, tape: TapeView, requests: list[MountRequest]
+) -> None:
+    assert tape.slot is not None
+    state.actions.append(Load(tape.barcode, tape.slot, drive.index, tuple(r.id for r in requests)))
+    state.claimed_tapes.add(tape.barcode)
+    state.claimed_drives.add(drive.index)
+
+
+def _plan_cleaning(state: _Round, needed: set[str]) -> None:
+    cartridges = sorted(
+        (
+            t
+            for t in state.snapshot.tapes.values()
+            if t.cleaning and t.slot is not None and t.cleaning_uses_left > 0
+        ),
+        key=lambda t: (t.cleaning_uses_left, t.barcode),
+    )
+    if not cartridges:
+        return
+    for drive in state.snapshot.drives:
+        if not cartridges:
+            return
+        if not drive.needs_cleaning or drive.index in state.claimed_drives or not _free(drive):
+            continue
+        if drive.barcode is not None and drive.barcode in needed:
+            # Its tape is about to be wanted; cleaning now would force a remount.
+            continue
+        if drive.barcode is not None and not state.emit_unload(drive):
+            continue
+        cartridge = cartridges.pop(0)
+        assert cartridge.slot is not None
+        state.actions.append(Clean(drive.index, cartridge.barcode, cartridge.slot))
+        state.claimed_drives.add(drive.index)
+        state.claimed_tapes.add(cartridge.barcode)
+
+
+class _FreeDrives:
+    """Drives a load may use, kept per generation so that a choice costs O(generations).
+
+    Empty drives come first; then idle drives whose tape nobody waits for, least
+    recently used first (their tape is unloaded before the load).
+    """
+
+    def __init__(self, state: _Round, needed: set[str]) -> None:
+        self.state = state
+        self.empty: dict[int, list[DriveView]] = {}
+        self.loaded: dict[int, list[DriveView]] = {}
+        # Without a cleaning cartridge a dirty drive is still better than none.
+        can_clean = (
+            state.policy.clean_drives
+            and any(
+                t.cleaning and t.slot is not None and t.cleaning_uses_left > 0
+                for t in state.snapshot.tapes.values()
+            )
+            if any(d.needs_cleaning for d in state.snapshot.drives)
+            else False
+        )
+        for drive in state.snapshot.drives:
+            if drive.index in state.claimed_drives or not _free(drive):
+                continue
+            if drive.needs_cleaning and can_clean:
+                continue
+            if drive.barcode is None:
+                self.empty.setdefault(drive.generation, []).append(drive)
+            elif drive.barcode not in needed:
+                self.loaded.setdefault(drive.generation, []).append(drive)
+        for drives in self.empty.values():
+            drives.sort(key=lambda d: d.index, reverse=True)
+        for drives in self.loaded.values():
+            # pop() takes from the end: the least recently used goes last.
+            drives.sort(
+                key=lambda d: (
+                    d.idle_since if d.idle_since is not None else float("-inf"),
+                    d.index,
+                ),
+                reverse=True,
+            )
+        self.gens = sorted(set(self.empty) | set(self.loaded))
+        self.count = sum(map(len, self.empty.values())) + sum(map(len, self.loaded.values()))
+
+    @property
+    def exhausted(self) -> bool:
+        return self.count <= 0
+
+    def take(self, media: Media | None, write: bool) -> DriveView | None:
+        # The least capable generation that fits first: newer drives stay free for
+        # newer media.
+        for pool in (self.empty, self.loaded):
+            for generation in self.gens:
+                drives = pool.get(generation)
+                if drives and _compatible(generation, media, write):
+                    drive = drives[-1]
+                    if drive.barcode is not None and not self.state.emit_unload(drive):
+                        continue
+                    drives.pop()
+                    self.count -= 1
+                    return drive
+        return None
