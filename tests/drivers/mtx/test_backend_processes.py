@@ -280,3 +280,18 @@ def test_device_paths_are_validated() -> None:
     )
     with pytest.raises(InvalidArgumentError, match="invalid device path"):
         MtxLibrary(bad)
+
+
+async def test_one_changer_command_at_a_time(tmp_path: Path) -> None:
+    body = """echo "start $4" >> "$FAKE/log"
+sleep 0.3
+echo "end $4" >> "$FAKE/log"
+printf 'Loading media from Storage Element %s into drive %s...done\\n' "$4" "$5"
+"""
+    mtx = tool(tmp_path, "mtx", body)
+    # Two library objects on one changer still share the robot.
+    first, second = library(tmp_path, mtx=mtx), library(tmp_path, mtx=mtx)
+    await asyncio.gather(first.load(1, 0), second.load(3, 1), first.load(2, 1))
+    log = (tmp_path / "log").read_text().split()
+    pairs = [log[i : i + 4] for i in range(0, len(log), 4)]
+    assert all(p[0] == "start" and p[2] == "end" and p[1] == p[3] for p in pairs), log
