@@ -48,8 +48,10 @@ requests x drives.
 
 from __future__ import annotations
 
+from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from operator import attrgetter
 
 from drivers.media import Media, can_read, can_write
 from worker.actions import Action, Assign, Attach, Clean, Fail, Load, Unload
@@ -106,24 +108,26 @@ def _read_refusal(tape: TapeView) -> str | None:
     return None
 
 
+#: A group's place in the queue: (not aged, -priority, oldest arrival, -work, kind, name).
+#: kind 0 = a tape's group (name = barcode), 1 = a pool's (name = pool).
+_Key = tuple[bool, int, float, int, int, str]
+
+
 @dataclass(slots=True)
 class _Group:
     """The pending requests that one mount would serve (a tape's, or a pool's)."""
 
     requests: list[MountRequest]
-    barcode: str | None  # None: a pool group, tape chosen at its turn
+    barcode: str | None  # None: a pool group, its tape chosen at its turn
     pool: str | None
-    write: bool = False
-    oldest: float = 0.0
-    priority: int = 0
-    work: int = 0
+    key: _Key
+    write: bool
 
-    def summarise(self) -> None:
-        self.requests.sort(key=lambda r: (r.arrival, r.id))
-        self.oldest = self.requests[0].arrival
-        self.priority = max(r.priority for r in self.requests)
-        self.write = any(r.write for r in self.requests) or self.barcode is None
-        self.work = sum(r.size_bytes or 0 for r in self.requests) + len(self.requests)
+
+_ARRIVAL = attrgetter("arrival")
+_PRIORITY = attrgetter("priority")
+_WRITE = attrgetter("write")
+_SIZE = attrgetter("size_bytes")
 
 
 class _Round:
@@ -136,10 +140,14 @@ class _Round:
         self.actions: list[Action] = []
         self.claimed_drives: set[int] = set()
         self.claimed_tapes: set[str] = set()
+        self.prioritised = False
+        self.media_ok: dict[Media | None, bool] = {}
+        self.key_of: dict[str, _Key] = {}
         self.used_slots: set[int] = set()
         self.free_slots = list(snapshot.free_slots)
         self.free_slot_set = set(snapshot.free_slots)
         self.generations = frozenset(d.generation for d in snapshot.drives)
+        self._some_drive: dict[tuple[Media | None, bool], bool] = {}
         self.drives = {d.index: d for d in snapshot.drives}
         # Drives a pool holds now (held or busy with one of its tapes).
         self.pool_drives: dict[str, int] = {}
@@ -151,6 +159,24 @@ class _Round:
                 self.pool_drives[tape.pool] = self.pool_drives.get(tape.pool, 0) + 1
 
     # -- bookkeeping ---------------------------------------------------------------
+
+    def some_drive_can(self, media: Media | None, write: bool) -> bool:
+        """Whether any drive of the library (up or down) reads, or writes, this media."""
+        key = (media, write)
+        known = self._some_drive.get(key)
+        if known is None:
+            known = any(_compatible(g, media, write) for g in self.generations)
+            self._some_drive[key] = known
+        return known
+
+    def media_fine(self, tape: TapeView | None) -> bool:
+        """The slow half of the fast path: no flag refuses any request of this tape,
+        and some drive reads and writes its media (memoised in `media_ok`)."""
+        if tape is None or not tape.writable:
+            return False
+        fine = self.some_drive_can(tape.media, False) and self.some_drive_can(tape.media, True)
+        self.media_ok[tape.media] = fine
+        return fine
 
     def cap(self, pool: str | None) -> int:
         if pool is None:
@@ -210,98 +236,166 @@ def plan(
     """The next actions for the library, in the order the executor must run them."""
     state = _Round(snapshot, policy, now)
     by_tape, by_pool = _group_requests(state, pending)
-    groups = _tape_groups(state, by_tape)
+    keys = _tape_keys(state, by_tape)
     pool_tapes = _pool_tapes(state, by_pool) if by_pool else {}
-    groups.extend(_pool_groups(state, by_pool, pool_tapes))
-    urgent_before = now - policy.max_age_s
-    groups.sort(
-        key=lambda g: (
-            g.oldest > urgent_before,
-            -g.priority,
-            g.oldest,
-            -g.work,
-            g.barcode or "",
-            g.pool or "",
-        )
-    )
-    waiting = _attach_step(state, groups, pool_tapes)
-    needed = {g.barcode for g in waiting if g.barcode is not None}
+    keys.extend(_pool_keys(state, by_pool, pool_tapes))
+    keys.sort()
+    groups = _Groups(state, by_tape, by_pool, keys)
+    _attach_step(state, groups, pool_tapes)
     if policy.clean_drives:
-        _plan_cleaning(state, needed)
-    _load_step(state, waiting, pool_tapes, needed)
-    _dismount_step(state, needed)
+        _plan_cleaning(state, by_tape)
+    _load_step(state, groups, pool_tapes, by_tape)
+    _dismount_step(state, by_tape)
     return state.actions
 
 
 def _group_requests(
     state: _Round, pending: Sequence[MountRequest]
 ) -> tuple[dict[str, list[MountRequest]], dict[str, list[MountRequest]]]:
-    """One pass over the requests: by tape, and by pool for pool-only requests."""
-    by_tape: dict[str, list[MountRequest]] = {}
-    by_pool: dict[str, list[MountRequest]] = {}
-    for request in pending:
-        if request.barcode is not None:
-            found = by_tape.get(request.barcode)
-            if found is None:
-                by_tape[request.barcode] = [request]
-            else:
-                found.append(request)
-        elif request.pool is not None:
-            found = by_pool.get(request.pool)
-            if found is None:
-                by_pool[request.pool] = [request]
-            else:
-                found.append(request)
-        else:
+    """Group by tape, and pool-only requests by pool; each group oldest first.
+
+    This loop touches every pending request, so it is kept to one stable sort
+    (near-free when the shell hands requests over in arrival order) and one append.
+    """
+    ordered = sorted(pending, key=_ARRIVAL)
+    # Priorities are rare; without them the priority term of the key is skipped.
+    state.prioritised = any(map(_PRIORITY, ordered))
+    grouped: defaultdict[str | None, list[MountRequest]] = defaultdict(list)
+    for request in ordered:
+        grouped[request.barcode].append(request)
+    by_pool: defaultdict[str, list[MountRequest]] = defaultdict(list)
+    for request in grouped.pop(None, ()):
+        if request.pool is None:
             state.actions.append(Fail(request.id, "request names neither a tape nor a pool"))
+        else:
+            by_pool[request.pool].append(request)
+    by_tape: dict[str, list[MountRequest]] = grouped  # type: ignore[assignment]
     return by_tape, by_pool
 
 
-def _tape_groups(state: _Round, by_tape: dict[str, list[MountRequest]]) -> list[_Group]:
-    groups: list[_Group] = []
+def _tape_keys(state: _Round, by_tape: dict[str, list[MountRequest]]) -> list[_Key]:
+    """Each tape group's queue key; groups that can never be served are failed and
+    dropped from `by_tape` (so their tape counts as unneeded)."""
+    tapes = state.snapshot.tapes
+    aged_before = state.now - state.policy.max_age_s
+    prioritised = state.prioritised
+    keys: list[_Key] = []
+    dropped: list[str] = []
+    key_of = state.key_of
+    media_ok = state.media_ok
+    # The hot loop: once per tape with requests. Flags are read inline and the
+    # media check is memoised per media, because a call costs more than the test.
     for barcode, requests in by_tape.items():
-        kept = _check_tape_group(state, barcode, requests)
-        if kept:
-            group = _Group(kept, barcode, state.snapshot.tapes[barcode].pool)
-            group.summarise()
-            groups.append(group)
-    return groups
+        tape = tapes.get(barcode)
+        if (
+            tape is None
+            or tape.cleaning
+            or tape.need_to_check
+            or tape.ejected
+            or tape.locked
+            or tape.write_protected
+            or tape.full
+            or not media_ok.get(tape.media, False)
+        ) and not state.media_fine(tape):
+            kept = _check_tape_group(state, barcode, requests)
+            if not kept:
+                dropped.append(barcode)
+                continue
+            requests[:] = kept
+        first = requests[0]
+        oldest = first.arrival
+        if len(requests) == 1:
+            work = (first.size_bytes or 0) + 1
+            priority = first.priority
+        else:
+            work = sum(filter(None, map(_SIZE, requests))) + len(requests)
+            priority = max(map(_PRIORITY, requests)) if prioritised else 0
+        key = (oldest > aged_before, -priority, oldest, -work, 0, barcode)
+        keys.append(key)
+        key_of[barcode] = key
+    for barcode in dropped:
+        del by_tape[barcode]
+    return keys
 
 
-def _pool_groups(
+def _pool_keys(
     state: _Round,
     by_pool: dict[str, list[MountRequest]],
     pool_tapes: Mapping[str, list[TapeView]],
-) -> list[_Group]:
-    groups: list[_Group] = []
-    for pool, requests in by_pool.items():
+) -> list[_Key]:
+    keys: list[_Key] = []
+    aged_before = state.now - state.policy.max_age_s
+    for pool, requests in list(by_pool.items()):
         if pool not in pool_tapes:
             reason = f"no writable tape left in pool {pool!r}"
             state.actions.extend(Fail(r.id, reason) for r in requests)
+            del by_pool[pool]
             continue
-        group = _Group(requests, None, pool)
-        group.summarise()
-        groups.append(group)
-    return groups
+        oldest = requests[0].arrival
+        keys.append(
+            (
+                oldest > aged_before,
+                -max(map(_PRIORITY, requests)),
+                oldest,
+                -(sum(filter(None, map(_SIZE, requests))) + len(requests)),
+                1,
+                pool,
+            )
+        )
+    return keys
 
 
-def _attach_step(
-    state: _Round, groups: list[_Group], pool_tapes: Mapping[str, list[TapeView]]
-) -> list[_Group]:
-    """Serve groups whose tape is idle in a drive; return the groups still waiting."""
-    waiting: list[_Group] = []
-    for group in groups:
+class _Groups:
+    """The groups in queue order, built lazily: a round usually looks at only as
+    many groups as there are free drives."""
+
+    def __init__(
+        self,
+        state: _Round,
+        by_tape: dict[str, list[MountRequest]],
+        by_pool: dict[str, list[MountRequest]],
+        keys: list[_Key],
+    ) -> None:
+        self.state = state
+        self.by_tape = by_tape
+        self.by_pool = by_pool
+        self.keys = keys
+        self.done: set[tuple[int, str]] = set()
+
+    def make(self, key: _Key) -> _Group:
+        name = key[5]
+        if key[4] == 1:
+            return _Group(self.by_pool[name], None, name, key, True)
+        requests = self.by_tape[name]
+        write = any(map(_WRITE, requests))
+        return _Group(requests, name, self.state.snapshot.tapes[name].pool, key, write)
+
+    def attachable(self) -> list[_Group]:
+        """Groups that might be served without a move: pool groups, and tapes
+        already in a free drive; in queue order."""
+        state = self.state
+        keys: list[_Key] = [k for k in self.keys if k[4] == 1] if self.by_pool else []
+        key_of = state.key_of
+        for drive in state.snapshot.drives:
+            if drive.barcode is not None and _free(drive) and drive.barcode in self.by_tape:
+                keys.append(key_of[drive.barcode])
+        keys.sort()
+        return [self.make(k) for k in keys]
+
+
+def _attach_step(state: _Round, groups: _Groups, pool_tapes: Mapping[str, list[TapeView]]) -> None:
+    """Serve the groups whose tape is already idle in a drive: no robot move."""
+    for group in groups.attachable():
         if group.barcode is None:
-            if not _attach_pool(state, group, pool_tapes[group.pool or ""]):
-                waiting.append(group)
+            assert group.pool is not None
+            if _attach_pool(state, group, pool_tapes[group.pool]):
+                groups.done.add((1, group.pool))
             continue
         tape = state.snapshot.tapes[group.barcode]
-        if tape.drive is None:
-            waiting.append(group)
+        assert tape.drive is not None
+        drive = state.drives[tape.drive]
+        if drive.index in state.claimed_drives:
             continue
-        drive = state.drives.get(tape.drive)
-        if drive is None or drive.index in state.claimed_drives or not _free(drive):
-            continue  # held, busy or down: the requests wait for it
         if not _compatible(drive.generation, tape.media, group.write):
             # Readable here but not writable: send it home, load it elsewhere next round.
             if state.emit_unload(drive):
@@ -314,28 +408,35 @@ def _attach_step(
         state.claimed_drives.add(drive.index)
         state.claimed_tapes.add(tape.barcode)
         state.count_pool(group.pool)
-    return waiting
+        groups.done.add((0, tape.barcode))
 
 
 def _load_step(
     state: _Round,
-    waiting: list[_Group],
+    groups: _Groups,
     pool_tapes: Mapping[str, list[TapeView]],
-    needed: set[str],
+    needed: Mapping[str, object],
 ) -> None:
     """Loads, most urgent group first, into free drives."""
     free = _FreeDrives(state, needed)
-    for group in waiting:
+    tapes = state.snapshot.tapes
+    claimed = state.claimed_tapes
+    for key in groups.keys:
         if free.exhausted:
             return
+        if key[4] == 0:
+            tape = tapes[key[5]]
+            if tape.slot is None or tape.barcode in claimed:
+                continue  # in a drive (held, busy or just attached) or in flight
+        elif (1, key[5]) in groups.done:
+            continue
+        group = groups.make(key)
         if not state.pool_has_room(group.pool):
             continue
         if group.barcode is None:
-            _load_pool(state, group, pool_tapes[group.pool or ""], free)
+            assert group.pool is not None
+            _load_pool(state, group, pool_tapes[group.pool], free)
             continue
-        tape = state.snapshot.tapes[group.barcode]
-        if tape.slot is None or tape.barcode in state.claimed_tapes:
-            continue  # in flight somewhere: wait for it to land
         drive = free.take(tape.media, group.write)
         if drive is None:
             continue
@@ -343,7 +444,7 @@ def _load_step(
         state.count_pool(group.pool)
 
 
-def _dismount_step(state: _Round, needed: set[str]) -> None:
+def _dismount_step(state: _Round, needed: Mapping[str, object]) -> None:
     """Unload what nobody needs once it has been idle for the dismount delay."""
     delay = state.policy.dismount_delay_s
     for drive in state.snapshot.drives:
@@ -366,13 +467,12 @@ def _check_tape_group(
 ) -> list[MountRequest]:
     """Fail what this tape can never serve; return the requests that may wait."""
     tape = state.snapshot.tapes.get(barcode)
-    generations = state.generations
     reason: str | None
     if tape is None:
         reason = f"unknown barcode {barcode!r}: not in this library"
     else:
         reason = _read_refusal(tape)
-        if reason is None and not any(_compatible(g, tape.media, False) for g in generations):
+        if reason is None and not state.some_drive_can(tape.media, False):
             reason = f"no drive of this library can read {barcode} ({_media_label(tape)})"
     if reason is not None:
         state.actions.extend(Fail(r.id, reason) for r in requests)
@@ -382,7 +482,7 @@ def _check_tape_group(
     if not writes:
         return requests
     write_reason = _write_refusal(tape)
-    if write_reason is None and not any(_compatible(g, tape.media, True) for g in generations):
+    if write_reason is None and not state.some_drive_can(tape.media, True):
         write_reason = f"no drive of this library can write {barcode} ({_media_label(tape)})"
     if write_reason is None:
         return requests
@@ -399,18 +499,15 @@ def _pool_tapes(
 ) -> dict[str, list[TapeView]]:
     """Writable tapes of each wanted pool, in fill order: fullest appendable first,
     then scratch (by barcode, for a stable choice)."""
-    found: dict[str, list[TapeView]] = {pool: [] for pool in by_pool}
-    generations = state.generations
+    found: dict[str | None, list[TapeView]] = {pool: [] for pool in by_pool}
     for tape in state.snapshot.tapes.values():
-        bucket = found.get(tape.pool) if tape.pool is not None else None
-        if bucket is None or not tape.writable:
-            continue
-        if not any(_compatible(g, tape.media, True) for g in generations):
+        bucket = found.get(tape.pool)
+        if bucket is None or not tape.writable or not state.some_drive_can(tape.media, True):
             continue
         bucket.append(tape)
     for bucket in found.values():
         bucket.sort(key=lambda t: (t.scratch, -t.used_bytes, t.barcode))
-    return {pool: bucket for pool, bucket in found.items() if bucket}
+    return {pool: bucket for pool, bucket in found.items() if bucket and pool is not None}
 
 
 def _fits(tape: TapeView, requests: list[MountRequest]) -> list[MountRequest]:
@@ -448,13 +545,12 @@ def _attach_pool(state: _Round, group: _Group, candidates: list[TapeView]) -> bo
         state.claimed_drives.add(drive.index)
         state.claimed_tapes.add(tape.barcode)
         state.count_pool(group.pool)
-        return len(served) == len(group.requests) or _rest_waits(group, served)
-    return False
-
-
-def _rest_waits(group: _Group, served: list[MountRequest]) -> bool:
-    done = {r.id for r in served}
-    group.requests = [r for r in group.requests if r.id not in done]
+        if len(served) == len(group.requests):
+            return True
+        # The rest wait for another tape; the list is shared with the round's index.
+        done = {r.id for r in served}
+        group.requests[:] = [r for r in group.requests if r.id not in done]
+        return False
     return False
 
 
@@ -483,7 +579,7 @@ def _emit_load(
     state.claimed_drives.add(drive.index)
 
 
-def _plan_cleaning(state: _Round, needed: set[str]) -> None:
+def _plan_cleaning(state: _Round, needed: Mapping[str, object]) -> None:
     cartridges = sorted(
         (
             t
@@ -518,7 +614,7 @@ class _FreeDrives:
     recently used first (their tape is unloaded before the load).
     """
 
-    def __init__(self, state: _Round, needed: set[str]) -> None:
+    def __init__(self, state: _Round, needed: Mapping[str, object]) -> None:
         self.state = state
         self.empty: dict[int, list[DriveView]] = {}
         self.loaded: dict[int, list[DriveView]] = {}
