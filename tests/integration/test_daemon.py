@@ -182,6 +182,11 @@ def test_http_requires_credentials(daemon: Daemon) -> None:
 # -- MQTT ------------------------------------------------------------------------------
 
 
+def payload_bytes(message: aiomqtt.Message) -> bytes:
+    assert isinstance(message.payload, bytes | bytearray)
+    return bytes(message.payload)
+
+
 async def publish(broker: Broker, topic: str, payload: bytes) -> None:
     async with aiomqtt.Client("127.0.0.1", broker.port, identifier="archive-manager") as client:
         await client.publish(topic, payload, qos=1)
@@ -200,9 +205,9 @@ def test_mqtt_create_twice_leaves_one_request_and_publishes_state(
             await publish(broker, topic, payload)
             async with asyncio.timeout(20):
                 async for message in watcher.messages:
-                    state = json.loads(bytes(message.payload))  # type: ignore[arg-type]
-                    if state.get("state", {}).get("state") == "ready":
-                        return state  # type: ignore[no-any-return]
+                    state: dict[str, object] = json.loads(payload_bytes(message))
+                    if state.get("state", {}).get("state") == "ready":  # type: ignore[attr-defined]
+                        return state
         raise AssertionError("no ready state published")
 
     state = asyncio.run(scenario())
@@ -228,7 +233,8 @@ def test_mqtt_malformed_event_goes_to_dead_letter_and_next_is_served(
             await publish(broker, "tw-test/tasks/9/task_destinations/5/create", b"{not json")
             async with asyncio.timeout(20):
                 message = await anext(watcher.messages)
-            return json.loads(bytes(message.payload))  # type: ignore[arg-type,no-any-return]
+            letter: dict[str, object] = json.loads(payload_bytes(message))
+            return letter
 
     letter = asyncio.run(scenario())
     assert str(letter["reason"]).startswith("payload is not JSON")
