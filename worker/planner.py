@@ -48,6 +48,7 @@ requests x drives.
 
 from __future__ import annotations
 
+import math
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -75,6 +76,17 @@ class PlanPolicy:
     pool_drive_caps: Mapping[str, int] = field(default_factory=dict)
     #: Mount a cleaning cartridge before the next data mount of a drive that asks.
     clean_drives: bool = True
+    #: Keep this many drives empty (or emptying) for the next mount: when fewer
+    #: are, idle tapes nobody waits for go home before their dismount delay, least
+    #: recently used first. Under load this takes the unload off the next
+    #: request's critical path; when the library is quiet it never triggers.
+    spare_drives: int = 1
+    #: A pool that is already writing on a tape opens another one only for this
+    #: much queued data per tape in use, or once its oldest request has waited
+    #: this long; otherwise its requests wait for the tape in use (CTA's
+    #: bytes/(1+E) rule), which saves a mount and fills tapes one at a time.
+    pool_open_bytes: int = 50 * 10**9
+    pool_open_after_s: float = 300.0
 
 
 # -- small helpers -------------------------------------------------------------------
@@ -151,12 +163,16 @@ class _Round:
         self.drives = {d.index: d for d in snapshot.drives}
         # Drives a pool holds now (held or busy with one of its tapes).
         self.pool_drives: dict[str, int] = {}
+        #: Of those, drives holding a writable tape of the pool (writing, we assume).
+        self.pool_writing: dict[str, int] = {}
         for drive in snapshot.drives:
             if drive.barcode is None or not (drive.holders or drive.busy):
                 continue
             tape = snapshot.tapes.get(drive.barcode)
             if tape is not None and tape.pool is not None:
                 self.pool_drives[tape.pool] = self.pool_drives.get(tape.pool, 0) + 1
+                if tape.writable:
+                    self.pool_writing[tape.pool] = self.pool_writing.get(tape.pool, 0) + 1
 
     # -- bookkeeping ---------------------------------------------------------------
 
@@ -445,21 +461,30 @@ def _load_step(
 
 
 def _dismount_step(state: _Round, needed: Mapping[str, object]) -> None:
-    """Unload what nobody needs once it has been idle for the dismount delay."""
+    """Unload what nobody needs once it has been idle for the dismount delay, or
+    sooner when too few drives are empty for the next mount."""
     delay = state.policy.dismount_delay_s
+    idle: list[DriveView] = []
+    spare = 0
     for drive in state.snapshot.drives:
-        if (
-            drive.barcode is None
-            or drive.index in state.claimed_drives
-            or not _free(drive)
-            or drive.barcode in needed
-        ):
+        if not _free(drive) or drive.index in state.claimed_drives:
             continue
-        # A tape found in a drive with no idle clock has waited since before we knew.
-        if drive.idle_since is not None and drive.idle_since + delay > state.now:
+        if drive.barcode is None:
+            spare += 1
+        elif drive.barcode not in needed:
+            idle.append(drive)
+    # Drives this round empties and does not refill count as spare too.
+    emptied = {a.drive for a in state.actions if isinstance(a, Unload)}
+    spare += len(emptied - {a.drive for a in state.actions if isinstance(a, Load | Clean)})
+    # Least recently used first; a tape with no idle clock has waited since before we knew.
+    idle.sort(key=lambda d: (d.idle_since if d.idle_since is not None else -math.inf, d.index))
+    for drive in idle:
+        expired = drive.idle_since is None or drive.idle_since + delay <= state.now
+        if not expired and spare >= state.policy.spare_drives:
             continue
         if state.emit_unload(drive):
             state.claimed_drives.add(drive.index)
+            spare += 1
 
 
 def _check_tape_group(
@@ -555,6 +580,15 @@ def _attach_pool(state: _Round, group: _Group, candidates: list[TapeView]) -> bo
 
 
 def _load_pool(state: _Round, group: _Group, candidates: list[TapeView], free: _FreeDrives) -> None:
+    writing = state.pool_writing.get(group.pool or "", 0)
+    if writing:
+        queued = sum(r.size_bytes or 0 for r in group.requests)
+        waited = state.now - group.requests[0].arrival
+        if (
+            queued / (1 + writing) < state.policy.pool_open_bytes
+            and waited < state.policy.pool_open_after_s
+        ):
+            return  # the tape in use will take them when it is free
     for tape in candidates:
         if tape.slot is None or tape.barcode in state.claimed_tapes:
             continue

@@ -14,7 +14,8 @@ from worker.planner import PlanPolicy, plan
 from worker.requests import MountRequest
 from worker.snapshot import DriveView, LibrarySnapshot, TapeView
 
-POLICY = PlanPolicy(dismount_delay_s=100.0, max_age_s=7200.0)
+#: The rules one at a time: no spare-drive unloads unless a test asks for them.
+POLICY = PlanPolicy(dismount_delay_s=100.0, max_age_s=7200.0, spare_drives=0)
 
 
 def tape(
@@ -370,6 +371,42 @@ def test_a_needed_tape_is_kept_and_a_held_one_is_never_unloaded() -> None:
         [tape("A00001L9", drive=0), tape("A00002L9", drive=1)],
     )
     assert plan(snap, [read(5, "A00001L9")], POLICY, 10_000) == []
+
+
+def test_too_few_empty_drives_send_the_least_recently_used_idle_tape_home_early() -> None:
+    snap = library(
+        [
+            DriveView(0, 9, barcode="A00001L9", idle_since=90),
+            DriveView(1, 9, barcode="A00002L9", idle_since=80),
+            DriveView(2, 9, barcode="A00003L9", holders=(1,)),
+        ],
+        [
+            tape("A00001L9", drive=0, home_slot=1),
+            tape("A00002L9", drive=1, home_slot=2),
+            tape("A00003L9", drive=2, home_slot=3),
+        ],
+    )
+    spare = replace(POLICY, spare_drives=1)
+    assert plan(snap, [], spare, 100) == [Unload(1, "A00002L9", 2)]
+    # With an empty drive already there, the delay rules again.
+    roomy = replace(snap, drives=(*snap.drives, DriveView(3, 9)))
+    assert plan(roomy, [], spare, 100) == []
+
+
+# -- pools writing ----------------------------------------------------------------
+
+
+def test_a_pool_writing_on_a_tape_waits_for_it_rather_than_opening_another() -> None:
+    snap = library(
+        [DriveView(0, 9, barcode="P00001L9", holders=(1,)), DriveView(1, 9)],
+        [tape("P00001L9", drive=0, pool="p", used_bytes=5), tape("P00002L9", 2, pool="p")],
+    )
+    small = [to_pool(2, "p", 100, size=10**9)]
+    assert plan(snap, small, POLICY, 200) == []
+    # ...until it has waited pool_open_after_s, or enough data is queued.
+    assert plan(snap, small, POLICY, 400) == [Assign(2, "P00002L9"), Load("P00002L9", 2, 1, (2,))]
+    big = [to_pool(2, "p", 100, size=200 * 10**9)]
+    assert plan(snap, big, POLICY, 101) == [Assign(2, "P00002L9"), Load("P00002L9", 2, 1, (2,))]
 
 
 # -- cleaning ------------------------------------------------------------------------
