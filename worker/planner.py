@@ -49,7 +49,7 @@ requests x drives.
 from __future__ import annotations
 
 import math
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from operator import attrgetter
@@ -320,17 +320,21 @@ def _tape_keys(state: _Round, by_tape: dict[str, list[MountRequest]]) -> list[_K
             requests[:] = kept
         first = requests[0]
         oldest = first.arrival
-        if len(requests) == 1:
-            work = (first.size_bytes or 0) + 1
-            priority = first.priority
-        else:
-            work = sum(filter(None, map(_SIZE, requests))) + len(requests)
-            priority = max(map(_PRIORITY, requests)) if prioritised else 0
-        key = (oldest > aged_before, -priority, oldest, -work, 0, barcode)
+        priority = max(map(_PRIORITY, requests)) if prioritised else 0
+        # The work term only breaks ties on the oldest arrival; it is filled in
+        # below for the groups that tie (a batch), not summed for every group.
+        key = (oldest > aged_before, -priority, oldest, 0, 0, barcode)
         keys.append(key)
         key_of[barcode] = key
     for barcode in dropped:
         del by_tape[barcode]
+    ties = Counter(k[2] for k in keys)
+    if len(ties) < len(keys):
+        for i, key in enumerate(keys):
+            if ties[key[2]] > 1:
+                requests = by_tape[key[5]]
+                work = sum(filter(None, map(_SIZE, requests))) + len(requests)
+                keys[i] = key_of[key[5]] = (key[0], key[1], key[2], -work, 0, key[5])
     return keys
 
 
