@@ -36,7 +36,7 @@ def scenario(
 ) -> tuple[LibrarySnapshot, list[MountRequest]]:
     """A busy library: half the drives held, the rest idle with a tape; requests
     spread over every tape (Zipf-like), a tenth of them pool writes over 10 pools."""
-    rng = random.Random(seed)
+    rng = random.Random(seed)  # noqa: S311 -- seeded, reproducible, not security
     views: dict[str, TapeView] = {}
     names: list[str] = []
     for i in range(tapes):
@@ -71,7 +71,9 @@ def scenario(
         else MountRequest(i, picks[i], None, float(i), write=False, size_bytes=2 * 10**9)
         for i in range(requests)
     ]
-    snapshot = LibrarySnapshot(drives=drive_views, tapes=views, free_slots=tuple(range(1, drives + 1)))
+    snapshot = LibrarySnapshot(
+        drives=drive_views, tapes=views, free_slots=tuple(range(1, drives + 1))
+    )
     return snapshot, pending
 
 

@@ -171,7 +171,7 @@ class Simulation:
         self.workload = workload
         self.policy = policy
         self.timing = library.timing
-        self.rng = random.Random(seed)
+        self.rng = random.Random(seed)  # noqa: S311 -- seeded, reproducible, not security
         self.record_timeline = record_timeline
         self.clean_every = clean_every_mounts
         self.max_time = max_time_s
@@ -181,7 +181,9 @@ class Simulation:
         self.robots = [0.0] * max(1, library.robots)
         self.robot_busy = 0.0
         self.drives = {d.index: _Drive(d.index, d.generation) for d in library.drives}
-        self.flags = {t.barcode: (t.locked, t.write_protected, t.need_to_check) for t in library.tapes}
+        self.flags = {
+            t.barcode: (t.locked, t.write_protected, t.need_to_check) for t in library.tapes
+        }
         self.tapes: dict[str, _Tape] = {}
         self.views: dict[str, TapeView] = {}
         occupied: set[int] = set()
@@ -226,8 +228,8 @@ class Simulation:
         self._wake_at = math.inf
         self.outstanding = len(workload.requests)
         self.last_done = 0.0
-        for spec in workload.requests:
-            self._push(spec.arrival, _Ev.ARRIVE, -1, spec.id)
+        for request in workload.requests:
+            self._push(request.arrival, _Ev.ARRIVE, -1, request.id)
 
     # -- plumbing --------------------------------------------------------------------
 
@@ -404,7 +406,7 @@ class Simulation:
                 drive = self.drives.get(action.drive)
                 if drive is None:
                     raise SimulationError(f"{self.policy.name}: no drive {action.drive}")
-                if drive.serving or drive.holders and not isinstance(action, Unload | Clean):
+                if drive.serving or (drive.holders and not isinstance(action, Unload | Clean)):
                     raise SimulationError(f"{self.policy.name}: {action} on a held drive")
                 if action.drive not in touched and (drive.op or drive.chain):
                     raise SimulationError(f"{self.policy.name}: {action} on a busy drive")
@@ -447,7 +449,9 @@ class Simulation:
             self._start_unload(drive, action)
         elif isinstance(action, Attach):
             if drive.barcode != action.barcode:
-                raise SimulationError(f"{self.policy.name}: {action} but drive holds {drive.barcode}")
+                raise SimulationError(
+                    f"{self.policy.name}: {action} but drive holds {drive.barcode}"
+                )
             self._check_media(drive, action.barcode, action.request_ids)
             drive.op = False
             for rid in action.request_ids:
@@ -495,7 +499,9 @@ class Simulation:
         self.mounts.append((self.now, tape.barcode, drive.index))
         self._segment(drive, "mount")
         arrived = self._book_robot(self.now)
-        self._push(arrived + self.timing.load(drive.generation, self.rng), _Ev.LOAD_DONE, drive.index)
+        self._push(
+            arrived + self.timing.load(drive.generation, self.rng), _Ev.LOAD_DONE, drive.index
+        )
 
     def _load_done(self, drive: _Drive) -> None:
         drive.op = False
@@ -665,6 +671,6 @@ def simulate(
     progress: Callable[[float], None] | None = None,
 ) -> RunResult:
     """Run one policy on one workload; the same seed gives the same robot and load times."""
-    return Simulation(
-        library, workload, policy, seed=seed, record_timeline=record_timeline
-    ).run(progress)
+    return Simulation(library, workload, policy, seed=seed, record_timeline=record_timeline).run(
+        progress
+    )

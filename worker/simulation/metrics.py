@@ -15,6 +15,7 @@ Definitions:
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
@@ -57,6 +58,9 @@ class Metrics:
     remount_share: float
     max_loads_per_tape_day: int
     sla_violations: int
+    #: Requests that waited past the maximum age while a younger one got a drive
+    #: first: starvation, as opposed to a batch bigger than the library.
+    starved: int
     decision_ms: float
     lb_mounts: int
     lb_makespan_s: float
@@ -121,7 +125,7 @@ def lower_bound_makespan(records: Sequence[RequestRecord], library: SimLibrary) 
     mounts = len(by_tape)
     return max(
         (sum(work) - spared) / drives,
-        max(w - u for w, u in zip(work, tail, strict=True)),
+        *(w - u for w, u in zip(work, tail, strict=True)),
         (2 * mounts - drives) * move / max(1, library.robots),
     )
 
@@ -129,6 +133,29 @@ def lower_bound_makespan(records: Sequence[RequestRecord], library: SimLibrary) 
 def _positions(records: Sequence[RequestRecord]) -> list[float]:
     """How far along the tape each read must go: one sweep reaches the furthest."""
     return [r.position for r in records if not r.write]
+
+
+def _starved(done: Sequence[RequestRecord], max_age_s: float) -> int:
+    """Requests past the maximum age that a younger request overtook."""
+    ordered = sorted(
+        (r for r in done if r.ready is not None), key=lambda r: (r.arrival, r.id), reverse=True
+    )
+    starved = 0
+    earliest_younger = math.inf  # the earliest ready among later arrivals
+    i = 0
+    while i < len(ordered):
+        # Requests arriving together are not younger than each other.
+        j = i
+        while j < len(ordered) and ordered[j].arrival == ordered[i].arrival:
+            j += 1
+        group = ordered[i:j]
+        for record in group:
+            assert record.ready is not None
+            if record.ready - record.arrival > max_age_s and earliest_younger < record.ready:
+                starved += 1
+        earliest_younger = min(earliest_younger, *(r.ready or math.inf for r in group))
+        i = j
+    return starved
 
 
 def measure(result: RunResult, max_age_s: float = 7200.0) -> Metrics:
@@ -153,7 +180,7 @@ def measure(result: RunResult, max_age_s: float = 7200.0) -> Metrics:
     max_per_day = 0
     for times in by_tape.values():
         times.sort()
-        for earlier, later in zip(times, times[1:], strict=False):
+        for earlier, later in itertools.pairwise(times):
             if later - earlier < TWO_HOURS and window_start <= later < window_end:
                 remounts += 1
         days: dict[int, int] = defaultdict(int)
@@ -193,6 +220,7 @@ def measure(result: RunResult, max_age_s: float = 7200.0) -> Metrics:
         remount_share=remounts / len(mounts) if mounts else 0.0,
         max_loads_per_tape_day=max_per_day,
         sla_violations=sum(1 for w in waits if w > max_age_s),
+        starved=_starved(done, max_age_s),
         decision_ms=1000.0 * result.decision_s / max(1, result.decisions),
         lb_mounts=lb_mounts,
         lb_makespan_s=lb_makespan,

@@ -158,7 +158,7 @@ def profile_p2(seed: int = 0, pools: Sequence[str] = ("pool-a", "pool-b", "pool-
     one accessor, 500 cartridges (L9, and one L8 in five of the full ones). 20
     tapes of each write pool: 80 % appendable, 20 % scratch; the other 440 are
     full archive tapes in two pools (archive-a, archive-b)."""
-    rng = random.Random(seed)
+    rng = random.Random(seed)  # noqa: S311 -- seeded, reproducible, not security
     tapes: list[SimTape] = []
     slot = 0
     per_pool = 20

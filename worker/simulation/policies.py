@@ -205,8 +205,10 @@ class Fcfs:
             return
         if tape.drive is not None:
             drive = state.drives[tape.drive]
-            if keep_mounted and state.free_drive(drive) and _compatible(
-                drive.generation, tape.media, write
+            if (
+                keep_mounted
+                and state.free_drive(drive)
+                and _compatible(drive.generation, tape.media, write)
             ):
                 if request.barcode is None:
                     state.actions.append(Assign(request.id, barcode))
@@ -276,7 +278,20 @@ class QueuePerTape:
             if barcode not in tapes:
                 for request in by_tape.pop(barcode):
                     state.actions.append(Fail(request.id, f"unknown barcode {barcode}"))
-        # Drain: a session keeps fetching work for its tape until the queue is empty.
+        self._drain(state, by_tape, by_pool)
+        self._mount(state, by_tape, by_pool, now)
+        return state.actions
+
+    @staticmethod
+    def _drain(
+        state: _Round,
+        by_tape: dict[str, list[MountRequest]],
+        by_pool: dict[str, list[MountRequest]],
+    ) -> None:
+        """A session keeps fetching work for its tape until the queue is empty, then
+        the tape goes home at once."""
+        snapshot = state.snapshot
+        tapes = snapshot.tapes
         for drive in snapshot.drives:
             if drive.barcode is None or not state.free_drive(drive):
                 continue
@@ -290,20 +305,31 @@ class QueuePerTape:
                 ids = tuple(r.id for r in queue)
                 state.actions.extend(Assign(rid, drive.barcode) for rid in ids)
                 state.attach(drive, drive.barcode, ids)
-        # A session ends when its queue is empty: unload at once.
         for drive in snapshot.drives:
             if drive.barcode is not None and state.free_drive(drive):
                 state.unload(drive)
+
+    def _mount(
+        self,
+        state: _Round,
+        by_tape: dict[str, list[MountRequest]],
+        by_pool: dict[str, list[MountRequest]],
+        now: float,
+    ) -> None:
+        snapshot = state.snapshot
+        tapes = snapshot.tapes
         existing: dict[str, int] = {}
-        for drive in snapshot.drives:
-            if drive.barcode is not None and not drive.idle:
-                pool = tapes[drive.barcode].pool if drive.barcode in tapes else None
+        for busy in snapshot.drives:
+            if busy.barcode is not None and not busy.idle:
+                pool = tapes[busy.barcode].pool if busy.barcode in tapes else None
                 if pool is not None:
                     existing[pool] = existing.get(pool, 0) + 1
         candidates: list[tuple[int, float, str, bool]] = []
         for barcode, queue in by_tape.items():
             if self._eligible(queue, 0, now):
-                candidates.append((-max(r.priority for r in queue), queue[0].arrival, barcode, False))
+                candidates.append(
+                    (-max(r.priority for r in queue), queue[0].arrival, barcode, False)
+                )
         for pool, queue in by_pool.items():
             if self._eligible(queue, existing.get(pool, 0), now):
                 candidates.append((-max(r.priority for r in queue), queue[0].arrival, pool, True))
@@ -330,7 +356,6 @@ class QueuePerTape:
             if drive is None:
                 continue
             state.load(drive, tape, tuple(r.id for r in queue))
-        return state.actions
 
     def next_wake(
         self, snapshot: LibrarySnapshot, pending: Sequence[MountRequest], now: float

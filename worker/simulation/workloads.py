@@ -92,7 +92,7 @@ def standalone_service_s(library: SimLibrary) -> float:
 
 def w1(library: SimLibrary, zipf_s: float, seed: int, n: int = 3000) -> Workload:
     """A recall storm: n reads at t = 0, popularity Zipf(s) over the data tapes."""
-    rng = random.Random(seed)
+    rng = random.Random(seed)  # noqa: S311 -- seeded, reproducible, not security
     zipf = _Zipf(library.data_tapes, zipf_s, rng)
     requests = tuple(
         SimRequest(i, 0.0, zipf.pick(rng).barcode, None, False, _size(rng), rng.random())
@@ -117,7 +117,7 @@ def w2(
 ) -> Workload:
     """Steady Poisson arrivals at utilisation rho: 70 % reads by tape (Zipf 0.8),
     30 % writes by pool, over `hours` after a discarded warm-up."""
-    rng = random.Random(seed)
+    rng = random.Random(seed)  # noqa: S311 -- seeded, reproducible, not security
     pools = [p for p in library.pools() if _writable_pool(library, p)]
     if not pools:
         raise WorkloadError(f"library {library.name} has no pool with a writable tape")
@@ -143,7 +143,8 @@ def w2(
         horizon_s=hours * 3600.0,
         description=(
             f"Poisson, rho={rho:g} ({rate * 3600:.0f} requests/h), {read_share:.0%} reads "
-            f"(Zipf s={zipf_s:g}), writes to {len(pools)} pools, {hours:g} h + {warmup_h:g} h warm-up"
+            f"(Zipf s={zipf_s:g}), writes to {len(pools)} pools, "
+            f"{hours:g} h + {warmup_h:g} h warm-up"
         ),
     )
 
@@ -160,7 +161,7 @@ def w4(
 ) -> Workload:
     """Fairness: reads by tape; the tapes of one pool get 90 % of the requests
     (Zipf 0.8), the other pool's the rest (uniform). Measures the trickle's wait."""
-    rng = random.Random(seed)
+    rng = random.Random(seed)  # noqa: S311 -- seeded, reproducible, not security
     flood = [t for t in library.data_tapes if t.pool == flood_pool]
     trickle = [t for t in library.data_tapes if t.pool == trickle_pool]
     if not flood or not trickle:
@@ -242,8 +243,14 @@ def load_trace(path: Path, library: SimLibrary, pool_ids: dict[int, str]) -> Wor
             pass  # kept: the policies must fail it with a reason
         size = int(body.get("size_bytes", MEDIAN_SIZE))
         rows.append(
-            (when, barcode, pool if barcode is None else None, bool(body.get("write", True)),
-             size, float(body.get("position", 0.5)))
+            (
+                when,
+                barcode,
+                pool if barcode is None else None,
+                bool(body.get("write", True)),
+                size,
+                float(body.get("position", 0.5)),
+            )
         )
     if not rows:
         raise WorkloadError(f"{path}: no destination with a tape or a pool")
