@@ -87,6 +87,14 @@ class Reconciler:
                     db, op.id, "interrupted", now, error="daemon stopped while in flight"
                 )
                 log.warning("interrupted operation", operation=op.id, kind=op.kind)
+                tape = tapes.get(op.barcode or "")
+                if tape is not None and not tape.known:
+                    # The cartridge was moving and the library no longer shows it:
+                    # an operator must look, we do not guess where it went.
+                    await db.execute(
+                        "UPDATE tapes SET need_to_check=1 WHERE barcode=?", (tape.barcode,)
+                    )
+                    log.error("tape lost in flight", barcode=tape.barcode, operation=op.id)
             for request in await self._journal.requests(
                 (RequestState.MOUNTING, RequestState.READY)
             ):
