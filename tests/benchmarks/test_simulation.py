@@ -21,7 +21,7 @@ from worker.simulation.engine import Simulation, SimulationError, simulate
 from worker.simulation.metrics import measure
 from worker.simulation.model import SimDrive, SimLibrary, SimTape, profile_p2
 from worker.simulation.policies import Fcfs, baselines, planner
-from worker.simulation.report import Case, run_case
+from worker.simulation.report import Case, Progress, run_case
 from worker.simulation.workloads import SimRequest, Workload, w1, w2
 from worker.snapshot import LibrarySnapshot
 
@@ -232,3 +232,30 @@ def test_simulate_prints_the_table_and_draws_the_timeline(
     assert "B3 cta-like" in out
     assert "[met   ] W1 s=1.2: mounts / LB" in out
     assert png.stat().st_size > 10_000
+
+
+def test_builtin_workloads_run_on_a_library_file(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    library = tmp_path / "library.toml"
+    library.write_text(_LIBRARY_TOML, encoding="utf-8")
+    args = ["--library", str(library), "--quick", "--no-progress"]
+    assert simulate_main([*args, "--workload", "w2-0.3", "--workload", "w1-s0"]) == 0
+    out = capsys.readouterr().out
+    assert "library trace-lib: 2 drives" in out
+    # W4 needs two pools; this library has one: a clear error, not a traceback.
+    assert simulate_main([*args, "--workload", "w4"]) == 2
+    assert "two pools" in capsys.readouterr().err
+
+
+def test_the_progress_bar_draws_on_stderr() -> None:
+    import io
+
+    out = io.StringIO()
+    bar = Progress(2, out=out, force=True)
+    bar.update("W1: planner", 0.5)
+    bar.step()
+    bar.update("W1: B0", 1.0)
+    bar.close()
+    assert "25%" in out.getvalue()
+    assert "100%" in out.getvalue()

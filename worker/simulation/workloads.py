@@ -156,12 +156,25 @@ def w4(
     hours: float = 12.0,
     warmup_h: float = 1.0,
     flood_share: float = 0.9,
-    flood_pool: str = "archive-a",
-    trickle_pool: str = "archive-b",
+    flood_pool: str | None = None,
+    trickle_pool: str | None = None,
 ) -> Workload:
     """Fairness: reads by tape; the tapes of one pool get 90 % of the requests
-    (Zipf 0.8), the other pool's the rest (uniform). Measures the trickle's wait."""
+    (Zipf 0.8), the other pool's the rest (uniform). Measures the trickle's wait.
+    Without pool names: the library's two largest pools (archive-a and archive-b
+    on the benchmark library)."""
     rng = random.Random(seed)  # noqa: S311 -- seeded, reproducible, not security
+    if flood_pool is None or trickle_pool is None:
+        sizes: dict[str, int] = {}
+        for tape in library.data_tapes:
+            if tape.pool is not None:
+                sizes[tape.pool] = sizes.get(tape.pool, 0) + 1
+        largest = sorted(sizes, key=lambda p: (-sizes[p], p))[:2]
+        if len(largest) < 2:
+            raise WorkloadError(
+                f"W4 needs two pools with tapes; library {library.name} has {library.pools()}"
+            )
+        flood_pool, trickle_pool = sorted(largest)
     flood = [t for t in library.data_tapes if t.pool == flood_pool]
     trickle = [t for t in library.data_tapes if t.pool == trickle_pool]
     if not flood or not trickle:
