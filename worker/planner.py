@@ -39,8 +39,8 @@ critical path of the next request. One call does, in this order:
    unload (the lesson of SCHEDULING.md 4.6). Sooner when fewer than `spare_drives`
    drives are empty: under load an idle tape is rarely wanted again before its
    drive is, so its unload is better done now than on the next request's critical
-   path (measured in `worker/simulation`: it is the largest single gain at 90 %
-   load, and at 30 % load the rule never fires).
+   path (measured in `worker/simulation`: the largest single gain at 90 % load;
+   at 30 % load most drives are empty and the rule rarely fires).
 
 Invariants of the returned list (the executor relies on them): per drive, at most
 one `Unload` and at most one of `Load`/`Attach`/`Clean`, the `Unload` first; per

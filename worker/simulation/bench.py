@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
+import statistics
 import sys
 
 from worker.planner import PlanPolicy
@@ -28,10 +30,19 @@ from worker.simulation.report import (
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m worker.simulation.bench")
     parser.add_argument("--quick", action="store_true", help="the test suite's small sizes")
-    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--seed", type=int, default=1, help="the first seed")
+    parser.add_argument(
+        "--seeds",
+        type=int,
+        default=1,
+        help="run this many seeds (seed, seed+1, ...) and summarise each target "
+        "over them: mean, 95%% interval, how many seeds met it",
+    )
     parser.add_argument("--json", action="store_true")
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
+    if args.seeds > 1:
+        return _many(args)
     library = profile_p2(args.seed)
     max_age = PlanPolicy().max_age_s
     cases = builtin_cases(library, WORKLOADS, args.seed, quick=args.quick)
@@ -101,6 +112,74 @@ def main(argv: list[str] | None = None) -> int:
     print()
     print_targets(targets, sys.stdout)
     return 0
+
+
+def _run_targets(seed: int, quick: bool) -> list[Target]:
+    library = profile_p2(seed)
+    max_age = PlanPolicy().max_age_s
+    cases = builtin_cases(library, WORKLOADS, seed, quick=quick)
+    chosen = policies()
+    results = [run_case(library, c, chosen, seed=seed, max_age_s=max_age) for c in cases]
+    return judge(results, max_age)
+
+
+def _many(args: argparse.Namespace) -> int:
+    """Paired over seeds: every policy sees the same trace and draws per seed."""
+    seeds = list(range(args.seed, args.seed + args.seeds))
+    per_seed: list[list[Target]] = []
+    for n, seed in enumerate(seeds):
+        if not args.no_progress and sys.stderr.isatty():
+            sys.stderr.write(f"\rseed {seed} ({n + 1}/{len(seeds)})")
+            sys.stderr.flush()
+        per_seed.append(_run_targets(seed, args.quick))
+    if not args.no_progress and sys.stderr.isatty():
+        sys.stderr.write("\r" + " " * 40 + "\r")
+    summary = []
+    for index, first in enumerate(per_seed[0]):
+        values = [targets[index].value for targets in per_seed]
+        met = sum(1 for targets in per_seed if targets[index].met)
+        mean = statistics.fmean(values)
+        half = (
+            _T95.get(len(values) - 1, 1.96) * statistics.stdev(values) / math.sqrt(len(values))
+            if len(values) > 1
+            else 0.0
+        )
+        summary.append((first, mean, half, met))
+    cost = measure_cost()
+    if args.json:
+        print(
+            json.dumps(
+                {
+                    "seeds": seeds,
+                    "targets": [
+                        {
+                            "name": t.name,
+                            "limit": t.limit,
+                            "mean": mean,
+                            "ci95": half,
+                            "met_seeds": met,
+                        }
+                        for t, mean, half, met in summary
+                    ],
+                    "planning_cost_ms": list(cost.runs_ms),
+                },
+                indent=2,
+            )
+        )
+        return 0
+    print(f"issue 4 targets over seeds {seeds[0]}..{seeds[-1]} (mean, 95% interval):")
+    for target, mean, half, met in summary:
+        verdict = "met   " if met == len(seeds) else ("MISSED" if met == 0 else "mixed ")
+        print(
+            f"  [{verdict}] {target.name}: {mean:.3g} ± {half:.2g} (limit {target.limit:g}); "
+            f"met in {met}/{len(seeds)} seeds"
+        )
+    print(f"  planning cost: median {cost.median_ms:.1f} ms (limit {LIMIT_MS:g} ms)")
+    return 0
+
+
+#: Student's t, 97.5th percentile, by degrees of freedom (for n <= 10 seeds).
+_T95 = {1: 12.71, 2: 4.30, 3: 3.18, 4: 2.78, 5: 2.57, 6: 2.45, 7: 2.36, 8: 2.31, 9: 2.26}
 
 
 if __name__ == "__main__":
