@@ -499,6 +499,10 @@ def scenarios(draw: st.DrawFn) -> tuple[LibrarySnapshot, list[MountRequest]]:
             barcode=drive_tape.get(i),
             idle_since=draw(st.sampled_from([None, 0.0, 50.0])),
             needs_cleaning=draw(st.booleans()) and draw(st.booleans()),
+            # Hardware in every state at the start: busy, held, down.
+            busy=draw(st.integers(0, 5)) == 0,
+            holders=(10_000 + i,) if drive_tape.get(i) and draw(st.integers(0, 3)) == 0 else (),
+            available=draw(st.integers(0, 5)) != 0,
         )
         for i in range(n_drives)
     )
@@ -541,6 +545,7 @@ def _check_invariants(
             unloads[action.drive] = unloads.get(action.drive, 0) + 1
             moved_tapes.append(action.barcode)
             assert drives[action.drive].barcode == action.barcode
+            assert drives[action.drive].idle, "an unload under a holder, a move or a down drive"
         elif isinstance(action, Load | Attach | Clean):
             loads[action.drive] = loads.get(action.drive, 0) + 1
             moved_tapes.append(action.barcode)
@@ -604,11 +609,14 @@ def _apply(
         elif isinstance(action, Fail):
             done.add(action.request_id)
     left = [replace(r, barcode=assigned.get(r.id, r.barcode)) for r in pending if r.id not in done]
-    snap = replace(snap, drives=tuple(drives.values()), tapes=tapes, free_slots=tuple(sorted(free)))
+    # Between rounds every operation finishes, every holder lets go and downed
+    # drives come back: "when hardware is up".
+    settled = tuple(replace(d, busy=False, holders=(), available=True) for d in drives.values())
+    snap = replace(snap, drives=settled, tapes=tapes, free_slots=tuple(sorted(free)))
     return snap, left, done
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(scenarios())
 def test_invariants_hold_and_every_request_is_eventually_planned(
     scenario: tuple[LibrarySnapshot, list[MountRequest]],
