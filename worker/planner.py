@@ -630,6 +630,8 @@ def _emit_load(
 
 
 def _plan_cleaning(state: _Round, needed: Mapping[str, object]) -> None:
+    if not any(d.needs_cleaning for d in state.snapshot.drives):
+        return  # the common case: no scan of the cartridges
     cartridges = sorted(
         (
             t
