@@ -13,7 +13,7 @@ same snapshot, so the engine runs every policy the same way.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 from drivers.media import Media, can_read, can_write
@@ -380,7 +380,3 @@ def baselines() -> list[Fcfs | QueuePerTape]:
 
 def planner(policy: PlanPolicy | None = None) -> PlannerPolicy:
     return PlannerPolicy(policy or PlanPolicy())
-
-
-def describe(policies: Iterable[object]) -> Mapping[str, str]:
-    return {getattr(p, "name", str(p)): type(p).__name__ for p in policies}
