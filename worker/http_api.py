@@ -4,7 +4,7 @@ A create/update/destroy is committed to the journal (inbox event + destination)
 before the response is sent, so a client that got an answer never loses it.
 """
 
-from __future__ import annotations
+# No `from __future__ import annotations`: FastAPI must see the local `User` alias.
 
 import secrets
 from collections.abc import Awaitable, Callable
