@@ -80,7 +80,7 @@ class PlanPolicy:
     #: At most this many drives per pool (0 = no cap); per-pool caps in the
     #: snapshot or in `pool_drive_caps` override it.
     pool_drive_cap: int = 0
-    pool_drive_caps: Mapping[str, int] = field(default_factory=dict)
+    pool_drive_caps: Mapping[str, int] = field(default_factory=dict, hash=False)
     #: Mount a cleaning cartridge before the next data mount of a drive that asks.
     clean_drives: bool = True
     #: Keep this many drives empty (or emptying) for the next mount: when fewer
