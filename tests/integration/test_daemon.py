@@ -258,3 +258,25 @@ def test_mqtt_events_published_while_the_daemon_is_down_arrive(
     asyncio.run(publish(broker, "tw-test/tasks/9/task_destinations/77/create", payload))
     mqtt_daemon.start()
     mqtt_daemon.wait_request(77, "ready")
+
+
+# -- systemd ---------------------------------------------------------------------------
+
+
+def test_daemon_tells_systemd_it_is_ready_and_stops_cleanly(tmp_path: Path) -> None:
+    import socket  # noqa: PLC0415
+
+    path = tmp_path / "notify.sock"
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+        sock.bind(str(path))
+        sock.settimeout(30)
+        daemon = Daemon(folder=tmp_path / "daemon", extra_env={"NOTIFY_SOCKET": str(path)})
+        daemon.start()
+        try:
+            message = sock.recv(4096).decode()
+            assert "READY=1" in message.splitlines()
+        finally:
+            code = daemon.stop()
+        assert code == 0
+        assert "STOPPING=1" in sock.recv(4096).decode().splitlines()
+    assert '"stopped"' in daemon.log_tail()
