@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -264,8 +265,6 @@ def test_mqtt_events_published_while_the_daemon_is_down_arrive(
 
 
 def test_daemon_tells_systemd_it_is_ready_and_stops_cleanly(tmp_path: Path) -> None:
-    import socket  # noqa: PLC0415
-
     path = tmp_path / "notify.sock"
     with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
         sock.bind(str(path))
