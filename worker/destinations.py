@@ -102,6 +102,10 @@ async def _record_one(
     hold_seconds: float,
 ) -> Outcome:
     destination_id = event.destination_id
+    if event.dedup_key is not None and await journal.event_seen(event.dedup_key):
+        # The same delivery was journaled before (a broker redelivery after a crash):
+        # applying it again could undo a later event.
+        return Outcome("duplicate", destination_id)
     if destination_id is None:
         destination_id = await journal.next_destination_id()
     try:
@@ -121,9 +125,7 @@ async def _record_one(
         reason=outcome.reason,
         dedup_key=event.dedup_key,
     )
-    if seq is None:
-        # The same delivery was journaled before (a broker redelivery after a crash).
-        return Outcome("duplicate", destination_id)
+    assert seq is not None, "dedup key checked above, inside the same transaction"
     return outcome
 
 

@@ -608,6 +608,9 @@ class Journal:
         )
         return cur.lastrowid if cur.rowcount else None
 
+    async def event_seen(self, dedup_key: str) -> bool:
+        return await self._one("SELECT 1 FROM events WHERE dedup_key=?", (dedup_key,)) is not None
+
     async def events(self, status: str | None = None, limit: int = 1000) -> list[EventRecord]:
         sql = "SELECT * FROM events"
         params: list[Any] = []

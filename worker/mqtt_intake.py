@@ -43,6 +43,7 @@ Clock = Callable[[], float]
 #: Task ids are numeric ids or names; destination ids are numbers. Nothing else
 #: (no wildcards, no `..`, no deep paths) becomes an event.
 _TASK_RE = re.compile(r"^[A-Za-z0-9_.\-]{1,128}$")
+_EVENT_ID_RE = re.compile(r"^[A-Za-z0-9_.:\-]{1,128}$")
 #: mosquitto sends at most this many unacknowledged messages at a time, so a
 #: batch never needs to wait for more than this.
 MAX_BATCH = 20
@@ -84,8 +85,11 @@ def parse_topic(prefix: str, topic: str) -> tuple[str, int, Verb]:
     return task_id, int(raw_id), verb
 
 
-def to_event(prefix: str, topic: str, payload: bytes) -> DestinationEvent | RejectedInput:
+def to_event(
+    prefix: str, topic: str, payload: bytes, event_id: str | None = None
+) -> DestinationEvent | RejectedInput:
     text = payload.decode("utf-8", "replace")
+    dedup = f"mqtt:{event_id}" if event_id is not None else None
     try:
         task_id, destination_id, verb = parse_topic(prefix, topic)
         body = None
@@ -94,8 +98,25 @@ def to_event(prefix: str, topic: str, payload: bytes) -> DestinationEvent | Reje
         elif payload.strip():
             raise RejectedEventError(f"{verb} takes an empty payload")
     except RejectedEventError as exc:
-        return RejectedInput(exc.reason, source="mqtt", topic=topic[:1024], payload=text[:65536])
-    return DestinationEvent(verb, task_id, destination_id, body, "mqtt", topic=topic, payload=text)
+        return RejectedInput(
+            exc.reason, source="mqtt", topic=topic[:1024], payload=text[:65536], dedup_key=dedup
+        )
+    return DestinationEvent(
+        verb, task_id, destination_id, body, "mqtt", topic=topic, payload=text, dedup_key=dedup
+    )
+
+
+def event_id_of(message: aiomqtt.Message) -> str | None:
+    """The publisher's optional `event-id` user property (MQTT 5).
+
+    With it, a redelivered event is recognised and journaled once; without it,
+    replaying is still harmless because destinations are desired state.
+    """
+    properties = getattr(message.properties, "UserProperty", None) or []
+    for key, value in properties:
+        if key == "event-id" and _EVENT_ID_RE.fullmatch(value):
+            return str(value)
+    return None
 
 
 class MqttIntake:
@@ -186,7 +207,7 @@ class MqttIntake:
                 raw = bytes(payload)
             else:
                 raw = str(payload).encode()
-            events.append(to_event(self.prefix, message.topic.value, raw))
+            events.append(to_event(self.prefix, message.topic.value, raw, event_id_of(message)))
         outcomes = await record_events(
             self._journal, events, now=self._clock(), hold_seconds=self._hold_seconds
         )

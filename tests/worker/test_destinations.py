@@ -169,3 +169,22 @@ async def test_invalid_barcode_characters_are_rejected(journal: Journal) -> None
     [outcome] = await apply(journal, event("create", tape_barcode="A;rm -rf /"))
     assert outcome.status == "rejected"
     assert "invalid barcode" in (outcome.reason or "")
+
+
+async def test_a_redelivered_event_is_not_applied_again(journal: Journal) -> None:
+    first = DestinationEvent(
+        "create", "7", 1, TaskDestinationBody(tape_barcode="NOD400L9"), "mqtt", dedup_key="mqtt:a"
+    )
+    second = DestinationEvent(
+        "update", "7", 1, TaskDestinationBody(pool_name="online-tapes"), "mqtt", dedup_key="mqtt:b"
+    )
+    await apply(journal, first, second)
+    # A crash before the acks: the broker sends both again.
+    outcomes = await apply(journal, first, second, now=2001.0)
+    assert [o.status for o in outcomes] == ["duplicate", "duplicate"]
+    requests = await journal.requests()
+    assert [(r.barcode, r.pool, r.state) for r in requests] == [
+        ("NOD400L9", "offline-tapes", RequestState.RELEASED),
+        (None, "online-tapes", RequestState.PENDING),
+    ]
+    assert len(await journal.events()) == 2
