@@ -183,8 +183,13 @@ def judge(results: Sequence[CaseResult], max_age_s: float) -> list[Target]:
                 f"{mine.workload}: requests past max age while younger ones were served",
                 float(mine.starved),
                 0.0,
-                f"max wait {mine.max_wait_s:.0f} s, {mine.sla_violations} over {max_age_s:g} s "
-                f"(a batch larger than the library can pass it); max wait by pool: {pools}",
+                f"max wait {mine.max_wait_s:.0f} s, {mine.sla_violations} over {max_age_s:g} s"
+                + (
+                    " (all of one batch: nobody younger overtook them)"
+                    if mine.sla_violations and not mine.starved
+                    else ""
+                )
+                + f"; max wait by pool: {pools}",
             )
         )
         found.append(
