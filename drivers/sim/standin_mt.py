@@ -86,20 +86,22 @@ COMMANDS = (
 )
 #: Commands that take no count argument.
 NO_ARGUMENT = frozenset(
-    "rewind",
-    "offline",
-    "rewoffl",
-    "eject",
-    "retension",
-    "eod",
-    "seod",
-    "tell",
-    "status",
-    "lock",
-    "unlock",
-    "load",
-    "densities",
-    "stshowoptions",
+    {
+        "rewind",
+        "offline",
+        "rewoffl",
+        "eject",
+        "retension",
+        "eod",
+        "seod",
+        "tell",
+        "status",
+        "lock",
+        "unlock",
+        "load",
+        "densities",
+        "stshowoptions",
+    }
 )
 OFFLINE = frozenset({"offline", "rewoffl", "eject"})
 
