@@ -93,9 +93,8 @@ def parser() -> argparse.ArgumentParser:
     _fault_parser(sub)
 
     for tool in ("mtx", "mt"):
-        run = sub.add_parser(tool, help=f"run the stand-in {tool}", add_help=False)
-        run.add_argument("--state", type=Path, required=True)
-        run.add_argument("args", nargs=argparse.REMAINDER)
+        # Parsed by hand in main(): argparse would take the tool's own options.
+        sub.add_parser(tool, help=f"run the stand-in {tool}: {tool} --state FILE ARGS...")
     return top
 
 
@@ -132,7 +131,11 @@ def apply_fault(library: SimulatedLibrary, args: argparse.Namespace) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = parser().parse_args(argv)
+    words = list(sys.argv[1:] if argv is None else argv)
+    if len(words) >= 3 and words[0] in ("mtx", "mt") and words[1] == "--state":
+        run = standin_mtx.main if words[0] == "mtx" else standin_mt.main
+        return run(words[3:], state_file=Path(words[2]))
+    args = parser().parse_args(words)
     if args.command == "init":
         SimulatedLibrary.open(
             load_definition(args.definition), state_file=args.state, speed=args.speed
@@ -141,10 +144,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "install":
         install_standins(args.bin, args.state)
         return 0
-    if args.command == "mtx":
-        return standin_mtx.main(args.args, state_file=args.state)
-    if args.command == "mt":
-        return standin_mt.main(args.args, state_file=args.state)
+    if args.command in ("mtx", "mt"):
+        print(f"usage: python -m drivers.sim {args.command} --state FILE ARGS...", file=sys.stderr)
+        return 2
     if not args.state.exists():
         print(f"{args.state}: no simulated library state", file=sys.stderr)
         return 1
