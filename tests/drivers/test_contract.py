@@ -26,6 +26,7 @@ from drivers.errors import (
     IncompatibleMediaError,
     MediumRemovalPreventedError,
     NotReadyError,
+    RetryableError,
     SourceEmptyError,
     UnitAttentionError,
 )
@@ -365,3 +366,37 @@ async def test_inventory_after_the_door_opened(backend: Backend) -> None:
         inventory = await backend.library.inventory()
     assert len(inventory.slots) == 7
     assert labels(inventory)["A00004L8"] == ("slot", 4)
+
+
+INVENTORY_FAULTS: list[FaultError] = [k for k in FAULT_CLASSES if k != "unit_attention"]
+
+
+@pytest.mark.parametrize("kind", INVENTORY_FAULTS)
+async def test_injected_inventory_fault(backend: Backend, kind: FaultError) -> None:
+    backend.sim.inject("inventory", kind)
+    with pytest.raises(FAULT_CLASSES[kind]):
+        await backend.library.inventory()
+    assert len((await backend.library.inventory()).slots) == 7
+
+
+async def test_unit_attention_that_does_not_clear(backend: Backend) -> None:
+    """Retrying is the caller's business once the backend's own retries are spent."""
+    backend.sim.inject("inventory", "unit_attention", count=10)
+    with pytest.raises(RetryableError):
+        await backend.library.inventory()
+
+
+async def test_drive_status_not_ready(backend: Backend) -> None:
+    backend.sim.inject("status", "not_ready", drive=0)
+    with pytest.raises(NotReadyError):
+        await backend.library.drive_status(0)
+    assert not (await backend.library.drive_status(0)).loaded
+
+
+async def test_offline_hardware_fault_stops_the_unload(backend: Backend) -> None:
+    await backend.library.load(1, 0)
+    await wait_online(backend.library, 0)
+    backend.sim.inject("offline", "hardware", drive=0)
+    with pytest.raises(HardwareError):
+        await backend.library.unload(0, 1)
+    assert (await backend.library.inventory()).drive(0).barcode == "A00001L8"

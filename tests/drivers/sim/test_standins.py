@@ -20,6 +20,7 @@ import pytest
 
 from drivers.definition import DriveDefinition, LibraryDefinition, TapeDefinition
 from drivers.errors import (
+    CommandTimeoutError,
     DegradedStatusError,
     DestinationFullError,
     DeviceMissingError,
@@ -33,6 +34,7 @@ from drivers.errors import (
     SourceEmptyError,
     UnitAttentionError,
 )
+from drivers.mtx.backend import MtxLibrary
 from drivers.mtx.classify import Tool, classify
 from drivers.mtx.parse_inquiry import parse_inquiry
 from drivers.mtx.parse_move import check_move_output
@@ -686,3 +688,16 @@ def test_module_cli_runs_the_standins(tmp_path: Path) -> None:
     assert sim_cli("fault", "--state", str(state), "kill-drive", "2").returncode == 0
     dead = sim_cli("mt", "--state", str(state), "-f", "/dev/nst2", "status")
     assert (dead.returncode, dead.stderr) == (1, "/dev/nst2: Input/output error\n")
+
+
+async def test_a_killed_standin_releases_the_robot(state: Path, bin_dir: Path) -> None:
+    """MtxLibrary kills a tool that overruns its timeout; the robot lock dies with it
+    and the move it was simulating never happened."""
+    SimulatedLibrary.open(small(), state_file=state, speed=1.0)  # a move takes 7 s
+    library = MtxLibrary(small(), mtx=str(bin_dir / "mtx"), mt=str(bin_dir / "mt"), timeout_s=1.0)
+    with pytest.raises(CommandTimeoutError):
+        await library.load(1, 0)
+    SimulatedLibrary.open(small(), state_file=state, speed=SPEED)
+    inventory = await library.inventory()
+    assert inventory.slot(1).barcode == "A00001L8"
+    assert not inventory.drive(0).full
