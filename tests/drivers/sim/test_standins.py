@@ -701,3 +701,21 @@ async def test_a_killed_standin_releases_the_robot(state: Path, bin_dir: Path) -
     inventory = await library.inventory()
     assert inventory.slot(1).barcode == "A00001L8"
     assert not inventory.drive(0).full
+
+
+def test_commands_run_in_order_until_one_fails(tools: Tools) -> None:
+    """Several commands per call, as mtx does; a later usage error comes after the move."""
+    code, out, err = tools.mtx("-f", CHANGER, "load", "1", "0", "bogus")
+    assert (code, out) == (1, "Loading media from Storage Element 1 into drive 0...done\n")
+    assert err.startswith("Usage:\n")
+    assert parse_status(tools.mtx("-f", CHANGER, "status")[1]).inventory.drive(0).full
+
+
+async def test_backend_startup_check_against_the_standins(state: Path, bin_dir: Path) -> None:
+    mtx, mt = str(bin_dir / "mtx"), str(bin_dir / "mt")
+    assert await MtxLibrary(small(), mtx=mtx, mt=mt).check() == []
+    wrong = small().model_copy(update={"slots": 3, "import_export": 2})
+    problems = await MtxLibrary(wrong, mtx=mtx, mt=mt).check()
+    assert problems == [
+        "changer /dev/sg7 reports 4 storage and 1 import/export slots; the definition says 3 and 2"
+    ]
