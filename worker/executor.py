@@ -45,6 +45,8 @@ class ExecutorState:
     busy_tapes: set[str] = field(default_factory=set)
     #: Where a tape in flight is headed (for the planner, it is already there).
     tape_drive: dict[str, int] = field(default_factory=dict)
+    #: Cartridges whose position a failed command left uncertain.
+    to_verify: set[str] = field(default_factory=set)
     #: The changer must be re-inventoried before the next move.
     inventory_suspect: bool = False
 
@@ -233,7 +235,9 @@ class Executor:
         try:
             await self._move("unload", lambda: self._library.unload(action.drive, action.slot))
         except DriverError as exc:
-            await self._failed(op, exc, (), barcode=action.barcode, drive=action.drive)
+            await self._failed(
+                op, exc, (), barcode=action.barcode, drive=action.drive, kind="unload"
+            )
             return False
         now = self._clock()
         async with self._journal.transaction() as db:
@@ -278,6 +282,7 @@ class Executor:
         *,
         barcode: str | None,
         drive: int | None,
+        kind: str = "load",
     ) -> None:
         now = self._clock()
         log.error("operation failed", operation=op, error=str(exc), kind=type(exc).__name__)
@@ -297,7 +302,16 @@ class Executor:
                         self._settings.drive_down_after,
                     ),
                 )
-            if barcode is not None and isinstance(exc, HardwareError | IncompatibleMediaError):
+            if barcode is not None and isinstance(exc, IncompatibleMediaError):
+                await db.execute("UPDATE tapes SET need_to_check=1 WHERE barcode=?", (barcode,))
+            if barcode is not None and (
+                exc.outcome_uncertain or isinstance(exc, OperationError)
+            ):
+                # Where is the cartridge now? The next inventory tells; one that the
+                # library no longer shows anywhere needs an operator.
+                self.state.to_verify.add(barcode)
+            if barcode is not None and kind == "unload" and isinstance(exc, HardwareError):
+                # The drive would not give the cartridge back: it is stuck.
                 await db.execute("UPDATE tapes SET need_to_check=1 WHERE barcode=?", (barcode,))
             for rid in request_ids:
                 current = await self._journal.request(rid)

@@ -16,6 +16,7 @@ import structlog
 
 from drivers.base import TapeLibrary
 from drivers.definition import LibraryDefinition
+from drivers.errors import RetryableError
 from drivers.media import media_of
 from worker.actions import Action, Assign, Attach, Clean, Fail, Load, Unload
 from worker.executor import DriveWork, Executor
@@ -40,7 +41,9 @@ class Reconciler:
         *,
         on_change: ChangeListener,
         clock: Callable[[], float] = time.time,
+        retry_delay_s: float = 1.0,
     ) -> None:
+        self._retry_delay_s = retry_delay_s
         self._definition = definition
         self._library = library
         self._journal = journal
@@ -59,12 +62,31 @@ class Reconciler:
 
     # -- inventory and recovery ------------------------------------------------------
 
-    async def take_inventory(self) -> list[str]:
-        """A fresh inventory under the robot lock, recorded in the journal."""
-        async with self._executor.robot:
-            inventory = await self._library.inventory()
+    async def take_inventory(self, attempts: int = 4) -> list[str]:
+        """A fresh inventory under the robot lock, recorded in the journal.
+
+        Transient answers (unit attention after a door was opened, a changer still
+        inventorying) are retried; a degraded answer is never recorded.
+        """
+        for attempt in range(1, attempts + 1):
+            try:
+                async with self._executor.robot:
+                    inventory = await self._library.inventory()
+                break
+            except RetryableError as exc:
+                if attempt == attempts:
+                    raise
+                log.warning("inventory retried", attempt=attempt, error=str(exc))
+                await asyncio.sleep(self._retry_delay_s * attempt)
         surprises = await self._journal.apply_inventory(inventory, self._clock())
-        self._executor.state.inventory_suspect = False
+        state = self._executor.state
+        state.inventory_suspect = False
+        for barcode in sorted(state.to_verify):
+            tape = await self._journal.tape(barcode)
+            if tape is not None and not tape.known:
+                await self._journal.update_tape(barcode, need_to_check=True)
+                surprises.append(f"tape {barcode} is lost after a failed move: need_to_check")
+        state.to_verify.clear()
         for surprise in surprises:
             log.warning("inventory", problem=surprise)
         return surprises

@@ -440,8 +440,11 @@ class StateStore:
                 state = self._memory
             else:
                 raise FileNotFoundError(f"{self.path}: no simulated library state")
-            yield state
-            self._write(state)
+            try:
+                yield state
+            finally:
+                # Saved on errors too: an injected fault is consumed even when it fires.
+                self._write(state)
 
     def read(self) -> SimState:
         with self.locked() as state:

@@ -32,9 +32,7 @@ def tapeworker(*args: str) -> subprocess.CompletedProcess[str]:
         ('library = "missing.toml"\n', "library definition not found"),
     ],
 )
-def test_bad_config_names_file_key_and_problem(
-    tmp_path: Path, content: str, expected: str
-) -> None:
+def test_bad_config_names_file_key_and_problem(tmp_path: Path, content: str, expected: str) -> None:
     config = tmp_path / "tapeworker.toml"
     config.write_text(content, encoding="utf-8")
     result = tapeworker("check-config", "--config", str(config))

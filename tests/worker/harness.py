@@ -1,0 +1,135 @@
+"""The worker in-process against the simulated library: a real journal file, the
+real executor and reconciler, the simulator for the robot that is not here."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from drivers.definition import LibraryDefinition
+from drivers.sim.library import SimulatedLibrary
+from worker.destinations import DestinationEvent, Verb, record_events
+from worker.executor import Executor
+from worker.journal import Journal, RequestRecord
+from worker.models import TaskDestinationBody
+from worker.planner import PlanPolicy
+from worker.reconciler import Reconciler
+from worker.settings import ExecutorSettings
+
+SETTINGS = ExecutorSettings(
+    move_timeout_s=5,
+    ready_timeout_s=1.0,
+    ready_poll_s=0.005,
+    retries=2,
+    backoff_s=0.005,
+    drive_down_after=2,
+)
+
+
+def definition(drives: int = 2, **extra: Any) -> LibraryDefinition:
+    return LibraryDefinition.model_validate(
+        {
+            "slots": 12,
+            "import_export": 1,
+            "drives": [
+                {"index": i, "device": f"/dev/nst{i}", "generation": "LTO-9"} for i in range(drives)
+            ],
+            "pools": [{"id": 6, "name": "offline-tapes"}],
+            "tapes": [
+                {"barcode": "AAA001L9", "slot": 1, "pool": "offline-tapes"},
+                {"barcode": "AAA002L9", "slot": 2, "pool": "offline-tapes"},
+                {"barcode": "AAA003L8", "slot": 3, "pool": "offline-tapes"},
+                {"barcode": "OLD001L5", "slot": 4, "pool": "offline-tapes"},
+                {"barcode": "CLN001CU", "slot": 5},
+            ],
+            **extra,
+        }
+    )
+
+
+@dataclass
+class Harness:
+    journal: Journal
+    library: SimulatedLibrary
+    reconciler: Reconciler
+    executor: Executor
+
+    async def submit(self, verb: Verb, destination_id: int, **body: Any) -> None:
+        parsed = TaskDestinationBody.model_validate(body) if verb in ("create", "update") else None
+        await record_events(
+            self.journal,
+            [DestinationEvent(verb, "7", destination_id, parsed, "test")],
+            now=time.time(),
+            hold_seconds=3600,
+        )
+        self.reconciler.wake.set()
+
+    async def request(self, destination_id: int) -> RequestRecord:
+        record = await self.journal.latest_request_for(destination_id)
+        assert record is not None
+        return record
+
+    async def wait_for(self, destination_id: int, state: str, timeout: float = 10) -> RequestRecord:
+        async with asyncio.timeout(timeout):
+            while True:
+                record = await self.journal.latest_request_for(destination_id)
+                if record is not None and record.state.value == state:
+                    return record
+                await asyncio.sleep(0.005)
+
+    async def wait_until(self, what: str, check: Any, timeout: float = 10) -> Any:
+        try:
+            async with asyncio.timeout(timeout):
+                while not (value := await check()):
+                    await asyncio.sleep(0.005)
+                return value
+        except TimeoutError:
+            raise AssertionError(f"timed out waiting for {what}") from None
+
+
+@contextlib.asynccontextmanager
+async def running_worker(
+    tmp_path: Path,
+    library_definition: LibraryDefinition,
+    *,
+    speed: float = 1000.0,
+    settings: ExecutorSettings = SETTINGS,
+    policy: PlanPolicy | None = None,
+    prepare: Any = None,
+) -> AsyncIterator[Harness]:
+    journal = await Journal.open(tmp_path / "journal.sqlite3")
+    library = SimulatedLibrary.open(
+        library_definition, state_file=tmp_path / "sim.json", speed=speed
+    )
+    if prepare is not None:
+        prepare(library)
+
+    async def changed(_: set[int]) -> None:
+        reconciler.wake.set()
+
+    await journal.sync_catalog(library_definition, time.time())
+    executor = Executor(library, journal, settings, hold_seconds=3600, on_change=changed)
+    reconciler = Reconciler(
+        library_definition,
+        library,
+        journal,
+        executor,
+        policy or PlanPolicy(dismount_delay_s=3600),
+        on_change=changed,
+        retry_delay_s=0.005,
+    )
+    await reconciler.recover()
+    task = asyncio.create_task(reconciler.run(tick_s=0.01))
+    try:
+        yield Harness(journal, library, reconciler, executor)
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        await reconciler.drain()
+        await journal.close()
