@@ -47,19 +47,20 @@ def build_parser() -> argparse.ArgumentParser:
     events.add_argument("--limit", type=int, default=20)
     check = commands.add_parser("check-config", help="validate the configuration and library")
     _config_arg(check)
-    simulate = commands.add_parser(
-        "simulate", help="compare the planner with simple policies", add_help=False
+    commands.add_parser(
+        "simulate", help="compare the planner with simple policies (see `simulate --help`)"
     )
-    simulate.add_argument("rest", nargs=argparse.REMAINDER)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    if args.command == "simulate":
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["simulate"]:
+        # The simulator has its own options; argparse would reject them here.
         from worker.simulation.cli import main as simulate_main  # noqa: PLC0415
 
-        return simulate_main(list(args.rest))
+        return simulate_main(argv[1:])
+    args = build_parser().parse_args(argv)
     try:
         settings = load_settings(args.config)
         definition = load_definition(settings.library)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -64,3 +65,13 @@ def test_bad_library_definition_names_the_key(tmp_path: Path) -> None:
 def test_shipped_configuration_is_valid() -> None:
     result = tapeworker("check-config", "--config", "config/tapeworker.toml")
     assert result.returncode == 0, result.stderr
+
+
+def test_simulate_compares_the_planner_with_the_baselines() -> None:
+    result = tapeworker("simulate", "--workload", "w4", "--quick", "--json", "--no-progress")
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    [workload] = report["workloads"]
+    policies = {m["policy"] for m in workload["metrics"]}
+    assert "planner" in policies
+    assert len(policies) >= 4, policies
