@@ -10,12 +10,14 @@ commands wait until a loading drive is ready, like st's open does, and fail with
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import os
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import TextIO
+from typing import IO, TextIO
 
 from drivers.errors import DriverError, NotReadyError
 from drivers.sim.standin_mtx import ENV_STATE, state_path
@@ -154,6 +156,34 @@ class MtExit(Exception):
         self.code = code
 
 
+def _device_lock(state_file: Path, drive_index: int) -> Path:
+    return Path(f"{state_file}.drive{drive_index}")
+
+
+def _claim(state_file: Path, drive_index: int) -> IO[bytes] | None:
+    """st allows one open per device: the open file, or None when someone holds it."""
+    handle = open(_device_lock(state_file, drive_index), "a+b")  # noqa: SIM115 - held open
+    try:
+        fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.close()
+        return None
+    return handle
+
+
+@contextlib.contextmanager
+def hold_device(state_file: Path, drive_index: int) -> Iterator[None]:
+    """Hold a drive's device open, as a data mover writing to it does: `mt` on
+    that drive then fails with `Device or resource busy`."""
+    handle = _claim(state_file, drive_index)
+    if handle is None:
+        raise BlockingIOError(f"drive {drive_index} is held by another process")
+    try:
+        yield
+    finally:
+        handle.close()
+
+
 def render_status(state: SimState, drive: Drive, at: float) -> str:
     """mt.c do_status for a Linux st SCSI-2 drive: six lines."""
     loaded = drive.barcode is not None and drive.threaded
@@ -193,6 +223,7 @@ class Mt:
     def __init__(self, path: Path | None, out: TextIO) -> None:
         self.path = path
         self.out = out
+        self._held: list[IO[bytes]] = []
 
     @property
     def store(self) -> StateStore:
@@ -211,6 +242,14 @@ class Mt:
         raise MtExit(f'mt: ambiguous command "{word}"\n' + USAGE, 1)
 
     def run(self, args: Sequence[str]) -> None:
+        try:
+            self._run(args)
+        finally:
+            for handle in self._held:
+                handle.close()
+            self._held.clear()
+
+    def _run(self, args: Sequence[str]) -> None:
         device: str | None = None
         i = 0
         while i < len(args) and args[i].startswith("-"):
@@ -259,6 +298,11 @@ class Mt:
                 # It opens, but MTIOCGET/MTIOCTOP is no ioctl for it.
                 raise MtExit(f"{device}: Inappropriate ioctl for device\n", 2)
             raise MtExit(f"{device}: No such file or directory\n", 1)
+        assert self.path is not None  # store found the state
+        handle = _claim(self.path, drive.index)
+        if handle is None:
+            raise MtExit(f"{device}: Device or resource busy\n", 1)
+        self._held.append(handle)
         if drive.dead is not None:
             raise MtExit(f"{device}: Input/output error\n", 1)
         if nonblock:

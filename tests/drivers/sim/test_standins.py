@@ -9,6 +9,7 @@ mtx backend's parsers and error classification.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import re
 import shutil
@@ -23,6 +24,7 @@ from drivers.errors import (
     CommandTimeoutError,
     DegradedStatusError,
     DestinationFullError,
+    DeviceBusyError,
     DeviceMissingError,
     DriverError,
     HardwareError,
@@ -719,3 +721,19 @@ async def test_backend_startup_check_against_the_standins(state: Path, bin_dir: 
     assert problems == [
         "changer /dev/sg7 reports 4 storage and 1 import/export slots; the definition says 3 and 2"
     ]
+
+
+def test_a_held_drive_is_busy(tools: Tools, state: Path) -> None:
+    with standin_mt.hold_device(state, 0):
+        run = tools.mt("-f", "/dev/nst0", "status")
+        assert run == (1, "", "/dev/nst0: Device or resource busy\n")
+        assert type(classified("mt", ("status",), run)) is DeviceBusyError
+        assert tools.mt("-f", "/dev/nst1", "status")[0] == 0
+    assert tools.mt("-f", "/dev/nst0", "status")[0] == 0
+
+
+async def test_backend_serialises_mt_per_drive(state: Path, bin_dir: Path) -> None:
+    """st allows one open per device; MtxLibrary must never run two mt at once on one."""
+    library = MtxLibrary(small(), mtx=str(bin_dir / "mtx"), mt=str(bin_dir / "mt"))
+    statuses = await asyncio.gather(*(library.drive_status(0) for _ in range(4)))
+    assert all(not s.loaded for s in statuses)
