@@ -82,8 +82,22 @@ class Daemon:
             encoding="utf-8",
         )
 
+    def prepare_mtx_backend(self) -> None:
+        """The real mtx backend, driving the simulator through stand-in mtx and mt."""
+        from drivers.definition import load_definition
+        from drivers.sim.library import SimulatedLibrary
+        from drivers.sim.standins import install_standins
+
+        state_file = self.state_dir / "sim-library.json"
+        SimulatedLibrary.open(load_definition(self.library), state_file=state_file, speed=500.0)
+        bin_dir = self.folder / "bin"
+        install_standins(bin_dir, state_file)
+        self.extra_env["PATH"] = f"{bin_dir}:{os.environ['PATH']}"
+
     def start(self) -> None:
         self.folder.mkdir(parents=True, exist_ok=True)
+        if self.backend == "mtx" and "PATH" not in self.extra_env:
+            self.prepare_mtx_backend()
         if not self.config_path.exists():
             self.write_config()
         log = (self.folder / "daemon.log").open("ab")

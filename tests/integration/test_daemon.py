@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import socket
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -60,9 +63,11 @@ def library_inventory(daemon: Daemon) -> Inventory:
     return asyncio.run(read())
 
 
-@pytest.fixture
-def daemon(tmp_path: Path) -> Iterator[Daemon]:
-    daemon = Daemon(folder=tmp_path / "daemon")
+@pytest.fixture(params=["sim", "mtx"])
+def daemon(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Daemon]:
+    """The daemon on the in-process simulator, and on the real mtx backend driving
+    the simulator through the stand-in mtx and mt executables."""
+    daemon = Daemon(folder=tmp_path / "daemon", backend=request.param)
     daemon.start()
     yield daemon
     daemon.stop()
@@ -279,3 +284,45 @@ def test_daemon_tells_systemd_it_is_ready_and_stops_cleanly(tmp_path: Path) -> N
         assert code == 0
         assert "STOPPING=1" in sock.recv(4096).decode().splitlines()
     assert '"stopped"' in daemon.log_tail()
+
+
+@pytest.mark.parametrize("backend", ["sim", "mtx"])
+def test_inventory_command_shows_the_library_with_both_backends(
+    tmp_path: Path, backend: str
+) -> None:
+    daemon = Daemon(folder=tmp_path / "daemon", backend=backend)
+    daemon.folder.mkdir(parents=True)
+    if backend == "mtx":
+        daemon.prepare_mtx_backend()
+    daemon.write_config()
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "worker.cli",
+            "inventory",
+            "--json",
+            "--config",
+            str(daemon.config_path),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        env={**os.environ, **daemon.extra_env},
+    )
+    assert result.returncode == 0, result.stderr
+    data = json.loads(result.stdout)
+    assert [d["index"] for d in data["drives"]] == [d.index for d in DEFINITION.drives]
+    assert [d["device"] for d in data["drives"]] == [d.device for d in DEFINITION.drives]
+    assert len(data["slots"]) == DEFINITION.slots + DEFINITION.import_export
+    by_slot = {s["number"]: s for s in data["slots"]}
+    for tape in DEFINITION.tapes:
+        assert tape.slot is not None
+        assert by_slot[tape.slot] == {
+            "number": tape.slot,
+            "full": True,
+            "barcode": tape.barcode,
+            "import_export": tape.slot > DEFINITION.slots,
+        }
+    assert sum(s["import_export"] for s in data["slots"]) == DEFINITION.import_export
