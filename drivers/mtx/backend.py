@@ -253,8 +253,10 @@ class MtxLibrary(TapeLibrary):
     async def unload(self, drive: int, slot: int) -> None:
         self._slot(slot)
         self._drive(drive)
-        if self.definition.offline_before_unload:
+        if self.definition.offline_before_unload and (await self.drive_status(drive)).loaded:
             # Rewinding and unthreading take a minute; the robot is not needed yet.
+            # Only a threaded tape is offlined: mt-st answers "No medium found" for
+            # an empty or already unthreaded drive, which would fail every retry.
             await self.offline(drive)
         async with _changer_lock(self.definition.changer):
             await self._move("unload", slot, drive)

@@ -112,21 +112,6 @@ async def wait_online(library: TapeLibrary, drive: int) -> DriveStatus:
         await asyncio.sleep(0.005)
 
 
-#: MtxLibrary.unload always runs `mt offline` first; mt-st opens for offline without
-#: O_NONBLOCK, so on a drive with no threaded tape (empty, or offlined already) it
-#: fails with "No medium found" (exit 1), which classify calls NotReadyError.
-MTX_OFFLINE_BUG = pytest.mark.xfail(
-    reason="MtxLibrary.unload: `mt offline` of an unthreaded drive -> NotReadyError",
-    raises=NotReadyError,
-    strict=True,
-)
-
-
-def known_bug(request: pytest.FixtureRequest, backend: Backend) -> None:
-    if backend.name == "mtx":
-        request.applymarker(MTX_OFFLINE_BUG)
-
-
 def labels(inventory: Inventory) -> dict[str, tuple[str, int]]:
     found: dict[str, tuple[str, int]] = {}
     for barcode in ("A00001L8", "A00002L9", "A00003L6", "A00004L8"):
@@ -223,7 +208,6 @@ async def test_unload_after_an_explicit_offline(
     backend: Backend, request: pytest.FixtureRequest
 ) -> None:
     """The worker (or a retry after a crash) may have offlined the drive already."""
-    known_bug(request, backend)
     library = backend.library
     await library.load(1, 0)
     await wait_online(library, 0)
@@ -283,7 +267,6 @@ async def test_load_incompatible_media(backend: Backend) -> None:
 
 
 async def test_unload_an_empty_drive(backend: Backend, request: pytest.FixtureRequest) -> None:
-    known_bug(request, backend)
     with pytest.raises(SourceEmptyError):
         await backend.library.unload(0, 5)
 
