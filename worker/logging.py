@@ -25,6 +25,8 @@ def _render_journald(_: Any, __: str, event: dict[str, Any]) -> str:
 def configure(level: str = "info", fmt: str = "console") -> None:
     numeric = getattr(logging, level.upper())
     logging.basicConfig(level=numeric, stream=sys.stderr, format="%(message)s")
+    # aiosqlite logs every statement at debug level: noise, even when debugging us.
+    logging.getLogger("aiosqlite").setLevel(max(numeric, logging.INFO))
     processors: list[Any] = [
         structlog.contextvars.merge_contextvars,
         structlog.processors.add_log_level,

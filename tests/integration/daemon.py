@@ -49,6 +49,7 @@ class Daemon:
     backend: str = "sim"
     extra_env: dict[str, str] = field(default_factory=dict)
     extra_config: str = ""
+    hold_seconds: float = 3600.0
     process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -71,9 +72,9 @@ class Daemon:
             f'library = "{self.library}"\n'
             f'backend = "{self.backend}"\n'
             "sim_speed = 500.0\n"
-            "hold_seconds = 3600\n"
+            f"hold_seconds = {self.hold_seconds}\n"
             'log_format = "json"\n'
-            'log_level = "debug"\n'
+            'log_level = "info"\n'
             f"{self.extra_config}\n"
             f'[http]\nport = {self.http_port}\n[http.users]\n{AUTH[0]} = "{AUTH[1]}"\n'
             "[executor]\nready_poll_s = 0.02\nbackoff_s = 0.02\nretries = 2\n"
@@ -110,11 +111,22 @@ class Daemon:
             env=env,
         )
         log.close()
+        process = self.process
+
+        def listening() -> bool:
+            if process.poll() is not None:
+                raise AssertionError(f"daemon exited at start:\n{self.log_tail()}")
+            try:
+                wait_for_port(self.http_port, timeout=0.05)
+            except TimeoutError:
+                return False
+            return True
+
         try:
-            wait_for_port(self.http_port, timeout=20)
-        except TimeoutError:
+            wait_until(listening, timeout=30, what="the daemon to listen")
+        except AssertionError:
             self.stop()
-            raise AssertionError(f"daemon did not start:\n{self.log_tail()}") from None
+            raise
 
     def log_tail(self, lines: int = 40) -> str:
         path = self.folder / "daemon.log"
