@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: run test lint bench deps system-deps clean
+.PHONY: run test lint bench soak deps system-deps clean
 
 $(BIN)/python:
 	scripts/ensure-system-deps python
@@ -31,6 +31,10 @@ test: deps
 
 bench: deps
 	$(BIN)/python -m worker.simulation.bench
+
+soak: deps
+	scripts/ensure-system-deps mosquitto
+	$(BIN)/python -m tests.integration.crash --kills 200 --destinations 100 --broker-restarts 5
 
 clean:
 	rm -rf $(VENV) state .pytest_cache .mypy_cache .ruff_cache
