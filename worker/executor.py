@@ -304,9 +304,7 @@ class Executor:
                 )
             if barcode is not None and isinstance(exc, IncompatibleMediaError):
                 await db.execute("UPDATE tapes SET need_to_check=1 WHERE barcode=?", (barcode,))
-            if barcode is not None and (
-                exc.outcome_uncertain or isinstance(exc, OperationError)
-            ):
+            if barcode is not None and (exc.outcome_uncertain or isinstance(exc, OperationError)):
                 # Where is the cartridge now? The next inventory tells; one that the
                 # library no longer shows anywhere needs an operator.
                 self.state.to_verify.add(barcode)
@@ -343,10 +341,10 @@ class Executor:
         await self._notify(request_ids)
 
     async def _notify(self, request_ids: tuple[int, ...]) -> None:
+        # Called with no destinations too: a drive's state may have changed alone.
         destinations: set[int] = set()
         for rid in request_ids:
             record = await self._journal.request(rid)
             if record is not None:
                 destinations.add(record.destination_id)
-        if destinations:
-            await self._on_change(destinations)
+        await self._on_change(destinations)

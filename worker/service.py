@@ -48,12 +48,14 @@ class Service:
         self.mqtt: MqttIntake | None = None
         self.reconciler: Reconciler | None = None
         self.http_port: int | None = None
+        self._published_drives: dict[int, dict[str, object]] = {}
 
     async def _changed(self, destination_ids: set[int]) -> None:
         if self.reconciler is not None:
             self.reconciler.wake.set()
         if self.mqtt is None:
             return
+        await self._publish_drives(self.mqtt)
         for destination_id in destination_ids:
             record = await self._journal.destination(destination_id)
             if record is None:
@@ -65,6 +67,22 @@ class Service:
                 continue
             view = await destination_view(self._journal, record)
             self.mqtt.publish_state(destination_id, view.to_json())
+
+    async def _publish_drives(self, mqtt: MqttIntake) -> None:
+        """Drive states, retained, whenever one changes (a drive marked down above all)."""
+        for drive in await self._journal.drives():
+            data = {
+                "index": drive.index,
+                "device": drive.device,
+                "generation": f"LTO-{drive.generation}",
+                "barcode": drive.barcode,
+                "up": drive.up,
+                "failures": drive.failures,
+                "reason": drive.reason,
+            }
+            if self._published_drives.get(drive.index) != data:
+                self._published_drives[drive.index] = data
+                mqtt.publish_nowait(f"{mqtt.prefix}/state/drives/{drive.index}", data, retain=True)
 
     async def run(self) -> None:
         settings = self.settings

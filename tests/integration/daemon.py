@@ -50,6 +50,7 @@ class Daemon:
     extra_env: dict[str, str] = field(default_factory=dict)
     extra_config: str = ""
     hold_seconds: float = 3600.0
+    drive_down_after: int = 3
     process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -78,6 +79,7 @@ class Daemon:
             f"{self.extra_config}\n"
             f'[http]\nport = {self.http_port}\n[http.users]\n{AUTH[0]} = "{AUTH[1]}"\n'
             "[executor]\nready_poll_s = 0.02\nbackoff_s = 0.02\nretries = 2\n"
+            f"drive_down_after = {self.drive_down_after}\n"
             "[planner]\ndismount_delay_s = 3600\n"
             f"{mqtt}",
             encoding="utf-8",

@@ -326,3 +326,67 @@ def test_inventory_command_shows_the_library_with_both_backends(
             "import_export": tape.slot > DEFINITION.slots,
         }
     assert sum(s["import_export"] for s in data["slots"]) == DEFINITION.import_export
+
+
+def test_a_failing_drive_is_marked_down_on_mqtt_and_in_status(
+    tmp_path: Path, broker: Broker
+) -> None:
+    daemon = Daemon(
+        folder=tmp_path / "daemon", mqtt_port=broker.port, prefix="tw-down", drive_down_after=1
+    )
+    daemon.start()
+    try:
+        state_file = daemon.state_dir / "sim-library.json"
+        for drive in DEFINITION.drives:
+            subprocess.run(  # noqa: S603
+                [
+                    sys.executable,
+                    "-m",
+                    "drivers.sim",
+                    "fault",
+                    "--state",
+                    str(state_file),
+                    "kill-drive",
+                    str(drive.index),
+                ],
+                check=True,
+                capture_output=True,
+                timeout=30,
+            )
+
+        async def scenario() -> dict[str, object]:
+            async with aiomqtt.Client("127.0.0.1", broker.port, identifier="ops") as ops:
+                await ops.subscribe("tw-down/state/drives/+", qos=1)
+                await publish(
+                    broker,
+                    "tw-down/tasks/1/task_destinations/3/create",
+                    json.dumps(create_body(tape_barcode=TAPE)).encode(),
+                )
+                async with asyncio.timeout(20):
+                    async for message in ops.messages:
+                        drive: dict[str, object] = json.loads(payload_bytes(message))
+                        if drive["up"] is False:
+                            return drive
+            raise AssertionError("no drive published as down")
+
+        down = asyncio.run(scenario())
+        assert "down after repeated failures" in str(down["reason"])
+        status = subprocess.run(  # noqa: S603
+            [
+                sys.executable,
+                "-m",
+                "worker.cli",
+                "status",
+                "--json",
+                "--config",
+                str(daemon.config_path),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=True,
+        )
+        drives = json.loads(status.stdout)["drives"]
+        assert any(d["index"] == down["index"] and d["up"] is False for d in drives)
+    finally:
+        daemon.stop()
