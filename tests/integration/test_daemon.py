@@ -338,7 +338,7 @@ def test_a_failing_drive_is_marked_down_on_mqtt_and_in_status(
     try:
         state_file = daemon.state_dir / "sim-library.json"
         for drive in DEFINITION.drives:
-            subprocess.run(  # noqa: S603
+            subprocess.run(
                 [
                     sys.executable,
                     "-m",
@@ -371,7 +371,7 @@ def test_a_failing_drive_is_marked_down_on_mqtt_and_in_status(
 
         down = asyncio.run(scenario())
         assert "down after repeated failures" in str(down["reason"])
-        status = subprocess.run(  # noqa: S603
+        status = subprocess.run(
             [
                 sys.executable,
                 "-m",
