@@ -37,6 +37,9 @@ def policy_from(settings: Settings) -> PlanPolicy:
         dismount_delay_s=settings.planner.dismount_delay_s,
         max_age_s=settings.planner.max_age_s,
         pool_drive_cap=settings.planner.pool_drive_cap,
+        spare_drives=settings.planner.spare_drives,
+        pool_open_bytes=settings.planner.pool_open_bytes,
+        pool_open_after_s=settings.planner.pool_open_after_s,
     )
 
 

@@ -70,6 +70,11 @@ class PlannerSettings(BaseModel):
     max_age_s: Annotated[float, Field(gt=0)] = 7200.0
     #: At most this many drives per pool (0 = no cap).
     pool_drive_cap: Annotated[int, Field(ge=0)] = 0
+    #: Drives kept empty for the next mount (unset: a quarter of them, at least one).
+    spare_drives: Annotated[int, Field(ge=0)] | None = None
+    #: A pool already writing on a tape opens another only past these thresholds.
+    pool_open_bytes: Annotated[int, Field(ge=0)] = 50 * 10**9
+    pool_open_after_s: Annotated[float, Field(ge=0)] = 300.0
 
 
 class Settings(BaseSettings):
