@@ -390,3 +390,33 @@ def test_a_failing_drive_is_marked_down_on_mqtt_and_in_status(
         assert any(d["index"] == down["index"] and d["up"] is False for d in drives)
     finally:
         daemon.stop()
+
+
+def test_mqtt_update_to_a_pool_and_an_unknown_barcode(mqtt_daemon: Daemon, broker: Broker) -> None:
+    pool = POOLS[0]
+    base = "tw-test/tasks/9/task_destinations"
+    before = library_inventory(mqtt_daemon)
+    asyncio.run(publish(broker, f"{base}/50/create", dump_body(tape_barcode="NOPE01L9")))
+    failed = mqtt_daemon.wait_request(50, "failed")
+    assert failed["reason"] == "unknown barcode NOPE01L9: not in this library"
+    assert mqtt_daemon.query("SELECT * FROM operations") == []
+    assert library_inventory(mqtt_daemon) == before
+
+    asyncio.run(publish(broker, f"{base}/51/create", dump_body(tape_barcode=TAPE)))
+    mqtt_daemon.wait_request(51, "ready")
+    asyncio.run(publish(broker, f"{base}/51/update", dump_body(pool_name=pool)))
+
+    def pool_ready() -> object:
+        row = mqtt_daemon.request_of(51)
+        return row if row is not None and row["pool"] == pool and row["state"] == "ready" else None
+
+    ready = wait_until(pool_ready, what="the pool request ready")
+    assert ready["barcode"] in writable_tapes(DEFINITION, pool)  # type: ignore[index]
+    assert library_inventory(mqtt_daemon).where(ready["barcode"]) == (  # type: ignore[index]
+        "drive",
+        ready["drive"],  # type: ignore[index]
+    )
+
+
+def dump_body(**fields: object) -> bytes:
+    return json.dumps(create_body(**fields)).encode()
