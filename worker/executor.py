@@ -138,11 +138,9 @@ class Executor:
         self, barcode: str, slot: int, drive: int, request_ids: tuple[int, ...]
     ) -> bool:
         now = self._clock()
-        async with self._journal.transaction() as db:
-            for rid in request_ids:
-                await self._journal.set_request_state(
-                    db, rid, RequestState.MOUNTING, now, drive=drive, barcode=barcode
-                )
+        request_ids = await self._start_mounting(request_ids, barcode, drive, now)
+        if not request_ids:
+            return False
         await self._notify(request_ids)
         op = await self._journal.begin_operation(
             "load", now, barcode=barcode, slot=slot, drive=drive, request_ids=request_ids
@@ -159,7 +157,6 @@ class Executor:
                 db, barcode, slot=None, drive=drive, now=now, mounted=True
             )
             await self._journal.finish_operation(db, op, "moved", now)
-            await db.execute("UPDATE drives SET idle_since=NULL WHERE idx=?", (drive,))
         return await self._become_ready(op, barcode, drive, request_ids)
 
     async def _become_ready(
@@ -217,14 +214,31 @@ class Executor:
             await asyncio.sleep(poll)
 
     async def _attach(self, action: Attach) -> bool:
-        now = self._clock()
+        request_ids = await self._start_mounting(
+            action.request_ids, action.barcode, action.drive, self._clock()
+        )
+        if not request_ids:
+            return False
+        return await self._become_ready(None, action.barcode, action.drive, request_ids)
+
+    async def _start_mounting(
+        self, request_ids: tuple[int, ...], barcode: str, drive: int, now: float
+    ) -> tuple[int, ...]:
+        """Claim the requests still pending; a destroy may have released some since
+        the plan was made, and nothing is mounted for nobody."""
+        started: list[int] = []
         async with self._journal.transaction() as db:
-            for rid in action.request_ids:
+            for rid in request_ids:
+                current = await self._journal.request(rid)
+                if current is None or current.state is not RequestState.PENDING:
+                    continue
                 await self._journal.set_request_state(
-                    db, rid, RequestState.MOUNTING, now, drive=action.drive, barcode=action.barcode
+                    db, rid, RequestState.MOUNTING, now, drive=drive, barcode=barcode
                 )
-            await db.execute("UPDATE drives SET idle_since=NULL WHERE idx=?", (action.drive,))
-        return await self._become_ready(None, action.barcode, action.drive, action.request_ids)
+                started.append(rid)
+            if started:
+                await db.execute("UPDATE drives SET idle_since=NULL WHERE idx=?", (drive,))
+        return tuple(started)
 
     async def _unload(self, action: Unload) -> bool:
         now = self._clock()

@@ -8,6 +8,7 @@ from typing import Any
 
 from tests.worker.harness import SETTINGS, Harness, definition, running_worker
 from worker.journal import DriveRecord, RequestRecord, TapeRecord
+from worker.actions import Load
 from worker.requests import RequestState
 
 
@@ -130,3 +131,18 @@ async def test_retry_budget_ends_in_failed_with_the_reason(tmp_path: Path) -> No
         assert failed.reason.startswith("HardwareError")
         state = json.loads((tmp_path / "sim.json").read_text())
         assert state["slots"][0]["barcode"] == "AAA001L9", "the tape never left its slot"
+
+
+async def test_a_load_planned_for_a_destroyed_destination_moves_nothing(tmp_path: Path) -> None:
+    async with running_worker(tmp_path, definition(drives=1)) as worker:
+        worker.library.kill_drive(0)  # keeps the running planner's hands off
+        await worker.submit("create", 1, tape_barcode="AAA001L9")
+        request = await worker.request(1)
+        await worker.submit("destroy", 1)
+        worker.library.clear_faults()
+        worker.executor.claim(0, {"AAA001L9"})
+        await worker.executor.run_chain(0, [Load("AAA001L9", 1, 0, (request.id,))])
+        assert (await worker.request(1)).state is RequestState.RELEASED
+        assert await worker.journal.operations("done") == []
+        state = json.loads((tmp_path / "sim.json").read_text())
+        assert state["slots"][0]["barcode"] == "AAA001L9"
