@@ -7,8 +7,8 @@ from pathlib import Path
 from typing import Any
 
 from tests.worker.harness import SETTINGS, Harness, definition, running_worker
-from worker.journal import DriveRecord, RequestRecord, TapeRecord
 from worker.actions import Load
+from worker.journal import DriveRecord, RequestRecord, TapeRecord
 from worker.requests import RequestState
 
 
