@@ -13,9 +13,9 @@ import asyncio
 import json
 from collections.abc import AsyncIterator, Iterable, Sequence
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import aiosqlite
 
@@ -232,76 +232,35 @@ class PoolRecord:
     comment: str | None
 
 
+Record = TypeVar("Record")
+
+
+def _from_row(cls: type[Record], row: aiosqlite.Row, **overrides: Any) -> Record:
+    """A record from a row of the same column names; 0/1 columns become bools."""
+    values: dict[str, Any] = {}
+    for spec in fields(cls):  # type: ignore[arg-type]
+        if spec.name in overrides:
+            values[spec.name] = overrides[spec.name]
+        else:
+            value = row[spec.name]
+            values[spec.name] = bool(value) if spec.type == "bool" else value
+    return cls(**values)
+
+
 def _request(row: aiosqlite.Row) -> RequestRecord:
-    return RequestRecord(
-        id=row["id"],
-        destination_id=row["destination_id"],
-        barcode=row["barcode"],
-        pool=row["pool"],
-        write=bool(row["write"]),
-        state=RequestState(row["state"]),
-        drive=row["drive"],
-        reason=row["reason"],
-        attempts=row["attempts"],
-        arrival=row["arrival"],
-        updated=row["updated"],
-        lease_expires=row["lease_expires"],
-    )
+    return _from_row(RequestRecord, row, state=RequestState(row["state"]))
 
 
 def _tape(row: aiosqlite.Row) -> TapeRecord:
-    return TapeRecord(
-        barcode=row["barcode"],
-        tape_id=row["tape_id"],
-        pool=row["pool"],
-        media=row["media"],
-        cleaning=bool(row["cleaning"]),
-        locked=bool(row["locked"]),
-        write_protected=bool(row["write_protected"]),
-        full=bool(row["full"]),
-        need_to_check=bool(row["need_to_check"]),
-        ejected=bool(row["ejected"]),
-        used_bytes=row["used_bytes"],
-        cleaning_uses_left=row["cleaning_uses_left"],
-        slot=row["slot"],
-        home_slot=row["home_slot"],
-        drive=row["drive"],
-        mount_count=row["mount_count"],
-        date_in=row["date_in"],
-        date_move=row["date_move"],
-        known=bool(row["known"]),
-    )
+    return _from_row(TapeRecord, row)
 
 
 def _destination(row: aiosqlite.Row) -> DestinationRecord:
-    return DestinationRecord(
-        id=row["id"],
-        task_id=row["task_id"],
-        body=json.loads(row["body"]),
-        barcode=row["barcode"],
-        pool=row["pool"],
-        status=row["status"],
-        reason=row["reason"],
-        deleted=bool(row["deleted"]),
-        created=row["created"],
-        updated=row["updated"],
-    )
+    return _from_row(DestinationRecord, row, body=json.loads(row["body"]))
 
 
 def _operation(row: aiosqlite.Row) -> OperationRecord:
-    return OperationRecord(
-        id=row["id"],
-        kind=row["kind"],
-        barcode=row["barcode"],
-        slot=row["slot"],
-        drive=row["drive"],
-        request_ids=tuple(json.loads(row["request_ids"])),
-        state=row["state"],
-        error=row["error"],
-        error_class=row["error_class"],
-        started=row["started"],
-        finished=row["finished"],
-    )
+    return _from_row(OperationRecord, row, request_ids=tuple(json.loads(row["request_ids"])))
 
 
 class Journal:
@@ -518,26 +477,11 @@ class Journal:
 
     async def pools(self) -> list[PoolRecord]:
         rows = await self._all("SELECT * FROM pools ORDER BY pool_id")
-        return [
-            PoolRecord(r["name"], r["pool_id"], r["content"], r["type"], r["comment"]) for r in rows
-        ]
+        return [_from_row(PoolRecord, r) for r in rows]
 
     async def drives(self) -> list[DriveRecord]:
         rows = await self._all("SELECT * FROM drives ORDER BY idx")
-        return [
-            DriveRecord(
-                index=r["idx"],
-                generation=r["generation"],
-                device=r["device"],
-                barcode=r["barcode"],
-                up=bool(r["up"]),
-                failures=r["failures"],
-                reason=r["reason"],
-                idle_since=r["idle_since"],
-                needs_cleaning=bool(r["needs_cleaning"]),
-            )
-            for r in rows
-        ]
+        return [_from_row(DriveRecord, r, index=r["idx"]) for r in rows]
 
     async def update_tape(self, barcode: str, **fields: Any) -> None:
         allowed = {
@@ -619,21 +563,7 @@ class Journal:
             params.append(status)
         sql += " ORDER BY seq DESC LIMIT ?"
         params.append(limit)
-        return [
-            EventRecord(
-                r["seq"],
-                r["source"],
-                r["topic"],
-                r["verb"],
-                r["task_id"],
-                r["destination_id"],
-                r["payload"],
-                r["received"],
-                r["status"],
-                r["reason"],
-            )
-            for r in await self._all(sql, params)
-        ]
+        return [_from_row(EventRecord, r) for r in await self._all(sql, params)]
 
     # -- destinations ----------------------------------------------------------------
 
