@@ -24,14 +24,13 @@ from drivers.errors import (
     RetryableError,
 )
 from worker.actions import Attach, Clean, Load, Unload
+from worker.callbacks import ChangeListener, Clock
 from worker.journal import Journal
 from worker.requests import RequestState
 from worker.settings import ExecutorSettings
 
 log = structlog.get_logger("tapeworker.executor")
 
-Clock = Callable[[], float]
-ChangeListener = Callable[[set[int]], Awaitable[None]]
 
 #: A drive's work arrives as one ordered chain (an unload, then the load that needs it).
 DriveWork = Load | Unload | Attach | Clean

@@ -7,13 +7,13 @@ before the response is sent, so a client that got an answer never loses it.
 # No `from __future__ import annotations`: FastAPI must see the local `User` alias.
 
 import secrets
-from collections.abc import Awaitable, Callable
 from typing import Annotated, Any
 
-from fastapi import Depends, FastAPI, HTTPException, Request, Response, status
+from fastapi import Depends, FastAPI, HTTPException, Path, Request, Response, status
 from fastapi.responses import JSONResponse
 from fastapi.security import HTTPBasic, HTTPBasicCredentials
 
+from worker.callbacks import ChangeListener, Clock
 from worker.destinations import (
     DestinationEvent,
     Outcome,
@@ -27,10 +27,10 @@ from worker.journal import Journal
 from worker.settings import Settings
 from worker.views import destination_view
 
-ChangeListener = Callable[[set[int]], Awaitable[None]]
-Clock = Callable[[], float]
-
 PREFIX = "/api/v2/tasks/{task_id}/task_destinations"
+
+#: Ids as the models bound them; beyond SQLite's integer range they were a 500.
+DestinationId = Annotated[int, Path(ge=0, le=2**53)]
 
 
 def create_app(
@@ -109,12 +109,12 @@ def create_app(
         return await shown(task_id, outcome.destination_id)
 
     @app.get(PREFIX + "/{destination_id}")
-    async def show(task_id: str, destination_id: int, _: User) -> dict[str, Any]:
+    async def show(task_id: str, destination_id: DestinationId, _: User) -> dict[str, Any]:
         return await shown(task_id, destination_id)
 
     @app.put(PREFIX + "/{destination_id}", response_model=None)
     async def update(
-        task_id: str, destination_id: int, request: Request, _: User
+        task_id: str, destination_id: DestinationId, request: Request, _: User
     ) -> dict[str, Any] | JSONResponse:
         record = await journal.destination(destination_id)
         if record is None or record.deleted or record.task_id != task_id:
@@ -125,7 +125,7 @@ def create_app(
         return await shown(task_id, destination_id)
 
     @app.delete(PREFIX + "/{destination_id}", status_code=status.HTTP_204_NO_CONTENT)
-    async def destroy(task_id: str, destination_id: int, _: User) -> Response:
+    async def destroy(task_id: str, destination_id: DestinationId, _: User) -> Response:
         record = await journal.destination(destination_id)
         if record is None or record.deleted or record.task_id != task_id:
             raise HTTPException(status.HTTP_404_NOT_FOUND, "task destination not found")
@@ -133,7 +133,7 @@ def create_app(
         return Response(status_code=status.HTTP_204_NO_CONTENT)
 
     @app.post(PREFIX + "/{destination_id}/release", status_code=status.HTTP_204_NO_CONTENT)
-    async def release(task_id: str, destination_id: int, _: User) -> Response:
+    async def release(task_id: str, destination_id: DestinationId, _: User) -> Response:
         """The data mover is done with the drive (same as the MQTT release topic)."""
         await shown(task_id, destination_id)
         await submit("release", task_id, destination_id, None)

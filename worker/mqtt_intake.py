@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 import aiomqtt
@@ -23,6 +22,7 @@ import structlog
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
+from worker.callbacks import ChangeListener, Clock
 from worker.destinations import (
     VERBS,
     DestinationEvent,
@@ -37,8 +37,6 @@ from worker.settings import MqttSettings
 
 log = structlog.get_logger("tapeworker.mqtt")
 
-ChangeListener = Callable[[set[int]], Awaitable[None]]
-Clock = Callable[[], float]
 
 #: Task ids are numeric ids or names; destination ids are numbers. Nothing else
 #: (no wildcards, no `..`, no deep paths) becomes an event.

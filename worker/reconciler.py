@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Awaitable, Callable
 
 import structlog
 
@@ -19,6 +18,7 @@ from drivers.definition import LibraryDefinition
 from drivers.errors import RetryableError
 from drivers.media import media_of
 from worker.actions import Action, Assign, Attach, Clean, Fail, Load, Unload
+from worker.callbacks import ChangeListener, Clock
 from worker.executor import DriveWork, Executor
 from worker.journal import Journal
 from worker.planner import PlanPolicy, plan
@@ -26,8 +26,6 @@ from worker.requests import ACTIVE, MountRequest, RequestState
 from worker.snapshot import DriveView, LibrarySnapshot, TapeView
 
 log = structlog.get_logger("tapeworker.reconciler")
-
-ChangeListener = Callable[[set[int]], Awaitable[None]]
 
 
 class Reconciler:
@@ -40,7 +38,7 @@ class Reconciler:
         policy: PlanPolicy,
         *,
         on_change: ChangeListener,
-        clock: Callable[[], float] = time.time,
+        clock: Clock = time.time,
         retry_delay_s: float = 1.0,
     ) -> None:
         self._retry_delay_s = retry_delay_s
