@@ -2,7 +2,7 @@
 
 Start: load config, open the journal, open the library, inventory, recover,
 then serve. SIGTERM lets the robot move in progress finish, then stops cleanly;
-SIGHUP re-reads the configuration's planner and lease settings.
+SIGHUP re-reads the configuration's planner settings (the rest needs a restart).
 """
 
 from __future__ import annotations
@@ -195,9 +195,8 @@ class Service:
             return
         if self.reconciler is not None:
             self.reconciler.set_policy(policy_from(fresh))
-        self.settings = self.settings.model_copy(
-            update={"planner": fresh.planner, "hold_seconds": fresh.hold_seconds}
-        )
+        # Only the planner's settings change live; the rest needs a restart.
+        self.settings = self.settings.model_copy(update={"planner": fresh.planner})
         log.info("configuration reloaded", planner=fresh.planner.model_dump())
 
     async def _watchdog(self, interval: float) -> None:
