@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -420,3 +421,25 @@ def test_mqtt_update_to_a_pool_and_an_unknown_barcode(mqtt_daemon: Daemon, broke
 
 def dump_body(**fields: object) -> bytes:
     return json.dumps(create_body(**fields)).encode()
+
+
+def test_sighup_reloads_planner_settings_and_refuses_a_bad_file(tmp_path: Path) -> None:
+    daemon = Daemon(folder=tmp_path / "daemon")
+    daemon.start()
+    try:
+        assert daemon.process is not None
+        good = daemon.config_path.read_text().replace(
+            "dismount_delay_s = 3600", "dismount_delay_s = 42"
+        )
+        daemon.config_path.write_text(good)
+        daemon.process.send_signal(signal.SIGHUP)
+        wait_until(
+            lambda: '"dismount_delay_s": 42.0' in daemon.log_tail(20), what="the reload logged"
+        )
+        daemon.config_path.write_text(good.replace("[planner]", "[planner\n"))
+        daemon.process.send_signal(signal.SIGHUP)
+        wait_until(lambda: "reload refused" in daemon.log_tail(20), what="the refusal logged")
+        with daemon.http() as http:
+            assert http.get("/tasks/7/task_destinations").status_code == 200
+    finally:
+        assert daemon.stop() == 0
