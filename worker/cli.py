@@ -45,7 +45,10 @@ def build_parser() -> argparse.ArgumentParser:
     _config_arg(events)
     events.add_argument("--rejected", action="store_true", help="only rejected events")
     events.add_argument("--limit", type=int, default=20)
-    check = commands.add_parser("check-config", help="validate the configuration and library")
+    check = commands.add_parser(
+        "check-config",
+        help="validate the configuration and the library definition, and check the hardware",
+    )
     _config_arg(check)
     commands.add_parser(
         "simulate", help="compare the planner with simple policies (see `simulate --help`)"
@@ -70,7 +73,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     configure(settings.log_level, settings.log_format)
     if args.command == "check-config":
         print(f"configuration ok: {len(definition.drives)} drives, {definition.slots} slots")
-        return 0
+        problems = asyncio.run(_hardware_problems(settings))
+        for problem in problems:
+            print(f"tapeworker: {settings.backend} backend: {problem}", file=sys.stderr)
+        return 1 if problems else 0
     try:
         if args.command == "run":
             return _run(settings, args.config)
@@ -94,6 +100,16 @@ def _run(settings: Settings, config: Path | None) -> int:
 
     asyncio.run(Service(settings, config).run())
     return 0
+
+
+async def _hardware_problems(settings: Settings) -> list[str]:
+    """The backend's start-up check: missing devices, wrong tools, a silent changer."""
+    definition = load_definition(settings.library)
+    library = open_library(
+        settings.backend, definition, state_file=settings.sim_state_path, speed=settings.sim_speed
+    )
+    async with library:
+        return await library.check()
 
 
 async def _read_inventory(settings: Settings) -> Inventory:

@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+
+from drivers.definition import load_definition
+from drivers.sim.library import SimulatedLibrary
+from drivers.sim.standins import install_standins
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -75,3 +80,28 @@ def test_simulate_compares_the_planner_with_the_baselines() -> None:
     policies = {m["policy"] for m in workload["metrics"]}
     assert "planner" in policies
     assert len(policies) >= 4, policies
+
+
+def test_check_config_reports_a_changer_that_is_not_there(tmp_path: Path) -> None:
+
+    demo = REPO / "config" / "demo-library.toml"
+    state = tmp_path / "sim-library.json"
+    SimulatedLibrary.open(load_definition(demo), state_file=state, speed=1000.0)
+    install_standins(tmp_path / "bin", state)
+    moved = tmp_path / "library.toml"
+    moved.write_text(demo.read_text().replace('changer = "/dev/sg4"', 'changer = "/dev/sg9"'))
+    config = tmp_path / "tapeworker.toml"
+    env = {**os.environ, "PATH": f"{tmp_path / 'bin'}:{os.environ['PATH']}"}
+    for library, expected in ((demo, 0), (moved, 1)):
+        config.write_text(f'backend = "mtx"\nlibrary = "{library}"\nstate_dir = "{tmp_path}"\n')
+        result = subprocess.run(
+            [sys.executable, "-m", "worker.cli", "check-config", "--config", str(config)],
+            capture_output=True,
+            text=True,
+            cwd=REPO,
+            timeout=60,
+            check=False,
+            env=env,
+        )
+        assert result.returncode == expected, result.stderr
+    assert "/dev/sg9" in result.stderr
