@@ -112,10 +112,7 @@ class SimulatedLibrary(TapeLibrary):
                 duration: float = getattr(state, begin)(*args)
             await asyncio.sleep(duration)
             with self.store.locked() as state:
-                if finish == "finish_load":
-                    state.finish_load(args[0], args[1], now())
-                else:
-                    getattr(state, finish)(*args)
+                getattr(state, finish)(*args, now())
 
     async def load(self, slot: int, drive: int) -> None:
         await self._move("begin_load", "finish_load", slot, drive)

@@ -455,7 +455,7 @@ class Mtx:
                     ) from exc
             time.sleep(duration)
             with self.store.locked() as state:
-                state.finish_unload(drive.index, slot)
+                state.finish_unload(drive.index, slot, now())
         self.out.write("done\n")
 
     def transfer(self, source: int, destination: int) -> None:
@@ -477,7 +477,7 @@ class Mtx:
                     ) from exc
             time.sleep(duration)
             with self.store.locked() as state:
-                state.finish_transfer(source, destination)
+                state.finish_transfer(source, destination, now())
 
     @staticmethod
     def _drive_at(state: SimState, position: int) -> Drive | None:

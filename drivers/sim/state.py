@@ -148,6 +148,8 @@ class SimState:
     slots: list[Slot]
     drives: list[Drive]
     mount_counts: dict[str, int] = field(default_factory=dict)
+    #: When each cartridge last moved (epoch seconds): the tape's `date_move`.
+    last_moved: dict[str, float] = field(default_factory=dict)
     write_protected: list[str] = field(default_factory=list)
     faults: Faults = field(default_factory=Faults)
     #: Moves done, for tests and operators.
@@ -294,6 +296,7 @@ class SimState:
         self.mount_counts[drive.barcode] = self.mount_counts.get(drive.barcode, 0) + 1
         if is_cleaning(drive.barcode):
             drive.needs_cleaning = False
+        self.last_moved[drive.barcode] = now
         self.moves += 1
 
     def begin_unload(self, drive_index: int, slot_number: int) -> float:
@@ -323,10 +326,12 @@ class SimState:
             duration += self.timing().unload(drive.generation)
         return duration
 
-    def finish_unload(self, drive_index: int, slot_number: int) -> None:
+    def finish_unload(self, drive_index: int, slot_number: int, now: float) -> None:
         drive = self.drive(drive_index)
         slot = self.slot(slot_number)
         slot.barcode, drive.barcode = drive.barcode, None
+        if slot.barcode is not None:
+            self.last_moved[slot.barcode] = now
         drive.source_slot = None
         drive.threaded = False
         drive.ready_at = 0.0
@@ -343,10 +348,12 @@ class SimState:
             raise make_error("destination_full", f"slot {destination} holds {dst.barcode}", **where)
         return self.timing().move()
 
-    def finish_transfer(self, source: int, destination: int) -> None:
+    def finish_transfer(self, source: int, destination: int, now: float) -> None:
         src = self.slot(source)
         dst = self.slot(destination)
         dst.barcode, src.barcode = src.barcode, None
+        if dst.barcode is not None:
+            self.last_moved[dst.barcode] = now
         dst.unreadable, src.unreadable = src.unreadable, False
         self.moves += 1
 
@@ -386,6 +393,7 @@ class SimState:
             slots=[Slot(**s) for s in data["slots"]],
             drives=[Drive(**d) for d in data["drives"]],
             mount_counts=dict(data.get("mount_counts", {})),
+            last_moved=dict(data.get("last_moved", {})),
             write_protected=list(data.get("write_protected", [])),
             faults=Faults(
                 scripted=[ScriptedFault(**f) for f in faults.get("scripted", [])],

@@ -118,6 +118,23 @@ async def test_load_and_ready(library: SimulatedLibrary) -> None:
     assert library.store.read().mount_counts == {"A00001L8": 1}
 
 
+async def test_every_move_stamps_the_cartridge(tmp_path: Path, library: SimulatedLibrary) -> None:
+    """The tape's date_move: load, unload and transfer each stamp it, in either process."""
+    before = time.time()
+    await library.load(1, 0)
+    loaded_at = library.store.read().last_moved["A00001L8"]
+    assert loaded_at >= before
+    await wait_online(library, 0)
+    await library.unload(0, 1)
+    assert library.store.read().last_moved["A00001L8"] > loaded_at
+    assert "A00002L9" not in library.store.read().last_moved
+    bin_dir = tmp_path / "bin"
+    install_standins(bin_dir, library.store.path or tmp_path)
+    moved = run_tool(bin_dir, "mtx", "-f", "/dev/sg7", "transfer", "2", "4")
+    assert moved.returncode == 0, moved.stderr
+    assert library.store.read().last_moved["A00002L9"] >= before
+
+
 async def test_load_source_empty(library: SimulatedLibrary) -> None:
     with pytest.raises(SourceEmptyError) as caught:
         await library.load(4, 0)
