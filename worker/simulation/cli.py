@@ -16,6 +16,7 @@ from drivers.definition import load_definition
 from drivers.errors import DefinitionError
 from worker.planner import PlanPolicy
 from worker.simulation.engine import SimulationError
+from worker.simulation.faults import FaultPlan, FaultSpecError, parse_kill, parse_slow
 from worker.simulation.model import SimLibrary, from_definition, profile_p2
 from worker.simulation.report import (
     WORKLOADS,
@@ -81,7 +82,73 @@ def build_parser() -> argparse.ArgumentParser:
         help="per-drive timeline of the planner beside the best baseline (needs matplotlib)",
     )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
+    faults = parser.add_argument_group(
+        "faults",
+        "seeded by --seed, the same for every policy; the daemon's policy under faults "
+        "(retry with backoff, drive down after repeated failures, stuck tape need_to_check, "
+        "request failed after its retry budget)",
+    )
+    faults.add_argument(
+        "--fault-rate",
+        type=float,
+        default=0.0,
+        metavar="P",
+        help="each robot move fails with probability P (it costs its time, is retried "
+        "after a backoff and counts against its drive)",
+    )
+    faults.add_argument(
+        "--drive-down-after",
+        type=int,
+        default=3,
+        metavar="N",
+        help="a drive is down for good after N consecutive failed moves (default 3)",
+    )
+    faults.add_argument(
+        "--retries",
+        type=int,
+        default=3,
+        metavar="N",
+        help="retries of a failed move, and mount attempts a request may fail before "
+        "it fails (default 3)",
+    )
+    faults.add_argument(
+        "--backoff",
+        type=float,
+        default=5.0,
+        metavar="S",
+        help="first retry after S seconds, doubling each time (default 5)",
+    )
+    faults.add_argument(
+        "--kill-drive",
+        action="append",
+        default=[],
+        metavar="D@T",
+        help="drive D dies at T seconds of virtual time: its tape is stuck "
+        "(need_to_check), its requests go back to the queue (repeatable)",
+    )
+    faults.add_argument(
+        "--slow-ready",
+        action="append",
+        default=[],
+        metavar="D:S",
+        help="drive D needs S more seconds to become ready after each load (repeatable)",
+    )
     return parser
+
+
+def _faults(args: argparse.Namespace, library: SimLibrary) -> FaultPlan:
+    kills = tuple(parse_kill(text) for text in args.kill_drive)
+    slow = dict(parse_slow(text) for text in args.slow_ready)
+    plan = FaultPlan(
+        move_rate=args.fault_rate,
+        drive_down_after=args.drive_down_after,
+        retries=args.retries,
+        backoff_s=args.backoff,
+        kills=kills,
+        slow_ready=slow,
+    )
+    plan.check_drives({d.index for d in library.drives})
+    return plan
 
 
 def _library(args: argparse.Namespace) -> tuple[SimLibrary, dict[int, str]]:
@@ -101,6 +168,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         library, pool_ids = _library(args)
     except DefinitionError as exc:
+        print(f"tapeworker simulate: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        faults = _faults(args, library)
+    except FaultSpecError as exc:
         print(f"tapeworker simulate: {exc}", file=sys.stderr)
         return EXIT_USAGE
     plan_policy = PlanPolicy(max_age_s=args.max_age)
@@ -126,6 +198,7 @@ def main(argv: list[str] | None = None) -> int:
                 record_timeline=args.plot is not None and index == 0,
                 progress=bar.update,
                 step=bar.step,
+                faults=faults,
             )
             results.append(result)
     except SimulationError as exc:
@@ -145,6 +218,7 @@ def main(argv: list[str] | None = None) -> int:
                         "robots": library.robots,
                     },
                     "seed": args.seed,
+                    "faults": faults.as_dict(),
                     "workloads": [
                         {
                             "key": r.case.key,
@@ -173,6 +247,8 @@ def main(argv: list[str] | None = None) -> int:
             f"library {library.name}: {len(library.drives)} drives, "
             f"{len(library.data_tapes)} data tapes, {library.robots} robot(s); seed {args.seed}"
         )
+        if faults.active:
+            print(f"faults: {faults.describe()}")
         for result in results:
             print()
             print(table(result))

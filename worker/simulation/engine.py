@@ -6,7 +6,13 @@ the engine runs the actions with the timing model and records what happened.
 Rule: the engine checks every action against the physical state and raises
 `SimulationError` on an impossible one (a tape into an incompatible drive, a
 second move of a cartridge, a load into a full drive), so a policy bug can never
-hide behind good figures.
+hide behind good figures (and an action on a drive that is down is one).
+
+Faults (`worker.simulation.faults`): a robot move may fail, be retried after a
+backoff, and take its drive down after repeated failures; a drive may die at a
+given time or be slow to become ready. Whatever happens, every request ends
+served or failed with a reason, unless no drive left can ever serve it
+(`unserved`).
 """
 
 from __future__ import annotations
@@ -25,6 +31,7 @@ from typing import Protocol
 from drivers.media import Media, can_read, can_write
 from worker.actions import Action, Assign, Attach, Clean, Fail, Load, Unload
 from worker.requests import MountRequest
+from worker.simulation.faults import NO_FAULTS, FaultPlan
 from worker.simulation.model import TB, SimLibrary
 from worker.simulation.workloads import SimRequest, Workload
 from worker.snapshot import DriveView, LibrarySnapshot, TapeView
@@ -58,6 +65,9 @@ class _Ev(IntEnum):
     CLEAN_EJECT = 6
     CLEAN_DONE = 7
     WAKE = 8
+    MOVE_FAILED = 9
+    RETRY = 10
+    KILL = 11
 
 
 @dataclass(slots=True)
@@ -117,6 +127,15 @@ class _Drive:
     mount_started: float | None = None
     segment: tuple[float, str] | None = None
     pending_move: tuple[str, int] | None = None
+    #: With faults: the slot a loading cartridge leaves, still its own until the
+    #: robot move succeeds.
+    load_from: int | None = None
+    #: Consecutive failed moves (reset by a successful one), and failed attempts of
+    #: the current move.
+    failures: int = 0
+    attempt: int = 0
+    #: Why the drive is down, or None: down drives get no work, ever.
+    down: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,6 +151,9 @@ class RequestRecord:
     done: float | None
     failed: str | None
     latency_lb: float
+    #: The drive that served it (None if it was not served).
+    drive: int | None = None
+    attempts: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -151,6 +173,13 @@ class RunResult:
     decisions: int
     unserved: int
     timeline: dict[int, list[tuple[float, float, str]]]
+    faults: FaultPlan = NO_FAULTS
+    failed_moves: int = 0
+    retries: int = 0
+    #: (drive, virtual time, reason) for each drive that went down.
+    drives_down: tuple[tuple[int, float, str], ...] = ()
+    #: Cartridges left stuck in a drive (need_to_check).
+    stuck: tuple[str, ...] = ()
 
 
 class Simulation:
@@ -166,6 +195,7 @@ class Simulation:
         record_timeline: bool = False,
         clean_every_mounts: int = 0,
         max_time_s: float = 30 * 86400.0,
+        faults: FaultPlan = NO_FAULTS,
     ) -> None:
         self.library = library
         self.workload = workload
@@ -175,6 +205,7 @@ class Simulation:
         self.record_timeline = record_timeline
         self.clean_every = clean_every_mounts
         self.max_time = max_time_s
+        self._init_faults(faults, seed)
         self.now = 0.0
         self._seq = 0
         self._heap: list[tuple[float, int, _Ev, int, int]] = []
@@ -214,6 +245,7 @@ class Simulation:
         self.tape_views = MappingProxyType(self.views)
         self.specs = {r.id: r for r in workload.requests}
         self.pending: dict[int, MountRequest] = {}
+        self.requests: dict[int, MountRequest] = {}
         self.ready: dict[int, float] = {}
         self.done: dict[int, float] = {}
         self.failed: dict[int, str] = {}
@@ -230,6 +262,21 @@ class Simulation:
         self.last_done = 0.0
         for request in workload.requests:
             self._push(request.arrival, _Ev.ARRIVE, -1, request.id)
+        for index, at in faults.kills:
+            self._push(at, _Ev.KILL, index)
+
+    def _init_faults(self, faults: FaultPlan, seed: int) -> None:
+        faults.check_drives({d.index for d in self.library.drives})
+        self.faults = faults
+        self.fault_rng = faults.rng(seed)
+        self.failed_moves = 0
+        self.retries = 0
+        self.drives_down: list[tuple[int, float, str]] = []
+        self.stuck: list[str] = []
+        #: Failed mount attempts of each request (its retry budget is faults.retries).
+        self.attempts: dict[int, int] = {}
+        #: The drive each request was made ready in.
+        self.served_on: dict[int, int] = {}
 
     # -- plumbing --------------------------------------------------------------------
 
@@ -269,6 +316,7 @@ class Simulation:
                 holders=tuple(d.holders),
                 busy=d.op or bool(d.chain),
                 idle_since=d.idle_since,
+                available=d.down is None,
                 needs_cleaning=d.needs_cleaning,
             )
             for d in self.drives.values()
@@ -325,26 +373,34 @@ class Simulation:
                 self._wake_at = math.inf
             return
         drive = self.drives[index]
+        if drive.down is not None:
+            return  # whatever it was doing died with it
         if kind is _Ev.LOAD_DONE:
             self._load_done(drive)
         elif kind is _Ev.SERVE_DONE:
             self._serve_done(drive, arg)
         elif kind is _Ev.EJECTED:
-            self._push(self._book_robot(self.now), _Ev.UNLOAD_DONE, index)
+            self._robot(drive, _Ev.UNLOAD_DONE)
         elif kind is _Ev.UNLOAD_DONE:
             self._unload_done(drive)
         elif kind is _Ev.CLEAN_IN:
             took = self.rng.uniform(self.timing.clean_min_s, self.timing.clean_max_s)
             self._push(self.now + took, _Ev.CLEAN_EJECT, index)
         elif kind is _Ev.CLEAN_EJECT:
-            self._push(self._book_robot(self.now), _Ev.CLEAN_DONE, index)
+            self._robot(drive, _Ev.CLEAN_DONE)
         elif kind is _Ev.CLEAN_DONE:
             self._clean_done(drive)
+        elif kind is _Ev.MOVE_FAILED:
+            self._move_failed(drive, _Ev(arg))
+        elif kind is _Ev.RETRY:
+            self._robot(drive, _Ev(arg))
+        elif kind is _Ev.KILL:
+            self._kill(drive)
 
     # -- requests --------------------------------------------------------------------
 
     def _arrive(self, spec: SimRequest) -> None:
-        self.pending[spec.id] = MountRequest(
+        request = MountRequest(
             id=spec.id,
             barcode=spec.barcode,
             pool=spec.pool,
@@ -352,6 +408,8 @@ class Simulation:
             write=spec.write,
             size_bytes=spec.size_bytes,
         )
+        self.requests[spec.id] = request
+        self.pending[spec.id] = request
         self.latency_lb[spec.id] = self._latency_lb(spec)
 
     def _latency_lb(self, spec: SimRequest) -> float:
@@ -406,6 +464,11 @@ class Simulation:
                 drive = self.drives.get(action.drive)
                 if drive is None:
                     raise SimulationError(f"{self.policy.name}: no drive {action.drive}")
+                if drive.down is not None:
+                    raise SimulationError(
+                        f"{self.policy.name}: {action} on drive {drive.index}, "
+                        f"which is down ({drive.down})"
+                    )
                 if drive.serving or (drive.holders and not isinstance(action, Unload | Clean)):
                     raise SimulationError(f"{self.policy.name}: {action} on a held drive")
                 if action.drive not in touched and (drive.op or drive.chain):
@@ -456,6 +519,7 @@ class Simulation:
             drive.op = False
             for rid in action.request_ids:
                 self.ready[rid] = self.now
+                self.served_on[rid] = drive.index
             self._start_serving(drive)
         elif isinstance(action, Clean):
             self._start_clean(drive, action)
@@ -485,7 +549,10 @@ class Simulation:
         if drive.barcode is not None:
             raise SimulationError(f"{self.policy.name}: {action} into a full drive")
         self._check_media(drive, action.barcode, action.request_ids)
-        self.free_slots.add(tape.slot)
+        if self.faults.move_rate > 0:
+            drive.load_from = tape.slot  # the slot is free once the move succeeds
+        else:
+            self.free_slots.add(tape.slot)
         tape.slot = None
         tape.headed = None
         tape.drive = drive.index
@@ -498,10 +565,7 @@ class Simulation:
         drive.idle_since = None
         self.mounts.append((self.now, tape.barcode, drive.index))
         self._segment(drive, "mount")
-        arrived = self._book_robot(self.now)
-        self._push(
-            arrived + self.timing.load(drive.generation, self.rng), _Ev.LOAD_DONE, drive.index
-        )
+        self._robot(drive, _Ev.LOAD_DONE)
 
     def _load_done(self, drive: _Drive) -> None:
         drive.op = False
@@ -510,6 +574,7 @@ class Simulation:
             drive.needs_cleaning = True
         for rid in drive.holders:
             self.ready[rid] = self.now
+            self.served_on[rid] = drive.index
         self._start_serving(drive)
 
     def _start_serving(self, drive: _Drive) -> None:
@@ -603,7 +668,7 @@ class Simulation:
         self._refresh(tape)
         drive.pending_move = (action.barcode, action.slot)
         self._segment(drive, "clean")
-        self._push(self._book_robot(self.now), _Ev.CLEAN_IN, drive.index)
+        self._robot(drive, _Ev.CLEAN_IN)
 
     def _clean_done(self, drive: _Drive) -> None:
         assert drive.pending_move is not None
@@ -618,6 +683,154 @@ class Simulation:
         drive.mounts_since_clean = 0
         self._segment(drive, None)
         self._next_op(drive)
+
+    # -- faults ----------------------------------------------------------------------
+
+    def _robot(self, drive: _Drive, then: _Ev) -> None:
+        """One robot move of the drive's operation, then `then`. With faults the move
+        may fail: it still costs its robot time, and counts against the drive."""
+        end = self._book_robot(self.now)
+        if self.faults.move_rate > 0 and self.fault_rng.random() < self.faults.move_rate:
+            self.failed_moves += 1
+            drive.failures += 1
+            drive.attempt += 1
+            self._push(end, _Ev.MOVE_FAILED, drive.index, int(then))
+            return
+        drive.failures = 0
+        drive.attempt = 0
+        if then is _Ev.LOAD_DONE:
+            if drive.load_from is not None:
+                self.free_slots.add(drive.load_from)
+                drive.load_from = None
+            end += self.timing.load(drive.generation, self.rng) + self.faults.slow_ready.get(
+                drive.index, 0.0
+            )
+        self._push(end, then, drive.index)
+
+    def _move_failed(self, drive: _Drive, then: _Ev) -> None:
+        """The executor's policy: retry after an exponential backoff; a drive with too
+        many consecutive failures is down; a move out of retries fails its operation."""
+        faults = self.faults
+        if drive.failures >= faults.drive_down_after:
+            self._abort(drive, then, f"down after {drive.failures} consecutive failed moves")
+        elif drive.attempt > faults.retries:
+            self._abort(drive, then, f"a robot move failed {drive.attempt} times")
+        else:
+            self.retries += 1
+            delay = faults.backoff_s * 2 ** (drive.attempt - 1)
+            self._push(self.now + delay, _Ev.RETRY, drive.index, int(then))
+
+    def _abort(self, drive: _Drive, then: _Ev, why: str) -> None:
+        """The drive's operation failed for good (`then` names the move that failed)."""
+        drive.attempt = 0
+        drive.op = False
+        down = drive.failures >= self.faults.drive_down_after
+        tried = self._unchain(drive)
+        if then is _Ev.LOAD_DONE:
+            # The cartridge never left its slot.
+            assert drive.barcode is not None
+            assert drive.load_from is not None
+            tape = self.tapes[drive.barcode]
+            tape.drive = None
+            tape.slot = drive.load_from
+            self.mounts.remove((tape.mounts.pop(), tape.barcode, drive.index))
+            self._refresh(tape)
+            drive.load_from = None
+            drive.barcode = None
+            drive.mount_started = None
+            self._segment(drive, None)
+            self._requeue(
+                tried, f"HardwareError: load of {tape.barcode} into drive {drive.index}: {why}"
+            )
+        elif then is _Ev.CLEAN_IN:
+            assert drive.pending_move is not None
+            barcode, slot = drive.pending_move
+            drive.pending_move = None
+            tape = self.tapes[barcode]
+            tape.drive = None
+            tape.slot = slot
+            self._refresh(tape)
+            self._segment(drive, None)
+        else:
+            # The drive would not give the cartridge back: stuck, and the drive with it.
+            assert drive.pending_move is not None
+            barcode, slot = drive.pending_move
+            drive.pending_move = None
+            self.free_slots.add(slot)
+            drive.barcode = barcode
+            self._stick(barcode)
+            self._down(drive, f"tape {barcode} stuck: {why}")
+            return
+        if down:
+            self._down(drive, why)
+        else:
+            self._next_op(drive)
+
+    def _kill(self, drive: _Drive) -> None:
+        """The drive dies for good: its cartridge is stuck, its requests are queued again."""
+        tried = self._unchain(drive)
+        if drive.load_from is not None:
+            self.free_slots.add(drive.load_from)
+            drive.load_from = None
+        if drive.pending_move is not None:
+            barcode, slot = drive.pending_move
+            drive.pending_move = None
+            self.free_slots.add(slot)  # reserved for the unload (or the cleaning cartridge)
+            drive.barcode = barcode
+        if drive.barcode is not None:
+            self._stick(drive.barcode)
+        self._requeue(tried, f"HardwareError: drive {drive.index} died at {self.now:g} s")
+        self._down(drive, f"died at {self.now:g} s")
+
+    def _unchain(self, drive: _Drive) -> list[int]:
+        """Drop the drive's queued actions (their requests go back to the queue as they
+        were) and its holders; return the holders whose mount was under way."""
+        waiting: set[int] = set()
+        for action in drive.chain:
+            if isinstance(action, Load | Clean):
+                tape = self.tapes[action.barcode]
+                tape.headed = None
+                self._refresh(tape)
+            if isinstance(action, Load | Attach):
+                for rid in action.request_ids:
+                    waiting.add(rid)
+                    self.pending[rid] = self.requests[rid]
+        drive.chain.clear()
+        tried = [rid for rid in drive.holders if rid not in waiting]
+        drive.holders = []
+        drive.queue = []
+        drive.serving = False
+        return tried
+
+    def _requeue(self, rids: list[int], reason: str) -> None:
+        """Requests whose mount failed: back to the queue, or failed once the attempts
+        exceed the retry budget."""
+        for rid in rids:
+            attempts = self.attempts.get(rid, 0) + 1
+            self.attempts[rid] = attempts
+            self.ready.pop(rid, None)
+            self.served_on.pop(rid, None)
+            if attempts > self.faults.retries:
+                self.failed[rid] = f"{reason} (attempt {attempts}, out of retries)"
+                self.outstanding -= 1
+            else:
+                self.pending[rid] = self.requests[rid]
+
+    def _stick(self, barcode: str) -> None:
+        locked, write_protected, _ = self.flags[barcode]
+        self.flags[barcode] = (locked, write_protected, True)
+        self._refresh(self.tapes[barcode])
+        self.stuck.append(barcode)
+
+    def _down(self, drive: _Drive, reason: str) -> None:
+        drive.down = reason
+        drive.op = False
+        drive.idle_since = None
+        self.drives_down.append((drive.index, self.now, reason))
+        if drive.mount_started is not None:
+            self.occupancy_s += self.now - drive.mount_started
+            drive.mount_started = None
+        self._segment(drive, "down")
 
     # -- results ---------------------------------------------------------------------
 
@@ -640,6 +853,8 @@ class Simulation:
                 done=self.done.get(spec.id),
                 failed=self.failed.get(spec.id),
                 latency_lb=self.latency_lb.get(spec.id, 0.0),
+                drive=self.served_on.get(spec.id) if spec.id in self.done else None,
+                attempts=self.attempts.get(spec.id, 0),
             )
             for spec in self.workload.requests
         )
@@ -658,6 +873,11 @@ class Simulation:
             decisions=self.decisions,
             unserved=self.outstanding,
             timeline=self.timeline,
+            faults=self.faults,
+            failed_moves=self.failed_moves,
+            retries=self.retries,
+            drives_down=tuple(self.drives_down),
+            stuck=tuple(self.stuck),
         )
 
 
@@ -669,8 +889,10 @@ def simulate(
     seed: int = 0,
     record_timeline: bool = False,
     progress: Callable[[float], None] | None = None,
+    faults: FaultPlan = NO_FAULTS,
 ) -> RunResult:
-    """Run one policy on one workload; the same seed gives the same robot and load times."""
-    return Simulation(library, workload, policy, seed=seed, record_timeline=record_timeline).run(
-        progress
-    )
+    """Run one policy on one workload; the same seed gives the same robot and load
+    times, and the same fault draws."""
+    return Simulation(
+        library, workload, policy, seed=seed, record_timeline=record_timeline, faults=faults
+    ).run(progress)

@@ -9,6 +9,9 @@ Definitions:
 - drive efficiency: transfer time / time drives held a cartridge (mount to unmount).
 - robot utilisation: robot busy time / (robots x run length).
 - remounts within 2 h: mounts of a tape that was mounted less than 2 h before.
+- faults (`--fault-rate`, `--kill-drive`, `--slow-ready`): failed robot moves,
+  moves retried after a backoff, drives down, and requests failed (for any
+  reason, a fault's or a policy's); they count over the whole run.
 - bounds use mean robot moves and nominal load/unload times, so a ratio a hair
   under 1 is possible on a lucky seed.
 """
@@ -68,6 +71,9 @@ class Metrics:
     mounts_ratio: float
     makespan_ratio: float
     latency_ratio: float
+    failed_moves: int = 0
+    retries: int = 0
+    drives_down: int = 0
     max_wait_by_pool: Mapping[str, float] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, object]:
@@ -228,5 +234,8 @@ def measure(result: RunResult, max_age_s: float = 7200.0) -> Metrics:
         mounts_ratio=len(mounts) / lb_mounts if lb_mounts and workload.batch else math.nan,
         makespan_ratio=result.makespan / lb_makespan if lb_makespan else math.nan,
         latency_ratio=mean_latency / lb_latency if lb_latency else math.nan,
+        failed_moves=result.failed_moves,
+        retries=result.retries,
+        drives_down=len(result.drives_down),
         max_wait_by_pool=by_pool,
     )

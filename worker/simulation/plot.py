@@ -1,4 +1,4 @@
-"""`--plot`: per-drive timelines (mount, locate, transfer, idle, unload, clean) of
+"""`--plot`: per-drive timelines (mount, locate, transfer, idle, unload, clean, down) of
 the planner beside the best baseline of one workload, so a user sees where the
 drive time goes. matplotlib is an optional dependency (the `plot` extra)."""
 
@@ -15,6 +15,7 @@ COLOURS = {
     "idle": "#d9d9d9",
     "unload": "#d55e00",
     "clean": "#cc79a7",
+    "down": "#000000",
 }
 
 

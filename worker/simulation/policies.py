@@ -30,6 +30,11 @@ def _compatible(generation: int, media: Media | None, write: bool) -> bool:
     return can_write(generation, media) if write else can_read(generation, media)
 
 
+def _check_reason(barcode: str) -> str:
+    """A stuck or doubtful cartridge: the planner's reason, word for word."""
+    return f"tape {barcode} needs to be checked by an operator"
+
+
 @dataclass
 class PlannerPolicy:
     """The daemon's own planner, unchanged."""
@@ -201,6 +206,9 @@ class Fcfs:
         if tape is None:
             state.actions.append(Fail(request.id, f"unknown barcode {barcode}"))
             return
+        if tape.need_to_check:
+            state.actions.append(Fail(request.id, _check_reason(barcode)))
+            return
         if barcode in state.claimed_tapes:
             return
         if tape.drive is not None:
@@ -278,6 +286,9 @@ class QueuePerTape:
             if barcode not in tapes:
                 for request in by_tape.pop(barcode):
                     state.actions.append(Fail(request.id, f"unknown barcode {barcode}"))
+            elif tapes[barcode].need_to_check:
+                for request in by_tape.pop(barcode):
+                    state.actions.append(Fail(request.id, _check_reason(barcode)))
         self._drain(state, by_tape, by_pool)
         self._mount(state, by_tape, by_pool, now)
         return state.actions
@@ -320,7 +331,7 @@ class QueuePerTape:
         tapes = snapshot.tapes
         existing: dict[str, int] = {}
         for busy in snapshot.drives:
-            if busy.barcode is not None and not busy.idle:
+            if busy.barcode is not None and busy.available and not busy.idle:
                 pool = tapes[busy.barcode].pool if busy.barcode in tapes else None
                 if pool is not None:
                     existing[pool] = existing.get(pool, 0) + 1

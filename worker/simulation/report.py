@@ -11,6 +11,7 @@ from typing import TextIO
 
 from worker.planner import PlanPolicy
 from worker.simulation.engine import Policy, RunResult, simulate
+from worker.simulation.faults import NO_FAULTS, FaultPlan
 from worker.simulation.metrics import Metrics, measure
 from worker.simulation.model import SimLibrary
 from worker.simulation.policies import baselines, planner
@@ -30,6 +31,7 @@ class CaseResult:
     case: Case
     runs: tuple[RunResult, ...]
     metrics: tuple[Metrics, ...]
+    faults: FaultPlan = NO_FAULTS
 
     def of(self, policy: str) -> Metrics:
         return next(m for m in self.metrics if m.policy == policy)
@@ -94,8 +96,10 @@ def run_case(
     record_timeline: bool = False,
     progress: Callable[[str, float], None] | None = None,
     step: Callable[[], None] | None = None,
+    faults: FaultPlan = NO_FAULTS,
 ) -> CaseResult:
-    """Every policy on one workload, with the same seed (same robot and load draws)."""
+    """Every policy on one workload, with the same seed (same robot and load draws)
+    and the same faults (the same fault draws)."""
     runs: list[RunResult] = []
     for policy in chosen:
         label = f"{case.workload.name}: {policy.name}"
@@ -112,11 +116,12 @@ def run_case(
                 seed=seed,
                 record_timeline=record_timeline,
                 progress=tick,
+                faults=faults,
             )
         )
         if step is not None:
             step()
-    return CaseResult(case, tuple(runs), tuple(measure(r, max_age_s) for r in runs))
+    return CaseResult(case, tuple(runs), tuple(measure(r, max_age_s) for r in runs), faults)
 
 
 def judge(results: Sequence[CaseResult], max_age_s: float) -> list[Target]:
@@ -230,6 +235,16 @@ _COLUMNS: tuple[tuple[str, str, str], ...] = (
 )
 
 
+#: Shown when the run had faults.
+_FAULT_COLUMNS: tuple[tuple[str, str, str], ...] = (
+    ("failed_moves", "moves failed", "{:.0f}"),
+    ("retries", "retries", "{:.0f}"),
+    ("drives_down", "drives down", "{:.0f}"),
+    ("failed", "req failed", "{:.0f}"),
+    ("unserved", "unserved", "{:.0f}"),
+)
+
+
 def _cell(metric: Metrics, attribute: str, fmt: str) -> str:
     value = getattr(metric, attribute)
     if isinstance(value, float) and math.isnan(value):
@@ -240,10 +255,9 @@ def _cell(metric: Metrics, attribute: str, fmt: str) -> str:
 
 
 def table(result: CaseResult) -> str:
-    header = ["policy", *(title for _, title, _ in _COLUMNS)]
-    rows = [header] + [
-        [m.policy, *(_cell(m, a, f) for a, _, f in _COLUMNS)] for m in result.metrics
-    ]
+    columns = _COLUMNS + (_FAULT_COLUMNS if result.faults.active else ())
+    header = ["policy", *(title for _, title, _ in columns)]
+    rows = [header] + [[m.policy, *(_cell(m, a, f) for a, _, f in columns)] for m in result.metrics]
     widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
     lines = [
         f"{result.case.workload.name} — {result.case.workload.description}",
