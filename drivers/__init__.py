@@ -21,6 +21,9 @@ def open_library(
     *,
     state_file: Path | None = None,
     speed: float = 1.0,
+    mtx: str = "mtx",
+    mt: str = "mt",
+    timeout_s: float = 900.0,
 ) -> TapeLibrary:
     """Build the backend named in the configuration."""
     if backend == "sim":
@@ -30,7 +33,7 @@ def open_library(
     if backend == "mtx":
         from drivers.mtx.backend import MtxLibrary  # noqa: PLC0415
 
-        return MtxLibrary(definition)
+        return MtxLibrary(definition, mtx=mtx, mt=mt, timeout_s=timeout_s)
     raise ValueError(f"unknown backend {backend!r}")
 
 

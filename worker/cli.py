@@ -11,7 +11,6 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from drivers import open_library
 from drivers.base import Inventory
 from drivers.definition import load_definition
 from drivers.errors import DefinitionError, DriverError
@@ -105,18 +104,14 @@ def _run(settings: Settings, config: Path | None) -> int:
 async def _hardware_problems(settings: Settings) -> list[str]:
     """The backend's start-up check: missing devices, wrong tools, a silent changer."""
     definition = load_definition(settings.library)
-    library = open_library(
-        settings.backend, definition, state_file=settings.sim_state_path, speed=settings.sim_speed
-    )
+    library = settings.open_library(definition)
     async with library:
         return await library.check()
 
 
 async def _read_inventory(settings: Settings) -> Inventory:
     definition = load_definition(settings.library)
-    library = open_library(
-        settings.backend, definition, state_file=settings.sim_state_path, speed=settings.sim_speed
-    )
+    library = settings.open_library(definition)
     async with library:
         return await library.inventory()
 

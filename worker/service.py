@@ -15,7 +15,6 @@ from pathlib import Path
 import structlog
 import uvicorn
 
-from drivers import open_library
 from drivers.definition import load_definition
 from drivers.errors import DefinitionError
 from worker.errors import ConfigError
@@ -95,12 +94,7 @@ class Service:
             raise ConfigError(str(exc)) from exc
         settings.state_dir.mkdir(parents=True, exist_ok=True)
         self._journal = journal = await Journal.open(settings.journal_path)
-        library = open_library(
-            settings.backend,
-            definition,
-            state_file=settings.sim_state_path,
-            speed=settings.sim_speed,
-        )
+        library = settings.open_library(definition)
         try:
             problems = await library.check()
             for problem in problems:
@@ -130,6 +124,7 @@ class Service:
     async def _serve(self, journal: Journal, reconciler: Reconciler) -> None:
         settings = self.settings
         server: uvicorn.Server | None = None
+        self._install_signal_handlers()
         async with asyncio.TaskGroup() as group:
             planning = group.create_task(reconciler.run(), name="reconciler")
             background: list[asyncio.Task[None]] = []
@@ -161,11 +156,9 @@ class Service:
                         f"http: cannot listen on {settings.http.host}:{settings.http.port}"
                     )
                 self.http_port = server.servers[0].sockets[0].getsockname()[1]
-            # Installed after uvicorn started, so that ours win: the shutdown order is ours.
-            loop = asyncio.get_running_loop()
-            loop.add_signal_handler(signal.SIGTERM, self.stopping.set)
-            loop.add_signal_handler(signal.SIGINT, self.stopping.set)
-            loop.add_signal_handler(signal.SIGHUP, self._reload)
+            # Again after uvicorn started, which takes SIGTERM and SIGINT for itself:
+            # the shutdown order is ours.
+            self._install_signal_handlers()
             interval = watchdog_interval_s()
             if interval is not None:
                 background.append(group.create_task(self._watchdog(interval), name="watchdog"))
@@ -186,6 +179,12 @@ class Service:
             for task in background:
                 task.cancel()
         log.info("stopped")
+
+    def _install_signal_handlers(self) -> None:
+        loop = asyncio.get_running_loop()
+        loop.add_signal_handler(signal.SIGTERM, self.stopping.set)
+        loop.add_signal_handler(signal.SIGINT, self.stopping.set)
+        loop.add_signal_handler(signal.SIGHUP, self._reload)
 
     def _reload(self) -> None:
         try:

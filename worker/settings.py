@@ -18,6 +18,9 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+from drivers import open_library
+from drivers.base import TapeLibrary
+from drivers.definition import LibraryDefinition
 from worker.errors import ConfigError
 
 REPO_CONFIG = Path(__file__).resolve().parent.parent / "config"
@@ -77,6 +80,16 @@ class PlannerSettings(BaseModel):
     pool_open_after_s: Annotated[float, Field(ge=0)] = 300.0
 
 
+class MtxSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    #: The tools, by name on PATH or by absolute path.
+    mtx: str = Field(default="mtx", pattern=r"^[A-Za-z0-9_./\-]+$")
+    mt: str = Field(default="mt", pattern=r"^[A-Za-z0-9_./\-]+$")
+    #: A robot move or an unload may take minutes (mtx itself waits up to 30).
+    timeout_s: Annotated[float, Field(gt=0)] = 900.0
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="TAPEWORKER_",
@@ -97,6 +110,7 @@ class Settings(BaseSettings):
     mqtt: MqttSettings = Field(default_factory=MqttSettings)
     executor: ExecutorSettings = Field(default_factory=ExecutorSettings)
     planner: PlannerSettings = Field(default_factory=PlannerSettings)
+    mtx: MtxSettings = Field(default_factory=MtxSettings)
 
     @classmethod
     def settings_customise_sources(
@@ -112,6 +126,18 @@ class Settings(BaseSettings):
         if toml_file:
             sources.append(TomlConfigSettingsSource(settings_cls, toml_file=toml_file))
         return tuple(sources)
+
+    def open_library(self, definition: LibraryDefinition) -> TapeLibrary:
+        """The backend this configuration names (the one place that picks it)."""
+        return open_library(
+            self.backend,
+            definition,
+            state_file=self.sim_state_path,
+            speed=self.sim_speed,
+            mtx=self.mtx.mtx,
+            mt=self.mtx.mt,
+            timeout_s=self.mtx.timeout_s,
+        )
 
     @property
     def journal_path(self) -> Path:
