@@ -304,7 +304,9 @@ def parse_body(payload: bytes | str) -> TaskDestinationBody:
     try:
         text = payload.decode("utf-8") if isinstance(payload, bytes) else payload
         data = json.loads(text)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+    except (ValueError, RecursionError) as exc:
+        # ValueError covers JSONDecodeError, UnicodeDecodeError and integers longer
+        # than Python converts (4300 digits); RecursionError a deeply nested array.
         raise RejectedEventError(f"payload is not JSON: {exc}") from exc
     if not isinstance(data, dict):
         raise RejectedEventError(f"payload must be a JSON object, not {type(data).__name__}")
