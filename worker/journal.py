@@ -503,18 +503,6 @@ class Journal:
                 (*[int(v) if isinstance(v, bool) else v for v in fields.values()], barcode),
             )
 
-    async def update_drive(self, index: int, **fields: Any) -> None:
-        allowed = {"up", "failures", "reason", "idle_since", "needs_cleaning", "barcode"}
-        unknown = set(fields) - allowed
-        if unknown:
-            raise ValueError(f"not drive fields: {sorted(unknown)}")
-        sets = ", ".join(f"{k}=?" for k in fields)
-        async with self.transaction() as db:
-            await db.execute(
-                f"UPDATE drives SET {sets} WHERE idx=?",  # noqa: S608 - keys checked above
-                (*[int(v) if isinstance(v, bool) else v for v in fields.values()], index),
-            )
-
     # -- events --------------------------------------------------------------------
 
     async def insert_event(

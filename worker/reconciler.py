@@ -158,7 +158,7 @@ class Reconciler:
                     await self._journal.drive_freed(db, request.drive, now)
         await self._on_change({r.destination_id for r in expired})
 
-    async def snapshot(self, now: float) -> tuple[LibrarySnapshot, list[MountRequest]]:
+    async def snapshot(self) -> tuple[LibrarySnapshot, list[MountRequest]]:
         state = self._executor.state
         active = await self._journal.requests(ACTIVE)
         holders: dict[int, list[int]] = {}
@@ -231,7 +231,7 @@ class Reconciler:
             await self.take_inventory()
         await self.expire_leases()
         now = self._clock()
-        snapshot, pending = await self.snapshot(now)
+        snapshot, pending = await self.snapshot()
         actions = plan(snapshot, pending, self._policy, now)
         if actions:
             await self._dispatch(actions, now)

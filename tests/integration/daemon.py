@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import sqlite3
@@ -189,7 +188,3 @@ class Daemon:
                 f"destination {destination_id} never reached {state}: "
                 f"{dict(row) if row else None}\n{self.log_tail()}"
             ) from None
-
-
-def dump(data: object) -> str:
-    return json.dumps(data, sort_keys=True)
