@@ -227,7 +227,11 @@ class Reconciler:
 
     async def round(self) -> list[Action]:
         """Plan once and hand the work out; returns what was planned."""
-        if self._executor.state.inventory_suspect and not self._executor.state.busy_drives:
+        if self._executor.state.inventory_suspect:
+            if self._executor.state.busy_drives:
+                # No new move before the changer is re-inventoried, and no inventory
+                # while cartridges are moving: wait for the moves in flight.
+                return []
             await self.take_inventory()
         await self.expire_leases()
         now = self._clock()
