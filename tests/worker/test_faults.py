@@ -146,3 +146,18 @@ async def test_a_load_planned_for_a_destroyed_destination_moves_nothing(tmp_path
         assert await worker.journal.operations("done") == []
         state = json.loads((tmp_path / "sim.json").read_text())
         assert state["slots"][0]["barcode"] == "AAA001L9"
+
+
+async def test_no_move_before_the_changer_is_reinventoried(tmp_path: Path) -> None:
+    async with running_worker(tmp_path, definition(drives=2)) as worker:
+        taken = (await worker.journal.last_inventory() or {})["taken"]
+        # A move is in flight on drive 1 and an earlier error left the changer suspect.
+        worker.executor.claim(1, set())
+        worker.executor.state.inventory_suspect = True
+        await worker.submit("create", 1, tape_barcode="AAA001L9")
+        assert await worker.reconciler.round() == []
+        assert (await worker.request(1)).state is RequestState.PENDING
+        assert (await worker.journal.last_inventory() or {})["taken"] == taken
+        worker.executor.release_claim(1, set())
+        await worker.wait_for(1, "ready")
+        assert (await worker.journal.last_inventory() or {})["taken"] > taken
