@@ -275,15 +275,22 @@ def test_daemon_tells_systemd_it_is_ready_and_stops_cleanly(tmp_path: Path) -> N
     with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
         sock.bind(str(path))
         sock.settimeout(30)
-        daemon = Daemon(folder=tmp_path / "daemon", extra_env={"NOTIFY_SOCKET": str(path)})
+        daemon = Daemon(
+            folder=tmp_path / "daemon",
+            # A 0.2 s watchdog: the daemon must ping every 0.1 s.
+            extra_env={"NOTIFY_SOCKET": str(path), "WATCHDOG_USEC": "200000"},
+        )
         daemon.start()
         try:
-            message = sock.recv(4096).decode()
-            assert "READY=1" in message.splitlines()
+            seen: list[str] = []
+            while seen.count("WATCHDOG=1") < 3:
+                seen += sock.recv(4096).decode().splitlines()
+            assert "READY=1" in seen
         finally:
             code = daemon.stop()
         assert code == 0
-        assert "STOPPING=1" in sock.recv(4096).decode().splitlines()
+        while "STOPPING=1" not in seen:
+            seen += sock.recv(4096).decode().splitlines()
     assert '"stopped"' in daemon.log_tail()
 
 
