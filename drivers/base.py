@@ -11,6 +11,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from types import TracebackType
+from typing import Any
 
 from drivers.definition import LibraryDefinition
 
@@ -58,6 +59,29 @@ class Inventory:
             if slot.number == number:
                 return slot
         raise KeyError(number)
+
+    def as_json(self) -> dict[str, Any]:
+        """The stable JSON shape (`tapeworker inventory --json`, the journal's copy)."""
+        return {
+            "drives": [
+                {
+                    "index": d.index,
+                    "full": d.full,
+                    "barcode": d.barcode,
+                    "source_slot": d.source_slot,
+                }
+                for d in self.drives
+            ],
+            "slots": [
+                {
+                    "number": s.number,
+                    "full": s.full,
+                    "barcode": s.barcode,
+                    "import_export": s.import_export,
+                }
+                for s in self.slots
+            ],
+        }
 
     def empty_storage_slots(self) -> list[int]:
         return [s.number for s in self.slots if not s.full and not s.import_export]

@@ -120,27 +120,10 @@ def inventory_json(inventory: Inventory, settings: Settings) -> dict[str, Any]:
     """The stable `inventory --json` shape (documented in the README)."""
     definition = load_definition(settings.library)
     devices = {d.index: d.device for d in definition.drives}
-    return {
-        "drives": [
-            {
-                "index": d.index,
-                "full": d.full,
-                "barcode": d.barcode,
-                "source_slot": d.source_slot,
-                "device": devices.get(d.index),
-            }
-            for d in inventory.drives
-        ],
-        "slots": [
-            {
-                "number": s.number,
-                "full": s.full,
-                "barcode": s.barcode,
-                "import_export": s.import_export,
-            }
-            for s in inventory.slots
-        ],
-    }
+    data = inventory.as_json()
+    for drive in data["drives"]:
+        drive["device"] = devices.get(drive["index"])
+    return data
 
 
 async def _inventory(settings: Settings, *, as_json: bool) -> int:

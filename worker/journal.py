@@ -384,7 +384,7 @@ class Journal:
             await db.execute(
                 "INSERT INTO meta(key, value) VALUES('inventory', ?) "
                 "ON CONFLICT(key) DO UPDATE SET value=excluded.value",
-                (json.dumps(_inventory_json(inventory, now)),),
+                (json.dumps({"taken": now, **inventory.as_json()}),),
             )
             seen: set[str] = set()
             for slot in inventory.slots:
@@ -706,22 +706,3 @@ class Journal:
             await db.execute("UPDATE drives SET barcode=? WHERE idx=?", (barcode, drive))
         else:
             await db.execute("UPDATE drives SET barcode=NULL WHERE barcode=?", (barcode,))
-
-
-def _inventory_json(inventory: Inventory, now: float) -> dict[str, Any]:
-    return {
-        "taken": now,
-        "drives": [
-            {"index": d.index, "full": d.full, "barcode": d.barcode, "source_slot": d.source_slot}
-            for d in inventory.drives
-        ],
-        "slots": [
-            {
-                "number": s.number,
-                "full": s.full,
-                "barcode": s.barcode,
-                "import_export": s.import_export,
-            }
-            for s in inventory.slots
-        ],
-    }

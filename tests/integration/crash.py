@@ -21,28 +21,10 @@ import aiomqtt
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from drivers import open_library
-from drivers.base import Inventory
-from drivers.definition import load_definition
-from drivers.media import can_write, media_of
 from tests.integration.broker import Broker, free_port
-from tests.integration.daemon import DEMO_LIBRARY, Daemon, wait_until
+from tests.integration.daemon import DEFINITION, Daemon, wait_until, writable_tapes
 
-DEFINITION = load_definition(DEMO_LIBRARY)
-GENERATIONS = {d.generation for d in DEFINITION.drives}
 PREFIX = "tw-crash"
-
-
-def _writable() -> list[str]:
-    return [
-        t.barcode
-        for t in DEFINITION.tapes
-        if t.pool
-        and t.slot is not None
-        and (media := media_of(t.barcode)) is not None
-        and any(can_write(g, media) for g in GENERATIONS)
-        and not (t.locked or t.write_protected or t.full)
-    ]
 
 
 @dataclass(frozen=True)
@@ -60,7 +42,7 @@ class Event:
 def workload(seed: int, destinations: int) -> list[Event]:
     """Creates, updates to other tapes or pools, destroys; in a seeded order."""
     rng = random.Random(seed)
-    tapes = _writable()
+    tapes = writable_tapes(DEFINITION)
     pools = sorted({t.pool for t in DEFINITION.tapes if t.pool})
     events: list[Event] = []
     for destination in range(1, destinations + 1):
@@ -108,17 +90,6 @@ async def publish(broker: Broker, events: list[Event], attempts: int = 50) -> No
             if attempt == attempts - 1:
                 raise
             await asyncio.sleep(0.1)
-
-
-def library_inventory(daemon: Daemon) -> Inventory:
-    async def read() -> Inventory:
-        library = open_library(
-            "sim", DEFINITION, state_file=daemon.state_dir / "sim-library.json", speed=500.0
-        )
-        async with library:
-            return await library.inventory()
-
-    return asyncio.run(read())
 
 
 @dataclass
@@ -193,7 +164,7 @@ def check(daemon: Daemon, events: list[Event]) -> Figures:
         if row["state"] == "failed":
             assert row["reason"], "a failed request without a reason"
 
-    inventory = library_inventory(daemon)
+    inventory = daemon.library_inventory()
     seen: Counter[str] = Counter()
     for slot in inventory.slots:
         if slot.barcode:

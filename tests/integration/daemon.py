@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import sqlite3
@@ -15,13 +16,38 @@ from typing import Any, TypeVar
 
 import httpx
 
+from drivers import open_library
+from drivers.base import Inventory
+from drivers.definition import LibraryDefinition, load_definition
+from drivers.media import can_write, media_of
+from drivers.sim.library import SimulatedLibrary
+from drivers.sim.standins import install_standins
 from tests.integration.broker import free_port, wait_for_port
 
 REPO = Path(__file__).resolve().parents[2]
 DEMO_LIBRARY = REPO / "config" / "demo-library.toml"
 AUTH = ("tester", "secret-for-tests")
+DEFINITION = load_definition(DEMO_LIBRARY)
+GENERATIONS = {d.generation for d in DEFINITION.drives}
 
 T = TypeVar("T")
+
+
+def writable_tapes(definition: LibraryDefinition, pool: str | None = None) -> list[str]:
+    """Pool tapes the demo library's drives can write, in definition order."""
+    found = []
+    for tape in definition.tapes:
+        media = media_of(tape.barcode)
+        if (
+            tape.pool is not None
+            and (pool is None or tape.pool == pool)
+            and media is not None
+            and any(can_write(g, media) for g in GENERATIONS)
+            and not (tape.locked or tape.write_protected or tape.full or tape.need_to_check)
+            and tape.slot is not None
+        ):
+            found.append(tape.barcode)
+    return found
 
 
 def wait_until(
@@ -86,9 +112,6 @@ class Daemon:
 
     def prepare_mtx_backend(self) -> None:
         """The real mtx backend, driving the simulator through stand-in mtx and mt."""
-        from drivers.definition import load_definition
-        from drivers.sim.library import SimulatedLibrary
-        from drivers.sim.standins import install_standins
 
         state_file = self.state_dir / "sim-library.json"
         SimulatedLibrary.open(load_definition(self.library), state_file=state_file, speed=500.0)
@@ -159,6 +182,18 @@ class Daemon:
         )
 
     # -- looking inside ----------------------------------------------------------------
+
+    def library_inventory(self) -> Inventory:
+        """The simulated library's own view, read through the driver interface."""
+
+        async def read() -> Inventory:
+            library = open_library(
+                "sim", DEFINITION, state_file=self.state_dir / "sim-library.json", speed=500.0
+            )
+            async with library:
+                return await library.inventory()
+
+        return asyncio.run(read())
 
     def query(self, sql: str, params: tuple[Any, ...] = ()) -> list[sqlite3.Row]:
         """Read the journal the way an operator would, from another process."""

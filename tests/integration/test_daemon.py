@@ -19,49 +19,14 @@ from pathlib import Path
 import aiomqtt
 import pytest
 
-from drivers import open_library
-from drivers.base import Inventory
-from drivers.definition import LibraryDefinition, load_definition
-from drivers.media import can_write, media_of
 from tests.integration.broker import Broker
-from tests.integration.daemon import DEMO_LIBRARY, Daemon, wait_until
+from tests.integration.daemon import DEFINITION, Daemon, wait_until, writable_tapes
 
 pytestmark = pytest.mark.integration
-
-DEFINITION = load_definition(DEMO_LIBRARY)
-GENERATIONS = {d.generation for d in DEFINITION.drives}
-
-
-def writable_tapes(definition: LibraryDefinition, pool: str | None = None) -> list[str]:
-    """Pool tapes the demo library's drives can write, in definition order."""
-    found = []
-    for tape in definition.tapes:
-        media = media_of(tape.barcode)
-        if (
-            tape.pool is not None
-            and (pool is None or tape.pool == pool)
-            and media is not None
-            and any(can_write(g, media) for g in GENERATIONS)
-            and not (tape.locked or tape.write_protected or tape.full or tape.need_to_check)
-            and tape.slot is not None
-        ):
-            found.append(tape.barcode)
-    return found
 
 
 TAPE = writable_tapes(DEFINITION)[0]
 POOLS = sorted({t.pool for t in DEFINITION.tapes if t.pool})
-
-
-def library_inventory(daemon: Daemon) -> Inventory:
-    async def read() -> Inventory:
-        library = open_library(
-            "sim", DEFINITION, state_file=daemon.state_dir / "sim-library.json", speed=500.0
-        )
-        async with library:
-            return await library.inventory()
-
-    return asyncio.run(read())
 
 
 @pytest.fixture(params=["sim", "mtx"])
@@ -109,7 +74,7 @@ def test_http_create_mounts_the_tape_and_destroy_releases_it(daemon: Daemon) -> 
 
         ready = daemon.wait_request(destination, "ready")
         drive = ready["drive"]
-        assert library_inventory(daemon).where(TAPE) == ("drive", drive)
+        assert daemon.library_inventory().where(TAPE) == ("drive", drive)
 
         shown = http.get(f"/tasks/7/task_destinations/{destination}").json()
         assert shown["state"]["state"] == "ready"
@@ -145,13 +110,13 @@ def test_http_update_to_a_pool_mounts_a_writable_tape_of_it(daemon: Daemon) -> N
     ready = daemon.wait_request(destination, "ready")
     assert ready["pool"] == pool
     assert ready["barcode"] in writable_tapes(DEFINITION, pool)
-    assert library_inventory(daemon).where(ready["barcode"]) == ("drive", ready["drive"])
+    assert daemon.library_inventory().where(ready["barcode"]) == ("drive", ready["drive"])
     states = [r["state"] for r in daemon.query("SELECT state FROM requests ORDER BY id")]
     assert states == ["released", "ready"]
 
 
 def test_http_unknown_barcode_fails_and_nothing_moves(daemon: Daemon) -> None:
-    before = library_inventory(daemon)
+    before = daemon.library_inventory()
     with daemon.http() as http:
         destination = http.post(
             "/tasks/7/task_destinations", json=create_body(tape_barcode="NOPE00L9")
@@ -161,7 +126,7 @@ def test_http_unknown_barcode_fails_and_nothing_moves(daemon: Daemon) -> None:
         shown = http.get(f"/tasks/7/task_destinations/{destination}").json()
         assert shown["state"]["reason"] == failed["reason"]
     assert daemon.query("SELECT * FROM operations") == []
-    assert library_inventory(daemon) == before
+    assert daemon.library_inventory() == before
 
 
 def test_http_malformed_body_is_rejected_and_the_next_is_served(daemon: Daemon) -> None:
@@ -225,7 +190,7 @@ def test_mqtt_create_twice_leaves_one_request_and_publishes_state(
         what="both deliveries journaled",
     )
     assert len(mqtt_daemon.query("SELECT * FROM requests WHERE destination_id=41")) == 1
-    assert library_inventory(mqtt_daemon).where(TAPE) == ("drive", ready["drive"])
+    assert mqtt_daemon.library_inventory().where(TAPE) == ("drive", ready["drive"])
 
     asyncio.run(publish(broker, "tw-test/tasks/9/task_destinations/41/destroy", b""))
     mqtt_daemon.wait_request(41, "released")
@@ -403,12 +368,12 @@ def test_a_failing_drive_is_marked_down_on_mqtt_and_in_status(
 def test_mqtt_update_to_a_pool_and_an_unknown_barcode(mqtt_daemon: Daemon, broker: Broker) -> None:
     pool = POOLS[0]
     base = "tw-test/tasks/9/task_destinations"
-    before = library_inventory(mqtt_daemon)
+    before = mqtt_daemon.library_inventory()
     asyncio.run(publish(broker, f"{base}/50/create", dump_body(tape_barcode="NOPE01L9")))
     failed = mqtt_daemon.wait_request(50, "failed")
     assert failed["reason"] == "unknown barcode NOPE01L9: not in this library"
     assert mqtt_daemon.query("SELECT * FROM operations") == []
-    assert library_inventory(mqtt_daemon) == before
+    assert mqtt_daemon.library_inventory() == before
 
     asyncio.run(publish(broker, f"{base}/51/create", dump_body(tape_barcode=TAPE)))
     mqtt_daemon.wait_request(51, "ready")
@@ -420,7 +385,7 @@ def test_mqtt_update_to_a_pool_and_an_unknown_barcode(mqtt_daemon: Daemon, broke
 
     ready = wait_until(pool_ready, what="the pool request ready")
     assert ready["barcode"] in writable_tapes(DEFINITION, pool)  # type: ignore[index]
-    assert library_inventory(mqtt_daemon).where(ready["barcode"]) == (  # type: ignore[index]
+    assert mqtt_daemon.library_inventory().where(ready["barcode"]) == (  # type: ignore[index]
         "drive",
         ready["drive"],  # type: ignore[index]
     )

@@ -31,6 +31,26 @@ SETTINGS = ExecutorSettings(
 )
 
 
+#: A small catalog for the intake tests: pools of every kind, a cleaning cartridge.
+CATALOG = LibraryDefinition.model_validate(
+    {
+        "slots": 10,
+        "import_export": 1,
+        "drives": [{"index": 0, "device": "/dev/nst0", "generation": "LTO-9"}],
+        "pools": [
+            {"id": 6, "name": "offline-tapes"},
+            {"id": 7, "name": "online-tapes"},
+            {"id": 8, "name": "nas-copies", "content": "nas"},
+        ],
+        "tapes": [
+            {"barcode": "NOD400L9", "slot": 1, "pool": "offline-tapes"},
+            {"barcode": "NOD401L9", "slot": 2, "pool": "online-tapes"},
+            {"barcode": "CLN001CU", "slot": 3},
+        ],
+    }
+)
+
+
 def definition(drives: int = 2, **extra: Any) -> LibraryDefinition:
     return LibraryDefinition.model_validate(
         {

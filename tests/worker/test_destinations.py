@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from drivers.definition import LibraryDefinition
+from tests.worker.harness import CATALOG as DEFINITION
 from worker.destinations import (
     DestinationEvent,
     Outcome,
@@ -20,24 +20,6 @@ from worker.errors import RejectedEventError
 from worker.journal import Journal
 from worker.models import TaskDestinationBody
 from worker.requests import RequestState
-
-DEFINITION = LibraryDefinition.model_validate(
-    {
-        "slots": 10,
-        "import_export": 1,
-        "drives": [{"index": 0, "device": "/dev/nst0", "generation": "LTO-9"}],
-        "pools": [
-            {"id": 6, "name": "offline-tapes"},
-            {"id": 7, "name": "online-tapes"},
-            {"id": 8, "name": "nas-copies", "content": "nas"},
-        ],
-        "tapes": [
-            {"barcode": "NOD400L9", "slot": 1, "pool": "offline-tapes"},
-            {"barcode": "NOD401L9", "slot": 2, "pool": "online-tapes"},
-            {"barcode": "CLN001CU", "slot": 3},
-        ],
-    }
-)
 
 
 @pytest.fixture

@@ -31,8 +31,8 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from pydantic import SecretStr
 
-from drivers.definition import LibraryDefinition
 from drivers.media import BARCODE_RE
+from tests.worker.harness import CATALOG as DEFINITION
 from worker.destinations import DestinationEvent, RejectedInput, record_events
 from worker.http_api import create_app
 from worker.journal import Journal
@@ -45,23 +45,6 @@ PREFIX = "tapeworker"
 NOW = 2000.0
 USER, PASSWORD = "archive", "s3cret"
 
-DEFINITION = LibraryDefinition.model_validate(
-    {
-        "slots": 10,
-        "import_export": 1,
-        "drives": [{"index": 0, "device": "/dev/nst0", "generation": "LTO-9"}],
-        "pools": [
-            {"id": 6, "name": "offline-tapes"},
-            {"id": 7, "name": "online-tapes"},
-            {"id": 8, "name": "nas-copies", "content": "nas"},
-        ],
-        "tapes": [
-            {"barcode": "NOD400L9", "slot": 1, "pool": "offline-tapes"},
-            {"barcode": "NOD401L9", "slot": 2, "pool": "online-tapes"},
-            {"barcode": "CLN001CU", "slot": 3},
-        ],
-    }
-)
 
 # -- strategies ---------------------------------------------------------------------
 
