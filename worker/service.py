@@ -39,6 +39,7 @@ def policy_from(settings: Settings) -> PlanPolicy:
         spare_drives=settings.planner.spare_drives,
         pool_open_bytes=settings.planner.pool_open_bytes,
         pool_open_after_s=settings.planner.pool_open_after_s,
+        pool_dismount_delay_s=settings.planner.pool_dismount_delay_s,
     )
 
 

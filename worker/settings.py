@@ -78,6 +78,8 @@ class PlannerSettings(BaseModel):
     #: A pool already writing on a tape opens another only past these thresholds.
     pool_open_bytes: Annotated[int, Field(ge=0)] = 50 * 10**9
     pool_open_after_s: Annotated[float, Field(ge=0)] = 300.0
+    #: A pool's writable tape stays mounted this long idle, for the pool's next write.
+    pool_dismount_delay_s: Annotated[float, Field(ge=0)] = 900.0
 
 
 class MtxSettings(BaseModel):

@@ -362,6 +362,29 @@ def test_an_unneeded_tape_is_unloaded_after_the_dismount_delay() -> None:
     assert plan(snap, [], POLICY, 200) == [Unload(0, "A00001L9", 3)]
 
 
+def test_a_pools_writable_tape_stays_for_the_pool_dismount_delay() -> None:
+    snap = library(
+        [
+            DriveView(0, 9, barcode="P00001L9", idle_since=100),
+            DriveView(1, 9, barcode="A00001L9", idle_since=100),
+            DriveView(2, 9),
+        ],
+        [
+            tape("P00001L9", drive=0, home_slot=3, pool="p", used_bytes=10),
+            tape("A00001L9", drive=1, home_slot=4, pool="p", full=True),
+        ],
+    )
+    policy = replace(POLICY, pool_dismount_delay_s=900.0, spare_drives=1)
+    # The full tape of the same pool goes at the ordinary delay; the writable one stays
+    # for the pool's next write.
+    assert plan(snap, [], policy, 200) == [Unload(1, "A00001L9", 4)]
+    assert plan(snap, [], policy, 999) == [Unload(1, "A00001L9", 4)]
+    assert plan(snap, [], policy, 1000) == [Unload(0, "P00001L9", 3), Unload(1, "A00001L9", 4)]
+    # It still yields when too few drives are empty.
+    crowded = replace(snap, drives=snap.drives[:2])
+    assert Unload(0, "P00001L9", 3) in plan(crowded, [], policy, 200)
+
+
 def test_a_needed_tape_is_kept_and_a_held_one_is_never_unloaded() -> None:
     snap = library(
         [

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 
 from drivers.media import Media, can_read, can_write
 from worker.actions import Action, Assign, Attach, Fail, Load, Unload
-from worker.planner import PlanPolicy, plan
+from worker.planner import PlanPolicy, dismount_due, plan
 from worker.requests import MountRequest
 from worker.simulation.model import GB
 from worker.snapshot import DriveView, LibrarySnapshot, TapeView
@@ -51,14 +51,12 @@ class PlannerPolicy:
         self, snapshot: LibrarySnapshot, pending: Sequence[MountRequest], now: float
     ) -> float | None:
         # The shell wakes the planner when a dismount delay runs out.
-        delay = self.policy.dismount_delay_s
-        wakes = [
-            d.idle_since + delay
+        wakes = (
+            dismount_due(d, snapshot, self.policy)
             for d in snapshot.drives
-            if d.barcode is not None and d.idle and d.idle_since is not None
-        ]
-        later = [w for w in wakes if w > now]
-        return min(later, default=None)
+            if d.barcode is not None and d.idle
+        )
+        return min((w for w in wakes if w is not None and w > now), default=None)
 
 
 class _Round:
