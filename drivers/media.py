@@ -40,6 +40,17 @@ class Media:
     def label(self) -> str:
         return "M8" if self.type_m else f"L{self.generation}"
 
+    @property
+    def capacity_bytes(self) -> int:
+        """Native (uncompressed) capacity: what a planner may count on."""
+        if self.type_m:
+            return 9 * 10**12
+        return _NATIVE_GB.get(self.generation, 0) * 10**9
+
+
+#: Native capacity of LTO-1..9 cartridges, GB (SCHEDULING.md 2.1).
+_NATIVE_GB = {1: 100, 2: 200, 3: 400, 4: 800, 5: 1500, 6: 2500, 7: 6000, 8: 12000, 9: 18000}
+
 
 _SUFFIX_RE = re.compile(r"(L[1-9]|M8)$", re.IGNORECASE)
 

@@ -36,6 +36,8 @@ class DestinationEvent:
     topic: str | None = None
     payload: str | None = None
     dedup_key: str | None = None
+    #: What the destination will write, when the payload says (see `parse_payload`).
+    size_bytes: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -260,9 +262,9 @@ async def _apply(
         await _release_active(journal, db, destination_id, now, "replaced by an update")
     if target.status == "active":
         await db.execute(
-            "INSERT INTO requests(destination_id, barcode, pool, write, state, arrival, updated) "
-            "VALUES(?,?,?,1,'pending',?,?)",
-            (destination_id, target.barcode, target.pool, now, now),
+            "INSERT INTO requests(destination_id, barcode, pool, write, state, arrival, updated, "
+            "size_bytes) VALUES(?,?,?,1,'pending',?,?,?)",
+            (destination_id, target.barcode, target.pool, now, now, event.size_bytes),
         )
     elif target.status == "failed":
         cur = await db.execute(
@@ -292,15 +294,26 @@ async def _release_active(
     journal: Journal, db: aiosqlite.Connection, destination_id: int, now: float, why: str
 ) -> None:
     active = await journal.active_request_for(destination_id)
-    if active is None:
-        return
-    await journal.set_request_state(db, active.id, RequestState.RELEASED, now, reason=why)
-    if active.drive is not None:
-        await journal.drive_freed(db, active.drive, now)
+    if active is not None:
+        await journal.release(db, active, now, why)
+
+
+@dataclass(frozen=True, slots=True)
+class ParsedPayload:
+    body: TaskDestinationBody
+    #: The nested folder's `size` of a full TaskDestination: the bytes the task will
+    #: write, which lets the planner pick a tape with room for them.
+    size_bytes: int | None = None
 
 
 def parse_body(payload: bytes | str) -> TaskDestinationBody:
     """Decode a create/update payload; RejectedEventError names the problem."""
+    return parse_payload(payload).body
+
+
+def parse_payload(payload: bytes | str) -> ParsedPayload:
+    """Decode a create/update payload, body and declared size; RejectedEventError
+    names the problem."""
     try:
         text = payload.decode("utf-8") if isinstance(payload, bytes) else payload
         data = json.loads(text)
@@ -317,11 +330,23 @@ def parse_body(payload: bytes | str) -> TaskDestinationBody:
     if extra:
         raise RejectedEventError(f"unknown fields: {sorted(extra)}")
     try:
-        return TaskDestinationBody.model_validate(
+        body = TaskDestinationBody.model_validate(
             {k: v for k, v in data.items() if k in body_fields}
         )
     except ValueError as exc:
         raise RejectedEventError(f"invalid body: {_short(exc)}") from exc
+    return ParsedPayload(body, _folder_size(data.get("folder")))
+
+
+def _folder_size(folder: object) -> int | None:
+    if not isinstance(folder, dict) or folder.get("size") is None:
+        return None
+    size = folder["size"]
+    if isinstance(size, bool) or not isinstance(size, int) or not 0 <= size <= 2**63 - 1:
+        raise RejectedEventError(
+            f"folder.size must be a whole number of bytes from 0 to 2^63-1, not {size!r:.40}"
+        )
+    return size
 
 
 def _short(exc: Exception) -> str:

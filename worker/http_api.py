@@ -19,7 +19,7 @@ from worker.destinations import (
     Outcome,
     RejectedInput,
     Verb,
-    parse_body,
+    parse_payload,
     record_events,
 )
 from worker.errors import RejectedEventError
@@ -68,11 +68,19 @@ def create_app(
         event: DestinationEvent | RejectedInput
         payload = raw.decode("utf-8", "replace") if raw is not None else None
         try:
-            body = parse_body(raw) if raw is not None else None
+            parsed = parse_payload(raw) if raw is not None else None
         except RejectedEventError as exc:
             event = RejectedInput(exc.reason, source="http", payload=payload)
         else:
-            event = DestinationEvent(verb, task_id, destination_id, body, "http", payload=payload)
+            event = DestinationEvent(
+                verb,
+                task_id,
+                destination_id,
+                parsed.body if parsed else None,
+                "http",
+                payload=payload,
+                size_bytes=parsed.size_bytes if parsed else None,
+            )
         [outcome] = await record_events(
             journal, [event], now=now, hold_seconds=settings.hold_seconds
         )

@@ -25,7 +25,7 @@ from drivers.media import is_cleaning, media_of
 from worker.errors import JournalError
 from worker.requests import ACTIVE, RequestState, transition
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -68,7 +68,8 @@ CREATE TABLE IF NOT EXISTS requests (
     attempts INTEGER NOT NULL DEFAULT 0,
     arrival REAL NOT NULL,
     updated REAL NOT NULL,
-    lease_expires REAL
+    lease_expires REAL,
+    size_bytes INTEGER
 );
 CREATE INDEX IF NOT EXISTS requests_state ON requests(state);
 CREATE INDEX IF NOT EXISTS requests_destination ON requests(destination_id);
@@ -170,6 +171,8 @@ class RequestRecord:
     arrival: float
     updated: float
     lease_expires: float | None
+    #: What the destination will write, when its event told us (the folder's size).
+    size_bytes: int | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -263,6 +266,27 @@ def _operation(row: aiosqlite.Row) -> OperationRecord:
     return _from_row(OperationRecord, row, request_ids=tuple(json.loads(row["request_ids"])))
 
 
+#: Schema version -> the statements that bring it to the next one.
+_MIGRATIONS: dict[int, tuple[str, ...]] = {
+    1: ("ALTER TABLE requests ADD COLUMN size_bytes INTEGER",),
+}
+
+
+async def _migrate(db: aiosqlite.Connection, version: int) -> None:
+    """Bring an older journal up to SCHEMA_VERSION in one transaction."""
+    await db.execute("BEGIN IMMEDIATE")
+    try:
+        while version != SCHEMA_VERSION:
+            for statement in _MIGRATIONS[version]:
+                await db.execute(statement)
+            version += 1
+        await db.execute("UPDATE meta SET value=? WHERE key='schema'", (str(SCHEMA_VERSION),))
+    except BaseException:
+        await db.execute("ROLLBACK")
+        raise
+    await db.execute("COMMIT")
+
+
 class Journal:
     """One connection, used from one event loop. Every public write commits."""
 
@@ -293,6 +317,8 @@ class Journal:
             await db.execute(
                 "INSERT INTO meta(key, value) VALUES('schema', ?)", (str(SCHEMA_VERSION),)
             )
+        elif int(row[0]) in _MIGRATIONS:
+            await _migrate(db, int(row[0]))
         elif int(row[0]) != SCHEMA_VERSION:
             await db.close()
             raise JournalError(f"{path}: schema version {row[0]}, expected {SCHEMA_VERSION}")
@@ -675,6 +701,26 @@ class Journal:
         else:
             rows = await self._all("SELECT * FROM operations WHERE state=? ORDER BY id", (state,))
         return [_operation(r) for r in rows]
+
+    async def release(
+        self, db: aiosqlite.Connection, request: RequestRecord, now: float, reason: str
+    ) -> None:
+        """End a request (inside the caller's transaction): its drive starts idling,
+        and a write that was ready counts its size onto the tape, so that the
+        planner's estimate of the free space follows what was written."""
+        await self.set_request_state(db, request.id, RequestState.RELEASED, now, reason=reason)
+        if (
+            request.state is RequestState.READY
+            and request.write
+            and request.size_bytes
+            and request.barcode is not None
+        ):
+            await db.execute(
+                "UPDATE tapes SET used_bytes=used_bytes+? WHERE barcode=?",
+                (request.size_bytes, request.barcode),
+            )
+        if request.drive is not None:
+            await self.drive_freed(db, request.drive, now)
 
     async def drive_freed(self, db: aiosqlite.Connection, drive: int, now: float) -> None:
         """Start a drive's idle clock when its last holder lets go (in the caller's transaction)."""

@@ -28,7 +28,7 @@ from worker.destinations import (
     DestinationEvent,
     RejectedInput,
     Verb,
-    parse_body,
+    parse_payload,
     record_events,
 )
 from worker.errors import RejectedEventError
@@ -90,9 +90,9 @@ def to_event(
     dedup = f"mqtt:{event_id}" if event_id is not None else None
     try:
         task_id, destination_id, verb = parse_topic(prefix, topic)
-        body = None
+        parsed = None
         if verb in ("create", "update"):
-            body = parse_body(payload)
+            parsed = parse_payload(payload)
         elif payload.strip():
             raise RejectedEventError(f"{verb} takes an empty payload")
     except RejectedEventError as exc:
@@ -100,7 +100,15 @@ def to_event(
             exc.reason, source="mqtt", topic=topic[:1024], payload=text[:65536], dedup_key=dedup
         )
     return DestinationEvent(
-        verb, task_id, destination_id, body, "mqtt", topic=topic, payload=text, dedup_key=dedup
+        verb,
+        task_id,
+        destination_id,
+        parsed.body if parsed else None,
+        "mqtt",
+        topic=topic,
+        payload=text,
+        dedup_key=dedup,
+        size_bytes=parsed.size_bytes if parsed else None,
     )
 
 

@@ -571,16 +571,23 @@ def _pool_tapes(
 
 
 def _fits(tape: TapeView, requests: list[MountRequest]) -> list[MountRequest]:
-    """The oldest requests whose known sizes fit in the tape's known free space."""
+    """The oldest requests that fit in the tape's estimated free space.
+
+    A request of unknown size always fits (the writer meets the end of the tape
+    and the archive manager goes on elsewhere), and so does one larger than a whole
+    cartridge, first on a scratch tape: no tape could hold it alone."""
     if tape.capacity_bytes <= 0:
         return requests
     room = tape.capacity_bytes - tape.used_bytes
     kept: list[MountRequest] = []
     for request in requests:
-        size = request.size_bytes or 0
-        if size <= room:
+        size = request.size_bytes
+        if size is None or size <= room:
             kept.append(request)
-            room -= size
+            room -= size or 0
+        elif size > tape.capacity_bytes and tape.scratch and not kept:
+            kept.append(request)
+            room = 0
     return kept
 
 

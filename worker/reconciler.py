@@ -151,11 +151,7 @@ class Reconciler:
             return
         async with self._journal.transaction() as db:
             for request in expired:
-                await self._journal.set_request_state(
-                    db, request.id, RequestState.RELEASED, now, reason="lease expired"
-                )
-                if request.drive is not None:
-                    await self._journal.drive_freed(db, request.drive, now)
+                await self._journal.release(db, request, now, "lease expired")
         await self._on_change({r.destination_id for r in expired})
 
     async def snapshot(self) -> tuple[LibrarySnapshot, list[MountRequest]]:
@@ -186,9 +182,10 @@ class Reconciler:
             if not t.known:
                 continue
             busy = t.barcode in state.busy_tapes
+            media = media_of(t.barcode)
             tapes[t.barcode] = TapeView(
                 barcode=t.barcode,
-                media=media_of(t.barcode),
+                media=media,
                 # A tape on its way somewhere is where the busy drive is, as far as
                 # the planner is concerned: it must not plan a second move for it.
                 slot=None if busy else t.slot,
@@ -202,7 +199,7 @@ class Reconciler:
                 ejected=t.ejected,
                 full=t.full,
                 used_bytes=t.used_bytes,
-                capacity_bytes=0,
+                capacity_bytes=media.capacity_bytes if media is not None else 0,
                 cleaning_uses_left=t.cleaning_uses_left,
             )
         free_slots = tuple(n for n in range(1, self._definition.slots + 1) if n not in occupied)
@@ -213,6 +210,7 @@ class Reconciler:
                 pool=r.pool,
                 arrival=r.arrival,
                 write=r.write,
+                size_bytes=r.size_bytes,
             )
             for r in active
             if r.state is RequestState.PENDING and r.id not in self._dispatched

@@ -79,11 +79,13 @@ class Harness:
     reconciler: Reconciler
     executor: Executor
 
-    async def submit(self, verb: Verb, destination_id: int, **body: Any) -> None:
+    async def submit(
+        self, verb: Verb, destination_id: int, size_bytes: int | None = None, **body: Any
+    ) -> None:
         parsed = TaskDestinationBody.model_validate(body) if verb in ("create", "update") else None
         await record_events(
             self.journal,
-            [DestinationEvent(verb, "7", destination_id, parsed, "test")],
+            [DestinationEvent(verb, "7", destination_id, parsed, "test", size_bytes=size_bytes)],
             now=time.time(),
             hold_seconds=3600,
         )

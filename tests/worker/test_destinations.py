@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import sqlite3
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -14,6 +16,7 @@ from worker.destinations import (
     RejectedInput,
     Verb,
     parse_body,
+    parse_payload,
     record_events,
 )
 from worker.errors import RejectedEventError
@@ -170,3 +173,76 @@ async def test_a_redelivered_event_is_not_applied_again(journal: Journal) -> Non
         (None, "online-tapes", RequestState.PENDING),
     ]
     assert len(await journal.events()) == 2
+
+
+# -- declared sizes ------------------------------------------------------------------
+
+
+def _full_destination(size: object) -> bytes:
+    """A whole TaskDestination as the archive manager's responses show it."""
+    return json.dumps(
+        {
+            "id": 3,
+            "folder_id": 1,
+            "tape_barcode": "NOD400L9",
+            "folder": {"id": 1, "name": "projects", "type": "folder", "size": size},
+        }
+    ).encode()
+
+
+async def test_a_full_destination_tells_the_size_the_task_will_write(journal: Journal) -> None:
+    parsed = parse_payload(_full_destination(1063457))
+    assert parsed.size_bytes == 1063457
+    assert parse_payload(b'{"tape_barcode": "NOD400L9"}').size_bytes is None
+    create = DestinationEvent("create", "7", 1, parsed.body, "test", size_bytes=parsed.size_bytes)
+    await apply(journal, create)
+    [request] = await journal.requests()
+    assert request.size_bytes == 1063457
+
+
+@pytest.mark.parametrize("size", [-1, "big", True, 2**64, 1.5])
+def test_a_folder_size_that_is_not_a_byte_count_is_rejected(size: object) -> None:
+    with pytest.raises(RejectedEventError, match=r"folder\.size"):
+        parse_payload(_full_destination(size))
+
+
+async def test_a_released_write_counts_its_size_onto_its_tape(journal: Journal) -> None:
+    before = {t.barcode: t.used_bytes for t in await journal.tapes()}
+    for destination_id in (1, 2):
+        parsed = parse_payload(_full_destination(10**9))
+        await apply(
+            journal,
+            DestinationEvent("create", "7", destination_id, parsed.body, "test", size_bytes=10**9),
+        )
+    first, _ = await journal.requests()
+    async with journal.transaction() as db:
+        await journal.set_request_state(db, first.id, RequestState.MOUNTING, 2001.0, drive=0)
+        await journal.set_request_state(db, first.id, RequestState.READY, 2002.0)
+    # The first was written (ready, then released); the second never reached the tape.
+    await apply(journal, event("destroy", 1), event("destroy", 2), now=2003.0)
+    after = {t.barcode: t.used_bytes for t in await journal.tapes()}
+    assert after["NOD400L9"] == before["NOD400L9"] + 10**9
+    assert {b: u for b, u in after.items() if b != "NOD400L9"} == {
+        b: u for b, u in before.items() if b != "NOD400L9"
+    }
+
+
+async def test_a_journal_of_schema_1_is_brought_up_to_date(tmp_path: Path) -> None:
+    path = tmp_path / "old.sqlite3"
+    journal = await Journal.open(path)
+    await journal.sync_catalog(DEFINITION, now=1000.0)
+    await apply(journal, event("create", tape_barcode="NOD400L9"))
+    await journal.close()
+    with sqlite3.connect(path) as old:  # what a journal written before sizes looked like
+        old.execute("ALTER TABLE requests DROP COLUMN size_bytes")
+        old.execute("UPDATE meta SET value='1' WHERE key='schema'")
+    journal = await Journal.open(path)
+    try:
+        [request] = await journal.requests()
+        assert (request.barcode, request.size_bytes) == ("NOD400L9", None)
+        await apply(journal, event("create", 2, tape_barcode="NOD400L9"), now=2001.0)
+        assert len(await journal.requests()) == 2
+    finally:
+        await journal.close()
+    with sqlite3.connect(path) as reopened:
+        assert reopened.execute("SELECT value FROM meta WHERE key='schema'").fetchone() == ("2",)

@@ -654,3 +654,24 @@ def test_invariants_hold_and_every_request_is_eventually_planned(
             return
         now += 1000.0
     raise AssertionError(f"requests never planned: {pending}")
+
+
+def test_unknown_sizes_always_fit_and_a_request_larger_than_a_cartridge_opens_a_scratch_tape() -> (
+    None
+):
+    snap = library(
+        [DriveView(0, 9), DriveView(1, 9)],
+        [
+            # Compressed data may take a tape past its native capacity.
+            tape("P00001L9", 1, pool="p", used_bytes=120, capacity_bytes=100),
+            tape("P00002L9", 2, pool="p", used_bytes=0, capacity_bytes=100),
+        ],
+    )
+    assert plan(snap, [to_pool(1, "p")], POLICY, 5) == [
+        Assign(1, "P00001L9"),
+        Load("P00001L9", 1, 0, (1,)),
+    ]
+    assert plan(snap, [to_pool(2, "p", 0, 500)], POLICY, 5) == [
+        Assign(2, "P00002L9"),
+        Load("P00002L9", 2, 0, (2,)),
+    ]

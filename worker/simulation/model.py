@@ -28,16 +28,9 @@ _MEDIA_RATE: Mapping[str, float] = MappingProxyType(
 _DRIVE_RATE: Mapping[int, float] = MappingProxyType(
     {5: 140 * MB, 6: 160 * MB, 7: 300 * MB, 8: 360 * MB, 9: 400 * MB}
 )
-#: Native capacity of each media type, bytes.
+#: Native capacity of each media type, bytes (the daemon's own figures).
 CAPACITY: Mapping[str, int] = MappingProxyType(
-    {
-        "L5": 1500 * GB,
-        "L6": 2500 * GB,
-        "L7": 6 * TB,
-        "M8": 9 * TB,
-        "L8": 12 * TB,
-        "L9": 18 * TB,
-    }
+    {m.label: m.capacity_bytes for m in (*(Media(g) for g in range(5, 10)), Media(7, True))}
 )
 
 
