@@ -181,6 +181,11 @@ async def resolve_target(journal: Journal, body: TaskDestinationBody) -> Target:
             raise RejectedEventError(
                 f"tape {barcode} belongs to pool {tape.pool!r}, not {pool_name!r}"
             )
+        if tape.cleaning:
+            # Said now, not after a planning round: nothing will ever be written there.
+            return Target(
+                barcode, tape.pool, "failed", f"{barcode} is a cleaning cartridge, not a data tape"
+            )
         return Target(barcode, tape.pool, "active")
     if pool_name is not None:
         return Target(None, pool_name, "active")

@@ -96,6 +96,14 @@ async def test_unknown_barcode_fails_with_a_clear_reason(journal: Journal) -> No
     assert request.reason == "unknown barcode XYZ999L9: not in this library"
 
 
+async def test_a_cleaning_cartridge_as_destination_fails_at_once(journal: Journal) -> None:
+    [outcome] = await apply(journal, event("create", tape_barcode="CLN001CU"))
+    assert outcome.status == "applied"
+    [request] = await journal.requests()
+    assert request.state is RequestState.FAILED
+    assert "CLN001CU is a cleaning cartridge" in (request.reason or "")
+
+
 async def test_barcode_and_pool_that_disagree_are_rejected(journal: Journal) -> None:
     [outcome] = await apply(
         journal, event("create", tape_barcode="NOD400L9", pool_name="online-tapes")
