@@ -22,25 +22,12 @@ from worker.executor import Executor
 from worker.http_api import create_app
 from worker.journal import Journal
 from worker.mqtt_intake import MqttIntake
-from worker.planner import PlanPolicy
 from worker.reconciler import Reconciler
 from worker.sdnotify import notify, watchdog_interval_s
 from worker.settings import Settings, load_settings
 from worker.views import destination_view
 
 log = structlog.get_logger("tapeworker.service")
-
-
-def policy_from(settings: Settings) -> PlanPolicy:
-    return PlanPolicy(
-        dismount_delay_s=settings.planner.dismount_delay_s,
-        max_age_s=settings.planner.max_age_s,
-        pool_drive_cap=settings.planner.pool_drive_cap,
-        spare_drives=settings.planner.spare_drives,
-        pool_open_bytes=settings.planner.pool_open_bytes,
-        pool_open_after_s=settings.planner.pool_open_after_s,
-        pool_dismount_delay_s=settings.planner.pool_dismount_delay_s,
-    )
 
 
 class Service:
@@ -113,7 +100,7 @@ class Service:
                 library,
                 journal,
                 executor,
-                policy_from(settings),
+                settings.planner.policy(),
                 on_change=self._changed,
             )
             await reconciler.recover()
@@ -194,7 +181,7 @@ class Service:
             log.error("reload refused: configuration invalid", problem=str(exc))
             return
         if self.reconciler is not None:
-            self.reconciler.set_policy(policy_from(fresh))
+            self.reconciler.set_policy(fresh.planner.policy())
         # Only the planner's settings change live; the rest needs a restart.
         self.settings = self.settings.model_copy(update={"planner": fresh.planner})
         log.info("configuration reloaded", planner=fresh.planner.model_dump())

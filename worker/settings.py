@@ -22,6 +22,7 @@ from drivers import open_library
 from drivers.base import TapeLibrary
 from drivers.definition import LibraryDefinition
 from worker.errors import ConfigError
+from worker.planner import PlanPolicy
 
 REPO_CONFIG = Path(__file__).resolve().parent.parent / "config"
 
@@ -80,6 +81,18 @@ class PlannerSettings(BaseModel):
     pool_open_after_s: Annotated[float, Field(ge=0)] = 300.0
     #: A pool's writable tape stays mounted this long idle, for the pool's next write.
     pool_dismount_delay_s: Annotated[float, Field(ge=0)] = 900.0
+
+    def policy(self) -> PlanPolicy:
+        """The planner's settings; `tapeworker simulate --config` uses the same."""
+        return PlanPolicy(
+            dismount_delay_s=self.dismount_delay_s,
+            max_age_s=self.max_age_s,
+            pool_drive_cap=self.pool_drive_cap,
+            spare_drives=self.spare_drives,
+            pool_open_bytes=self.pool_open_bytes,
+            pool_open_after_s=self.pool_open_after_s,
+            pool_dismount_delay_s=self.pool_dismount_delay_s,
+        )
 
 
 class MtxSettings(BaseModel):
