@@ -18,6 +18,7 @@ from worker.actions import Action, Load
 from worker.requests import MountRequest
 from worker.simulation.cli import main as simulate_main
 from worker.simulation.engine import Simulation, SimulationError, simulate
+from worker.simulation.headroom import headroom
 from worker.simulation.metrics import measure
 from worker.simulation.model import SimDrive, SimLibrary, SimTape, profile_p2
 from worker.simulation.policies import Fcfs, baselines, planner
@@ -259,3 +260,21 @@ def test_the_progress_bar_draws_on_stderr() -> None:
     bar.close()
     assert "25%" in out.getvalue()
     assert "100%" in out.getvalue()
+
+
+def test_the_headroom_figures_separate_capacity_from_planning() -> None:
+    workload = w2(LIBRARY, 0.9, 1, hours=2.0)
+    found = headroom(LIBRARY, workload, planner(), baselines(), seed=1, drive_counts=(8, 16))
+    eight, sixteen = found.sweep
+    # A request that waits for nothing is faster than what anyone gets at 90 % load.
+    assert found.floor_mean_s < eight.mean_s
+    assert found.floor_mean_s < found.baseline_mean_s
+    assert found.baseline in {b.name for b in baselines()}
+    for shares in found.shares.values():
+        assert sum(shares.values()) == pytest.approx(1.0, abs=1e-6)
+        assert min(shares.values()) >= 0.0
+    # Twice the drives for the same trace: less waiting.
+    assert sixteen.mean_s < eight.mean_s
+    assert eight.mean_s == pytest.approx(
+        measure(simulate(LIBRARY, workload, planner(), seed=1)).mean_latency_s
+    )

@@ -30,7 +30,7 @@ from worker.simulation.model import SimLibrary
 TWO_HOURS = 7200.0
 
 
-def _percentile(values: Sequence[float], q: float) -> float:
+def percentile(values: Sequence[float], q: float) -> float:
     """Nearest-rank percentile of sorted values."""
     if not values:
         return math.nan
@@ -82,7 +82,7 @@ class Metrics:
         return {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in data.items()}
 
 
-def _measured(result: RunResult) -> list[RequestRecord]:
+def measured_requests(result: RunResult) -> list[RequestRecord]:
     w = result.workload
     return [r for r in result.requests if w.warmup_s <= r.arrival < w.warmup_s + w.horizon_s]
 
@@ -165,7 +165,7 @@ def _starved(done: Sequence[RequestRecord], max_age_s: float) -> int:
 
 
 def measure(result: RunResult, max_age_s: float = 7200.0) -> Metrics:
-    records = _measured(result)
+    records = measured_requests(result)
     done = [r for r in records if r.done is not None]
     latencies = sorted(r.done - r.arrival for r in done if r.done is not None)
     waits = sorted(r.ready - r.arrival for r in done if r.ready is not None)
@@ -214,9 +214,9 @@ def measure(result: RunResult, max_age_s: float = 7200.0) -> Metrics:
         mounts_per_h=len(mounts) / hours if hours > 0 else math.nan,
         makespan_s=result.makespan,
         mean_latency_s=mean_latency,
-        p50_latency_s=_percentile(latencies, 50),
-        p95_latency_s=_percentile(latencies, 95),
-        p99_latency_s=_percentile(latencies, 99),
+        p50_latency_s=percentile(latencies, 50),
+        p95_latency_s=percentile(latencies, 95),
+        p99_latency_s=percentile(latencies, 99),
         max_latency_s=latencies[-1] if latencies else math.nan,
         mean_wait_s=sum(waits) / len(waits) if waits else math.nan,
         max_wait_s=waits[-1] if waits else math.nan,
