@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
+from statistics import NormalDist
 
 from worker.simulation.model import GB, SimLibrary, SimTape
 
@@ -85,9 +86,24 @@ def standalone_service_s(library: SimLibrary) -> float:
         + timing.locate_base_s
         + timing.locate_per_length_s / 2
         + mean_size() / rate
-        + timing.rewind(gen, int(mean_size()), 0.5)
+        + _mean_rewind(library, gen)
         + timing.unload(gen)
     )
+
+
+def _mean_rewind(library: SimLibrary, generation: int) -> float:
+    """The rewind averaged over the size distribution, not the rewind of the mean
+    size: LTO-9's rewind steps up at 5 GB, and a mean of 3.3 GB would hide the
+    18 % of requests past the step (about 10 s per request, 5 % of the capacity)."""
+    normal = NormalDist()
+    steps = 4000
+    total = 0.0
+    for i in range(steps):
+        # Midpoints of equal-probability slices of the normal: a deterministic mean.
+        z = normal.inv_cdf((i + 0.5) / steps)
+        size = int(MEDIAN_SIZE * math.exp(SIGMA * z))
+        total += library.timing.rewind(generation, size, 0.5)
+    return total / steps
 
 
 def w1(library: SimLibrary, zipf_s: float, seed: int, n: int = 3000) -> Workload:
