@@ -278,3 +278,20 @@ def test_the_headroom_figures_separate_capacity_from_planning() -> None:
     assert eight.mean_s == pytest.approx(
         measure(simulate(LIBRARY, workload, planner(), seed=1)).mean_latency_s
     )
+
+
+def test_simulate_uses_the_daemons_configuration(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    library = tmp_path / "library.toml"
+    library.write_text(_LIBRARY_TOML, encoding="utf-8")
+    config = tmp_path / "tapeworker.toml"
+    config.write_text(f'library = "{library}"\n[planner]\nmax_age_s = 60\n', encoding="utf-8")
+    args = ["--config", str(config), "--quick", "--no-progress", "--workload", "w2-0.3"]
+    assert simulate_main(args) == 0
+    out = capsys.readouterr().out
+    assert "library trace-lib: 2 drives" in out  # the config's library
+    assert "over 60 s" in out  # its [planner] maximum age
+    config.write_text("[planner]\ndismount_delay_s = -5\n", encoding="utf-8")
+    assert simulate_main(["--config", str(config), "--quick", "--no-progress"]) == 2
+    assert "dismount_delay_s" in capsys.readouterr().err

@@ -10,11 +10,14 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 from drivers.definition import load_definition
 from drivers.errors import DefinitionError
+from worker.errors import ConfigError
 from worker.planner import PlanPolicy
+from worker.settings import Settings, load_settings
 from worker.simulation.engine import SimulationError
 from worker.simulation.faults import FaultPlan, FaultSpecError, parse_kill, parse_slow
 from worker.simulation.model import SimLibrary, from_definition, profile_p2
@@ -66,6 +69,13 @@ def build_parser() -> argparse.ArgumentParser:
         "config/demo-library.toml; for built-in workloads, the 8 x LTO-9, 500-tape "
         "library issue 4 defines them on",
     )
+    parser.add_argument(
+        "--config",
+        type=Path,
+        metavar="FILE",
+        help="the daemon's tapeworker.toml: its [planner] settings, and its library "
+        "definition unless --library is given",
+    )
     parser.add_argument("--seed", type=int, default=1, help="workload and timing seed")
     parser.add_argument(
         "--quick", action="store_true", help="smaller workloads (600 requests, 4 h)"
@@ -73,7 +83,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--dismount-delay", type=float, default=None, metavar="S", help="planner setting"
     )
-    parser.add_argument("--max-age", type=float, default=7200.0, metavar="S")
+    parser.add_argument(
+        "--max-age", type=float, default=None, metavar="S", help="planner setting (default 7200)"
+    )
     parser.add_argument("--json", action="store_true", help="machine-readable output")
     parser.add_argument(
         "--plot",
@@ -151,9 +163,23 @@ def _faults(args: argparse.Namespace, library: SimLibrary) -> FaultPlan:
     return plan
 
 
-def _library(args: argparse.Namespace) -> tuple[SimLibrary, dict[int, str]]:
+def _plan_policy(args: argparse.Namespace, settings: Settings | None) -> PlanPolicy:
+    """The daemon's [planner] settings when --config is given; flags override."""
+    policy = settings.planner.policy() if settings is not None else PlanPolicy()
+    if args.max_age is not None:
+        policy = replace(policy, max_age_s=args.max_age)
+    if args.dismount_delay is not None:
+        policy = replace(policy, dismount_delay_s=args.dismount_delay)
+    return policy
+
+
+def _library(
+    args: argparse.Namespace, settings: Settings | None
+) -> tuple[SimLibrary, dict[int, str]]:
     """The library, and its pools by id (a trace may name a pool by pool_id)."""
     path: Path | None = args.library
+    if path is None and settings is not None:
+        path = settings.library
     if path is None and args.trace is not None:
         path = DEMO_LIBRARY
     if path is None:
@@ -166,8 +192,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        library, pool_ids = _library(args)
-    except DefinitionError as exc:
+        settings = load_settings(args.config) if args.config is not None else None
+        library, pool_ids = _library(args, settings)
+    except (ConfigError, DefinitionError) as exc:
         print(f"tapeworker simulate: {exc}", file=sys.stderr)
         return EXIT_USAGE
     try:
@@ -175,9 +202,7 @@ def main(argv: list[str] | None = None) -> int:
     except FaultSpecError as exc:
         print(f"tapeworker simulate: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    plan_policy = PlanPolicy(max_age_s=args.max_age)
-    if args.dismount_delay is not None:
-        plan_policy = PlanPolicy(max_age_s=args.max_age, dismount_delay_s=args.dismount_delay)
+    plan_policy = _plan_policy(args, settings)
     try:
         cases = _cases(args, library, pool_ids)
     except (WorkloadError, KeyError) as exc:
@@ -194,7 +219,7 @@ def main(argv: list[str] | None = None) -> int:
                 case,
                 chosen,
                 seed=args.seed,
-                max_age_s=args.max_age,
+                max_age_s=plan_policy.max_age_s,
                 record_timeline=args.plot is not None and index == 0,
                 progress=bar.update,
                 step=bar.step,
@@ -206,7 +231,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"tapeworker simulate: policy error: {exc}", file=sys.stderr)
         return 1
     bar.close()
-    targets = judge(results, args.max_age)
+    targets = judge(results, plan_policy.max_age_s)
     if args.json:
         print(
             json.dumps(
