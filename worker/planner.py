@@ -368,6 +368,10 @@ def _pool_keys(
             state.actions.extend(Fail(r.id, reason) for r in requests)
             del by_pool[pool]
             continue
+        requests[:] = _room_somewhere(state, pool, requests, pool_tapes[pool])
+        if not requests:
+            del by_pool[pool]
+            continue
         oldest = requests[0].arrival
         keys.append(
             (
@@ -568,6 +572,33 @@ def _pool_tapes(
     for bucket in found.values():
         bucket.sort(key=lambda t: (t.scratch, -t.used_bytes, t.barcode))
     return {pool: bucket for pool, bucket in found.items() if bucket and pool is not None}
+
+
+def _room_somewhere(
+    state: _Round, pool: str, requests: list[MountRequest], candidates: list[TapeView]
+) -> list[MountRequest]:
+    """Fail the writes no tape of the pool could take, rather than let them wait
+    unseen; keep the rest (the same rules as `_fits`)."""
+    if not any(r.size_bytes for r in requests):
+        return requests
+    most = max(
+        (t.capacity_bytes - t.used_bytes if t.capacity_bytes > 0 else math.inf) for t in candidates
+    )
+    scratch = [t.capacity_bytes for t in candidates if t.scratch and t.capacity_bytes > 0]
+    kept: list[MountRequest] = []
+    for request in requests:
+        size = request.size_bytes
+        if size is None or size <= most or any(size > c for c in scratch):
+            kept.append(request)
+        else:
+            state.actions.append(
+                Fail(
+                    request.id,
+                    f"no tape of pool {pool!r} has room for {size:,} bytes "
+                    f"(at most {max(0, int(most)):,} free)",
+                )
+            )
+    return kept
 
 
 def _fits(tape: TapeView, requests: list[MountRequest]) -> list[MountRequest]:

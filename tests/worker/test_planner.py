@@ -675,3 +675,16 @@ def test_unknown_sizes_always_fit_and_a_request_larger_than_a_cartridge_opens_a_
         Assign(2, "P00002L9"),
         Load("P00002L9", 2, 0, (2,)),
     ]
+
+
+def test_a_write_no_tape_of_the_pool_has_room_for_fails_with_the_reason() -> None:
+    snap = library(
+        [DriveView(0, 9)],
+        [
+            tape("P00001L9", 1, pool="p", used_bytes=90, capacity_bytes=100),
+            tape("P00002L9", 2, pool="p", used_bytes=70, capacity_bytes=100),
+        ],
+    )
+    actions = plan(snap, [to_pool(1, "p", 0, 50), to_pool(2, "p", 1, 20)], POLICY, 5)
+    assert fails(actions) == {1: "no tape of pool 'p' has room for 50 bytes (at most 30 free)"}
+    assert actions[1:] == [Assign(2, "P00002L9"), Load("P00002L9", 2, 0, (2,))]
