@@ -661,3 +661,18 @@ def test_http_deeply_nested_body_is_a_400_with_a_reason() -> None:
     )
     assert response.status_code == 400
     assert "JSON" in response.json()["reason"]
+
+
+def test_both_intakes_carry_the_folder_size_to_the_request() -> None:
+    payload = json.dumps(
+        {"tape_barcode": "NOD400L9", "folder": {"id": 5, "name": "f", "type": "d", "size": 4096}}
+    ).encode()
+
+    async def both(journal: Journal) -> list[int | None]:
+        event = to_event(PREFIX, f"{PREFIX}/tasks/7/task_destinations/1/create", payload)
+        await record_events(journal, [event], now=NOW, hold_seconds=60)
+        response = await _http(journal, "POST", "/api/v2/tasks/7/task_destinations", payload)
+        assert response.status_code < 300, response.text
+        return [r.size_bytes for r in await journal.requests()]
+
+    assert run_with_journal(both) == [4096, 4096]
