@@ -94,7 +94,9 @@ def main(argv: list[str] | None = None) -> int:
                         for r in results
                     ],
                     "planning_cost_ms": list(cost.runs_ms),
-                    "headroom": found.as_dict() if found is not None else None,
+                    "headroom": (
+                        {**found.as_dict(), "target_ratio": W2_90_RATIO} if found else None
+                    ),
                     "targets": [
                         {
                             "name": t.name,
