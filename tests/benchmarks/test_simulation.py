@@ -264,7 +264,15 @@ def test_the_progress_bar_draws_on_stderr() -> None:
 
 def test_the_headroom_figures_separate_capacity_from_planning() -> None:
     workload = w2(LIBRARY, 0.9, 1, hours=2.0)
-    found = headroom(LIBRARY, workload, planner(), baselines(), seed=1, drive_counts=(8, 16))
+    case = run_case(
+        LIBRARY,
+        Case("w2-0.9", workload),
+        [planner(), *baselines()],
+        seed=1,
+        max_age_s=7200.0,
+        record_timeline=True,
+    )
+    found = headroom(case, planner(), seed=1, drive_counts=(8, 16))
     eight, sixteen = found.sweep
     # A request that waits for nothing is faster than what anyone gets at 90 % load.
     assert found.floor_mean_s < eight.mean_s

@@ -14,13 +14,12 @@ from collections.abc import Sequence
 from worker.planner import PlanPolicy
 from worker.simulation.cost import LIMIT_MS, measure_cost
 from worker.simulation.headroom import DRIVE_COUNTS, Headroom, headroom, render
-from worker.simulation.model import SimLibrary, profile_p2
-from worker.simulation.policies import baselines, planner
+from worker.simulation.model import profile_p2
+from worker.simulation.policies import planner
 from worker.simulation.report import (
     GOALS_HEADING,
     W2_90_RATIO,
     WORKLOADS,
-    Case,
     CaseResult,
     Progress,
     Target,
@@ -62,13 +61,15 @@ def main(argv: list[str] | None = None) -> int:
             chosen,
             seed=args.seed,
             max_age_s=max_age,
+            # The headroom figures need where each drive's time went.
+            record_timeline=case.key == HEADROOM_CASE,
             progress=bar.update,
             step=bar.step,
         )
         for case in cases
     ]
     bar.close()
-    found = _headroom(library, cases, args.seed, args.quick)
+    found = _headroom(results, args.seed, args.quick)
     cost = measure_cost()
     targets = [
         *judge(results, max_age),
@@ -122,25 +123,23 @@ def main(argv: list[str] | None = None) -> int:
         print(table(result))
     if found is not None:
         print()
-        print(render(found, HEADROOM_CASE_NAME, len(library.drives), W2_90_RATIO))
+        print(render(found, len(library.drives), W2_90_RATIO))
     print()
     print_targets(targets, sys.stdout)
     return 0
 
 
 HEADROOM_CASE = "w2-0.9"
-HEADROOM_CASE_NAME = "W2 rho=0.9"
 
 
-def _headroom(
-    library: SimLibrary, cases: Sequence[Case], seed: int, quick: bool
-) -> Headroom | None:
+def _headroom(results: Sequence[CaseResult], seed: int, quick: bool) -> Headroom | None:
     """Why the 90 % load target is out of reach: the figures behind the verdict."""
-    case = next((c for c in cases if c.key == HEADROOM_CASE), None)
-    if case is None:
+    result = next((r for r in results if r.case.key == HEADROOM_CASE), None)
+    if result is None:
         return None
-    counts = (len(library.drives), 2 * len(library.drives)) if quick else DRIVE_COUNTS
-    return headroom(library, case.workload, planner(), baselines(), seed=seed, drive_counts=counts)
+    drives = len(result.runs[0].library.drives)
+    counts = (drives, 2 * drives) if quick else DRIVE_COUNTS
+    return headroom(result, planner(), seed=seed, drive_counts=counts)
 
 
 def _run_targets(seed: int, quick: bool) -> list[Target]:

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from worker.simulation.engine import Policy, RunResult, simulate
 from worker.simulation.metrics import measure, measured_requests, percentile
 from worker.simulation.model import SimDrive, SimLibrary
-from worker.simulation.workloads import Workload
+from worker.simulation.report import PLANNER, CaseResult
 
 #: Drive states of the timeline, in the order they are printed; "empty" is the rest.
 STATES = ("mount", "locate", "transfer", "unload", "idle", "empty")
@@ -31,6 +31,7 @@ class SweepPoint:
 
 @dataclass(frozen=True, slots=True)
 class Headroom:
+    workload: str
     #: Mean and p99 of each request's own lower bound (SCHEDULING.md 4.3).
     floor_mean_s: float
     floor_p99_s: float
@@ -65,48 +66,45 @@ def with_drives(library: SimLibrary, count: int) -> SimLibrary:
 
 
 def headroom(
-    library: SimLibrary,
-    workload: Workload,
+    case: CaseResult,
     planner: Policy,
-    baselines: Sequence[Policy],
     *,
     seed: int,
     drive_counts: Sequence[int] = DRIVE_COUNTS,
 ) -> Headroom:
-    """The planner against the best baseline (by mean latency) on this library, and
-    the planner alone on the same trace with each drive count."""
-    runs = {
-        p.name: simulate(library, workload, p, seed=seed, record_timeline=True)
-        for p in (planner, *baselines)
-    }
-    metrics = {name: measure(run) for name, run in runs.items()}
-    best = min((p.name for p in baselines), key=lambda n: metrics[n].mean_latency_s)
-    floors = sorted(r.latency_lb for r in measured_requests(runs[planner.name]) if r.done)
+    """The planner against the best baseline (by mean latency) in a case already run
+    with timelines, and the planner alone on the same trace with each drive count."""
+    runs = {run.policy: run for run in case.runs}
+    mine = case.of(PLANNER)
+    best = case.best("mean_latency_s")
+    library = runs[PLANNER].library
+    floors = sorted(r.latency_lb for r in measured_requests(runs[PLANNER]) if r.done)
     sweep = []
     for count in drive_counts:
-        if count == len(library.drives):
-            mine = metrics[planner.name]
-        else:
-            mine = measure(simulate(with_drives(library, count), workload, planner, seed=seed))
-        sweep.append(SweepPoint(count, mine.mean_latency_s, mine.p99_latency_s))
+        found = mine
+        if count != len(library.drives):
+            more = with_drives(library, count)
+            found = measure(simulate(more, case.case.workload, planner, seed=seed))
+        sweep.append(SweepPoint(count, found.mean_latency_s, found.p99_latency_s))
     return Headroom(
+        workload=case.case.workload.name,
         floor_mean_s=sum(floors) / len(floors) if floors else float("nan"),
         floor_p99_s=percentile(floors, 99),
-        baseline=best,
-        baseline_mean_s=metrics[best].mean_latency_s,
-        baseline_p99_s=metrics[best].p99_latency_s,
-        shares={name: drive_shares(runs[name]) for name in (planner.name, best)},
+        baseline=best.policy,
+        baseline_mean_s=best.mean_latency_s,
+        baseline_p99_s=best.p99_latency_s,
+        shares={name: drive_shares(runs[name]) for name in (PLANNER, best.policy)},
         sweep=tuple(sweep),
     )
 
 
-def render(found: Headroom, workload: str, drives: int, target_ratio: float) -> str:
+def render(found: Headroom, drives: int, target_ratio: float) -> str:
     """The section `make bench` prints under the tables."""
     mean_target = target_ratio * found.baseline_mean_s
     p99_target = target_ratio * found.baseline_p99_s
     width = max(len(name) for name in found.shares) + 2
     lines = [
-        f"{workload} — where the time goes ({drives} drives)",
+        f"{found.workload} — where the time goes ({drives} drives)",
         f"  floor (every request waits for nothing but its own mount): mean "
         f"{found.floor_mean_s:.0f} s, p99 {found.floor_p99_s:.0f} s; target "
         f"{target_ratio:g} x {found.baseline}: mean <= {mean_target:.0f} s, "
