@@ -182,11 +182,16 @@ slot = 3
 """
 
 
+def _library_file(folder: Path) -> Path:
+    library = folder / "library.toml"
+    library.write_text(_LIBRARY_TOML, encoding="utf-8")
+    return library
+
+
 def test_simulate_runs_a_trace_against_a_library_file(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    library = tmp_path / "library.toml"
-    library.write_text(_LIBRARY_TOML, encoding="utf-8")
+    library = _library_file(tmp_path)
     trace = tmp_path / "trace.jsonl"
     lines = [
         {"timestamp": "2026-11-28T10:00:00Z", "folder_id": 1, "tape_barcode": "NOD407L7"},
@@ -213,8 +218,7 @@ def test_simulate_rejects_a_bad_trace_and_a_missing_library(
 ) -> None:
     trace = tmp_path / "trace.jsonl"
     trace.write_text('{"tape_barcode": "A"}\n', encoding="utf-8")
-    library = tmp_path / "library.toml"
-    library.write_text(_LIBRARY_TOML, encoding="utf-8")
+    library = _library_file(tmp_path)
     assert simulate_main(["--trace", str(trace), "--library", str(library)]) == 2
     assert "timestamp" in capsys.readouterr().err
     assert simulate_main(["--library", str(tmp_path / "nope.toml")]) == 2
@@ -238,8 +242,7 @@ def test_simulate_prints_the_table_and_draws_the_timeline(
 def test_builtin_workloads_run_on_a_library_file(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    library = tmp_path / "library.toml"
-    library.write_text(_LIBRARY_TOML, encoding="utf-8")
+    library = _library_file(tmp_path)
     args = ["--library", str(library), "--quick", "--no-progress"]
     assert simulate_main([*args, "--workload", "w2-0.3", "--workload", "w1-s0"]) == 0
     out = capsys.readouterr().out
@@ -291,8 +294,7 @@ def test_the_headroom_figures_separate_capacity_from_planning() -> None:
 def test_simulate_uses_the_daemons_configuration(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    library = tmp_path / "library.toml"
-    library.write_text(_LIBRARY_TOML, encoding="utf-8")
+    library = _library_file(tmp_path)
     config = tmp_path / "tapeworker.toml"
     config.write_text(f'library = "{library}"\n[planner]\nmax_age_s = 60\n', encoding="utf-8")
     args = ["--config", str(config), "--quick", "--no-progress", "--workload", "w2-0.3"]
