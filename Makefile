@@ -25,7 +25,7 @@ lint: deps
 	$(BIN)/mypy
 
 test: deps
-	scripts/ensure-system-deps mosquitto
+	scripts/ensure-system-deps mosquitto systemd
 	$(MAKE) --no-print-directory lint
 	$(BIN)/pytest
 
