@@ -10,13 +10,18 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 
+# The daemon needs only the runtime dependencies; tests and plots add their extras.
+$(VENV)/.runtime: $(BIN)/python pyproject.toml
+	$(BIN)/pip install --quiet -e .
+	touch $@
+
 $(VENV)/.installed: $(BIN)/python pyproject.toml
 	$(BIN)/pip install --quiet -e '.[test,plot]'
-	touch $@
+	touch $@ $(VENV)/.runtime
 
 deps: $(VENV)/.installed
 
-run: deps
+run: $(VENV)/.runtime
 	$(BIN)/tapeworker run --config config/tapeworker.toml
 
 lint: deps

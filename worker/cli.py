@@ -25,7 +25,11 @@ EXIT_CONFIG = 2
 
 def _config_arg(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "--config", type=Path, default=None, help="configuration file (TOML); default: built-in"
+        "--config",
+        type=Path,
+        default=None,
+        help="configuration file (TOML); default: $TAPEWORKER_CONFIG, "
+        "/etc/tapeworker/tapeworker.toml, else the built-in demo",
     )
 
 

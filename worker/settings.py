@@ -1,5 +1,11 @@
 """Configuration: one TOML file, overridable by TAPEWORKER_* environment variables.
 
+The file is the first of: --config, $TAPEWORKER_CONFIG, /etc/tapeworker/tapeworker.toml,
+the built-in demo (package data). The state directory is the first of:
+$TAPEWORKER_STATE_DIR, the file's `state_dir`, /var/lib/tapeworker; the built-in demo
+keeps its state in $XDG_STATE_HOME/tapeworker instead, so that trying it needs no root.
+The daemon, the CLI and the systemd unit share this one rule.
+
 A bad file is reported with the file, the key and the problem before anything
 starts (exit status 2 from the CLI).
 """
@@ -24,7 +30,11 @@ from drivers.definition import LibraryDefinition
 from worker.errors import ConfigError
 from worker.planner import PlanPolicy
 
-REPO_CONFIG = Path(__file__).resolve().parent.parent / "config"
+#: Shipped with the package: the default configuration and the demo library.
+DEFAULTS = Path(__file__).resolve().parent / "defaults"
+BUILTIN_CONFIG = DEFAULTS / "tapeworker.toml"
+SYSTEM_CONFIG = Path("/etc/tapeworker/tapeworker.toml")
+SYSTEM_STATE_DIR = Path("/var/lib/tapeworker")
 
 
 class HttpSettings(BaseModel):
@@ -112,8 +122,8 @@ class Settings(BaseSettings):
         extra="forbid",
     )
 
-    state_dir: Path = Path("state")
-    library: Path = REPO_CONFIG / "demo-library.toml"
+    state_dir: Path = SYSTEM_STATE_DIR
+    library: Path = DEFAULTS / "demo-library.toml"
     backend: Literal["sim", "mtx"] = "sim"
     #: The simulator's clock runs this many times faster than real time.
     sim_speed: Annotated[float, Field(gt=0)] = 10.0
@@ -163,22 +173,44 @@ class Settings(BaseSettings):
         return self.state_dir / "sim-library.json"
 
 
+def find_config(explicit: Path | None = None) -> Path:
+    """The configuration file: --config, $TAPEWORKER_CONFIG, the system file, the demo."""
+    if explicit is not None:
+        if not explicit.is_file():
+            raise ConfigError(f"{explicit}: configuration file not found")
+        return explicit
+    from_env = os.environ.get("TAPEWORKER_CONFIG")
+    if from_env:
+        if not Path(from_env).is_file():
+            raise ConfigError(f"{from_env} (TAPEWORKER_CONFIG): configuration file not found")
+        return Path(from_env)
+    if SYSTEM_CONFIG.is_file():
+        return SYSTEM_CONFIG
+    return BUILTIN_CONFIG
+
+
+def demo_state_dir() -> Path:
+    """Where the built-in demo keeps its state: the user's XDG state directory."""
+    base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return Path(base) / "tapeworker"
+
+
 def load_settings(config: Path | None = None) -> Settings:
-    """Read the file (when given) and the environment; raise ConfigError naming the problem."""
-    if config is not None and not config.is_file():
-        raise ConfigError(f"{config}: configuration file not found")
+    """Read the file (found by `find_config`) and the environment.
+
+    Raise ConfigError naming the file, the key and the problem.
+    """
+    config = find_config(config)
     previous = os.environ.get("_TAPEWORKER_CONFIG_FILE")
     try:
-        if config is not None:
-            os.environ["_TAPEWORKER_CONFIG_FILE"] = str(config)
+        os.environ["_TAPEWORKER_CONFIG_FILE"] = str(config)
         settings = Settings()
     except ValidationError as exc:
-        where = str(config) if config is not None else "environment"
         problems = "; ".join(
             f"{'.'.join(str(p) for p in err['loc']) or '(top)'}: {err['msg']}"
             for err in exc.errors()
         )
-        raise ConfigError(f"{where}: {problems}") from exc
+        raise ConfigError(f"{config}: {problems}") from exc
     except ValueError as exc:  # TOML syntax errors surface as ValueError subclasses
         raise ConfigError(f"{config}: {exc}") from exc
     finally:
@@ -186,14 +218,15 @@ def load_settings(config: Path | None = None) -> Settings:
             os.environ.pop("_TAPEWORKER_CONFIG_FILE", None)
         else:
             os.environ["_TAPEWORKER_CONFIG_FILE"] = previous
-    if config is not None:
-        # Relative paths in a file are relative to the file, so a unit can point anywhere.
-        base = config.resolve().parent
-        updates: dict[str, Path] = {}
-        if not settings.library.is_absolute() and "TAPEWORKER_LIBRARY" not in os.environ:
-            updates["library"] = base / settings.library
-        if not settings.state_dir.is_absolute() and "TAPEWORKER_STATE_DIR" not in os.environ:
-            updates["state_dir"] = base / settings.state_dir
-        if updates:
-            settings = settings.model_copy(update=updates)
+    # Relative paths in a file are relative to the file, so a unit can point anywhere.
+    base = config.resolve().parent
+    updates: dict[str, Path] = {}
+    if not settings.library.is_absolute() and "TAPEWORKER_LIBRARY" not in os.environ:
+        updates["library"] = base / settings.library
+    if "state_dir" not in settings.model_fields_set and config == BUILTIN_CONFIG:
+        updates["state_dir"] = demo_state_dir()
+    elif not settings.state_dir.is_absolute() and "TAPEWORKER_STATE_DIR" not in os.environ:
+        updates["state_dir"] = base / settings.state_dir
+    if updates:
+        settings = settings.model_copy(update=updates)
     return settings

@@ -17,7 +17,7 @@ from drivers.definition import load_definition
 from drivers.errors import DefinitionError
 from worker.errors import ConfigError
 from worker.planner import PlanPolicy
-from worker.settings import Settings, load_settings
+from worker.settings import DEFAULTS, Settings, load_settings
 from worker.simulation.engine import SimulationError
 from worker.simulation.faults import FaultPlan, FaultSpecError, parse_kill, parse_slow
 from worker.simulation.model import SimLibrary, from_definition, profile_p2
@@ -36,7 +36,7 @@ from worker.simulation.report import (
 from worker.simulation.workloads import WorkloadError, load_trace
 
 EXIT_USAGE = 2
-DEMO_LIBRARY = Path(__file__).resolve().parents[2] / "config" / "demo-library.toml"
+DEMO_LIBRARY = DEFAULTS / "demo-library.toml"
 
 
 def build_parser() -> argparse.ArgumentParser:
