@@ -20,6 +20,7 @@ from drivers.errors import DefinitionError
 from worker.errors import ConfigError
 from worker.executor import Executor
 from worker.http_api import create_app
+from worker.http_guard import server_config
 from worker.journal import Journal
 from worker.mqtt_intake import MqttIntake
 from worker.reconciler import Reconciler
@@ -127,14 +128,7 @@ class Service:
                 background.append(group.create_task(self.mqtt.run(), name="mqtt"))
             if settings.http.enabled:
                 app = create_app(journal, settings, on_change=self._changed, clock=time.time)
-                config = uvicorn.Config(
-                    app,
-                    host=settings.http.host,
-                    port=settings.http.port,
-                    log_level="warning",
-                    lifespan="off",
-                )
-                server = uvicorn.Server(config)
+                server = uvicorn.Server(server_config(app, settings.http))
                 serving = group.create_task(server.serve(), name="http")
                 # uvicorn offers no started event to await.
                 while not server.started and not serving.done():  # noqa: ASYNC110

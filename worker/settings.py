@@ -45,6 +45,24 @@ class HttpSettings(BaseModel):
     port: Annotated[int, Field(ge=0, le=65535)] = 8407
     #: user name -> password for HTTP Basic authentication.
     users: dict[str, SecretStr] = Field(default_factory=dict)
+    # Limits under load (see worker/http_guard.py and the README's "HTTP under load").
+    #: Open connections at most; a new one evicts the longest idle one.
+    max_connections: Annotated[int, Field(ge=1)] = 512
+    #: Requests in the application at once; more wait in a queue.
+    max_concurrent_requests: Annotated[int, Field(ge=1)] = 16
+    max_queued_requests: Annotated[int, Field(ge=0)] = 64
+    #: A queued request is answered 503 (Retry-After) after this long.
+    queue_timeout_s: Annotated[float, Field(gt=0)] = 0.5
+    #: Once the oldest queued request has waited this long, the newest goes first.
+    lifo_after_s: Annotated[float, Field(ge=0)] = 0.05
+    #: A request head must arrive whole within this long (408, then close).
+    header_timeout_s: Annotated[float, Field(gt=0)] = 10.0
+    #: A request body must arrive whole within this long of its head (408).
+    body_timeout_s: Annotated[float, Field(gt=0)] = 30.0
+    #: An idle keep-alive connection is closed after this long.
+    keep_alive_s: Annotated[float, Field(ge=1)] = 5.0
+    #: The request line and headers together, at most (431 beyond).
+    max_header_bytes: Annotated[int, Field(ge=1024)] = 16 * 1024
 
 
 class MqttSettings(BaseModel):

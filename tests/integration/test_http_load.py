@@ -1,0 +1,150 @@
+"""The HTTP listener under hostile clients, against the daemon as a process, with raw sockets.
+
+Every error is the API's one error shape, the connection is closed after it, and a
+valid request is still answered.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.integration.daemon import Daemon, wait_until
+
+pytestmark = pytest.mark.integration
+
+INDEX = "/api/v2/tasks/1/task_destinations"
+
+
+@pytest.fixture
+def daemon(tmp_path: Path) -> Iterator[Daemon]:
+    daemon = Daemon(
+        folder=tmp_path / "daemon",
+        extra_env={
+            "TAPEWORKER_HTTP__HEADER_TIMEOUT_S": "1",
+            "TAPEWORKER_HTTP__BODY_TIMEOUT_S": "1",
+            "TAPEWORKER_HTTP__MAX_CONNECTIONS": "16",
+        },
+    )
+    daemon.start()
+    yield daemon
+    daemon.stop()
+
+
+def connect(daemon: Daemon) -> socket.socket:
+    return socket.create_connection(("127.0.0.1", daemon.http_port), timeout=15)
+
+
+def read_until_closed(sock: socket.socket) -> bytes:
+    """Everything the daemon sends until it closes the connection (bounded by the timeout)."""
+    chunks = []
+    while chunk := sock.recv(65536):
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def is_closed(sock: socket.socket) -> bool:
+    """Whether the daemon closed the connection (a reset counts), without waiting."""
+    sock.setblocking(False)
+    try:
+        return sock.recv(65536) == b""
+    except BlockingIOError:
+        return False
+    except ConnectionResetError:
+        return True
+
+
+def parse(raw: bytes) -> tuple[int, dict[str, str], object]:
+    head, _, body = raw.partition(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    headers = {}
+    for line in lines[1:]:
+        name, _, value = line.partition(":")
+        headers[name.strip().lower()] = value.strip()
+    return int(lines[0].split()[1]), headers, json.loads(body) if body else None
+
+
+def test_content_length_with_transfer_encoding_is_refused_and_nothing_journaled(
+    daemon: Daemon,
+) -> None:
+    body = b'{"folder_id": 1, "folder_path": "/smuggled"}'
+    chunked = b"%x\r\n%s\r\n0\r\n\r\n" % (len(body), body)
+    request = (
+        f"POST {INDEX} HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+        "Authorization: Basic dGVzdGVyOnNlY3JldC1mb3ItdGVzdHM=\r\n"
+        "Content-Type: application/json\r\n"
+        f"Content-Length: {len(chunked)}\r\nTransfer-Encoding: chunked\r\n\r\n"
+    ).encode() + chunked
+    with connect(daemon) as sock:
+        sock.sendall(request)
+        status, headers, error = parse(read_until_closed(sock))
+    assert status == 400
+    assert headers["connection"] == "close"
+    assert error == {
+        "messages": [
+            "invalid HTTP request: a request may not carry both Content-Length and "
+            "Transfer-Encoding"
+        ],
+        "details": {},
+    }
+    assert daemon.query("SELECT * FROM events") == []
+    # The same body, framed once, is accepted.
+    with daemon.http() as http:
+        assert http.post("/tasks/1/task_destinations", content=body).status_code == 201
+
+
+def test_a_head_that_never_ends_gets_408_and_a_silent_connection_is_closed(
+    daemon: Daemon,
+) -> None:
+    with connect(daemon) as slow, connect(daemon) as silent:
+        slow.sendall(f"GET {INDEX} HTTP/1.1\r\nHost: 127.0.0.1\r\n".encode())
+        status, headers, error = parse(read_until_closed(slow))
+        assert status == 408
+        assert headers["connection"] == "close"
+        assert error == {"messages": ["the request head did not arrive in time"], "details": {}}
+        # Nothing was asked, so nothing is answered: the connection is just closed.
+        assert read_until_closed(silent) == b""
+
+
+def test_a_body_that_never_ends_gets_408(daemon: Daemon) -> None:
+    with connect(daemon) as sock:
+        sock.sendall(
+            (
+                f"POST {INDEX} HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                "Authorization: Basic dGVzdGVyOnNlY3JldC1mb3ItdGVzdHM=\r\n"
+                "Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{"
+            ).encode()
+        )
+        status, _, error = parse(read_until_closed(sock))
+    assert status == 408
+    assert error == {"messages": ["the request body did not arrive in time"], "details": {}}
+    assert daemon.query("SELECT * FROM events") == []
+
+
+def test_idle_connections_make_room_for_a_valid_request(daemon: Daemon) -> None:
+    idle = [connect(daemon) for _ in range(40)]
+    try:
+        for sock in idle:
+            sock.sendall(b"GET / HTTP/1.1\r\n")
+        with daemon.http() as http:
+            assert http.get("/tasks/1/task_destinations").status_code == 200
+        # At most 16 connections stay open; the oldest idle ones were closed at once.
+
+        closed: set[socket.socket] = set()
+
+        def closed_count() -> int:
+            for sock in idle:
+                if sock not in closed and is_closed(sock):
+                    closed.add(sock)
+            return len(closed)
+
+        assert wait_until(lambda: closed_count() >= 40 - 16 + 1, timeout=10, what="evictions")
+        # And the rest by the head timeout (1 s here).
+        assert wait_until(lambda: closed_count() == 40, timeout=15, what="head timeouts")
+    finally:
+        for sock in idle:
+            sock.close()

@@ -1,0 +1,420 @@
+"""The HTTP listener's defences: connections, timeouts and admission under load.
+
+uvicorn bounds header size and idle keep-alive time, but nothing bounds how long a
+client may take to send a request head (its keep-alive timer is cancelled by the
+first byte) and its `limit_concurrency` counts idle connections too, so a few
+thousand idle sockets would turn every request into a 503. This module adds, on
+top of uvicorn's own h11 protocol:
+
+- a connection table: at most `max_connections` open; a new connection evicts the
+  connection that has waited longest without a request in progress, and is refused
+  (503) only when every connection is busy with a request;
+- a request-head deadline: the head must be complete within `header_timeout_s` of
+  the connection opening or of the previous response (408, then close);
+- a request carrying both Content-Length and Transfer-Encoding is refused (400,
+  then close): h11 lets Transfer-Encoding win, a proxy in front might not;
+- admission (an ASGI wrapper): at most `max_concurrent_requests` in the
+  application, a bounded queue for the rest, each waiting at most
+  `queue_timeout_s`; once the queue stands (its oldest waiter has waited
+  `lifo_after_s`) the newest request is served first, so a burst cannot make every
+  later request wait behind it; shed requests get 503 with Retry-After;
+- a body deadline: the body must be read within `body_timeout_s` of the head (408).
+
+Every error body is the API's one error shape (`worker.http_errors`). The decisions
+(which connection to evict, which waiter goes next) are pure and tested on their own.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import resource
+from collections import OrderedDict, deque
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
+
+import h11
+import structlog
+import uvicorn
+from uvicorn.protocols.http.h11_impl import H11Protocol
+
+from worker.http_errors import error_body
+
+if TYPE_CHECKING:
+    from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+    from worker.settings import HttpSettings
+
+log = structlog.get_logger("tapeworker.http")
+
+K = TypeVar("K")
+
+#: File descriptors kept free for the journal, the broker, subprocesses and logs.
+FD_RESERVE = 256
+
+
+# -- pure decisions --------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict(Generic[K]):
+    """What to do with a new connection: accept it (evicting one) or refuse it."""
+
+    accept: bool
+    evict: K | None = None
+
+
+@dataclass
+class ConnectionTable(Generic[K]):
+    """Open connections, idle ones (no request in progress) in the order they became idle."""
+
+    limit: int
+    idle: OrderedDict[K, None] = field(default_factory=OrderedDict)
+    busy: set[K] = field(default_factory=set)
+
+    def __len__(self) -> int:
+        return len(self.idle) + len(self.busy)
+
+    def open(self, conn: K) -> Verdict[K]:
+        evict: K | None = None
+        if len(self) >= self.limit:
+            if not self.idle:
+                return Verdict(accept=False)
+            evict, _ = self.idle.popitem(last=False)
+        self.idle[conn] = None
+        return Verdict(accept=True, evict=evict)
+
+    def mark_busy(self, conn: K) -> None:
+        if conn in self.idle:
+            del self.idle[conn]
+            self.busy.add(conn)
+
+    def mark_idle(self, conn: K) -> None:
+        if conn in self.busy:
+            self.busy.discard(conn)
+            self.idle[conn] = None
+
+    def close(self, conn: K) -> None:
+        self.idle.pop(conn, None)
+        self.busy.discard(conn)
+
+
+def next_waiter(waiting_since: Sequence[float], now: float, lifo_after_s: float) -> int:
+    """Index of the waiter to admit: the oldest, or the newest once the queue stands.
+
+    A queue whose oldest entry has waited `lifo_after_s` is not draining: serving it in
+    order would make every newcomer wait the whole queue ("adaptive LIFO", as in
+    Facebook's "Fail at Scale"); the old entries time out with a 503 instead.
+    """
+    if not waiting_since:
+        raise ValueError("nobody is waiting")
+    if now - waiting_since[0] >= lifo_after_s:
+        return len(waiting_since) - 1
+    return 0
+
+
+def raise_open_files_limit(wanted: int) -> int:
+    """Raise the soft RLIMIT_NOFILE toward `wanted` (within the hard limit); return it.
+
+    systemd's default soft limit is 1024 and it expects a program that needs more to
+    raise it itself, up to the hard limit (`LimitNOFILE=` in the unit).
+    """
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
+    if target > soft:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+        except (OSError, ValueError) as exc:
+            # A seccomp filter (the unit's ~@resources) refuses it: keep what we have.
+            log.warning(
+                "cannot raise the open files limit", limit=soft, wanted=target, error=str(exc)
+            )
+            return soft
+        soft = target
+    return soft
+
+
+# -- raw responses written by the protocol ---------------------------------------------
+
+_REASONS = {400: b"Bad Request", 408: b"Request Timeout", 431: b"Request Header Fields Too Large"}
+_REASONS |= {501: b"Not Implemented", 503: b"Service Unavailable"}
+
+
+def raw_error(status: int, message: str, headers: Sequence[tuple[str, str]] = ()) -> bytes:
+    """A whole HTTP/1.1 error response that closes the connection, in the one error shape.
+
+    Written directly: h11 refuses to send a response before it has a request, and these
+    answer connections whose request never arrived whole.
+    """
+    body = json.dumps(error_body(message)).encode()
+    lines = [
+        b"HTTP/1.1 %d %s" % (status, _REASONS.get(status, b"Error")),
+        b"content-type: application/json",
+        b"content-length: %d" % len(body),
+        b"connection: close",
+        *(f"{name}: {value}".encode("latin-1") for name, value in headers),
+    ]
+    return b"\r\n".join(lines) + b"\r\n\r\n" + body
+
+
+# -- the protocol ----------------------------------------------------------------------
+
+
+class _CheckedConnection(h11.Connection):
+    """h11's server connection, telling the protocol when a request head is complete."""
+
+    def __init__(self, protocol: GuardedH11Protocol, max_incomplete_event_size: int) -> None:
+        super().__init__(h11.SERVER, max_incomplete_event_size=max_incomplete_event_size)
+        self._protocol = protocol
+
+    def next_event(self) -> Any:
+        try:
+            event = super().next_event()
+            if isinstance(event, h11.Request):
+                self._protocol.head_complete(event)
+        except h11.RemoteProtocolError as exc:
+            self._protocol.protocol_error = exc
+            raise
+        return event
+
+
+class GuardedH11Protocol(H11Protocol):
+    """uvicorn's h11 protocol with the connection table, the head deadline and framing checks."""
+
+    settings: ClassVar[HttpSettings]
+    table: ClassVar[ConnectionTable[GuardedH11Protocol]]
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.conn = _CheckedConnection(self, self.settings.max_header_bytes)
+        self.protocol_error: h11.RemoteProtocolError | None = None
+        self._head_timer: asyncio.TimerHandle | None = None
+        self._partial = False
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        verdict = self.table.open(self)
+        if not verdict.accept:
+            log.warning("http connection refused: every connection is busy", open=len(self.table))
+            self.transport.write(
+                raw_error(
+                    503, "too many connections, all busy: retry later", [("retry-after", "1")]
+                )
+            )
+            self.transport.close()
+            return
+        if verdict.evict is not None:
+            verdict.evict.evict()
+        self._arm_head_timer(self.settings.header_timeout_s)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.table.close(self)
+        self._disarm_head_timer()
+        super().connection_lost(exc)
+
+    def data_received(self, data: bytes) -> None:
+        self._partial = True
+        super().data_received(data)
+
+    def head_complete(self, event: h11.Request) -> None:
+        """A whole request head arrived: its deadline is met; check its framing."""
+        self._disarm_head_timer()
+        self._partial = False
+        self.table.mark_busy(self)
+        names = {name.lower() for name, _ in event.headers}
+        if b"content-length" in names and b"transfer-encoding" in names:
+            # RFC 9112 6.1: a server may reject such a message, and then must close.
+            raise h11.RemoteProtocolError(
+                "a request may not carry both Content-Length and Transfer-Encoding"
+            )
+
+    def on_response_complete(self) -> None:
+        if not self.transport.is_closing():
+            self.table.mark_idle(self)
+            # The next head gets the idle keep-alive time plus the usual head time.
+            self._arm_head_timer(self.settings.keep_alive_s + self.settings.header_timeout_s)
+        super().on_response_complete()
+
+    def send_400_response(self, msg: str) -> None:
+        exc = self.protocol_error
+        status = exc.error_status_hint if exc is not None else 400
+        message = str(exc) if exc is not None and str(exc) else msg
+        self.transport.write(raw_error(status, f"invalid HTTP request: {message}"))
+        self.transport.close()
+
+    def evict(self) -> None:
+        """Closed to make room for a new connection: it had no request in progress."""
+        self._disarm_head_timer()
+        if not self.transport.is_closing():
+            self.transport.close()
+
+    def _arm_head_timer(self, delay: float) -> None:
+        self._disarm_head_timer()
+        self._head_timer = self.loop.call_later(delay, self._head_timed_out)
+
+    def _disarm_head_timer(self) -> None:
+        if self._head_timer is not None:
+            self._head_timer.cancel()
+            self._head_timer = None
+
+    def _head_timed_out(self) -> None:
+        self._head_timer = None
+        if self.transport.is_closing():
+            return
+        if self._partial:
+            self.transport.write(raw_error(408, "the request head did not arrive in time"))
+        self.transport.close()
+
+
+def protocol_class(settings: HttpSettings) -> type[GuardedH11Protocol]:
+    """The protocol uvicorn instantiates per connection, sharing one connection table."""
+    table: ConnectionTable[GuardedH11Protocol] = ConnectionTable(settings.max_connections)
+    return type(
+        "TapeworkerH11Protocol", (GuardedH11Protocol,), {"settings": settings, "table": table}
+    )
+
+
+# -- admission -------------------------------------------------------------------------
+
+
+@dataclass(eq=False)
+class _Waiter:
+    since: float
+    admitted: asyncio.Future[bool]
+
+
+class Admission:
+    """ASGI wrapper: bounded requests in the application, a bounded queue, a body deadline."""
+
+    def __init__(self, app: ASGIApp, settings: HttpSettings) -> None:
+        self.app = app
+        self.settings = settings
+        self.active = 0
+        self._waiting: deque[_Waiter] = deque()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        loop = asyncio.get_running_loop()
+        body_deadline = loop.time() + self.settings.body_timeout_s
+        if not await self._enter():
+            await _send_error(send, 503, "the daemon is busy: retry later", retry_after=True)
+            return
+        try:
+            await self._serve(scope, receive, send, body_deadline)
+        finally:
+            self._leave()
+
+    async def _enter(self) -> bool:
+        """Take a slot in the application, waiting in the queue if need be; False = shed."""
+        if self.active < self.settings.max_concurrent_requests and not self._waiting:
+            self.active += 1
+            return True
+        loop = asyncio.get_running_loop()
+        if len(self._waiting) >= self.settings.max_queued_requests:
+            # Full: the oldest waiter is the one whose client most likely gave up.
+            self._waiting.popleft().admitted.set_result(False)
+        waiter = _Waiter(loop.time(), loop.create_future())
+        self._waiting.append(waiter)
+        try:
+            async with asyncio.timeout(self.settings.queue_timeout_s):
+                return await waiter.admitted
+        except TimeoutError:
+            return self._abandon(waiter)
+        except asyncio.CancelledError:
+            if self._abandon(waiter):
+                self._leave()
+            raise
+
+    def _abandon(self, waiter: _Waiter) -> bool:
+        """The wait ended early; True when a slot was handed over all the same."""
+        admitted = waiter.admitted
+        if admitted.done() and not admitted.cancelled():
+            return admitted.result()
+        admitted.cancel()
+        if waiter in self._waiting:
+            self._waiting.remove(waiter)
+        return False
+
+    def _leave(self) -> None:
+        """Free a slot: hand it to the next waiter, or give it back."""
+        self._waiting = deque(w for w in self._waiting if not w.admitted.done())
+        if not self._waiting:
+            self.active -= 1
+            return
+        now = asyncio.get_running_loop().time()
+        index = next_waiter([w.since for w in self._waiting], now, self.settings.lifo_after_s)
+        waiter = self._waiting[index]
+        del self._waiting[index]
+        # The slot passes to the waiter: `active` stays as it is.
+        waiter.admitted.set_result(True)
+
+    async def _serve(self, scope: Scope, receive: Receive, send: Send, deadline: float) -> None:
+        state = {"body_done": False, "timed_out": False}
+
+        async def timed_receive() -> Message:
+            if state["body_done"] or state["timed_out"]:
+                return await receive()
+            try:
+                async with asyncio.timeout_at(deadline):
+                    message = await receive()
+            except TimeoutError:
+                state["timed_out"] = True
+                await _send_error(send, 408, "the request body did not arrive in time")
+                return {"type": "http.disconnect"}
+            if message["type"] != "http.request" or not message.get("more_body", False):
+                state["body_done"] = True
+            return message
+
+        async def guarded_send(message: Message) -> None:
+            if not state["timed_out"]:
+                await send(message)
+
+        try:
+            await self.app(scope, timed_receive, guarded_send)
+        except Exception:
+            if not state["timed_out"]:
+                raise
+            # The application saw the body vanish after we answered 408: expected.
+            log.info("http request body timed out", path=scope.get("path"))
+
+
+async def _send_error(send: Send, status: int, message: str, *, retry_after: bool = False) -> None:
+    body = json.dumps(error_body(message)).encode()
+    headers = [
+        (b"content-type", b"application/json"),
+        (b"content-length", str(len(body)).encode()),
+    ]
+    if status == 408:
+        headers.append((b"connection", b"close"))
+    if retry_after:
+        headers.append((b"retry-after", b"1"))
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body, "more_body": False})
+
+
+def server_config(app: ASGIApp, settings: HttpSettings) -> uvicorn.Config:
+    """uvicorn's configuration for the API listener, with every limit of `settings`."""
+    limit = raise_open_files_limit(settings.max_connections + FD_RESERVE)
+    if settings.max_connections + FD_RESERVE > limit:
+        allowed = max(limit - FD_RESERVE, 1)
+        log.error(
+            "http max_connections lowered to fit the open files limit",
+            configured=settings.max_connections,
+            allowed=allowed,
+            open_files_limit=limit,
+        )
+        settings = settings.model_copy(update={"max_connections": allowed})
+    return uvicorn.Config(
+        Admission(app, settings),
+        host=settings.host,
+        port=settings.port,
+        http=protocol_class(settings),
+        h11_max_incomplete_event_size=settings.max_header_bytes,
+        timeout_keep_alive=int(settings.keep_alive_s) or 1,
+        backlog=min(2048, settings.max_connections * 2),
+        log_level="warning",
+        lifespan="off",
+    )
