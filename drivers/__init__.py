@@ -7,10 +7,13 @@ lazily so that the worker never depends on one.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
-from drivers.base import TapeLibrary
-from drivers.definition import LibraryDefinition
+if TYPE_CHECKING:
+    # Imported when needed: the SCSI shell of the simulator imports `drivers.sim`
+    # under Debian's python3, which lacks the daemon's dependencies.
+    from drivers.base import TapeLibrary
+    from drivers.definition import LibraryDefinition
 
 Backend = Literal["sim", "mtx"]
 
@@ -35,6 +38,14 @@ def open_library(
 
         return MtxLibrary(definition, mtx=mtx, mt=mt, timeout_s=timeout_s)
     raise ValueError(f"unknown backend {backend!r}")
+
+
+def __getattr__(name: str) -> object:
+    if name == "TapeLibrary":
+        from drivers.base import TapeLibrary  # noqa: PLC0415
+
+        return TapeLibrary
+    raise AttributeError(name)
 
 
 __all__ = ["Backend", "TapeLibrary", "open_library"]

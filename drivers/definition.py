@@ -96,6 +96,9 @@ class LibraryDefinition(_Strict):
     #: Some libraries refuse to take a cartridge from a drive that still holds it
     #: threaded; for those we `mt offline` before `mtx unload`.
     offline_before_unload: bool = True
+    #: What the changer answers to INQUIRY (the simulated library's identity).
+    vendor: str = Field(default="TAPEWORK", pattern=r"^[ -~]{1,8}$")
+    product: str = Field(default="SIMULATED LIB", pattern=r"^[ -~]{1,16}$")
 
     @field_validator("changer")
     @classmethod

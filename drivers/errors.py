@@ -131,6 +131,11 @@ class HardwareError(DriverError):
     outcome_uncertain = True
 
 
+class InterventionRequiredError(DriverError):
+    """The device waits for a person (manual intervention required, a mode the host
+    cannot change); retrying does not help."""
+
+
 class DeviceMissingError(DriverError):
     """A configured device does not exist or does not answer."""
 

@@ -17,15 +17,15 @@ import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-from drivers.definition import LibraryDefinition
 from drivers.errors import (
     DestinationFullError,
     DriverError,
     HardwareError,
     IllegalRequestError,
     IncompatibleMediaError,
+    InterventionRequiredError,
     MediumRemovalPreventedError,
     NotReadyError,
     Sense,
@@ -35,6 +35,11 @@ from drivers.errors import (
 from drivers.media import can_read, is_cleaning, media_of
 from drivers.sim.timing import Timing
 
+if TYPE_CHECKING:
+    # Not at run time: the SCSI shell imports this module under an interpreter
+    # without the daemon's dependencies (the definition needs pydantic).
+    from drivers.definition import LibraryDefinition
+
 FaultError = Literal[
     "hardware",
     "source_empty",
@@ -43,6 +48,7 @@ FaultError = Literal[
     "not_ready",
     "removal_prevented",
     "illegal_request",
+    "manual_intervention",
 ]
 Operation = Literal["load", "unload", "transfer", "inventory", "status", "offline"]
 
@@ -67,6 +73,11 @@ _ERRORS: dict[str, tuple[type[DriverError], Sense, str]] = {
         "medium removal prevented",
     ),
     "illegal_request": (IllegalRequestError, Sense(0x5, 0x21, 0x01), "invalid element address"),
+    "manual_intervention": (
+        InterventionRequiredError,
+        Sense(0x2, 0x04, 0x03),
+        "not ready, manual intervention required",
+    ),
 }
 
 #: mt-st density codes per media (FORMATS.md 4.1).
@@ -132,6 +143,8 @@ class Faults:
     draws: int = 0
     #: Pending unit attention (a door was opened): the next changer command gets it.
     unit_attention: bool = False
+    #: Pending unit attention of an import (a cartridge was put in a mail slot).
+    import_attention: bool = False
     #: Extra seconds (unscaled) a drive stays not-ready after its next load.
     not_ready_s: dict[int, float] = field(default_factory=dict)
     #: Cartridges that stick in their drive: unloading them fails.
@@ -154,6 +167,9 @@ class SimState:
     faults: Faults = field(default_factory=Faults)
     #: Moves done, for tests and operators.
     moves: int = 0
+    #: What the changer answers to INQUIRY.
+    vendor: str = "TAPEWORK"
+    product: str = "SIMULATED LIB"
 
     @classmethod
     def from_definition(cls, definition: LibraryDefinition, speed: float) -> SimState:
@@ -169,6 +185,8 @@ class SimState:
             slots=slots,
             drives=drives,
             write_protected=[t.barcode for t in definition.tapes if t.write_protected],
+            vendor=definition.vendor,
+            product=definition.product,
         )
         for tape in definition.tapes:
             if tape.slot is not None:
@@ -401,11 +419,14 @@ class SimState:
                 seed=faults.get("seed", 0),
                 draws=faults.get("draws", 0),
                 unit_attention=faults.get("unit_attention", False),
+                import_attention=faults.get("import_attention", False),
                 not_ready_s={int(k): v for k, v in faults.get("not_ready_s", {}).items()},
                 stuck=list(faults.get("stuck", [])),
                 inventory_delay_s=faults.get("inventory_delay_s", 0.0),
             ),
             moves=data.get("moves", 0),
+            vendor=data.get("vendor", "TAPEWORK"),
+            product=data.get("product", "SIMULATED LIB"),
         )
 
 
