@@ -27,6 +27,7 @@ def open_library(
     mtx: str = "mtx",
     mt: str = "mt",
     timeout_s: float = 900.0,
+    lock_file: Path | None = None,
 ) -> TapeLibrary:
     """Build the backend named in the configuration."""
     if backend == "sim":
@@ -36,7 +37,7 @@ def open_library(
     if backend == "mtx":
         from drivers.mtx.backend import MtxLibrary  # noqa: PLC0415
 
-        return MtxLibrary(definition, mtx=mtx, mt=mt, timeout_s=timeout_s)
+        return MtxLibrary(definition, mtx=mtx, mt=mt, timeout_s=timeout_s, lock_file=lock_file)
     raise ValueError(f"unknown backend {backend!r}")
 
 

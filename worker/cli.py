@@ -5,9 +5,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
+import re
+import signal
 import sys
 import time
 from collections.abc import Sequence
+from datetime import datetime
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
@@ -17,10 +22,45 @@ from drivers.errors import DefinitionError, DriverError
 from worker.errors import ConfigError, JournalError
 from worker.journal import Journal
 from worker.logging import configure
-from worker.requests import ACTIVE
+from worker.models import iso_time
+from worker.ops.waits import why_waiting
+from worker.requests import ACTIVE, RequestState
 from worker.settings import Settings, load_settings
 
 EXIT_CONFIG = 2
+#: A read-only command found no daemon state to read.
+EXIT_NO_STATE = 1
+
+
+class NoStateError(Exception):
+    """Nothing to read: no journal or simulator state where the configuration points."""
+
+
+def _version() -> str:
+    try:
+        return version("tapeworker")
+    except PackageNotFoundError:  # run from a checkout that was never installed
+        return "unknown"
+
+
+_DURATION = re.compile(r"^(\d+(?:\.\d+)?)([smhd])$")
+_UNIT_S = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def since_time(text: str) -> float:
+    """`--since`: an ISO-8601 time (`2026-11-29T13:00:00Z`) or an age (`30s`, `10m`, `2h`, `1d`)."""
+    duration = _DURATION.match(text)
+    if duration:
+        return time.time() - float(duration.group(1)) * _UNIT_S[duration.group(2)]
+    try:
+        when = datetime.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is neither an ISO-8601 time nor an age like 10m, 2h or 1d"
+        ) from None
+    if when.tzinfo is None:
+        when = when.astimezone()  # a local time, as a person would type it
+    return when.timestamp()
 
 
 def _config_arg(parser: argparse.ArgumentParser) -> None:
@@ -35,6 +75,7 @@ def _config_arg(parser: argparse.ArgumentParser) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="tapeworker", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"tapeworker {_version()}")
     commands = parser.add_subparsers(dest="command", required=True)
     run = commands.add_parser("run", help="run the daemon")
     _config_arg(run)
@@ -47,7 +88,11 @@ def build_parser() -> argparse.ArgumentParser:
     events = commands.add_parser("events", help="the journal's latest events (rejected ones too)")
     _config_arg(events)
     events.add_argument("--rejected", action="store_true", help="only rejected events")
-    events.add_argument("--limit", type=int, default=20)
+    events.add_argument("--limit", type=int, default=20, help="at most this many (latest)")
+    events.add_argument(
+        "--since", type=since_time, default=None, help="received since: ISO time or age (10m, 2h)"
+    )
+    events.add_argument("--json", action="store_true", help="machine-readable output")
     check = commands.add_parser(
         "check-config",
         help="validate the configuration and the library definition, and check the hardware",
@@ -60,6 +105,18 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        code = _main(argv)
+        sys.stdout.flush()
+    except BrokenPipeError:
+        # `tapeworker status | head`: the reader left; end quietly, as cat does.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 128 + signal.SIGPIPE
+    return code
+
+
+def _main(argv: Sequence[str] | None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["simulate"]:
         # The simulator has its own options; argparse would reject them here.
@@ -88,8 +145,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "inventory":
             return asyncio.run(_inventory(settings, as_json=args.json))
         if args.command == "events":
-            return asyncio.run(_events(settings, rejected=args.rejected, limit=args.limit))
-    except (ConfigError, JournalError) as exc:
+            return asyncio.run(
+                _events(
+                    settings,
+                    rejected=args.rejected,
+                    limit=args.limit,
+                    since=args.since,
+                    as_json=args.json,
+                )
+            )
+    except (NoStateError, JournalError) as exc:
+        print(f"tapeworker: {exc}", file=sys.stderr)
+        return EXIT_NO_STATE
+    except ConfigError as exc:
         print(f"tapeworker: {exc}", file=sys.stderr)
         return EXIT_CONFIG
     except DriverError as exc:
@@ -115,6 +183,11 @@ async def _hardware_problems(settings: Settings) -> list[str]:
 
 async def _read_inventory(settings: Settings) -> Inventory:
     definition = load_definition(settings.library)
+    if settings.backend == "sim" and not settings.sim_state_path.is_file():
+        # The simulated library is the daemon's state file: a fresh one would be a guess.
+        raise NoStateError(
+            f"{settings.sim_state_path}: no simulated library here (has the daemon run?)"
+        )
     library = settings.open_library(definition)
     async with library:
         return await library.inventory()
@@ -149,9 +222,8 @@ async def _inventory(settings: Settings, *, as_json: bool) -> int:
 
 
 async def _status(settings: Settings, *, as_json: bool) -> int:
-    if not settings.journal_path.exists():
-        raise JournalError(f"{settings.journal_path}: no journal yet (has the daemon run?)")
-    journal = await Journal.open(settings.journal_path)
+    now = time.time()
+    journal = await Journal.open_readonly(settings.journal_path)
     try:
         drives = await journal.drives()
         tapes = await journal.tapes()
@@ -160,8 +232,16 @@ async def _status(settings: Settings, *, as_json: bool) -> int:
         destinations = {d.id: d for d in await journal.destinations()}
     finally:
         await journal.close()
+    by_barcode = {t.barcode: t for t in tapes}
+    waits = {
+        r.id: why_waiting(
+            r, drives, by_barcode, requests, pool_drive_cap=settings.planner.pool_drive_cap
+        )
+        for r in requests
+        if r.state is RequestState.PENDING
+    }
     data: dict[str, Any] = {
-        "time": time.time(),
+        "time": iso_time(now),
         "drives": [
             {
                 "index": d.index,
@@ -192,6 +272,10 @@ async def _status(settings: Settings, *, as_json: bool) -> int:
                 "pool": r.pool,
                 "drive": r.drive,
                 "reason": r.reason,
+                "arrival": iso_time(r.arrival),
+                "updated": iso_time(r.updated),
+                "age_s": round(now - r.arrival, 1),
+                "waiting": waits.get(r.id),
             }
             for r in [*requests, *recent]
         ],
@@ -211,19 +295,54 @@ async def _status(settings: Settings, *, as_json: bool) -> int:
         where = f" drive {r['drive']}" if r["drive"] is not None else ""
         reason = f" ({r['reason']})" if r["reason"] else ""
         target = r["barcode"] or f"pool {r['pool']}"
-        print(f"  #{r['id']} destination {r['destination']}: {r['state']} {target}{where}{reason}")
+        why = f", waiting {_age(r['age_s'])}: {r['waiting']}" if r["waiting"] else ""
+        print(
+            f"  #{r['id']} task {r['task']} destination {r['destination']}: "
+            f"{r['state']} {target}{where}{reason}{why}"
+        )
     return 0
 
 
-async def _events(settings: Settings, *, rejected: bool, limit: int) -> int:
-    journal = await Journal.open(settings.journal_path)
+def _age(seconds: float) -> str:
+    if seconds < 120:
+        return f"{seconds:.0f}s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f}m"
+    return f"{seconds / 3600:.1f}h"
+
+
+async def _events(
+    settings: Settings, *, rejected: bool, limit: int, since: float | None, as_json: bool
+) -> int:
+    journal = await Journal.open_readonly(settings.journal_path)
     try:
-        events = await journal.events("rejected" if rejected else None, limit)
+        events = await journal.events("rejected" if rejected else None, limit, since)
     finally:
         await journal.close()
-    for e in events:
-        reason = f": {e.reason}" if e.reason else ""
-        print(f"#{e.seq} {e.source} {e.verb or '-'} {e.topic or ''} {e.status}{reason}")
+    rows = [
+        {
+            "seq": e.seq,
+            "received": iso_time(e.received),
+            "source": e.source,
+            "verb": e.verb,
+            "task": e.task_id,
+            "destination": e.destination_id,
+            "topic": e.topic,
+            "status": e.status,
+            "reason": e.reason,
+        }
+        for e in reversed(events)  # oldest first, as a log reads
+    ]
+    if as_json:
+        print(json.dumps({"events": rows}, indent=2))
+        return 0
+    for e in rows:
+        reason = f": {e['reason']}" if e["reason"] else ""
+        destination = "-" if e["destination"] is None else e["destination"]
+        print(
+            f"{e['received']} #{e['seq']} {e['source']} {e['verb'] or '-'} "
+            f"task={e['task'] or '-'} destination={destination} {e['status']}{reason}"
+        )
     return 0
 
 

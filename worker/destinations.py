@@ -210,7 +210,8 @@ async def _apply(
     if event.verb in ("destroy", "release"):
         if existing is None:
             return Outcome("ignored", destination_id, f"no destination {destination_id}")
-        await _release_active(journal, db, destination_id, now, f"{event.verb}ed")
+        reason = "destroyed" if event.verb == "destroy" else "released"
+        await _release_active(journal, db, destination_id, now, reason)
         if event.verb == "destroy":
             await db.execute(
                 "UPDATE destinations SET deleted=1, status='destroyed', updated=? WHERE id=?",

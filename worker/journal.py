@@ -287,6 +287,13 @@ async def _migrate(db: aiosqlite.Connection, version: int) -> None:
     await db.execute("COMMIT")
 
 
+def _readonly_uri(path: Path) -> str:
+    if not path.is_file():
+        raise JournalError(f"{path}: no journal here (has the daemon run with this state?)")
+    wal = path.with_name(path.name + "-wal")
+    return f"{path.resolve().as_uri()}?mode=ro" + ("" if wal.exists() else "&immutable=1")
+
+
 class Journal:
     """One connection, used from one event loop. Every public write commits."""
 
@@ -322,6 +329,32 @@ class Journal:
         elif int(row[0]) != SCHEMA_VERSION:
             await db.close()
             raise JournalError(f"{path}: schema version {row[0]}, expected {SCHEMA_VERSION}")
+        return cls(db, path)
+
+    @classmethod
+    async def open_readonly(cls, path: Path) -> Journal:
+        """The journal for looking only: nothing is created, migrated or written.
+
+        A running daemon leaves its -wal and -shm files beside the journal, and a reader
+        shares them. Without them (the daemon stopped cleanly), SQLite would create them,
+        which a reader may not be allowed to do; the file is then complete on its own and
+        read as immutable.
+        """
+        uri = _readonly_uri(path)
+        try:
+            db = await aiosqlite.connect(uri, uri=True, isolation_level=None)
+            db.row_factory = aiosqlite.Row
+            await db.execute("PRAGMA busy_timeout=5000")
+            async with db.execute("SELECT value FROM meta WHERE key='schema'") as cur:
+                row = await cur.fetchone()
+        except Exception as exc:
+            raise JournalError(f"{path}: cannot read the journal: {exc}") from exc
+        if row is None or int(row[0]) != SCHEMA_VERSION:
+            await db.close()
+            found = row[0] if row else "none"
+            raise JournalError(
+                f"{path}: schema version {found}, this tapeworker reads {SCHEMA_VERSION}"
+            )
         return cls(db, path)
 
     async def close(self) -> None:
@@ -569,12 +602,18 @@ class Journal:
     async def event_seen(self, dedup_key: str) -> bool:
         return await self._one("SELECT 1 FROM events WHERE dedup_key=?", (dedup_key,)) is not None
 
-    async def events(self, status: str | None = None, limit: int = 1000) -> list[EventRecord]:
-        sql = "SELECT * FROM events"
+    async def events(
+        self, status: str | None = None, limit: int = 1000, since: float | None = None
+    ) -> list[EventRecord]:
+        """The latest events first; `since` keeps those received at or after it."""
+        sql = "SELECT * FROM events WHERE 1=1"
         params: list[Any] = []
         if status is not None:
-            sql += " WHERE status=?"
+            sql += " AND status=?"
             params.append(status)
+        if since is not None:
+            sql += " AND received>=?"
+            params.append(since)
         sql += " ORDER BY seq DESC LIMIT ?"
         params.append(limit)
         return [_from_row(EventRecord, r) for r in await self._all(sql, params)]

@@ -18,6 +18,11 @@ def _iso_millis(value: datetime) -> str:
     return value.strftime("%Y-%m-%dT%H:%M:%S.") + f"{value.microsecond // 1000:03d}Z"
 
 
+def iso_time(epoch: float) -> str:
+    """A journal time (seconds since the epoch) as the API writes dates."""
+    return _iso_millis(datetime.fromtimestamp(epoch, UTC))
+
+
 #: ISO-8601 with milliseconds and `Z`, as the seed writes dates.
 Timestamp = Annotated[datetime, PlainSerializer(_iso_millis, return_type=str)]
 

@@ -180,6 +180,7 @@ class Settings(BaseSettings):
             mtx=self.mtx.mtx,
             mt=self.mtx.mt,
             timeout_s=self.mtx.timeout_s,
+            lock_file=self.changer_lock_path,
         )
 
     @property
@@ -189,6 +190,11 @@ class Settings(BaseSettings):
     @property
     def sim_state_path(self) -> Path:
         return self.state_dir / "sim-library.json"
+
+    @property
+    def changer_lock_path(self) -> Path:
+        """Held around every changer command, by the daemon and by the CLI."""
+        return self.state_dir / "changer.lock"
 
 
 def find_config(explicit: Path | None = None) -> Path:

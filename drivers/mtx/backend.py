@@ -18,8 +18,9 @@ import logging
 import os
 import signal
 import weakref
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Literal
 
 from drivers.base import DriveStatus, Inventory, TapeLibrary
@@ -35,6 +36,7 @@ from drivers.errors import (
     ParseError,
     UnsupportedToolError,
 )
+from drivers.lockfile import file_lock
 from drivers.mtx.classify import Tool, classify
 from drivers.mtx.parse_inquiry import parse_inquiry
 from drivers.mtx.parse_move import check_move_output
@@ -81,6 +83,7 @@ class MtxLibrary(TapeLibrary):
         degraded_retries: int = 2,
         retry_delay_s: float = 1.0,
         kill_grace_s: float = 30.0,
+        lock_file: Path | None = None,
     ) -> None:
         super().__init__(definition)
         validate_device(definition.changer)
@@ -103,6 +106,8 @@ class MtxLibrary(TapeLibrary):
         child_env["LANG"] = "C"
         self._env = child_env
         self._drive_locks: dict[int, asyncio.Lock] = {}
+        #: Shared with other processes (a manual `tapeworker inventory`).
+        self._lock_file = lock_file
 
     # -- validation ------------------------------------------------------------------
 
@@ -121,6 +126,12 @@ class MtxLibrary(TapeLibrary):
             raise InvalidArgumentError(f"no drive {drive} in the library definition") from None
         validate_device(definition.device)
         return definition
+
+    @contextlib.asynccontextmanager
+    async def _changer(self) -> AsyncIterator[None]:
+        """The robot: one command at a time in this process, then across processes."""
+        async with _changer_lock(self.definition.changer), file_lock(self._lock_file):
+            yield
 
     def _drive_lock(self, drive: int) -> asyncio.Lock:
         # st allows one open per device: two `mt` at once on one drive is EBUSY.
@@ -202,7 +213,7 @@ class MtxLibrary(TapeLibrary):
     # -- the changer -----------------------------------------------------------------
 
     async def inventory(self) -> Inventory:
-        async with _changer_lock(self.definition.changer):
+        async with self._changer():
             return await self._inventory_locked()
 
     async def _inventory_locked(self) -> Inventory:
@@ -247,7 +258,7 @@ class MtxLibrary(TapeLibrary):
     async def load(self, slot: int, drive: int) -> None:
         self._slot(slot)
         self._drive(drive)
-        async with _changer_lock(self.definition.changer):
+        async with self._changer():
             await self._move("load", slot, drive)
 
     async def unload(self, drive: int, slot: int) -> None:
@@ -258,7 +269,7 @@ class MtxLibrary(TapeLibrary):
             # Only a threaded tape is offlined: mt-st answers "No medium found" for
             # an empty or already unthreaded drive, which would fail every retry.
             await self.offline(drive)
-        async with _changer_lock(self.definition.changer):
+        async with self._changer():
             await self._move("unload", slot, drive)
             after = await self._inventory_locked()
         if not after.slot(slot).full or after.drive(drive).full:
@@ -274,7 +285,7 @@ class MtxLibrary(TapeLibrary):
     async def transfer(self, source: int, destination: int) -> None:
         self._slot(source)
         self._slot(destination)
-        async with _changer_lock(self.definition.changer):
+        async with self._changer():
             run = await self._mtx_run(
                 "transfer", str(source), str(destination), timeout_s=self._timeout_s
             )
@@ -327,7 +338,7 @@ class MtxLibrary(TapeLibrary):
     async def _check_changer(self) -> list[str]:
         changer = self.definition.changer
         try:
-            async with _changer_lock(changer):
+            async with self._changer():
                 run = await self._mtx_run("inquiry", timeout_s=self._query_timeout_s)
             self._raise_for("mtx", run)
             inquiry = parse_inquiry(run.stdout, command=run.argv)

@@ -19,6 +19,7 @@ from pathlib import Path
 import aiomqtt
 import pytest
 
+from drivers.sim.library import SimulatedLibrary
 from tests.integration.broker import Broker
 from tests.integration.daemon import DEFINITION, Daemon, wait_until, writable_tapes
 
@@ -267,6 +268,11 @@ def test_inventory_command_shows_the_library_with_both_backends(
     daemon.folder.mkdir(parents=True)
     if backend == "mtx":
         daemon.prepare_mtx_backend()
+    else:
+        # The simulated library is the daemon's state: the CLI reads it, never makes one.
+        SimulatedLibrary.open(
+            DEFINITION, state_file=daemon.state_dir / "sim-library.json", speed=500.0
+        )
     daemon.write_config()
     result = subprocess.run(
         [

@@ -1,0 +1,1 @@
+"""What the operator uses: health, metrics, controls and the reasons a request waits."""
