@@ -30,7 +30,7 @@ lint: deps
 	$(BIN)/mypy
 
 test: deps
-	scripts/ensure-system-deps mosquitto systemd
+	scripts/ensure-system-deps mosquitto systemd scsi-emulation
 	$(MAKE) --no-print-directory lint
 	$(BIN)/pytest
 
