@@ -13,6 +13,7 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
+import aiosqlite
 import structlog
 
 from drivers.base import TapeLibrary
@@ -88,15 +89,55 @@ class Executor:
         self.state.busy_tapes -= tapes
 
     async def run_chain(self, drive: int, chain: list[DriveWork]) -> None:
-        """Run one drive's actions in order; stop the chain at the first failure."""
+        """Run one drive's actions in order; stop the chain at the first failure.
+
+        An action that raises anything (a journal error, an OSError of the backend,
+        a bug) still ends its requests: see `abandon`. The drive's claim is always
+        given back.
+        """
         tapes = {a.barcode for a in chain}
         try:
             for action in chain:
-                ok = await self._run(action)
+                try:
+                    ok = await self._run(action)
+                except Exception as exc:
+                    await self.abandon(drive, [action], exc)
+                    break
                 if not ok:
                     break
         finally:
             self.release_claim(drive, tapes)
+
+    async def abandon(self, drive: int, actions: list[DriveWork], exc: BaseException) -> None:
+        """End actions that raised an unexpected error, as a failed driver command ends.
+
+        The drive's open operation is recorded as failed with the error; the requests
+        still mounting go back to pending (failed with the reason once their retry
+        budget is spent); the drive starts idling; and since nobody knows where the
+        cartridge is now, the changer is re-inventoried before the next move.
+        """
+        now = self._clock()
+        error_class = type(exc).__name__
+        message = f"{error_class}: {exc}"
+        log.error("drive chain crashed", drive=drive, error=message, exc_info=exc)
+        self.state.inventory_suspect = True
+        self.state.to_verify |= {a.barcode for a in actions}
+        request_ids = tuple(
+            rid for a in actions if isinstance(a, Load | Attach) for rid in a.request_ids
+        )
+        in_flight = await self._journal.operations("intent") + await self._journal.operations(
+            "moved"
+        )
+        async with self._journal.transaction() as db:
+            for op in in_flight:
+                if op.drive == drive:
+                    await self._journal.finish_operation(
+                        db, op.id, "failed", now, error=message, error_class=error_class
+                    )
+            for rid in request_ids:
+                await self._retry_or_fail(db, rid, now, message, give_up=False)
+            await self._journal.drive_freed(db, drive, now)
+        await self._notify(request_ids)
 
     async def _run(self, action: DriveWork) -> bool:
         if isinstance(action, Load):
@@ -325,33 +366,38 @@ class Executor:
                 # The drive would not give the cartridge back: it is stuck.
                 await db.execute("UPDATE tapes SET need_to_check=1 WHERE barcode=?", (barcode,))
             for rid in request_ids:
-                current = await self._journal.request(rid)
-                if current is None or current.state not in (
-                    RequestState.MOUNTING,
-                    RequestState.PENDING,
-                ):
-                    continue
-                attempts = current.attempts + 1
-                if isinstance(exc, IncompatibleMediaError) or attempts > self._settings.retries:
-                    await self._journal.set_request_state(
-                        db,
-                        rid,
-                        RequestState.FAILED,
-                        now,
-                        attempts=attempts,
-                        reason=f"{type(exc).__name__}: {exc.message}",
-                    )
-                else:
-                    await self._journal.set_request_state(
-                        db,
-                        rid,
-                        RequestState.PENDING,
-                        now,
-                        attempts=attempts,
-                        drive=None,
-                        reason=f"retrying after {type(exc).__name__}: {exc.message}",
-                    )
+                await self._retry_or_fail(
+                    db,
+                    rid,
+                    now,
+                    f"{type(exc).__name__}: {exc.message}",
+                    give_up=isinstance(exc, IncompatibleMediaError),
+                )
         await self._notify(request_ids)
+
+    async def _retry_or_fail(
+        self, db: aiosqlite.Connection, rid: int, now: float, reason: str, *, give_up: bool
+    ) -> None:
+        """A request whose mount failed: pending again, or failed with the reason once
+        its retry budget is spent (inside the caller's transaction)."""
+        current = await self._journal.request(rid)
+        if current is None or current.state not in (RequestState.MOUNTING, RequestState.PENDING):
+            return
+        attempts = current.attempts + 1
+        if give_up or attempts > self._settings.retries:
+            await self._journal.set_request_state(
+                db, rid, RequestState.FAILED, now, attempts=attempts, reason=reason
+            )
+        else:
+            await self._journal.set_request_state(
+                db,
+                rid,
+                RequestState.PENDING,
+                now,
+                attempts=attempts,
+                drive=None,
+                reason=f"retrying after {reason}",
+            )
 
     async def _notify(self, request_ids: tuple[int, ...]) -> None:
         # Called with no destinations too: a drive's state may have changed alone.

@@ -52,6 +52,8 @@ class Reconciler:
         self._tasks: set[asyncio.Task[None]] = set()
         #: Requests handed to the executor and not finished yet.
         self._dispatched: set[int] = set()
+        #: Chains that crashed and could not record it: ended before the next plan.
+        self._unended: list[tuple[int, list[DriveWork], Exception]] = []
         self.wake = asyncio.Event()
 
     def set_policy(self, policy: PlanPolicy) -> None:
@@ -225,6 +227,10 @@ class Reconciler:
 
     async def round(self) -> list[Action]:
         """Plan once and hand the work out; returns what was planned."""
+        while self._unended:
+            drive, chain, exc = self._unended[0]
+            await self._executor.abandon(drive, chain, exc)
+            self._unended.pop(0)
         if self._executor.state.inventory_suspect:
             if self._executor.state.busy_drives:
                 # No new move before the changer is re-inventoried, and no inventory
@@ -276,9 +282,12 @@ class Reconciler:
     async def _run_chain(self, drive: int, chain: list[DriveWork]) -> None:
         try:
             await self._executor.run_chain(drive, chain)
-        except Exception:
-            log.exception("drive chain crashed", drive=drive)
+        except Exception as exc:
+            # The chain could not even record its own end (the journal refused the
+            # write): keep it, and end it before the next planning round.
+            log.exception("drive chain could not be ended", drive=drive)
             self._executor.state.inventory_suspect = True
+            self._unended.append((drive, chain, exc))
         finally:
             for action in chain:
                 if isinstance(action, Load | Attach):
