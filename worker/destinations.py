@@ -9,6 +9,7 @@ and changes nothing else; an update or release after a destroy changes nothing.
 from __future__ import annotations
 
 import json
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Literal
 
@@ -68,14 +69,23 @@ class Target:
     reason: str | None = None
 
 
+#: Extra writes that must commit with a batch of events (see `record_events`).
+WithinTransaction = Callable[[aiosqlite.Connection, list[Outcome]], Awaitable[None]]
+
+
 async def record_events(
     journal: Journal,
     events: list[DestinationEvent | RejectedInput],
     *,
     now: float,
     hold_seconds: float,
+    within: WithinTransaction | None = None,
 ) -> list[Outcome]:
-    """Journal and apply a batch in one transaction (one fsync for the batch)."""
+    """Journal and apply a batch in one transaction (one fsync for the batch).
+
+    `within` runs last inside the same transaction, with the outcomes: what it writes
+    commits with the events or not at all (an HTTP create's Idempotency-Key).
+    """
     outcomes: list[Outcome] = []
     async with journal.transaction() as db:
         for event in events:
@@ -93,6 +103,8 @@ async def record_events(
                 outcomes.append(Outcome("rejected" if seq else "duplicate", reason=event.reason))
                 continue
             outcomes.append(await _record_one(journal, db, event, now, hold_seconds))
+        if within is not None:
+            await within(db, outcomes)
     return outcomes
 
 

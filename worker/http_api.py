@@ -19,10 +19,12 @@ from worker.destinations import (
     Outcome,
     RejectedInput,
     Verb,
+    WithinTransaction,
     parse_payload,
     record_events,
 )
 from worker.errors import RejectedEventError
+from worker.http_idempotency import remember_create
 from worker.journal import Journal
 from worker.settings import Settings
 from worker.views import destination_view
@@ -62,7 +64,11 @@ def create_app(
     User = Annotated[str, Depends(authenticated)]
 
     async def submit(
-        verb: Verb, task_id: str, destination_id: int | None, raw: bytes | None
+        verb: Verb,
+        task_id: str,
+        destination_id: int | None,
+        raw: bytes | None,
+        within: WithinTransaction | None = None,
     ) -> Outcome:
         now = clock()
         event: DestinationEvent | RejectedInput
@@ -82,7 +88,7 @@ def create_app(
                 size_bytes=parsed.size_bytes if parsed else None,
             )
         [outcome] = await record_events(
-            journal, [event], now=now, hold_seconds=settings.hold_seconds
+            journal, [event], now=now, hold_seconds=settings.hold_seconds, within=within
         )
         if outcome.destination_id is not None:
             await on_change({outcome.destination_id})
@@ -111,7 +117,10 @@ def create_app(
 
     @app.post(PREFIX, status_code=status.HTTP_201_CREATED, response_model=None)
     async def create(task_id: str, request: Request, _: User) -> dict[str, Any] | JSONResponse:
-        outcome = await submit("create", task_id, None, await request.body())
+        # An Idempotency-Key commits with the create's event (worker/http_idempotency.py).
+        outcome = await submit(
+            "create", task_id, None, await request.body(), within=remember_create
+        )
         if outcome.status == "rejected" or outcome.destination_id is None:
             return rejected(outcome)
         return await shown(task_id, outcome.destination_id)

@@ -25,9 +25,29 @@ from drivers.media import is_cleaning, media_of
 from worker.errors import JournalError
 from worker.requests import ACTIVE, RequestState, transition
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
-_SCHEMA = """
+#: HTTP creates' Idempotency-Keys (schema 3): each key with what its create did.
+_IDEMPOTENCY_TABLE = """
+CREATE TABLE IF NOT EXISTS idempotency_keys (
+    scope TEXT NOT NULL,
+    key TEXT NOT NULL,
+    fingerprint TEXT NOT NULL,
+    status INTEGER NOT NULL,
+    destination_id INTEGER,
+    reason TEXT,
+    response TEXT,
+    created REAL NOT NULL,
+    expires REAL NOT NULL,
+    PRIMARY KEY (scope, key)
+)
+"""
+_IDEMPOTENCY_INDEX = (
+    "CREATE INDEX IF NOT EXISTS idempotency_keys_expires ON idempotency_keys(expires)"
+)
+
+_SCHEMA = (
+    """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS events (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -127,6 +147,8 @@ CREATE TABLE IF NOT EXISTS pools (
     comment TEXT
 );
 """
+    + f"{_IDEMPOTENCY_TABLE};\n{_IDEMPOTENCY_INDEX};\n"
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -235,6 +257,18 @@ class PoolRecord:
     comment: str | None
 
 
+@dataclass(frozen=True, slots=True)
+class IdempotentResult:
+    """What a create with an Idempotency-Key did, kept to answer its retries alike."""
+
+    fingerprint: str
+    status: int
+    destination_id: int | None
+    reason: str | None
+    #: The response body as first sent; None if the daemon stopped before saving it.
+    response: str | None
+
+
 Record = TypeVar("Record")
 
 
@@ -269,6 +303,7 @@ def _operation(row: aiosqlite.Row) -> OperationRecord:
 #: Schema version -> the statements that bring it to the next one.
 _MIGRATIONS: dict[int, tuple[str, ...]] = {
     1: ("ALTER TABLE requests ADD COLUMN size_bytes INTEGER",),
+    2: (_IDEMPOTENCY_TABLE, _IDEMPOTENCY_INDEX),
 }
 
 
@@ -617,6 +652,49 @@ class Journal:
         sql += " ORDER BY seq DESC LIMIT ?"
         params.append(limit)
         return [_from_row(EventRecord, r) for r in await self._all(sql, params)]
+
+    # -- idempotency keys ----------------------------------------------------------
+
+    async def idempotent_result(self, scope: str, key: str, now: float) -> IdempotentResult | None:
+        """The first result of a create under this key, unless it has expired."""
+        row = await self._one(
+            "SELECT fingerprint, status, destination_id, reason, response FROM idempotency_keys "
+            "WHERE scope=? AND key=? AND expires>?",
+            (scope, key, now),
+        )
+        return _from_row(IdempotentResult, row) if row else None
+
+    async def remember_idempotent_result(
+        self,
+        db: aiosqlite.Connection,
+        *,
+        scope: str,
+        key: str,
+        fingerprint: str,
+        status: int,
+        destination_id: int | None,
+        reason: str | None,
+        now: float,
+        keep_s: float,
+    ) -> None:
+        """Inside the event's own transaction: the key and what it did commit together."""
+        # Expired keys go as new ones come: the table holds one keep_s of creates.
+        await db.execute("DELETE FROM idempotency_keys WHERE expires<=?", (now,))
+        await db.execute(
+            "INSERT OR REPLACE INTO idempotency_keys(scope, key, fingerprint, status, "
+            "destination_id, reason, created, expires) VALUES(?,?,?,?,?,?,?,?)",
+            (scope, key, fingerprint, status, destination_id, reason, now, now + keep_s),
+        )
+
+    async def save_idempotent_response(
+        self, scope: str, key: str, status: int, response: str
+    ) -> None:
+        """The response body as sent, for retries to get the very same answer."""
+        async with self.transaction() as db:
+            await db.execute(
+                "UPDATE idempotency_keys SET status=?, response=? WHERE scope=? AND key=?",
+                (status, response, scope, key),
+            )
 
     # -- destinations ----------------------------------------------------------------
 

@@ -21,6 +21,7 @@ from worker.errors import ConfigError
 from worker.executor import Executor
 from worker.http_api import create_app
 from worker.http_guard import server_config
+from worker.http_idempotency import IdempotentCreates
 from worker.journal import Journal
 from worker.mqtt_intake import MqttIntake
 from worker.reconciler import Reconciler
@@ -127,7 +128,12 @@ class Service:
                 )
                 background.append(group.create_task(self.mqtt.run(), name="mqtt"))
             if settings.http.enabled:
-                app = create_app(journal, settings, on_change=self._changed, clock=time.time)
+                app = IdempotentCreates(
+                    create_app(journal, settings, on_change=self._changed, clock=time.time),
+                    journal,
+                    settings.http,
+                    clock=time.time,
+                )
                 server = uvicorn.Server(server_config(app, settings.http))
                 serving = group.create_task(server.serve(), name="http")
                 # uvicorn offers no started event to await.

@@ -63,6 +63,8 @@ class HttpSettings(BaseModel):
     keep_alive_s: Annotated[float, Field(ge=1)] = 5.0
     #: The request line and headers together, at most (431 beyond).
     max_header_bytes: Annotated[int, Field(ge=1024)] = 16 * 1024
+    #: How long a create's Idempotency-Key answers its retries (see http_idempotency).
+    idempotency_keep_s: Annotated[float, Field(gt=0)] = 24 * 3600.0
 
 
 class MqttSettings(BaseModel):

@@ -148,3 +148,23 @@ def test_idle_connections_make_room_for_a_valid_request(daemon: Daemon) -> None:
     finally:
         for sock in idle:
             sock.close()
+
+
+def test_a_keyed_create_retried_after_a_restart_gets_the_first_result(daemon: Daemon) -> None:
+    body = {"folder_id": 3, "folder_path": "/c/retried.txt"}
+    headers = {"Idempotency-Key": "archive-manager-42"}
+    with daemon.http() as http:
+        first = http.post("/tasks/1/task_destinations", json=body, headers=headers)
+    assert first.status_code == 201
+    daemon.stop()
+    daemon.start()
+    with daemon.http() as http:
+        again = http.post("/tasks/1/task_destinations", json=body, headers=headers)
+        reused = http.post(
+            "/tasks/1/task_destinations", json={**body, "folder_id": 4}, headers=headers
+        )
+    assert again.status_code == 201
+    assert again.json() == first.json()
+    assert again.headers["idempotent-replayed"] == "true"
+    assert reused.status_code == 422
+    assert len(daemon.query("SELECT * FROM destinations")) == 1

@@ -20,7 +20,7 @@ from worker.destinations import (
     record_events,
 )
 from worker.errors import RejectedEventError
-from worker.journal import Journal
+from worker.journal import SCHEMA_VERSION, Journal
 from worker.models import TaskDestinationBody
 from worker.requests import RequestState
 
@@ -243,6 +243,7 @@ async def test_a_journal_of_schema_1_is_brought_up_to_date(tmp_path: Path) -> No
     await journal.close()
     with sqlite3.connect(path) as old:  # what a journal written before sizes looked like
         old.execute("ALTER TABLE requests DROP COLUMN size_bytes")
+        old.execute("DROP TABLE idempotency_keys")  # schema 3
         old.execute("UPDATE meta SET value='1' WHERE key='schema'")
     journal = await Journal.open(path)
     try:
@@ -253,4 +254,6 @@ async def test_a_journal_of_schema_1_is_brought_up_to_date(tmp_path: Path) -> No
     finally:
         await journal.close()
     with sqlite3.connect(path) as reopened:
-        assert reopened.execute("SELECT value FROM meta WHERE key='schema'").fetchone() == ("2",)
+        version = reopened.execute("SELECT value FROM meta WHERE key='schema'").fetchone()
+        assert version == (str(SCHEMA_VERSION),)
+        assert reopened.execute("SELECT COUNT(*) FROM idempotency_keys").fetchone() == (0,)
