@@ -64,6 +64,7 @@ from collections import Counter, defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from operator import attrgetter
+from typing import NamedTuple
 
 from drivers.media import Media, can_read, can_write
 from worker.actions import Action, Assign, Attach, Clean, Fail, Load, Unload
@@ -137,9 +138,22 @@ def _read_refusal(tape: TapeView) -> str | None:
     return None
 
 
-#: A group's place in the queue: (not aged, -priority, oldest arrival, -work, kind, name).
-#: kind 0 = a tape's group (name = barcode), 1 = a pool's (name = pool).
-_Key = tuple[bool, int, float, int, int, str]
+_TAPE = 0
+_POOL = 1
+
+
+class _Key(NamedTuple):
+    """A group's place in the queue: keys sort most urgent first."""
+
+    #: False for a group whose oldest request is past the maximum age.
+    young: bool
+    neg_priority: int
+    oldest: float
+    #: Minus the bytes and requests queued: on ties, the largest work first.
+    neg_work: int
+    #: _TAPE (name = barcode) or _POOL (name = pool).
+    kind: int
+    name: str
 
 
 @dataclass(slots=True)
@@ -340,18 +354,18 @@ def _tape_keys(state: _Round, by_tape: dict[str, list[MountRequest]]) -> list[_K
         priority = max(map(_PRIORITY, requests)) if prioritised else 0
         # The work term only breaks ties on the oldest arrival; it is filled in
         # below for the groups that tie (a batch), not summed for every group.
-        key = (oldest > aged_before, -priority, oldest, 0, 0, barcode)
+        key = _Key(oldest > aged_before, -priority, oldest, 0, _TAPE, barcode)
         keys.append(key)
         key_of[barcode] = key
     for barcode in dropped:
         del by_tape[barcode]
-    ties = Counter(k[2] for k in keys)
+    ties = Counter(k.oldest for k in keys)
     if len(ties) < len(keys):
         for i, key in enumerate(keys):
-            if ties[key[2]] > 1:
-                requests = by_tape[key[5]]
+            if ties[key.oldest] > 1:
+                requests = by_tape[key.name]
                 work = sum(filter(None, map(_SIZE, requests))) + len(requests)
-                keys[i] = key_of[key[5]] = (key[0], key[1], key[2], -work, 0, key[5])
+                keys[i] = key_of[key.name] = key._replace(neg_work=-work)
     return keys
 
 
@@ -374,13 +388,13 @@ def _pool_keys(
             continue
         oldest = requests[0].arrival
         keys.append(
-            (
-                oldest > aged_before,
-                -max(map(_PRIORITY, requests)),
-                oldest,
-                -(sum(filter(None, map(_SIZE, requests))) + len(requests)),
-                1,
-                pool,
+            _Key(
+                young=oldest > aged_before,
+                neg_priority=-max(map(_PRIORITY, requests)),
+                oldest=oldest,
+                neg_work=-(sum(filter(None, map(_SIZE, requests))) + len(requests)),
+                kind=_POOL,
+                name=pool,
             )
         )
     return keys
@@ -404,8 +418,8 @@ class _Groups:
         self.done: set[tuple[int, str]] = set()
 
     def make(self, key: _Key) -> _Group:
-        name = key[5]
-        if key[4] == 1:
+        name = key.name
+        if key.kind == _POOL:
             return _Group(self.by_pool[name], None, name, key, True)
         requests = self.by_tape[name]
         write = any(map(_WRITE, requests))
@@ -415,7 +429,7 @@ class _Groups:
         """Groups that might be served without a move: pool groups, and tapes
         already in a free drive; in queue order."""
         state = self.state
-        keys: list[_Key] = [k for k in self.keys if k[4] == 1] if self.by_pool else []
+        keys: list[_Key] = [k for k in self.keys if k.kind == _POOL] if self.by_pool else []
         key_of = state.key_of
         for drive in state.snapshot.drives:
             if drive.barcode is not None and _free(drive) and drive.barcode in self.by_tape:
@@ -430,7 +444,7 @@ def _attach_step(state: _Round, groups: _Groups, pool_tapes: Mapping[str, list[T
         if group.barcode is None:
             assert group.pool is not None
             if _attach_pool(state, group, pool_tapes[group.pool]):
-                groups.done.add((1, group.pool))
+                groups.done.add((_POOL, group.pool))
             continue
         tape = state.snapshot.tapes[group.barcode]
         assert tape.drive is not None
@@ -449,7 +463,7 @@ def _attach_step(state: _Round, groups: _Groups, pool_tapes: Mapping[str, list[T
         state.claimed_drives.add(drive.index)
         state.claimed_tapes.add(tape.barcode)
         state.count_pool(group.pool)
-        groups.done.add((0, tape.barcode))
+        groups.done.add((_TAPE, tape.barcode))
 
 
 def _load_step(
@@ -465,11 +479,11 @@ def _load_step(
     for key in groups.keys:
         if free.exhausted:
             return
-        if key[4] == 0:
-            tape = tapes[key[5]]
+        if key.kind == _TAPE:
+            tape = tapes[key.name]
             if tape.slot is None or tape.barcode in claimed:
                 continue  # in a drive (held, busy or just attached) or in flight
-        elif (1, key[5]) in groups.done:
+        elif (_POOL, key.name) in groups.done:
             continue
         group = groups.make(key)
         if not state.pool_has_room(group.pool):

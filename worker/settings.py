@@ -12,6 +12,7 @@ starts (exit status 2 from the CLI).
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from pathlib import Path
 from typing import Annotated, Literal
@@ -96,33 +97,31 @@ class ExecutorSettings(BaseModel):
     drive_down_after: Annotated[int, Field(ge=1)] = 3
 
 
+#: The planner's defaults live in PlanPolicy; the settings only add validation.
+_PLAN_DEFAULTS = PlanPolicy()
+
+
 class PlannerSettings(BaseModel):
+    """`[planner]`: the fields of PlanPolicy an operator may set, with its defaults."""
+
     model_config = ConfigDict(extra="forbid")
 
     #: Unload an idle tape nobody needs after this long (about one unload's cost).
-    dismount_delay_s: Annotated[float, Field(ge=0)] = 120.0
-    max_age_s: Annotated[float, Field(gt=0)] = 7200.0
+    dismount_delay_s: Annotated[float, Field(ge=0)] = _PLAN_DEFAULTS.dismount_delay_s
+    max_age_s: Annotated[float, Field(gt=0)] = _PLAN_DEFAULTS.max_age_s
     #: At most this many drives per pool (0 = no cap).
-    pool_drive_cap: Annotated[int, Field(ge=0)] = 0
+    pool_drive_cap: Annotated[int, Field(ge=0)] = _PLAN_DEFAULTS.pool_drive_cap
     #: Drives kept empty for the next mount (unset: a quarter of them, at least one).
-    spare_drives: Annotated[int, Field(ge=0)] | None = None
+    spare_drives: Annotated[int, Field(ge=0)] | None = _PLAN_DEFAULTS.spare_drives
     #: A pool already writing on a tape opens another only past these thresholds.
-    pool_open_bytes: Annotated[int, Field(ge=0)] = 50 * 10**9
-    pool_open_after_s: Annotated[float, Field(ge=0)] = 300.0
+    pool_open_bytes: Annotated[int, Field(ge=0)] = _PLAN_DEFAULTS.pool_open_bytes
+    pool_open_after_s: Annotated[float, Field(ge=0)] = _PLAN_DEFAULTS.pool_open_after_s
     #: A pool's writable tape stays mounted this long idle, for the pool's next write.
-    pool_dismount_delay_s: Annotated[float, Field(ge=0)] = 900.0
+    pool_dismount_delay_s: Annotated[float, Field(ge=0)] = _PLAN_DEFAULTS.pool_dismount_delay_s
 
     def policy(self) -> PlanPolicy:
         """The planner's settings; `tapeworker simulate --config` uses the same."""
-        return PlanPolicy(
-            dismount_delay_s=self.dismount_delay_s,
-            max_age_s=self.max_age_s,
-            pool_drive_cap=self.pool_drive_cap,
-            spare_drives=self.spare_drives,
-            pool_open_bytes=self.pool_open_bytes,
-            pool_open_after_s=self.pool_open_after_s,
-            pool_dismount_delay_s=self.pool_dismount_delay_s,
-        )
+        return dataclasses.replace(_PLAN_DEFAULTS, **self.model_dump())
 
 
 class MtxSettings(BaseModel):

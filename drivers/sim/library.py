@@ -136,7 +136,7 @@ class SimulatedLibrary(TapeLibrary):
             state.check_drive_alive(d)
             if d.barcode is None or not d.threaded:
                 raise make_error("not_ready", f"drive {drive} has no tape", drive=drive)
-            duration = state.timing().rewind()
+            duration = state.timing().rewind(d.generation)
         await asyncio.sleep(duration)
 
     async def offline(self, drive: int) -> None:

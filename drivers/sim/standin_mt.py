@@ -331,7 +331,7 @@ class Mt:
 
     def rewind(self, drive_index: int) -> None:
         state = self.store.read()
-        time.sleep(state.timing().rewind())
+        time.sleep(state.timing().rewind(state.drive(drive_index).generation))
 
     def offline(self, device: str, drive_index: int) -> None:
         with self.store.locked() as state:

@@ -12,6 +12,7 @@ from drivers.media import can_read, can_write, media_of
 from worker.actions import Action, Assign, Attach, Clean, Fail, Load, Unload
 from worker.planner import PlanPolicy, plan
 from worker.requests import MountRequest
+from worker.settings import PlannerSettings
 from worker.snapshot import DriveView, LibrarySnapshot, TapeView
 
 #: The rules one at a time: no spare-drive unloads unless a test asks for them.
@@ -688,3 +689,8 @@ def test_a_write_no_tape_of_the_pool_has_room_for_fails_with_the_reason() -> Non
     actions = plan(snap, [to_pool(1, "p", 0, 50), to_pool(2, "p", 1, 20)], POLICY, 5)
     assert fails(actions) == {1: "no tape of pool 'p' has room for 50 bytes (at most 30 free)"}
     assert actions[1:] == [Assign(2, "P00002L9"), Load("P00002L9", 2, 0, (2,))]
+
+
+def test_the_daemons_planner_settings_default_to_the_planners_own() -> None:
+    assert PlannerSettings().policy() == PlanPolicy()
+    assert PlannerSettings(pool_open_after_s=5.0).policy().pool_open_after_s == 5.0

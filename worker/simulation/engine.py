@@ -432,7 +432,7 @@ class Simulation:
             else:
                 cost = (
                     timing.mean_move_s
-                    + timing.load_s.get(gen, 17.0)
+                    + timing.load_nominal(gen)
                     + timing.locate(0.0, target)
                     + transfer
                 )

@@ -118,7 +118,7 @@ def lower_bound_makespan(records: Sequence[RequestRecord], library: SimLibrary) 
         unload = rewind + timing.unload(gen) + move
         w_i = (
             move
-            + timing.load_s.get(gen, 17.0)
+            + timing.load_nominal(gen)
             + moved / timing.rate(gen, media)
             + len(recs) * timing.locate_base_s
             + timing.locate_per_length_s * reach

@@ -1,6 +1,7 @@
 """The simulated library: drives, cartridges, robots and the timing model.
 
-Timings follow SCHEDULING.md 2.1 and 4.1 (IBM full-height figures): load to ready
+Timings are the one table of `drivers.sim.timing` (SCHEDULING.md 2.1 and 4.1, IBM
+full-height figures), which the daemon's simulated library reads too: load to ready
 12/12/15/15/17 s and unload 17/17/20/24/30 s for LTO-5..9, an enterprise accessor
 of 2 x 1 s grip + U(2, 8) s travel per move, locate 4 s + 100 s per tape length,
 and the LTO-9 rewind inside UNLOAD of 55/110/165 s by the data moved.
@@ -16,6 +17,7 @@ from types import MappingProxyType
 
 from drivers.definition import LibraryDefinition, load_definition
 from drivers.media import Media, is_cleaning, media_of
+from drivers.sim import timing
 
 GB = 10**9
 TB = 10**12
@@ -34,29 +36,22 @@ CAPACITY: Mapping[str, int] = MappingProxyType(
 )
 
 
-def _frozen(mapping: dict[int, float]) -> Mapping[int, float]:
-    return MappingProxyType(mapping)
-
-
 @dataclass(frozen=True, slots=True)
 class Timing:
-    """Seconds for each physical step; the simulator draws jitter around them."""
+    """Seconds for each physical step; the simulator draws jitter around them.
+    Defaults are the one timing table's (`drivers.sim.timing`)."""
 
-    grip_s: float = 1.0
-    travel_min_s: float = 2.0
-    travel_max_s: float = 8.0
-    load_s: Mapping[int, float] = field(
-        default_factory=lambda: _frozen({5: 12.0, 6: 12.0, 7: 15.0, 8: 15.0, 9: 17.0})
-    )
-    unload_s: Mapping[int, float] = field(
-        default_factory=lambda: _frozen({5: 17.0, 6: 17.0, 7: 20.0, 8: 24.0, 9: 30.0})
-    )
+    grip_s: float = timing.GRIP_S
+    travel_min_s: float = timing.TRAVEL_MIN_S
+    travel_max_s: float = timing.TRAVEL_MAX_S
+    load_s: Mapping[int, float] = field(default_factory=lambda: timing.LOAD_TO_READY_S)
+    unload_s: Mapping[int, float] = field(default_factory=lambda: timing.UNLOAD_S)
     #: +-10 % around the nominal load time.
     jitter: float = 0.10
-    locate_base_s: float = 4.0
-    locate_per_length_s: float = 100.0
-    clean_min_s: float = 120.0
-    clean_max_s: float = 340.0
+    locate_base_s: float = timing.LOCATE_BASE_S
+    locate_per_length_s: float = timing.LOCATE_PER_LENGTH_S
+    clean_min_s: float = timing.CLEAN_MIN_S
+    clean_max_s: float = timing.CLEAN_MAX_S
 
     @property
     def mean_move_s(self) -> float:
@@ -69,12 +64,15 @@ class Timing:
     def move(self, rng: random.Random) -> float:
         return 2 * self.grip_s + rng.uniform(self.travel_min_s, self.travel_max_s)
 
+    def load_nominal(self, generation: int) -> float:
+        return self.load_s.get(generation, timing.load_to_ready_s(generation))
+
     def load(self, generation: int, rng: random.Random) -> float:
-        nominal = self.load_s.get(generation, 17.0)
+        nominal = self.load_nominal(generation)
         return nominal * rng.uniform(1 - self.jitter, 1 + self.jitter)
 
     def unload(self, generation: int) -> float:
-        return self.unload_s.get(generation, 30.0)
+        return self.unload_s.get(generation, timing.unload_s(generation))
 
     def locate(self, head: float, target: float) -> float:
         if head == target:
@@ -82,15 +80,7 @@ class Timing:
         return self.locate_base_s + self.locate_per_length_s * abs(target - head)
 
     def rewind(self, generation: int, moved_bytes: int, head: float) -> float:
-        """The rewind inside UNLOAD: IBM's LTO-9 steps by data moved; older
-        generations by distance (SCHEDULING.md 4.1 step 5)."""
-        if generation >= 9:
-            if moved_bytes < 5 * GB:
-                return 55.0
-            if moved_bytes < 50 * GB:
-                return 110.0
-            return 165.0
-        return 5.0 + 50.0 * head
+        return timing.rewind_s(generation, moved_bytes, head)
 
     @staticmethod
     def rate(generation: int, media: Media | None) -> float:

@@ -82,7 +82,7 @@ def standalone_service_s(library: SimLibrary) -> float:
     rate = timing.rate(gen, None)
     return (
         2 * timing.mean_move_s
-        + timing.load_s.get(gen, 17.0)
+        + timing.load_nominal(gen)
         + timing.locate_base_s
         + timing.locate_per_length_s / 2
         + mean_size() / rate
