@@ -123,7 +123,7 @@ def operate(state: SimState, drive_index: int, request: bytes, now: float) -> Ta
             duration = state.begin_offline(drive_index)
         else:
             state.check_drive_alive(drive)
-            duration = state.timing().rewind()
+            duration = state.timing().rewind(drive.generation)
     except DriverError as exc:
         return TapeReply(errno=_errno_of(exc))
     if drive.barcode is None or not drive.threaded:
