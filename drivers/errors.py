@@ -60,7 +60,9 @@ class DriverError(Exception):
         if self.sense is not None:
             parts.append(str(self.sense))
         if self.stderr.strip():
-            parts.append(f"stderr: {self.stderr.strip()[:500]}")
+            # The tail: mtx and mt print the cause last, after any context.
+            text = self.stderr.strip()
+            parts.append(f"stderr: {'...' + text[-500:] if len(text) > 500 else text}")
         return "; ".join(parts)
 
 

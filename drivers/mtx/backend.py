@@ -220,7 +220,7 @@ class MtxLibrary(TapeLibrary):
         attempt = 0
         while True:
             run = await self._mtx_run("status", timeout_s=self._query_timeout_s)
-            degraded = self._raise_for("mtx", run)
+            degraded = self._raise_for("mtx", run) or self._without_tags(run)
             if degraded is None:
                 break
             # A degraded listing may lack the mailslots (FORMATS.md 3.4): retry it a
@@ -240,6 +240,23 @@ class MtxLibrary(TapeLibrary):
         for note in status.notes:
             log.warning("mtx status: %s", note)
         return status.inventory
+
+    def _without_tags(self, run: Completed) -> DegradedStatusError | None:
+        """A listing of full elements without a single volume tag, from a library
+        whose definition has labelled cartridges: when READ ELEMENT STATUS with
+        volume tags fails, mtx asks again without them and exits 0 in silence."""
+        if not any(t.barcode for t in self.definition.tapes):
+            return None
+        lines = run.stdout.splitlines()
+        full = [line for line in lines if ":Full" in line]
+        if not full or any("VolumeTag" in line for line in full):
+            return None
+        return DegradedStatusError(
+            "mtx status shows no volume tags (its first READ ELEMENT STATUS failed)",
+            command=run.argv,
+            returncode=run.returncode,
+            stderr=run.stderr,
+        )
 
     async def _move(self, kind: Literal["load", "unload"], slot: int, drive: int) -> None:
         run = await self._mtx_run(kind, str(slot), str(drive), timeout_s=self._timeout_s)

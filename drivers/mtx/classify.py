@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Literal
 
 from drivers.errors import (
@@ -24,6 +25,7 @@ from drivers.errors import (
     HardwareError,
     IllegalRequestError,
     IncompatibleMediaError,
+    InterventionRequiredError,
     InvalidArgumentError,
     MediumRemovalPreventedError,
     NotReadyError,
@@ -98,6 +100,8 @@ _ASC_CLASSES: dict[tuple[int, int], type[DriverError]] = {
     (0x30, 0x01): IncompatibleMediaError,  # cannot read medium, unknown format
     (0x30, 0x02): IncompatibleMediaError,  # cannot read medium, incompatible format
     (0x30, 0x03): IncompatibleMediaError,  # cleaning cartridge installed
+    # Not ready until a person acts: retrying only spends the budget.
+    (0x04, 0x03): InterventionRequiredError,  # manual intervention required
 }
 
 _KEY_CLASSES: dict[int, type[DriverError]] = {
@@ -145,6 +149,7 @@ _MT_USAGE: tuple[tuple[re.Pattern[str], type[DriverError]], ...] = (
 )
 _GNU_MT_RE = re.compile(r"rmt(?:open|ioctl) failed|^mt-gnu: ", re.MULTILINE)
 _MODE_SENSE_FAILED = "Mode sense (0x1A) for Page 0x1D failed"
+_SENSE_PREFIX = "mtx: Request Sense: "
 
 
 def _first_line(text: str) -> str:
@@ -202,15 +207,24 @@ def _classify_mtx(
         )
         return _make(DegradedStatusError, reason, command, returncode, stderr, sense)
 
+    fatal = _fatal(stderr, command)
+    for pattern, cls, message in _MTX_MESSAGES:
+        if pattern.search(fatal.line):
+            return _make(cls, message + fatal.after, command, returncode, stderr, fatal.sense)
+
+    if fatal.sense is not None:
+        cls = _class_for_sense(fatal.sense)
+        return _make(
+            cls, f"mtx failed: {fatal.line}{fatal.after}", command, returncode, stderr, fatal.sense
+        )
+
     for pattern, cls, message in _MTX_MESSAGES:
         if pattern.search(stderr):
             return _make(cls, message, command, returncode, stderr, sense)
 
-    if sense is not None:
+    if sense is not None and not fatal.line:
         cls = _class_for_sense(sense)
-        return _make(
-            cls, f"mtx failed: {_first_line_not_sense(stderr)}", command, returncode, stderr, sense
-        )
+        return _make(cls, "mtx failed: request sense reported", command, returncode, stderr, sense)
 
     if (match := _OPEN_RE.search(stderr)) is not None:
         errno_text = match["errno"].strip()
@@ -235,15 +249,48 @@ def _classify_mtx(
             None,
         )
 
-    message = _first_line(stderr) or "mtx failed without a message"
-    return _make(HardwareError, f"mtx failed: {message}", command, returncode, stderr, None)
+    message = fatal.line or "mtx failed without a message"
+    return _make(
+        HardwareError, f"mtx failed: {message}{fatal.after}", command, returncode, stderr, None
+    )
 
 
-def _first_line_not_sense(stderr: str) -> str:
-    for line in stderr.splitlines():
-        if line.strip() and "Request Sense:" not in line:
-            return line.strip()
-    return "request sense reported"
+@dataclass(frozen=True, slots=True)
+class _Fatal:
+    """The line that ended mtx, the sense block printed right before it, and what
+    mtx printed and tolerated earlier (`after`: empty, or ` (after: ...)`)."""
+
+    line: str
+    sense: Sense | None
+    after: str
+
+
+def _fatal(stderr: str, command: tuple[str, ...]) -> _Fatal:
+    """mtx's cause of death is its last message; an earlier Request Sense block and
+    its message (a MODE SENSE failure mtx worked around) are context only."""
+    lines = [line for line in stderr.splitlines() if line.strip()]
+    last = len(lines) - 1
+    while last >= 0 and _SENSE_PREFIX in lines[last]:
+        last -= 1
+    if last < 0:
+        return _Fatal("", None, "")
+    start = last
+    while start > 0 and _SENSE_PREFIX in lines[start - 1]:
+        start -= 1
+    own = "\n".join(lines[start:last])
+    sense = _sense_or_none(own, command) if own else None
+    earlier = lines[:start]
+    context: list[str] = []
+    block: list[str] = []
+    for line in earlier:
+        if _SENSE_PREFIX in line:
+            block.append(line)
+            continue
+        told = _sense_or_none("\n".join(block), command) if block else None
+        context.append(f"{line.strip()} ({told})" if told is not None else line.strip())
+        block = []
+    after = f" (after: {'; '.join(context)})" if context else ""
+    return _Fatal(lines[last].strip(), sense, after)
 
 
 def _class_for_sense(sense: Sense) -> type[DriverError]:

@@ -171,6 +171,17 @@ class SimulatedLibrary(TapeLibrary):
         with self.store.locked() as state:
             state.faults.unit_attention = True
 
+    def import_cartridge(self, barcode: str, slot: int) -> None:
+        """An operator put a cartridge into an import/export slot: the next changer
+        command gets unit attention (medium may have changed)."""
+        validate_barcode(barcode)
+        with self.store.locked() as state:
+            target = state.slot(slot)
+            if not target.import_export or target.barcode is not None:
+                raise ValueError(f"slot {slot} is not an empty import/export slot")
+            target.barcode = barcode
+            state.faults.import_attention = True
+
     def delay_ready(self, drive: int, seconds: float) -> None:
         with self.store.locked() as state:
             state.faults.not_ready_s[drive] = seconds
@@ -201,6 +212,7 @@ class SimulatedLibrary(TapeLibrary):
             state.faults.scripted.clear()
             state.faults.rates.clear()
             state.faults.unit_attention = False
+            state.faults.import_attention = False
             state.faults.not_ready_s.clear()
             state.faults.stuck.clear()
             state.faults.inventory_delay_s = 0.0

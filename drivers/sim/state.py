@@ -50,7 +50,9 @@ FaultError = Literal[
     "illegal_request",
     "manual_intervention",
 ]
-Operation = Literal["load", "unload", "transfer", "inventory", "status", "offline"]
+#: `mode_sense` is the changer's MODE SENSE, seen only through the SCSI emulation
+#: (mtx works around its failure with built-in defaults).
+Operation = Literal["load", "unload", "transfer", "inventory", "status", "offline", "mode_sense"]
 
 #: Sense data a real changer or drive returns for each injected failure.
 _ERRORS: dict[str, tuple[type[DriverError], Sense, str]] = {
@@ -234,8 +236,9 @@ class SimState:
         self, op: Operation, *, drive: int | None = None, slot: int | None = None
     ) -> str | None:
         """The injected error for this operation, if any (consumes scripted ones)."""
-        if self.faults.unit_attention and op in ("load", "unload", "transfer", "inventory"):
-            self.faults.unit_attention = False
+        attention = self.faults.unit_attention or self.faults.import_attention
+        if attention and op in ("load", "unload", "transfer", "inventory"):
+            self.faults.unit_attention = self.faults.import_attention = False
             return "unit_attention"
         for fault in self.faults.scripted:
             if fault.op != op:

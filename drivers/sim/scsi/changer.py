@@ -217,6 +217,9 @@ def _mode_sense(cdb: bytes, state: SimState, now: float) -> Reply:
     page = cdb[2] & 0x3F
     if page not in (ELEMENT_ADDRESS_PAGE, ALL_PAGES) or cdb[2] & 0xC0 == 0x40:
         return check_condition(INVALID_FIELD_IN_CDB)
+    fault = state.take_fault("mode_sense")
+    if fault is not None:
+        return _fault_reply(fault)
     storage = storage_count(state)
     ie = len(state.slots) - storage
     drives = len(state.drives)
