@@ -6,6 +6,8 @@ lazily so that the worker never depends on one.
 
 from __future__ import annotations
 
+import os
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
@@ -28,6 +30,7 @@ def open_library(
     mt: str = "mt",
     timeout_s: float = 900.0,
     lock_file: Path | None = None,
+    mtx_env: Mapping[str, str] | None = None,
 ) -> TapeLibrary:
     """Build the backend named in the configuration."""
     if backend == "sim":
@@ -37,7 +40,11 @@ def open_library(
     if backend == "mtx":
         from drivers.mtx.backend import MtxLibrary  # noqa: PLC0415
 
-        return MtxLibrary(definition, mtx=mtx, mt=mt, timeout_s=timeout_s, lock_file=lock_file)
+        # The tools' environment: ours, plus what the configuration adds.
+        env = {**os.environ, **mtx_env} if mtx_env else None
+        return MtxLibrary(
+            definition, mtx=mtx, mt=mt, timeout_s=timeout_s, lock_file=lock_file, env=env
+        )
     raise ValueError(f"unknown backend {backend!r}")
 
 

@@ -132,6 +132,11 @@ class MtxSettings(BaseModel):
     mt: str = Field(default="mt", pattern=r"^[A-Za-z0-9_./\-]+$")
     #: A robot move or an unload may take minutes (mtx itself waits up to 30).
     timeout_s: Annotated[float, Field(gt=0)] = 900.0
+    #: Added to the tools' environment, for example the simulated library's
+    #: `LD_PRELOAD` and `UMOCKDEV_DIR` (`tapeworker sim exec`, the tests).
+    env: dict[Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")], str] = Field(
+        default_factory=dict
+    )
 
 
 class Settings(BaseSettings):
@@ -181,6 +186,7 @@ class Settings(BaseSettings):
             mtx=self.mtx.mtx,
             mt=self.mtx.mt,
             timeout_s=self.mtx.timeout_s,
+            mtx_env=self.mtx.env,
             lock_file=self.changer_lock_path,
         )
 

@@ -21,6 +21,7 @@ from drivers.base import Inventory
 from drivers.definition import LibraryDefinition, load_definition
 from drivers.media import can_write, media_of
 from drivers.sim.library import SimulatedLibrary
+from drivers.sim.scsi.emulator import EmulatedDevices
 from drivers.sim.standins import install_standins
 from tests.integration.broker import free_port, wait_for_port
 
@@ -71,12 +72,16 @@ class Daemon:
     mqtt_port: int | None = None
     prefix: str = "tw"
     library: Path = DEMO_LIBRARY
+    #: sim; mtx (stand-in tools); scsi (the mtx backend with Debian's own mtx and mt
+    #: against the SCSI emulation of the simulator).
     backend: str = "sim"
     extra_env: dict[str, str] = field(default_factory=dict)
     extra_config: str = ""
     hold_seconds: float = 3600.0
     drive_down_after: int = 3
     process: subprocess.Popen[bytes] | None = None
+    #: The emulated device nodes (backend scsi); they outlive daemon restarts.
+    devices: EmulatedDevices | None = None
 
     @property
     def state_dir(self) -> Path:
@@ -96,7 +101,7 @@ class Daemon:
         self.config_path.write_text(
             f'state_dir = "{self.state_dir}"\n'
             f'library = "{self.library}"\n'
-            f'backend = "{self.backend}"\n'
+            f'backend = "{"sim" if self.backend == "sim" else "mtx"}"\n'
             "sim_speed = 500.0\n"
             f"hold_seconds = {self.hold_seconds}\n"
             'log_format = "json"\n'
@@ -119,10 +124,31 @@ class Daemon:
         install_standins(bin_dir, state_file)
         self.extra_env["PATH"] = f"{bin_dir}:{os.environ['PATH']}"
 
+    def prepare_scsi_backend(self) -> None:
+        """The real mtx backend with Debian's mtx and mt, against the SCSI emulation."""
+        state_file = self.state_dir / "sim-library.json"
+        SimulatedLibrary.open(load_definition(self.library), state_file=state_file, speed=500.0)
+        self.devices = EmulatedDevices(state_file)
+        self.devices.start()
+        env = self.devices.env({})
+        self.extra_config += (
+            '\n[mtx]\nmtx = "/usr/sbin/mtx"\nmt = "/bin/mt"\n[mtx.env]\n'
+            f'LD_PRELOAD = "{env["LD_PRELOAD"]}"\nUMOCKDEV_DIR = "{env["UMOCKDEV_DIR"]}"\n'
+        )
+
+    def close(self) -> None:
+        """Stop the daemon and the emulated devices."""
+        self.stop()
+        if self.devices is not None:
+            self.devices.stop()
+            self.devices = None
+
     def start(self) -> None:
         self.folder.mkdir(parents=True, exist_ok=True)
         if self.backend == "mtx" and "PATH" not in self.extra_env:
             self.prepare_mtx_backend()
+        if self.backend == "scsi" and self.devices is None:
+            self.prepare_scsi_backend()
         if not self.config_path.exists():
             self.write_config()
         log = (self.folder / "daemon.log").open("ab")

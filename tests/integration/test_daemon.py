@@ -30,14 +30,15 @@ TAPE = writable_tapes(DEFINITION)[0]
 POOLS = sorted({t.pool for t in DEFINITION.tapes if t.pool})
 
 
-@pytest.fixture(params=["sim", "mtx"])
+@pytest.fixture(params=["sim", "mtx", "scsi"])
 def daemon(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Daemon]:
     """The daemon on the in-process simulator, and on the real mtx backend driving
-    the simulator through the stand-in mtx and mt executables."""
+    the simulator through the stand-in mtx and mt executables, and through Debian's
+    own mtx and mt against the SCSI emulation."""
     daemon = Daemon(folder=tmp_path / "daemon", backend=request.param)
     daemon.start()
     yield daemon
-    daemon.stop()
+    daemon.close()
 
 
 @pytest.fixture
@@ -260,7 +261,7 @@ def test_daemon_tells_systemd_it_is_ready_and_stops_cleanly(tmp_path: Path) -> N
     assert '"stopped"' in daemon.log_tail()
 
 
-@pytest.mark.parametrize("backend", ["sim", "mtx"])
+@pytest.mark.parametrize("backend", ["sim", "mtx", "scsi"])
 def test_inventory_command_shows_the_library_with_both_backends(
     tmp_path: Path, backend: str
 ) -> None:
@@ -268,6 +269,8 @@ def test_inventory_command_shows_the_library_with_both_backends(
     daemon.folder.mkdir(parents=True)
     if backend == "mtx":
         daemon.prepare_mtx_backend()
+    elif backend == "scsi":
+        daemon.prepare_scsi_backend()
     else:
         # The simulated library is the daemon's state: the CLI reads it, never makes one.
         SimulatedLibrary.open(
@@ -290,6 +293,7 @@ def test_inventory_command_shows_the_library_with_both_backends(
         check=False,
         env={**os.environ, **daemon.extra_env},
     )
+    daemon.close()
     assert result.returncode == 0, result.stderr
     data = json.loads(result.stdout)
     assert [d["index"] for d in data["drives"]] == [d.index for d in DEFINITION.drives]
