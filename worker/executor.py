@@ -155,8 +155,10 @@ class Executor:
         attempt = 0
         while True:
             try:
-                async with self._robot:
-                    await asyncio.wait_for(coro_factory(), self._settings.move_timeout_s)
+                # asyncio.timeout, not wait_for: before Python 3.12 wait_for can swallow
+                # the cancellation of a bounded shutdown when the move ends at that moment.
+                async with self._robot, asyncio.timeout(self._settings.move_timeout_s):
+                    await coro_factory()
             except RetryableError as exc:
                 if exc.outcome_uncertain:
                     self.state.inventory_suspect = True

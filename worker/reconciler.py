@@ -27,6 +27,9 @@ from worker.snapshot import DriveView, LibrarySnapshot, TapeView
 
 log = structlog.get_logger("tapeworker.reconciler")
 
+#: How long cancelled chains get to unwind at the end of a bounded drain.
+_CANCEL_GRACE_S = 5.0
+
 
 class Reconciler:
     def __init__(
@@ -50,6 +53,8 @@ class Reconciler:
         self._on_change = on_change
         self._clock = clock
         self._tasks: set[asyncio.Task[None]] = set()
+        #: What each running chain does, to name it if a shutdown cuts it short.
+        self._chains: dict[asyncio.Task[None], str] = {}
         #: Requests handed to the executor and not finished yet.
         self._dispatched: set[int] = set()
         #: Chains that crashed and could not record it: ended before the next plan.
@@ -275,7 +280,8 @@ class Reconciler:
                     self._executor.state.tape_drive[action.barcode] = drive
             task = asyncio.create_task(self._run_chain(drive, chain), name=f"drive-{drive}")
             self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+            self._chains[task] = _describe(drive, chain)
+            task.add_done_callback(self._chain_done)
         if changed:
             await self._on_change(changed)
 
@@ -303,15 +309,60 @@ class Reconciler:
             except Exception:
                 # One bad round must not stop the daemon; the next tick tries again.
                 log.exception("planning round failed")
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.wake.wait(), tick_s)
-            self.wake.clear()
+            await self.wait_for_work(tick_s)
 
-    async def drain(self) -> None:
-        """Let the moves in progress finish (SIGTERM): never leave a cartridge mid-air."""
-        if self._tasks:
-            await asyncio.gather(*self._tasks, return_exceptions=True)
+    async def wait_for_work(self, timeout_s: float) -> None:
+        """Until something changes or `timeout_s` passes; a cancellation always ends it.
+
+        Not `asyncio.wait_for`: before Python 3.12 it swallows a cancellation that
+        arrives just as the awaited event is set, and the loop would never stop.
+        """
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(timeout_s):
+                await self.wake.wait()
+        self.wake.clear()
+
+    async def drain(self, timeout_s: float | None = None) -> list[str]:
+        """Let the moves in progress finish (SIGTERM), for at most `timeout_s`.
+
+        Whatever still runs then is cancelled (a cancelled mtx child is killed) and
+        named in the log; its operation stays recorded as begun, so the next start
+        marks it interrupted and finds the cartridge by a fresh inventory. Returns
+        what was left.
+        """
+        if not self._tasks:
+            return []
+        _, running = await asyncio.wait(set(self._tasks), timeout=timeout_s)
+        if not running:
+            return []
+        left = sorted(self._chains[task] for task in running if task in self._chains)
+        log.error("stopped with moves in progress", waited_s=timeout_s, left=left)
+        for task in running:
+            task.cancel()
+        # A cancelled chain unwinds at once (journal rollback, child killed); bounded
+        # all the same, since nothing here may hang a shutdown.
+        await asyncio.wait(running, timeout=_CANCEL_GRACE_S)
+        return left
+
+    def _chain_done(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        self._chains.pop(task, None)
 
     @property
     def busy(self) -> bool:
         return bool(self._tasks)
+
+
+def _describe(drive: int, chain: list[DriveWork]) -> str:
+    """A drive's chain as an operator reads it: `drive 0: unload X to slot 3, load Y ...`."""
+    steps = []
+    for action in chain:
+        if isinstance(action, Load):
+            steps.append(f"load {action.barcode} from slot {action.slot}")
+        elif isinstance(action, Unload):
+            steps.append(f"unload {action.barcode} to slot {action.slot}")
+        elif isinstance(action, Clean):
+            steps.append(f"clean with {action.barcode} from slot {action.slot}")
+        else:
+            steps.append(f"attach {action.barcode}")
+    return f"drive {drive}: {', '.join(steps)}"

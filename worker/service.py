@@ -161,7 +161,7 @@ class Service:
             notify("STOPPING=1", "STATUS=finishing the move in progress")
             log.info("stopping: letting the moves in progress finish")
             planning.cancel()
-            await reconciler.drain()
+            await reconciler.drain(settings.executor.stop_timeout_s)
             if server is not None:
                 server.should_exit = True
             for task in background:

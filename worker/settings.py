@@ -95,6 +95,9 @@ class ExecutorSettings(BaseModel):
     backoff_s: Annotated[float, Field(ge=0)] = 5.0
     #: Consecutive failures after which a drive is marked down.
     drive_down_after: Annotated[int, Field(ge=1)] = 3
+    #: SIGTERM waits this long for the moves in progress, then stops all the same
+    #: (systemd's TimeoutStopSec must be longer).
+    stop_timeout_s: Annotated[float, Field(ge=0)] = 300.0
 
 
 #: The planner's defaults live in PlanPolicy; the settings only add validation.

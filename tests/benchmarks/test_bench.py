@@ -10,6 +10,7 @@ from worker.simulation.report import GOALS_HEADING
 
 
 @pytest.mark.benchmark
+@pytest.mark.timeout(900)
 def test_print_the_comparison_figures(capsys: pytest.CaptureFixture[str]) -> None:
     assert bench_main(["--quick", "--no-progress"]) == 0
     out = capsys.readouterr().out

@@ -12,12 +12,14 @@ from tests.integration.crash import run_storm
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 
+@pytest.mark.timeout(1800)
 def test_fifty_kills_lose_nothing_and_do_nothing_twice(tmp_path: Path, broker: Broker) -> None:
     figures = run_storm(tmp_path / "daemon", broker, kills=50, seed=11, destinations=40)
     assert figures.kills == 50
     assert sum(figures.requests.values()) >= 40
 
 
+@pytest.mark.timeout(1200)
 def test_five_broker_restarts_lose_no_event(tmp_path: Path, broker: Broker) -> None:
     figures = run_storm(
         tmp_path / "daemon", broker, kills=0, seed=5, destinations=30, broker_restarts=5

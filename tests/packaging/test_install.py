@@ -23,7 +23,8 @@ from tests.integration.daemon import wait_until
 from worker.settings import SYSTEM_CONFIG
 
 REPO = Path(__file__).resolve().parents[2]
-pytestmark = pytest.mark.integration
+# Building and installing a wheel takes minutes on a busy machine.
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(900)]
 
 
 def run(*args: str | Path, cwd: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:

@@ -153,5 +153,5 @@ async def running_worker(
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
-        await reconciler.drain()
+        await reconciler.drain(timeout_s=60)
         await journal.close()

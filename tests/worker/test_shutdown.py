@@ -1,0 +1,91 @@
+"""Stopping is bounded: a move that never ends does not hold a shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.worker.harness import Harness, definition, running_worker
+from worker.actions import Action
+from worker.journal import OperationRecord
+from worker.planner import PlanPolicy
+from worker.reconciler import Reconciler
+
+
+def _robot_never_finishes(worker: Harness) -> None:
+    # A move of 7 s takes 7e9 s at this speed: as good as a robot that hangs.
+    with worker.library.store.locked() as state:
+        state.speed = 1e-9
+
+
+async def _load_in_flight(worker: Harness) -> OperationRecord | None:
+    begun = await worker.journal.operations("intent")
+    return begun[0] if begun else None
+
+
+async def test_drain_stops_waiting_for_a_move_that_never_ends(tmp_path: Path) -> None:
+    async with running_worker(tmp_path, definition(drives=1)) as worker:
+        _robot_never_finishes(worker)
+        await worker.submit("create", 1, tape_barcode="AAA001L9")
+        op = await worker.wait_until("the load to begin", lambda: _load_in_flight(worker))
+        assert op.kind == "load"
+        left = await worker.reconciler.drain(timeout_s=0.2)
+        assert left == ["drive 0: load AAA001L9 from slot 1"]
+        assert not worker.reconciler.busy
+        assert not worker.executor.robot_busy
+        # The journal still says the load was begun and not finished: the next start
+        # marks it interrupted. The cancelled move gave the robot back.
+        assert [o.id for o in await worker.journal.operations("intent")] == [op.id]
+        with worker.library.store.locked() as state:
+            state.speed = 1000.0
+        async with asyncio.timeout(30):
+            inventory = await worker.library.inventory()
+        assert inventory.slot(1).barcode == "AAA001L9"
+
+
+async def test_drain_with_nothing_in_flight_returns_at_once(tmp_path: Path) -> None:
+    async with running_worker(tmp_path, definition(drives=1)) as worker:
+        assert await worker.reconciler.drain(timeout_s=0) == []
+
+
+class ObservedReconciler(Reconciler):
+    """The real reconciler, telling the test when a planning round is over."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.round_over = asyncio.Event()
+
+    async def round(self) -> list[Action]:
+        planned = await super().round()
+        self.round_over.set()
+        return planned
+
+
+async def test_stopping_the_planning_loop_is_never_lost(tmp_path: Path) -> None:
+    """A cancellation that arrives just as the loop is woken still ends it (the
+    teardown of a test once hung on this for 25 minutes)."""
+    async with running_worker(tmp_path, definition(drives=1)) as worker:
+
+        async def changed(_: set[int]) -> None:
+            reconciler.wake.set()
+
+        reconciler = ObservedReconciler(
+            definition(drives=1),
+            worker.library,
+            worker.journal,
+            worker.executor,
+            PlanPolicy(),
+            on_change=changed,
+        )
+        planning = asyncio.create_task(reconciler.run(tick_s=3600))
+        await reconciler.round_over.wait()
+        # The loop now waits for work: wake it, and stop it while it wakes.
+        reconciler.wake.set()
+        await asyncio.sleep(0)
+        planning.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            async with asyncio.timeout(30):
+                await planning
