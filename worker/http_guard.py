@@ -114,6 +114,61 @@ def next_waiter(waiting_since: Sequence[float], now: float, lifo_after_s: float)
     return 0
 
 
+W = TypeVar("W")
+
+
+@dataclass
+class WaitingRoom(Generic[W]):
+    """Requests waiting for a slot, one line per client (its credentials), taken in turn.
+
+    Fair queuing between clients: a client flooding the daemon fills its own line and
+    sheds its own requests, and another client's request is next at the next free slot.
+    Within a line, `next_waiter` decides (in order, or newest first once it stands).
+    """
+
+    capacity: int
+    lifo_after_s: float
+    lines: OrderedDict[bytes, deque[tuple[float, W]]] = field(default_factory=OrderedDict)
+
+    def __len__(self) -> int:
+        return sum(len(line) for line in self.lines.values())
+
+    def add(self, owner: bytes, item: W, now: float) -> W | None:
+        """Queue `item`; return the item shed to make room (the longest line's oldest)."""
+        shed: W | None = None
+        if len(self) >= self.capacity:
+            longest = max(self.lines, key=lambda o: len(self.lines[o]), default=None)
+            if longest is None:  # no queue at all (capacity 0)
+                return item
+            shed = self.lines[longest].popleft()[1]
+            if not self.lines[longest]:
+                del self.lines[longest]
+        self.lines.setdefault(owner, deque()).append((now, item))
+        return shed
+
+    def remove(self, item: W) -> None:
+        for owner, line in list(self.lines.items()):
+            for entry in line:
+                if entry[1] == item:
+                    line.remove(entry)
+                    if not line:
+                        del self.lines[owner]
+                    return
+
+    def pop(self, now: float) -> W | None:
+        """The next item to admit: the first line's choice; that line goes to the back."""
+        if not self.lines:
+            return None
+        owner, line = next(iter(self.lines.items()))
+        index = next_waiter([since for since, _ in line], now, self.lifo_after_s)
+        _, item = line[index]
+        del line[index]
+        del self.lines[owner]
+        if line:
+            self.lines[owner] = line
+        return item
+
+
 def raise_open_files_limit(wanted: int) -> int:
     """Raise the soft RLIMIT_NOFILE toward `wanted` (within the hard limit); return it.
 
@@ -184,6 +239,9 @@ class GuardedH11Protocol(H11Protocol):
 
     settings: ClassVar[HttpSettings]
     table: ClassVar[ConnectionTable[GuardedH11Protocol]]
+    #: Refusals since the last log line, and when that line was written.
+    refused: ClassVar[int] = 0
+    refusal_logged_at: ClassVar[float] = float("-inf")
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -196,7 +254,7 @@ class GuardedH11Protocol(H11Protocol):
         super().connection_made(transport)
         verdict = self.table.open(self)
         if not verdict.accept:
-            log.warning("http connection refused: every connection is busy", open=len(self.table))
+            self._note_refusal()
             self.transport.write(
                 raw_error(
                     503, "too many connections, all busy: retry later", [("retry-after", "1")]
@@ -243,6 +301,20 @@ class GuardedH11Protocol(H11Protocol):
         self.transport.write(raw_error(status, f"invalid HTTP request: {message}"))
         self.transport.close()
 
+    def _note_refusal(self) -> None:
+        # One line a second at most: a flood must not turn into a flood of log lines.
+        cls = type(self)
+        cls.refused += 1
+        now = self.loop.time()
+        if now - cls.refusal_logged_at >= 1.0:
+            log.warning(
+                "http connections refused: every connection is busy",
+                refused=cls.refused,
+                open=len(self.table),
+            )
+            cls.refused = 0
+            cls.refusal_logged_at = now
+
     def evict(self) -> None:
         """Closed to make room for a new connection: it had no request in progress."""
         self._disarm_head_timer()
@@ -278,20 +350,20 @@ def protocol_class(settings: HttpSettings) -> type[GuardedH11Protocol]:
 # -- admission -------------------------------------------------------------------------
 
 
-@dataclass(eq=False)
-class _Waiter:
-    since: float
-    admitted: asyncio.Future[bool]
-
-
 class Admission:
-    """ASGI wrapper: bounded requests in the application, a bounded queue, a body deadline."""
+    """ASGI wrapper: bounded requests in the application, a fair bounded queue, a body deadline."""
 
     def __init__(self, app: ASGIApp, settings: HttpSettings) -> None:
         self.app = app
         self.settings = settings
         self.active = 0
-        self._waiting: deque[_Waiter] = deque()
+        self._room: WaitingRoom[asyncio.Future[bool]] = WaitingRoom(
+            settings.max_queued_requests, settings.lifo_after_s
+        )
+
+    @property
+    def waiting(self) -> int:
+        return len(self._room)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -299,7 +371,9 @@ class Admission:
             return
         loop = asyncio.get_running_loop()
         body_deadline = loop.time() + self.settings.body_timeout_s
-        if not await self._enter():
+        # The credentials, as sent, tell clients apart (unauthenticated ones share a line).
+        owner = dict(scope.get("headers", ())).get(b"authorization", b"")
+        if not await self._enter(owner):
             await _send_error(send, 503, "the daemon is busy: retry later", retry_after=True)
             return
         try:
@@ -307,49 +381,46 @@ class Admission:
         finally:
             self._leave()
 
-    async def _enter(self) -> bool:
+    async def _enter(self, owner: bytes) -> bool:
         """Take a slot in the application, waiting in the queue if need be; False = shed."""
-        if self.active < self.settings.max_concurrent_requests and not self._waiting:
+        if self.active < self.settings.max_concurrent_requests and not self._room.lines:
             self.active += 1
             return True
         loop = asyncio.get_running_loop()
-        if len(self._waiting) >= self.settings.max_queued_requests:
-            # Full: the oldest waiter is the one whose client most likely gave up.
-            self._waiting.popleft().admitted.set_result(False)
-        waiter = _Waiter(loop.time(), loop.create_future())
-        self._waiting.append(waiter)
+        admitted: asyncio.Future[bool] = loop.create_future()
+        shed = self._room.add(owner, admitted, loop.time())
+        if shed is admitted:
+            return False
+        if shed is not None and not shed.done():
+            # (A done one timed out this very moment and is answered by its own task.)
+            shed.set_result(False)
         try:
             async with asyncio.timeout(self.settings.queue_timeout_s):
-                return await waiter.admitted
+                return await admitted
         except TimeoutError:
-            return self._abandon(waiter)
+            return self._abandon(admitted)
         except asyncio.CancelledError:
-            if self._abandon(waiter):
+            if self._abandon(admitted):
                 self._leave()
             raise
 
-    def _abandon(self, waiter: _Waiter) -> bool:
+    def _abandon(self, admitted: asyncio.Future[bool]) -> bool:
         """The wait ended early; True when a slot was handed over all the same."""
-        admitted = waiter.admitted
         if admitted.done() and not admitted.cancelled():
             return admitted.result()
         admitted.cancel()
-        if waiter in self._waiting:
-            self._waiting.remove(waiter)
+        self._room.remove(admitted)
         return False
 
     def _leave(self) -> None:
         """Free a slot: hand it to the next waiter, or give it back."""
-        self._waiting = deque(w for w in self._waiting if not w.admitted.done())
-        if not self._waiting:
-            self.active -= 1
-            return
         now = asyncio.get_running_loop().time()
-        index = next_waiter([w.since for w in self._waiting], now, self.settings.lifo_after_s)
-        waiter = self._waiting[index]
-        del self._waiting[index]
-        # The slot passes to the waiter: `active` stays as it is.
-        waiter.admitted.set_result(True)
+        while (admitted := self._room.pop(now)) is not None:
+            if not admitted.done():
+                # The slot passes to the waiter: `active` stays as it is.
+                admitted.set_result(True)
+                return
+        self.active -= 1
 
     async def _serve(self, scope: Scope, receive: Receive, send: Send, deadline: float) -> None:
         state = {"body_done": False, "timed_out": False}

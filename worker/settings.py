@@ -48,9 +48,9 @@ class HttpSettings(BaseModel):
     users: dict[str, SecretStr] = Field(default_factory=dict)
     # Limits under load (see worker/http_guard.py and the README's "HTTP under load").
     #: Open connections at most; a new one evicts the longest idle one.
-    max_connections: Annotated[int, Field(ge=1)] = 512
+    max_connections: Annotated[int, Field(ge=1)] = 2048
     #: Requests in the application at once; more wait in a queue.
-    max_concurrent_requests: Annotated[int, Field(ge=1)] = 16
+    max_concurrent_requests: Annotated[int, Field(ge=1)] = 8
     max_queued_requests: Annotated[int, Field(ge=0)] = 64
     #: A queued request is answered 503 (Retry-After) after this long.
     queue_timeout_s: Annotated[float, Field(gt=0)] = 0.5

@@ -15,6 +15,7 @@ from worker.http_guard import (
     FD_RESERVE,
     Admission,
     ConnectionTable,
+    WaitingRoom,
     next_waiter,
     raise_open_files_limit,
 )
@@ -65,6 +66,34 @@ def test_a_draining_queue_is_served_in_order_a_standing_one_newest_first() -> No
         next_waiter([], now=0.0, lifo_after_s=1.0)
 
 
+def test_clients_take_turns_and_a_full_room_sheds_from_the_longest_line() -> None:
+    room: WaitingRoom[str] = WaitingRoom(capacity=4, lifo_after_s=10)
+    for n in range(3):
+        assert room.add(b"flood", f"f{n}", now=float(n)) is None
+    assert room.add(b"archive", "a0", now=3.0) is None
+    # Full: the flood's oldest goes, not the other client's only request.
+    assert room.add(b"flood", "f3", now=4.0) == "f0"
+    assert room.add(b"archive", "a1", now=5.0) == "f1"
+    assert [room.pop(now=5.0) for _ in range(5)] == ["f2", "a0", "f3", "a1", None]
+
+
+def test_a_line_that_stands_gives_its_newest_first() -> None:
+    room: WaitingRoom[str] = WaitingRoom(capacity=10, lifo_after_s=1)
+    for n in range(3):
+        room.add(b"flood", f"f{n}", now=0.0)
+    assert room.pop(now=0.5) == "f0"
+    assert room.pop(now=2.0) == "f2"
+    room.remove("f1")
+    assert len(room) == 0
+    assert room.pop(now=2.0) is None
+
+
+def test_a_room_without_capacity_sheds_the_newcomer() -> None:
+    room: WaitingRoom[str] = WaitingRoom(capacity=0, lifo_after_s=1)
+    assert room.add(b"a", "x", now=0.0) == "x"
+    assert len(room) == 0
+
+
 def test_the_open_files_limit_is_raised_within_the_hard_limit() -> None:
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     try:
@@ -101,7 +130,12 @@ class Gate:
 
 
 async def call(
-    app: Any, path: str, body: list[bytes] | None = None, *, complete: bool = True
+    app: Any,
+    path: str,
+    body: list[bytes] | None = None,
+    *,
+    complete: bool = True,
+    authorization: bytes = b"",
 ) -> tuple[int, dict[str, Any]]:
     """One request through the ASGI interface; returns the status, the JSON body and headers.
 
@@ -121,7 +155,8 @@ async def call(
     async def send(message: dict[str, Any]) -> None:
         sent.append(message)
 
-    scope = {"type": "http", "path": path, "method": "POST", "headers": []}
+    sent_headers = [(b"authorization", authorization)] if authorization else []
+    scope = {"type": "http", "path": path, "method": "POST", "headers": sent_headers}
     await app(scope, receive, send)
     status = sent[0]["status"]
     payload = b"".join(m.get("body", b"") for m in sent[1:])
@@ -161,12 +196,61 @@ async def test_a_standing_queue_serves_the_newest_request_first() -> None:
     admission = Admission(gate, settings)
     tasks = [asyncio.create_task(call(admission, f"/{n}")) for n in range(4)]
     async with asyncio.timeout(10):
-        while len(admission._waiting) < 3:
+        while admission.waiting < 3:
             await asyncio.sleep(0)
     gate.release.set()
     async with asyncio.timeout(10):
         await asyncio.gather(*tasks)
     assert gate.started == ["/0", "/3", "/2", "/1"]
+    assert admission.active == 0
+
+
+async def test_another_clients_request_is_served_before_a_floods_backlog() -> None:
+    gate = Gate()
+    settings = HttpSettings(
+        max_concurrent_requests=1, max_queued_requests=100, queue_timeout_s=30, lifo_after_s=30
+    )
+    admission = Admission(gate, settings)
+    flood = [
+        asyncio.create_task(call(admission, f"/flood{n}", authorization=b"Basic flood"))
+        for n in range(20)
+    ]
+    async with asyncio.timeout(10):
+        while admission.waiting < 19:
+            await asyncio.sleep(0)
+    archive = asyncio.create_task(call(admission, "/archive", authorization=b"Basic archive"))
+    async with asyncio.timeout(10):
+        while admission.waiting < 20:
+            await asyncio.sleep(0)
+    gate.release.set()
+    async with asyncio.timeout(10):
+        await asyncio.gather(archive, *flood)
+    # The first flood request was running; the other client's is next, not 20th.
+    assert gate.started[:3] == ["/flood0", "/flood1", "/archive"]
+
+
+async def test_a_waiter_timing_out_as_it_is_shed_is_answered_once() -> None:
+    gate = Gate()
+    settings = HttpSettings(max_concurrent_requests=1, max_queued_requests=1, queue_timeout_s=30)
+    admission = Admission(gate, settings)
+    running = asyncio.create_task(call(admission, "/running"))
+    async with asyncio.timeout(10):
+        while not gate.started:
+            await asyncio.sleep(0)
+    # A waiter whose timeout has just fired: its future is cancelled, its task has not
+    # yet taken it out of the full queue. A newcomer sheds it: no error, no answer twice.
+    timed_out: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+    timed_out.cancel()
+    admission._room.add(b"", timed_out, 0.0)
+    newcomer = asyncio.create_task(call(admission, "/newcomer"))
+    async with asyncio.timeout(10):
+        while admission.waiting < 1 or timed_out in [f for _, f in admission._room.lines[b""]]:
+            await asyncio.sleep(0)
+    gate.release.set()
+    async with asyncio.timeout(10):
+        results = await asyncio.gather(running, newcomer)
+    assert [status for status, _ in results] == [200, 200]
+    assert gate.started == ["/running", "/newcomer"]
     assert admission.active == 0
 
 
