@@ -16,11 +16,14 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
+import structlog
+
 from drivers.base import Inventory
 from drivers.definition import load_definition
 from drivers.errors import DefinitionError, DriverError
-from worker.errors import ConfigError, JournalError
-from worker.journal import Journal
+from worker.errors import ConfigError, JournalDamagedError, JournalError, StartupError
+from worker.health_file import read_health
+from worker.journal import Journal, check_file, damaged_message, salvage
 from worker.logging import configure
 from worker.models import iso_time
 from worker.ops.waits import why_waiting
@@ -30,6 +33,9 @@ from worker.settings import Settings, load_settings
 EXIT_CONFIG = 2
 #: A read-only command found no daemon state to read.
 EXIT_NO_STATE = 1
+#: A damaged journal stops the daemon with the same status as a bad configuration:
+#: restarting cannot help, an operator must act.
+EXIT_DAMAGED = 2
 
 
 class NoStateError(Exception):
@@ -101,6 +107,26 @@ def build_parser() -> argparse.ArgumentParser:
     commands.add_parser(
         "simulate", help="compare the planner with simple policies (see `simulate --help`)"
     )
+    journal = commands.add_parser("journal", help="check or salvage the journal file")
+    journal_commands = journal.add_subparsers(dest="journal_command", required=True)
+    journal_check = journal_commands.add_parser(
+        "check", help="is the journal sound? (read-only; exit status 2 when damaged)"
+    )
+    _config_arg(journal_check)
+    journal_check.add_argument(
+        "--full", action="store_true", help="integrity_check instead of quick_check (slower)"
+    )
+    recover = journal_commands.add_parser(
+        "recover",
+        help="salvage what SQLite can read into a new file, keeping the damaged one",
+    )
+    _config_arg(recover)
+    recover.add_argument(
+        "--replace",
+        action="store_true",
+        help="then put the salvaged file in place (the damaged one is kept beside it); "
+        "stop the daemon first",
+    )
     return parser
 
 
@@ -154,6 +180,10 @@ def _main(argv: Sequence[str] | None) -> int:
                     as_json=args.json,
                 )
             )
+        if args.command == "journal" and args.journal_command == "check":
+            return _journal_check(settings, full=args.full)
+        if args.command == "journal" and args.journal_command == "recover":
+            return _journal_recover(settings, replace=args.replace)
     except (NoStateError, JournalError) as exc:
         print(f"tapeworker: {exc}", file=sys.stderr)
         return EXIT_NO_STATE
@@ -167,10 +197,80 @@ def _main(argv: Sequence[str] | None) -> int:
 
 
 def _run(settings: Settings, config: Path | None) -> int:
+    """The daemon; a start-up that cannot succeed ends with one line and a status."""
     from worker.service import Service  # noqa: PLC0415
 
-    asyncio.run(Service(settings, config).run())
+    try:
+        asyncio.run(Service(settings, config).run())
+    except Exception as exc:
+        problem = _innermost(exc)
+        if isinstance(problem, ConfigError | JournalDamagedError):
+            print(f"tapeworker: {problem}", file=sys.stderr)
+            return EXIT_DAMAGED
+        if isinstance(problem, StartupError | JournalError | DriverError):
+            print(f"tapeworker: cannot start: {problem}", file=sys.stderr)
+            return 1
+        structlog.get_logger("tapeworker").error("stopped by an unexpected error", exc_info=problem)
+        print(f"tapeworker: stopped by an unexpected error: {problem!r}", file=sys.stderr)
+        return 1
     return 0
+
+
+def _innermost(exc: BaseException) -> BaseException:
+    """The one error inside the task groups' wrappers."""
+    while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
+        exc = exc.exceptions[0]
+    return exc
+
+
+def _journal_check(settings: Settings, *, full: bool) -> int:
+    """Read-only: SQLite's check of the file, and what the running daemon says."""
+    path = settings.journal_path
+    if not path.exists():
+        raise JournalError(f"{path}: no journal yet (has the daemon run?)")
+    pragma = "integrity_check" if full else "quick_check"
+    found = check_file(path, full=full)
+    health = read_health(settings.state_dir)
+    if health is not None and health.get("journal_fault"):
+        print(f"the running daemon reports: {health['journal_fault']}")
+    if not found:
+        print(f"{path}: ok ({pragma})")
+        return 0
+    print(f"tapeworker: {damaged_message(path, found)}", file=sys.stderr)
+    return EXIT_DAMAGED
+
+
+def _journal_recover(settings: Settings, *, replace: bool) -> int:
+    """Copy what SQLite can still read into a new file; the damaged one stays."""
+    path = settings.journal_path
+    if not path.exists():
+        raise JournalError(f"{path}: no journal to recover")
+    stamp = time.strftime("%Y%m%dT%H%M%S")
+    recovered = path.with_name(f"{path.name}.recovered-{stamp}")
+    copied = salvage(path, recovered)
+    # Opened as the daemon opens it: schema, migrations and the start-up check.
+    asyncio.run(_verify(recovered))
+    print(f"salvaged into {recovered}: " + ", ".join(f"{n} {t}" for t, n in copied.items()))
+    if not replace:
+        print(
+            f"the damaged file is untouched. To use the salvaged one: stop the daemon, "
+            f"move {path} (and its -wal and -shm files) aside and {recovered} to {path}; "
+            "or run this command again with --replace"
+        )
+        return 0
+    aside = path.with_name(f"{path.name}.damaged-{stamp}")
+    for suffix in ("", "-wal", "-shm"):
+        old = Path(f"{path}{suffix}")
+        if old.exists():
+            old.rename(Path(f"{aside}{suffix}"))
+    recovered.rename(path)
+    print(f"{path} is now the salvaged journal; the damaged one is {aside}")
+    return 0
+
+
+async def _verify(path: Path) -> None:
+    journal = await Journal.open(path)
+    await journal.close()
 
 
 async def _hardware_problems(settings: Settings) -> list[str]:
@@ -223,6 +323,11 @@ async def _inventory(settings: Settings, *, as_json: bool) -> int:
 
 async def _status(settings: Settings, *, as_json: bool) -> int:
     now = time.time()
+    health = read_health(settings.state_dir)
+    fault = health.get("journal_fault") if health is not None else None
+    if fault and not as_json:
+        # First, and also when the journal cannot be read below.
+        print(f"journal: PAUSED ({fault}); intake waits and retries by itself")
     journal = await Journal.open_readonly(settings.journal_path)
     try:
         drives = await journal.drives()
@@ -242,6 +347,7 @@ async def _status(settings: Settings, *, as_json: bool) -> int:
     }
     data: dict[str, Any] = {
         "time": iso_time(now),
+        "journal": {"ok": not fault, "fault": fault},
         "drives": [
             {
                 "index": d.index,

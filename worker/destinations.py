@@ -14,13 +14,16 @@ from dataclasses import dataclass
 from typing import Literal
 
 import aiosqlite
+import structlog
 
 from drivers.errors import InvalidArgumentError
 from drivers.media import validate_barcode
-from worker.errors import RejectedEventError
-from worker.journal import Journal, RequestRecord
+from worker.errors import JournalFaultError, RejectedEventError
+from worker.journal import Journal, RequestRecord, fault_kind
 from worker.models import TaskDestinationBody
 from worker.requests import RequestState
+
+log = structlog.get_logger("tapeworker.destinations")
 
 Verb = Literal["create", "update", "destroy", "release"]
 VERBS: tuple[Verb, ...] = ("create", "update", "destroy", "release")
@@ -85,27 +88,73 @@ async def record_events(
 
     `within` runs last inside the same transaction, with the outcomes: what it writes
     commits with the events or not at all (an HTTP create's Idempotency-Key).
+
+    An event whose handling raises something unexpected (a bug) is undone alone and
+    journaled as a rejected poison event with the reason, so it cannot stop the
+    daemon, twice or ever; a journal fault (JournalFaultError) commits nothing.
     """
     outcomes: list[Outcome] = []
     async with journal.transaction() as db:
         for event in events:
-            if isinstance(event, RejectedInput):
-                seq = await journal.insert_event(
-                    db,
-                    source=event.source,
-                    received=now,
-                    topic=event.topic,
-                    payload=event.payload,
-                    status="rejected",
-                    reason=event.reason,
-                    dedup_key=event.dedup_key,
-                )
-                outcomes.append(Outcome("rejected" if seq else "duplicate", reason=event.reason))
-                continue
-            outcomes.append(await _record_one(journal, db, event, now, hold_seconds))
+            try:
+                async with journal.savepoint(db):
+                    outcome = await _record_input(journal, db, event, now, hold_seconds)
+            except Exception as exc:
+                if isinstance(exc, JournalFaultError) or fault_kind(exc) is not None:
+                    raise
+                outcome = await _record_poison(journal, db, event, now, exc)
+            outcomes.append(outcome)
         if within is not None:
             await within(db, outcomes)
     return outcomes
+
+
+async def _record_input(
+    journal: Journal,
+    db: aiosqlite.Connection,
+    event: DestinationEvent | RejectedInput,
+    now: float,
+    hold_seconds: float,
+) -> Outcome:
+    if isinstance(event, RejectedInput):
+        seq = await journal.insert_event(
+            db,
+            source=event.source,
+            received=now,
+            topic=event.topic,
+            payload=event.payload,
+            status="rejected",
+            reason=event.reason,
+            dedup_key=event.dedup_key,
+        )
+        return Outcome("rejected" if seq else "duplicate", reason=event.reason)
+    return await _record_one(journal, db, event, now, hold_seconds)
+
+
+async def _record_poison(
+    journal: Journal,
+    db: aiosqlite.Connection,
+    event: DestinationEvent | RejectedInput,
+    now: float,
+    exc: Exception,
+) -> Outcome:
+    reason = f"poison event: handling raised {type(exc).__name__}: {exc}"[:1000]
+    log.error("poison event skipped", topic=event.topic, reason=reason, exc_info=exc)
+    destination_id = event.destination_id if isinstance(event, DestinationEvent) else None
+    seq = await journal.insert_event(
+        db,
+        source=event.source,
+        received=now,
+        topic=event.topic,
+        verb=event.verb if isinstance(event, DestinationEvent) else None,
+        task_id=event.task_id if isinstance(event, DestinationEvent) else None,
+        destination_id=destination_id,
+        payload=event.payload,
+        status="rejected",
+        reason=reason,
+        dedup_key=event.dedup_key,
+    )
+    return Outcome("rejected" if seq else "duplicate", destination_id, reason)
 
 
 async def _record_one(

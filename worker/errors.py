@@ -25,3 +25,23 @@ class RejectedEventError(WorkerError):
 
 class JournalError(WorkerError):
     """The journal could not be opened or is from an incompatible version."""
+
+
+class JournalDamagedError(JournalError):
+    """The journal file is damaged: stop, and let an operator salvage it
+    (`tapeworker journal recover`); serving from it would fail every write."""
+
+
+class JournalFaultError(JournalError):
+    """The journal cannot take writes right now (disk full, read-only, I/O error,
+    damage): hold the work back, acknowledge nothing, and retry later."""
+
+    def __init__(self, path: str, kind: str, detail: str) -> None:
+        super().__init__(f"{path}: journal {kind}: {detail}")
+        self.path = path
+        self.kind = kind
+        self.detail = detail
+
+
+class StartupError(WorkerError):
+    """The daemon cannot start; the message says what is wrong and where."""

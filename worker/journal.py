@@ -5,12 +5,20 @@ requests and their state machine, robot/drive operations (intent before the
 command, outcome after), the tape catalog with locations, the drives, and the
 last inventory. WAL with synchronous=FULL: an event acknowledged to the broker
 must survive a power cut. Callers batch their writes into one transaction.
+
+A write the file system refuses (disk full, read-only, I/O error, a damaged page)
+is a fault, not a crash: the transaction raises JournalFaultError, `fault` says
+why until a write succeeds again, and callers hold their work back and retry.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import hashlib
 import json
+import sqlite3
+import time
 from collections.abc import AsyncIterator, Iterable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, fields
@@ -18,14 +26,80 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import aiosqlite
+import structlog
 
 from drivers.base import Inventory
 from drivers.definition import LibraryDefinition
 from drivers.media import is_cleaning, media_of
-from worker.errors import JournalError
+from worker.errors import JournalDamagedError, JournalError, JournalFaultError
 from worker.requests import ACTIVE, RequestState, transition
 
 SCHEMA_VERSION = 3
+
+log = structlog.get_logger("tapeworker.journal")
+
+#: SQLite's primary result codes that mean "the journal cannot take this write now";
+#: anything else is a bug in our SQL and is raised as it is.
+_FAULT_KINDS = {
+    sqlite3.SQLITE_FULL: "disk full",
+    sqlite3.SQLITE_READONLY: "read-only",
+    sqlite3.SQLITE_IOERR: "I/O error",
+    sqlite3.SQLITE_CORRUPT: "damaged",
+    sqlite3.SQLITE_NOTADB: "damaged",
+    sqlite3.SQLITE_CANTOPEN: "cannot open",
+    sqlite3.SQLITE_PERM: "permission denied",
+    sqlite3.SQLITE_BUSY: "busy",
+    sqlite3.SQLITE_LOCKED: "busy",
+}
+
+#: A stored payload keeps this many bytes; the rest is summed up by its size and digest.
+DEFAULT_MAX_PAYLOAD_BYTES = 64 * 1024
+
+
+def fault_kind(exc: BaseException) -> str | None:
+    """What kind of journal fault an exception is, or None when it is not one."""
+    if isinstance(exc, sqlite3.Error):
+        code = getattr(exc, "sqlite_errorcode", None)
+        if code is not None:
+            return _FAULT_KINDS.get(code & 0xFF)
+    return None
+
+
+def cap_payload(payload: str | None, max_bytes: int) -> str | None:
+    """The payload as stored: whole when small, else its head and a digest of all of it."""
+    if payload is None:
+        return None
+    raw = payload.encode("utf-8", "replace")
+    if len(raw) <= max_bytes:
+        return payload
+    head = raw[:max_bytes].decode("utf-8", "ignore")
+    digest = hashlib.sha256(raw).hexdigest()
+    return f"{head}\n[truncated: {len(raw)} bytes in all, sha256 {digest}]"
+
+
+@dataclass(frozen=True, slots=True)
+class JournalFault:
+    """Why the journal refuses writes, since when (wall clock)."""
+
+    kind: str
+    detail: str
+    since: float
+
+    def describe(self) -> str:
+        return f"journal {self.kind}: {self.detail}"
+
+
+@dataclass(frozen=True, slots=True)
+class PruneCounts:
+    events: int = 0
+    requests: int = 0
+    operations: int = 0
+    destinations: int = 0
+
+    @property
+    def total(self) -> int:
+        return self.events + self.requests + self.operations + self.destinations
+
 
 #: HTTP creates' Idempotency-Keys (schema 3): each key with what its create did.
 _IDEMPOTENCY_TABLE = """
@@ -307,6 +381,119 @@ _MIGRATIONS: dict[int, tuple[str, ...]] = {
 }
 
 
+async def _quick_check(db: aiosqlite.Connection) -> list[str]:
+    async with db.execute("PRAGMA quick_check") as cur:
+        found = [str(row[0]) for row in await cur.fetchall()]
+    return [] if found == ["ok"] else found
+
+
+def check_file(path: Path, *, full: bool = False) -> list[str]:
+    """SQLite's check of a journal file, opened read-only (it creates and changes
+    nothing): [] when sound, else what it found."""
+    pragma = "PRAGMA integrity_check" if full else "PRAGMA quick_check"
+    try:
+        with contextlib.closing(sqlite3.connect(_readonly_uri(path), uri=True)) as db:
+            found = [str(row[0]) for row in db.execute(pragma)]
+    except sqlite3.DatabaseError as exc:
+        found = [str(exc)]
+    return [] if found == ["ok"] else found
+
+
+def salvage(damaged: Path, into: Path) -> dict[str, int]:
+    """Copy every row SQLite can still read from a damaged journal into a new file
+    with the current schema; return the rows copied per table.
+
+    Each table is read in rowid order; where a damaged page breaks the scan, the
+    copy resumes past it (looking further ahead each time it fails again), so one
+    bad page costs the rows on it, not the rest of the table.
+    """
+    if into.exists():
+        raise JournalError(f"{into}: exists already; not overwriting it")
+    copied: dict[str, int] = {}
+    with (
+        contextlib.closing(sqlite3.connect(_readonly_uri(damaged), uri=True)) as source,
+        contextlib.closing(sqlite3.connect(into, isolation_level=None)) as target,
+    ):
+        target.executescript(_SCHEMA)
+        tables = [
+            str(row[0])
+            for row in target.execute(
+                "SELECT name FROM sqlite_master WHERE type='table' AND name != 'sqlite_sequence'"
+            )
+        ]
+        target.execute("BEGIN")
+        for table in tables:
+            copied[table] = _salvage_table(source, target, table)
+        # The new file has the current schema, whatever the damaged one said.
+        target.execute(
+            "INSERT INTO meta(key, value) VALUES('schema', ?) "
+            "ON CONFLICT(key) DO UPDATE SET value=excluded.value",
+            (str(SCHEMA_VERSION),),
+        )
+        target.execute("COMMIT")
+    return copied
+
+
+def _salvage_table(source: sqlite3.Connection, target: sqlite3.Connection, table: str) -> int:
+    wanted = [str(row[1]) for row in target.execute(f"PRAGMA table_info({table})")]
+    try:
+        present = {str(row[1]) for row in source.execute(f"PRAGMA table_info({table})")}
+    except sqlite3.DatabaseError:
+        return 0
+    columns = [c for c in wanted if c in present]
+    if not columns:
+        return 0
+    names = ", ".join(columns)
+    read = f"SELECT rowid, {names} FROM {table} WHERE rowid > ? ORDER BY rowid"  # noqa: S608 - names from the schema
+    write = f"INSERT OR IGNORE INTO {table}(rowid, {names}) VALUES(?{', ?' * len(columns)})"
+    lowest, highest = -(2**63), 2**63 - 1
+    after, skip, copied = lowest, 1, 0
+    while True:
+        try:
+            for row in source.execute(read, (after,)):
+                target.execute(write, tuple(row))
+                after, skip = row[0], 1
+                copied += 1
+        except sqlite3.DatabaseError:
+            if after >= highest - skip:
+                break
+            after += skip
+            skip *= 2
+            continue
+        break
+    return copied
+
+
+def damaged_message(path: Path, problems: Sequence[str]) -> str:
+    """What is wrong and the way out, for the operator."""
+    more = f" (and {len(problems) - 3} more)" if len(problems) > 3 else ""
+    shown = "; ".join(problems[:3]) + more
+    return (
+        f"{path}: the journal is damaged ({shown}). Stop the daemon and run "
+        f"`tapeworker journal recover --config <file>`: it salvages what SQLite can read "
+        f"into a new file and keeps the damaged one beside it"
+    )
+
+
+async def _prepare(db: aiosqlite.Connection, path: Path) -> None:
+    """Pragmas, schema and migrations of a freshly opened connection."""
+    db.row_factory = aiosqlite.Row
+    await db.execute("PRAGMA journal_mode=WAL")
+    # FULL, not NORMAL: in WAL mode NORMAL may lose the last commits on power loss,
+    # and those may be events we already acknowledged.
+    await db.execute("PRAGMA synchronous=FULL")
+    await db.execute("PRAGMA busy_timeout=5000")
+    await db.executescript(_SCHEMA)
+    async with db.execute("SELECT value FROM meta WHERE key='schema'") as cur:
+        row = await cur.fetchone()
+    if row is None:
+        await db.execute("INSERT INTO meta(key, value) VALUES('schema', ?)", (str(SCHEMA_VERSION),))
+    elif int(row[0]) in _MIGRATIONS:
+        await _migrate(db, int(row[0]))
+    elif int(row[0]) != SCHEMA_VERSION:
+        raise JournalError(f"{path}: schema version {row[0]}, expected {SCHEMA_VERSION}")
+
+
 async def _migrate(db: aiosqlite.Connection, version: int) -> None:
     """Bring an older journal up to SCHEMA_VERSION in one transaction."""
     await db.execute("BEGIN IMMEDIATE")
@@ -338,32 +525,40 @@ class Journal:
         # One connection serves the HTTP handlers, the MQTT intake and the executor:
         # transactions take turns.
         self._tx_lock = asyncio.Lock()
+        #: Set while writes fail, cleared by the next write that succeeds.
+        self.fault: JournalFault | None = None
+        self.max_payload_bytes = DEFAULT_MAX_PAYLOAD_BYTES
 
     @classmethod
-    async def open(cls, path: Path) -> Journal:
-        path.parent.mkdir(parents=True, exist_ok=True)
+    async def open(cls, path: Path, *, check: bool = True) -> Journal:
+        """Open (creating or migrating) the journal; with `check`, refuse a damaged one.
+
+        JournalDamagedError names the file and the way out; JournalError any other
+        reason the file cannot serve as a journal.
+        """
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise JournalError(f"{path.parent}: cannot create the state directory: {exc}") from exc
         try:
             db = await aiosqlite.connect(path, isolation_level=None)
         except Exception as exc:
             raise JournalError(f"{path}: cannot open the journal: {exc}") from exc
-        db.row_factory = aiosqlite.Row
-        await db.execute("PRAGMA journal_mode=WAL")
-        # FULL, not NORMAL: in WAL mode NORMAL may lose the last commits on power loss,
-        # and those may be events we already acknowledged.
-        await db.execute("PRAGMA synchronous=FULL")
-        await db.execute("PRAGMA busy_timeout=5000")
-        await db.executescript(_SCHEMA)
-        async with db.execute("SELECT value FROM meta WHERE key='schema'") as cur:
-            row = await cur.fetchone()
-        if row is None:
-            await db.execute(
-                "INSERT INTO meta(key, value) VALUES('schema', ?)", (str(SCHEMA_VERSION),)
-            )
-        elif int(row[0]) in _MIGRATIONS:
-            await _migrate(db, int(row[0]))
-        elif int(row[0]) != SCHEMA_VERSION:
+        try:
+            if check:
+                problems = await _quick_check(db)
+                if problems:
+                    raise JournalDamagedError(damaged_message(path, problems))
+            await _prepare(db, path)
+        except BaseException as exc:
+            # The connection's thread would keep the process alive at exit.
             await db.close()
-            raise JournalError(f"{path}: schema version {row[0]}, expected {SCHEMA_VERSION}")
+            if isinstance(exc, sqlite3.Error):
+                kind = fault_kind(exc) or "error"
+                if kind == "damaged":
+                    raise JournalDamagedError(damaged_message(path, [str(exc)])) from exc
+                raise JournalError(f"{path}: cannot open the journal ({kind}): {exc}") from exc
+            raise
         return cls(db, path)
 
     @classmethod
@@ -378,11 +573,16 @@ class Journal:
         uri = _readonly_uri(path)
         try:
             db = await aiosqlite.connect(uri, uri=True, isolation_level=None)
+        except Exception as exc:
+            raise JournalError(f"{path}: cannot read the journal: {exc}") from exc
+        try:
             db.row_factory = aiosqlite.Row
             await db.execute("PRAGMA busy_timeout=5000")
             async with db.execute("SELECT value FROM meta WHERE key='schema'") as cur:
                 row = await cur.fetchone()
         except Exception as exc:
+            # The connection's thread would keep the process alive at exit.
+            await db.close()
             raise JournalError(f"{path}: cannot read the journal: {exc}") from exc
         if row is None or int(row[0]) != SCHEMA_VERSION:
             await db.close()
@@ -395,25 +595,100 @@ class Journal:
     async def close(self) -> None:
         await self._db.close()
 
+    def _faulted(self, exc: sqlite3.Error) -> JournalFaultError:
+        """Record a refused write (logged once per kind) and the error to raise."""
+        kind = fault_kind(exc) or "error"
+        if self.fault is None or self.fault.kind != kind:
+            log.error(
+                "journal fault: writes paused", path=str(self.path), kind=kind, error=str(exc)
+            )
+        since = self.fault.since if self.fault is not None else time.time()
+        self.fault = JournalFault(kind, str(exc), since)
+        return JournalFaultError(str(self.path), kind, str(exc))
+
+    def _healthy(self) -> None:
+        if self.fault is not None:
+            log.warning(
+                "journal writable again",
+                path=str(self.path),
+                was=self.fault.kind,
+                after_s=round(time.time() - self.fault.since, 1),
+            )
+            self.fault = None
+
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[aiosqlite.Connection]:
-        """One atomic batch: everything inside commits together, or nothing does."""
+        """One atomic batch: everything inside commits together, or nothing does.
+
+        A write the journal refuses raises JournalFaultError (nothing committed).
+        """
         async with self._tx_lock:
-            await self._db.execute("BEGIN IMMEDIATE")
+            try:
+                await self._db.execute("BEGIN IMMEDIATE")
+            except sqlite3.Error as exc:
+                if fault_kind(exc) is None:
+                    raise
+                raise self._faulted(exc) from exc
             try:
                 yield self._db
-            except BaseException:
-                await self._db.execute("ROLLBACK")
+                await self._db.execute("COMMIT")
+            except BaseException as exc:
+                # SQLite has already rolled back after some errors (SQLITE_FULL).
+                with contextlib.suppress(sqlite3.Error):
+                    await self._db.execute("ROLLBACK")
+                if isinstance(exc, sqlite3.Error) and fault_kind(exc) is not None:
+                    raise self._faulted(exc) from exc
                 raise
-            await self._db.execute("COMMIT")
+        self._healthy()
+
+    @asynccontextmanager
+    async def savepoint(self, db: aiosqlite.Connection) -> AsyncIterator[None]:
+        """Inside a caller's transaction: undo just this part when it raises."""
+        await db.execute("SAVEPOINT part")
+        try:
+            yield
+        except BaseException:
+            # After a refused write SQLite may have ended the transaction already.
+            with contextlib.suppress(sqlite3.Error):
+                await db.execute("ROLLBACK TO part")
+                await db.execute("RELEASE part")
+            raise
+        await db.execute("RELEASE part")
+
+    async def probe(self, now: float) -> bool:
+        """A tiny write: does the journal take writes again? (clears `fault` if so)"""
+        try:
+            async with self.transaction() as db:
+                await db.execute(
+                    "INSERT INTO meta(key, value) VALUES('probe', ?) "
+                    "ON CONFLICT(key) DO UPDATE SET value=excluded.value",
+                    (str(now),),
+                )
+        except JournalFaultError:
+            return False
+        return True
+
+    async def quick_check(self) -> list[str]:
+        """SQLite's quick_check: [] when the file is sound, else what it found."""
+        return await _quick_check(self._db)
 
     async def _all(self, sql: str, params: Sequence[Any] = ()) -> list[aiosqlite.Row]:
-        async with self._db.execute(sql, params) as cur:
-            return list(await cur.fetchall())
+        try:
+            async with self._db.execute(sql, params) as cur:
+                return list(await cur.fetchall())
+        except sqlite3.Error as exc:
+            if fault_kind(exc) is None:
+                raise
+            raise self._faulted(exc) from exc
 
     async def _one(self, sql: str, params: Sequence[Any] = ()) -> aiosqlite.Row | None:
-        async with self._db.execute(sql, params) as cur:
-            return await cur.fetchone()
+        try:
+            async with self._db.execute(sql, params) as cur:
+                return await cur.fetchone()
+        except sqlite3.Error as exc:
+            if fault_kind(exc) is None:
+                raise
+            raise self._faulted(exc) from exc
 
     # -- catalog -------------------------------------------------------------------
 
@@ -626,7 +901,7 @@ class Journal:
                 verb,
                 task_id,
                 destination_id,
-                payload,
+                cap_payload(payload, self.max_payload_bytes),
                 received,
                 status,
                 reason,
@@ -713,8 +988,66 @@ class Journal:
         return [_destination(r) for r in rows]
 
     async def next_destination_id(self) -> int:
-        row = await self._one("SELECT COALESCE(MAX(id), 0) + 1 FROM destinations")
+        # Past the highest id ever given, also when retention pruned it.
+        row = await self._one(
+            "SELECT MAX(COALESCE((SELECT MAX(id) FROM destinations), 0), "
+            "COALESCE((SELECT CAST(value AS INTEGER) FROM meta "
+            "WHERE key='destination_high_water'), 0)) + 1"
+        )
         return int(row[0]) if row else 1
+
+    # -- retention -------------------------------------------------------------------
+
+    async def prune(self, before: float, *, batch: int = 200) -> PruneCounts:
+        """Forget what ended before `before`: events, ended requests (the latest of a
+        live destination stays, it is what its view shows), finished operations and
+        destroyed destinations. Live desired state, active requests, operations in
+        flight, tapes and drives are never touched.
+
+        Small transactions, one batch each, so intake takes turns with the pruning.
+        """
+        counts = {"events": 0, "requests": 0, "operations": 0, "destinations": 0}
+        selections = {
+            "events": "DELETE FROM events WHERE seq IN "
+            "(SELECT seq FROM events WHERE received < ? LIMIT ?)",
+            "operations": "DELETE FROM operations WHERE id IN "
+            "(SELECT id FROM operations WHERE state NOT IN ('intent', 'moved') "
+            "AND finished IS NOT NULL AND finished < ? LIMIT ?)",
+            "requests": "DELETE FROM requests WHERE id IN "
+            "(SELECT r.id FROM requests r WHERE r.state IN ('released', 'failed') "
+            "AND r.updated < ? AND (EXISTS (SELECT 1 FROM destinations d "
+            "WHERE d.id = r.destination_id AND d.deleted = 1) "
+            "OR NOT EXISTS (SELECT 1 FROM destinations d WHERE d.id = r.destination_id) "
+            "OR r.id < (SELECT MAX(r2.id) FROM requests r2 "
+            "WHERE r2.destination_id = r.destination_id)) LIMIT ?)",
+            "destinations": "DELETE FROM destinations WHERE id IN "
+            "(SELECT d.id FROM destinations d WHERE d.deleted = 1 AND d.updated < ? "
+            "AND NOT EXISTS (SELECT 1 FROM requests r WHERE r.destination_id = d.id) LIMIT ?)",
+        }
+        for table, sql in selections.items():
+            while True:
+                async with self.transaction() as db:
+                    if table == "destinations":
+                        await db.execute(
+                            "INSERT INTO meta(key, value) SELECT 'destination_high_water', "
+                            "MAX(id) FROM destinations WHERE true HAVING MAX(id) IS NOT NULL "
+                            "ON CONFLICT(key) DO UPDATE SET value=MAX(CAST(value AS INTEGER), "
+                            "CAST(excluded.value AS INTEGER))"
+                        )
+                    cur = await db.execute(sql, (before, batch))
+                    deleted = cur.rowcount
+                counts[table] += deleted
+                if deleted < batch:
+                    break
+        return PruneCounts(**counts)
+
+    def size_bytes(self) -> int:
+        """The journal's size on disk: the file and its write-ahead log."""
+        total = 0
+        for suffix in ("", "-wal"):
+            with contextlib.suppress(FileNotFoundError):
+                total += Path(f"{self.path}{suffix}").stat().st_size
+        return total
 
     # -- requests ----------------------------------------------------------------------
 

@@ -31,7 +31,7 @@ from worker.destinations import (
     parse_payload,
     record_events,
 )
-from worker.errors import RejectedEventError
+from worker.errors import JournalFaultError, RejectedEventError
 from worker.journal import Journal
 from worker.settings import MqttSettings
 
@@ -45,6 +45,8 @@ _EVENT_ID_RE = re.compile(r"^[A-Za-z0-9_.:\-]{1,128}$")
 #: mosquitto sends at most this many unacknowledged messages at a time, so a
 #: batch never needs to wait for more than this.
 MAX_BATCH = 20
+#: Back-off while the journal refuses writes: first retry, and the longest wait.
+JOURNAL_RETRY_S = (0.5, 30.0)
 
 
 class ManualAcks:
@@ -134,8 +136,10 @@ class MqttIntake:
         hold_seconds: float,
         on_change: ChangeListener,
         clock: Clock,
+        journal_retry_s: tuple[float, float] = JOURNAL_RETRY_S,
     ) -> None:
         self._settings = settings
+        self._journal_retry_s = journal_retry_s
         self._journal = journal
         self._hold_seconds = hold_seconds
         self._on_change = on_change
@@ -199,9 +203,29 @@ class MqttIntake:
             # Take what has already arrived, so one commit covers a burst.
             while len(batch) < MAX_BATCH and not client._queue.empty():  # noqa: SLF001
                 batch.append(await anext(messages))
-            await self._commit(batch)
+            await self._commit_when_possible(batch)
             for message in batch:
                 acks.ack(message)
+
+    async def _commit_when_possible(self, batch: list[aiomqtt.Message]) -> None:
+        """Commit the batch, holding it back (unread behind it, unacknowledged) while
+        the journal refuses writes: the broker keeps the rest, and redelivers all of
+        it if we stop meanwhile."""
+        delay, longest = self._journal_retry_s
+        while True:
+            try:
+                await self._commit(batch)
+            except JournalFaultError as exc:
+                log.warning(
+                    "journal fault: mqtt intake paused, nothing acknowledged",
+                    error=str(exc),
+                    held=len(batch),
+                    retry_in_s=delay,
+                )
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, longest)
+                continue
+            return
 
     async def _commit(self, batch: list[aiomqtt.Message]) -> None:
         events: list[DestinationEvent | RejectedInput] = []
@@ -227,7 +251,12 @@ class MqttIntake:
                     retain=False,
                 )
         if changed:
-            await self._on_change(changed)
+            try:
+                await self._on_change(changed)
+            except Exception:
+                # Committed already: the events must be acknowledged, whatever
+                # publishing their new state ran into.
+                log.exception("state publication failed", destinations=sorted(changed))
 
     def publish_nowait(self, topic: str, data: dict[str, Any], *, retain: bool) -> None:
         try:

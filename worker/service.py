@@ -1,24 +1,36 @@
 """Start-up, the main loop and shutdown: the wiring of every part.
 
-Start: load config, open the journal, open the library, inventory, recover,
-then serve. SIGTERM lets the robot move in progress finish, then stops cleanly;
-SIGHUP re-reads the configuration's planner settings (the rest needs a restart).
+Start: load config, check the state directory, open and check the journal, open
+the library, bind the HTTP port, inventory, recover, then serve. A start-up that
+cannot succeed stops with a StartupError (or a ConfigError, or a JournalError)
+naming what and where, having closed what it opened. SIGTERM lets the robot move
+in progress finish, then stops cleanly; SIGHUP re-reads the configuration's
+planner settings (the rest needs a restart).
+
+While running, a journal fault is a state (`journal_fault`): intake pauses, a probe
+retries with back-off and the daemon resumes by itself; old rows are pruned in the
+background.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import signal
+import socket
+import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import structlog
 import uvicorn
 
 from drivers.definition import load_definition
-from drivers.errors import DefinitionError
-from worker.errors import ConfigError
+from drivers.errors import DefinitionError, DriverError
+from worker.errors import ConfigError, JournalFaultError, StartupError
 from worker.executor import Executor
+from worker.health_file import HealthFile, health_path
 from worker.http_api import create_app
 from worker.http_guard import server_config
 from worker.http_idempotency import IdempotentCreates
@@ -41,11 +53,33 @@ class Service:
         self.reconciler: Reconciler | None = None
         self.http_port: int | None = None
         self._published_drives: dict[int, dict[str, object]] = {}
+        self._journal: Journal | None = None
+        self._health = HealthFile(health_path(settings.state_dir))
+
+    @property
+    def journal_fault(self) -> str | None:
+        """Why the journal refuses writes, or None when it takes them."""
+        journal = self._journal
+        if journal is None or journal.fault is None:
+            return None
+        return journal.fault.describe()
+
+    @property
+    def health(self) -> dict[str, Any]:
+        """The daemon's own view of itself, for readiness checks and `status`."""
+        journal = self._journal
+        fault = journal.fault if journal is not None else None
+        return {
+            "journal": "ok" if fault is None else "fault",
+            "journal_fault": fault.describe() if fault is not None else None,
+            "journal_fault_kind": fault.kind if fault is not None else None,
+            "journal_fault_since": fault.since if fault is not None else None,
+        }
 
     async def _changed(self, destination_ids: set[int]) -> None:
         if self.reconciler is not None:
             self.reconciler.wake.set()
-        if self.mqtt is None:
+        if self.mqtt is None or self._journal is None:
             return
         await self._publish_drives(self.mqtt)
         for destination_id in destination_ids:
@@ -62,6 +96,7 @@ class Service:
 
     async def _publish_drives(self, mqtt: MqttIntake) -> None:
         """Drive states, retained, whenever one changes (a drive marked down above all)."""
+        assert self._journal is not None
         for drive in await self._journal.drives():
             data = {
                 "index": drive.index,
@@ -82,14 +117,32 @@ class Service:
             definition = load_definition(settings.library)
         except DefinitionError as exc:
             raise ConfigError(str(exc)) from exc
-        settings.state_dir.mkdir(parents=True, exist_ok=True)
-        self._journal = journal = await Journal.open(settings.journal_path)
-        library = settings.open_library(definition)
-        try:
+        check_state_dir(settings.state_dir)
+        async with contextlib.AsyncExitStack() as stack:
+            self._journal = journal = await Journal.open(settings.journal_path)
+            stack.push_async_callback(journal.close)
+            journal.max_payload_bytes = settings.journal.max_payload_bytes
+            try:
+                library = settings.open_library(definition)
+            except (OSError, DriverError) as exc:
+                raise StartupError(f"{settings.backend} library: cannot open it: {exc}") from exc
+            stack.push_async_callback(library.aclose)
+            listener = None
+            if settings.http.enabled:
+                listener = listen(settings.http.host, settings.http.port)
+                stack.callback(listener.close)
+            try:
+                self._health.open()
+            except OSError as exc:
+                raise StartupError(f"{self._health.path}: cannot write it: {exc}") from exc
+            stack.callback(self._health.close)
             problems = await library.check()
             for problem in problems:
                 log.error("start-up check", problem=problem)
-            await journal.sync_catalog(definition, time.time())
+            try:
+                await journal.sync_catalog(definition, time.time())
+            except JournalFaultError as exc:
+                raise StartupError(f"{exc}: the journal must take writes to start") from exc
             executor = Executor(
                 library,
                 journal,
@@ -105,19 +158,24 @@ class Service:
                 settings.planner.policy(),
                 on_change=self._changed,
             )
-            await reconciler.recover()
-            await self._serve(journal, reconciler)
-        finally:
-            await library.aclose()
-            await journal.close()
+            try:
+                await reconciler.recover()
+            except JournalFaultError as exc:
+                raise StartupError(f"{exc}: the journal must take writes to start") from exc
+            await self._serve(journal, reconciler, listener)
 
-    async def _serve(self, journal: Journal, reconciler: Reconciler) -> None:
+    async def _serve(
+        self, journal: Journal, reconciler: Reconciler, listener: socket.socket | None
+    ) -> None:
         settings = self.settings
         server: uvicorn.Server | None = None
         self._install_signal_handlers()
         async with asyncio.TaskGroup() as group:
             planning = group.create_task(reconciler.run(), name="reconciler")
-            background: list[asyncio.Task[None]] = []
+            background: list[asyncio.Task[None]] = [
+                group.create_task(self._watch_journal(journal), name="journal-watch"),
+                group.create_task(self._retention(journal), name="journal-retention"),
+            ]
             if settings.mqtt.host:
                 self.mqtt = MqttIntake(
                     settings.mqtt,
@@ -125,9 +183,10 @@ class Service:
                     hold_seconds=settings.hold_seconds,
                     on_change=self._changed,
                     clock=time.time,
+                    journal_retry_s=(settings.journal.retry_first_s, settings.journal.retry_max_s),
                 )
                 background.append(group.create_task(self.mqtt.run(), name="mqtt"))
-            if settings.http.enabled:
+            if listener is not None:
                 app = IdempotentCreates(
                     create_app(journal, settings, on_change=self._changed, clock=time.time),
                     journal,
@@ -135,15 +194,10 @@ class Service:
                     clock=time.time,
                 )
                 server = uvicorn.Server(server_config(app, settings.http))
-                serving = group.create_task(server.serve(), name="http")
-                # uvicorn offers no started event to await.
-                while not server.started and not serving.done():  # noqa: ASYNC110
-                    await asyncio.sleep(0.01)
-                if serving.done():
-                    raise ConfigError(
-                        f"http: cannot listen on {settings.http.host}:{settings.http.port}"
-                    )
-                self.http_port = server.servers[0].sockets[0].getsockname()[1]
+                # The socket is bound already: a port in use stopped the start-up
+                # with a message instead of failing inside the task group.
+                group.create_task(server.serve(sockets=[listener]), name="http")
+                self.http_port = listener.getsockname()[1]
             # Again after uvicorn started, which takes SIGTERM and SIGINT for itself:
             # the shutdown order is ours.
             self._install_signal_handlers()
@@ -168,6 +222,47 @@ class Service:
                 task.cancel()
         log.info("stopped")
 
+    async def _watch_journal(self, journal: Journal, tick_s: float = 1.0) -> None:
+        """Say whether the journal takes writes (health file, systemd STATUS), and
+        while it does not, probe it with back-off so that the daemon resumes by
+        itself even when no event arrives to try."""
+        first, longest = self.settings.journal.retry_first_s, self.settings.journal.retry_max_s
+        delay = first
+        while True:
+            self._health.write(self.health)
+            if journal.fault is None:
+                delay = first
+                await asyncio.sleep(tick_s)
+                continue
+            notify(f"STATUS=paused: {journal.fault.describe()}")
+            await asyncio.sleep(delay)
+            if await journal.probe(time.time()):
+                notify("STATUS=serving")
+                if self.reconciler is not None:
+                    self.reconciler.wake.set()
+            else:
+                delay = min(delay * 2, longest)
+
+    async def _retention(self, journal: Journal) -> None:
+        """Prune what ended longer ago than the retention, in the background."""
+        settings = self.settings.journal
+        while True:
+            try:
+                pruned = await journal.prune(time.time() - settings.retention_days * 86400)
+            except JournalFaultError:
+                pass  # the journal said so; the next round tries again
+            else:
+                if pruned.total:
+                    log.info(
+                        "journal pruned",
+                        events=pruned.events,
+                        requests=pruned.requests,
+                        operations=pruned.operations,
+                        destinations=pruned.destinations,
+                        size_bytes=journal.size_bytes(),
+                    )
+            await asyncio.sleep(settings.prune_interval_s)
+
     def _install_signal_handlers(self) -> None:
         loop = asyncio.get_running_loop()
         loop.add_signal_handler(signal.SIGTERM, self.stopping.set)
@@ -190,3 +285,36 @@ class Service:
         while True:
             notify("WATCHDOG=1")
             await asyncio.sleep(interval)
+
+
+def check_state_dir(path: Path) -> None:
+    """The state directory exists and takes a new file (permission bits do not stop
+    root, a read-only mount or a full disk do: so we try)."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=path, prefix=".write-test-"):
+            pass
+    except OSError as exc:
+        raise StartupError(
+            f"{path}: the state directory is not writable ({exc.strerror or exc}); "
+            "the daemon keeps its journal there"
+        ) from exc
+
+
+def listen(host: str, port: int) -> socket.socket:
+    """The HTTP listening socket, bound now so that a taken port stops the start-up."""
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+        sock = socket.socket(family, kind, proto)
+    except OSError as exc:
+        raise StartupError(f"http: cannot listen on {host}:{port}: {exc}") from exc
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(address)
+    except OSError as exc:
+        sock.close()
+        raise StartupError(
+            f"http: cannot listen on {host}:{port}: {exc.strerror or exc} "
+            "(another daemon on this port? set [http] port)"
+        ) from exc
+    return sock

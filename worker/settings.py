@@ -127,6 +127,22 @@ class PlannerSettings(BaseModel):
         return dataclasses.replace(_PLAN_DEFAULTS, **self.model_dump())
 
 
+class JournalSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    #: Events, ended requests, finished operations and destroyed destinations older
+    #: than this are pruned. Keep it longer than the broker's session expiry: a
+    #: redelivered event older than this is no longer recognised as seen.
+    retention_days: Annotated[float, Field(gt=0)] = 30.0
+    #: How often the pruning runs (in the background, in small transactions).
+    prune_interval_s: Annotated[float, Field(gt=0)] = 3600.0
+    #: A stored event payload keeps this many bytes, plus the size and SHA-256 of all.
+    max_payload_bytes: Annotated[int, Field(ge=1024)] = 64 * 1024
+    #: Back-off while the journal refuses writes: first retry and longest wait.
+    retry_first_s: Annotated[float, Field(gt=0)] = 0.5
+    retry_max_s: Annotated[float, Field(gt=0)] = 30.0
+
+
 class MtxSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -162,6 +178,7 @@ class Settings(BaseSettings):
     mqtt: MqttSettings = Field(default_factory=MqttSettings)
     executor: ExecutorSettings = Field(default_factory=ExecutorSettings)
     planner: PlannerSettings = Field(default_factory=PlannerSettings)
+    journal: JournalSettings = Field(default_factory=JournalSettings)
     mtx: MtxSettings = Field(default_factory=MtxSettings)
 
     @classmethod
