@@ -17,6 +17,7 @@ import asyncio
 import contextlib
 import hashlib
 import json
+import os
 import sqlite3
 import time
 from collections.abc import AsyncIterator, Iterable, Sequence
@@ -598,6 +599,9 @@ class Journal:
     def _faulted(self, exc: sqlite3.Error) -> JournalFaultError:
         """Record a refused write (logged once per kind) and the error to raise."""
         kind = fault_kind(exc) or "error"
+        if kind == "I/O error" and not self._files_writable():
+            # SQLite only sees a write fail; the file system says why.
+            kind = "read-only"
         if self.fault is None or self.fault.kind != kind:
             log.error(
                 "journal fault: writes paused", path=str(self.path), kind=kind, error=str(exc)
@@ -605,6 +609,15 @@ class Journal:
         since = self.fault.since if self.fault is not None else time.time()
         self.fault = JournalFault(kind, str(exc), since)
         return JournalFaultError(str(self.path), kind, str(exc))
+
+    def _files_writable(self) -> bool:
+        """The journal and its write-ahead log take writes (a read-only mount or an
+        immutable file refuses root too, and `access` says so)."""
+        return all(
+            os.access(f"{self.path}{suffix}", os.W_OK)
+            for suffix in ("", "-wal")
+            if os.path.exists(f"{self.path}{suffix}")
+        )
 
     def _healthy(self) -> None:
         if self.fault is not None:
@@ -1039,7 +1052,20 @@ class Journal:
                 counts[table] += deleted
                 if deleted < batch:
                     break
+        if any(counts.values()):
+            await self._checkpoint()
         return PruneCounts(**counts)
+
+    async def _checkpoint(self) -> None:
+        """Copy the write-ahead log into the file and empty it, so that what pruning
+        freed shows on disk (freed pages are reused by the next writes)."""
+        async with self._tx_lock:
+            try:
+                await self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            except sqlite3.Error as exc:
+                if fault_kind(exc) is None:
+                    raise
+                raise self._faulted(exc) from exc
 
     def size_bytes(self) -> int:
         """The journal's size on disk: the file and its write-ahead log."""

@@ -1,0 +1,331 @@
+"""Journal faults against the real daemon: a full disk, a read-only journal, a
+damaged page, a poison MQTT message and the start-up failures. The daemon stays
+up where it must, loses nothing it acknowledged and resumes by itself; where it
+cannot start it says why in one line and exits non-zero."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import socket
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import aiomqtt
+import pytest
+
+from tests.integration.broker import Broker
+from tests.integration.daemon import REPO, Daemon, wait_until
+from tests.integration.faults import damage_page, fill, immutable, small_filesystem
+from tests.worker.harness import CATALOG
+from worker import destinations
+from worker.health_file import read_health
+from worker.journal import Journal
+from worker.models import TaskDestinationBody
+from worker.mqtt_intake import MqttIntake
+from worker.settings import MqttSettings
+
+pytestmark = pytest.mark.integration
+
+#: Retry fast: the tests wait for the daemon to notice the cause is gone.
+FAST_RETRY = "[journal]\nretry_first_s = 0.05\nretry_max_s = 0.5\n"
+
+
+def body(barcode: str | None = None, pool: str | None = None) -> dict[str, object]:
+    return {"folder_id": 1, "folder_path": "/c/f", "tape_barcode": barcode, "pool_name": pool}
+
+
+def create(prefix: str, destination_id: int, **fields: str) -> tuple[str, bytes]:
+    """An MQTT create: topic and payload."""
+    topic = f"{prefix}/tasks/9/task_destinations/{destination_id}/create"
+    return topic, json.dumps(body(**fields)).encode()
+
+
+async def publish_all(broker: Broker, messages: list[tuple[str, bytes]]) -> None:
+    async with aiomqtt.Client("127.0.0.1", broker.port, identifier="archive-manager") as client:
+        for topic, payload in messages:
+            await client.publish(topic, payload, qos=1)
+
+
+def cli(daemon: Daemon, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "worker.cli", *args, "--config", str(daemon.config_path)],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=120,
+        check=False,
+    )
+
+
+def journaled(daemon: Daemon, destination_ids: range) -> bool:
+    rows = daemon.query(
+        f"SELECT DISTINCT destination_id FROM events WHERE destination_id IN "
+        f"({','.join('?' * len(destination_ids))})",
+        tuple(destination_ids),
+    )
+    return len(rows) == len(destination_ids)
+
+
+def fault_of(daemon: Daemon) -> str | None:
+    health = read_health(daemon.state_dir)
+    return health.get("journal_fault") if health else None
+
+
+def assert_paused_then_resumed(
+    daemon: Daemon, broker: Broker, prefix: str, kind: str, cause_gone: Any
+) -> None:
+    """While the fault lasts: MQTT events are held (not journaled, not acknowledged),
+    HTTP answers 503 with Retry-After in the API's error shape, status says why, the
+    daemon runs. When the cause goes: everything held is journaled, by itself."""
+    ids = range(101, 106)
+    asyncio.run(
+        publish_all(
+            broker,
+            [create(prefix, i, pool="offline-tapes") for i in ids],
+        )
+    )
+    wait_until(lambda: (fault_of(daemon) or "").startswith(f"journal {kind}"), what=kind)
+    wait_until(
+        lambda: "mqtt intake paused" in daemon.log_tail(400), what="the intake to hold its batch"
+    )
+    with daemon.http() as http:
+        refused = http.post("/tasks/9/task_destinations", json=body(pool="offline-tapes"))
+    assert refused.status_code == 503
+    assert int(refused.headers["Retry-After"]) > 0
+    error = refused.json()
+    assert "journal" in error["messages"][0]
+    assert error["details"]["journal"][0]["error"] == kind
+    status = cli(daemon, "status")
+    assert f"journal: PAUSED (journal {kind}" in status.stdout
+    assert not journaled(daemon, ids)
+    assert daemon.process is not None
+    assert daemon.process.poll() is None
+
+    cause_gone()
+    wait_until(lambda: journaled(daemon, ids), timeout=60, what="the held events journaled")
+    wait_until(lambda: fault_of(daemon) is None, what="the fault cleared")
+    with daemon.http() as http:
+        created = http.post("/tasks/9/task_destinations", json=body(pool="offline-tapes"))
+    assert created.status_code == 201, created.text
+    for i in ids:
+        assert len(daemon.query("SELECT * FROM events WHERE destination_id=?", (i,))) == 1
+        daemon.wait_request(i, "ready", timeout=60)
+    assert daemon.process.poll() is None
+
+
+def test_a_full_disk_pauses_intake_and_it_resumes_by_itself(tmp_path: Path, broker: Broker) -> None:
+    folder = tmp_path / "daemon"
+    with small_filesystem(folder / "state", "6m") as state:
+        daemon = Daemon(
+            folder=folder, mqtt_port=broker.port, prefix="tw-full", extra_config=FAST_RETRY
+        )
+        daemon.start()
+        try:
+            wait_until(lambda: "mqtt connected" in daemon.log_tail(200), what="mqtt connected")
+            filler = fill(state)
+            assert_paused_then_resumed(daemon, broker, "tw-full", "disk full", filler.unlink)
+        finally:
+            code = daemon.stop()
+        assert code == 0
+
+
+def test_a_read_only_journal_pauses_intake_and_it_resumes_by_itself(
+    tmp_path: Path, broker: Broker
+) -> None:
+    daemon = Daemon(
+        folder=tmp_path / "daemon", mqtt_port=broker.port, prefix="tw-ro", extra_config=FAST_RETRY
+    )
+    daemon.start()
+    try:
+        wait_until(lambda: "mqtt connected" in daemon.log_tail(200), what="mqtt connected")
+        journal = daemon.state_dir / "journal.sqlite3"
+        # Not the -shm file: SQLite maps it, and a write fault there is a SIGBUS.
+        with contextlib.ExitStack() as stack:
+            stack.enter_context(immutable(journal, Path(f"{journal}-wal")))
+            assert_paused_then_resumed(daemon, broker, "tw-ro", "read-only", stack.close)
+    finally:
+        code = daemon.stop()
+    assert code == 0
+
+
+def test_a_damaged_journal_stops_the_start_and_recover_brings_it_back(tmp_path: Path) -> None:
+    daemon = Daemon(folder=tmp_path / "daemon")
+    daemon.start()
+    with daemon.http() as http:
+        for _ in range(3):
+            assert http.post("/tasks/9/task_destinations", json=body()).status_code == 201
+    assert daemon.stop() == 0
+    journal = daemon.state_dir / "journal.sqlite3"
+    [root] = daemon.query("SELECT rootpage FROM sqlite_master WHERE name='events'")
+    damage_page(journal, int(root["rootpage"]))
+
+    started = subprocess.run(
+        [sys.executable, "-m", "worker.cli", "run", "--config", str(daemon.config_path)],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=120,
+        check=False,
+    )
+    assert started.returncode == 2
+    assert str(journal) in started.stderr
+    assert "journal recover" in started.stderr
+    assert "Traceback" not in started.stderr
+
+    checked = cli(daemon, "journal", "check")
+    assert checked.returncode == 2
+    assert "damaged" in checked.stderr
+    recovered = cli(daemon, "journal", "recover", "--replace")
+    assert recovered.returncode == 0, recovered.stderr
+    assert "3 destinations" in recovered.stdout
+    assert list(daemon.state_dir.glob("journal.sqlite3.damaged-*"))
+    assert cli(daemon, "journal", "check").returncode == 0
+
+    daemon.start()
+    try:
+        with daemon.http() as http:
+            listed = http.get("/tasks/9/task_destinations").json()
+            assert listed["count"] == 3
+            assert http.post("/tasks/9/task_destinations", json=body()).status_code == 201
+    finally:
+        assert daemon.stop() == 0
+
+
+def run_expecting_failure(daemon: Daemon) -> subprocess.CompletedProcess[str]:
+    started = subprocess.run(
+        [sys.executable, "-m", "worker.cli", "run", "--config", str(daemon.config_path)],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=120,
+        check=False,
+    )
+    assert started.returncode != 0
+    assert "Traceback" not in started.stderr
+    assert len(started.stderr.strip().splitlines()) == 1, started.stderr
+    return started
+
+
+def test_start_up_failures_end_with_one_line_and_a_status(tmp_path: Path) -> None:
+    # A state directory that takes no new file (for root too).
+    daemon = Daemon(folder=tmp_path / "ro")
+    daemon.folder.mkdir(parents=True)
+    daemon.write_config()
+    daemon.state_dir.mkdir()
+    with immutable(daemon.state_dir):
+        failed = run_expecting_failure(daemon)
+    assert failed.returncode == 1
+    assert f"{daemon.state_dir}: the state directory is not writable" in failed.stderr
+
+    # A library definition that is not there.
+    daemon = Daemon(folder=tmp_path / "nolib", library=tmp_path / "missing.toml")
+    daemon.folder.mkdir(parents=True)
+    daemon.write_config()
+    failed = run_expecting_failure(daemon)
+    assert failed.returncode == 2
+    assert "missing.toml" in failed.stderr
+
+    # A port another process listens on.
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        daemon = Daemon(folder=tmp_path / "port", http_port=port)
+        daemon.folder.mkdir(parents=True)
+        daemon.write_config()
+        failed = run_expecting_failure(daemon)
+    assert failed.returncode == 1
+    assert f"cannot listen on 127.0.0.1:{port}" in failed.stderr
+
+
+# -- a poison message, in-process so that a bug can be planted -------------------------
+
+
+@pytest.fixture
+def planted_bug(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Handling any event for tape NOD401L9 raises, as a bug would."""
+    real = destinations.resolve_target
+
+    async def buggy(journal: Journal, body: TaskDestinationBody) -> destinations.Target:
+        if body.tape_barcode == "NOD401L9":
+            raise KeyError("a bug in the handling of this event")
+        return await real(journal, body)
+
+    monkeypatch.setattr(destinations, "resolve_target", buggy)
+
+
+async def test_a_poison_mqtt_message_is_journaled_dead_lettered_and_never_comes_back(
+    tmp_path: Path, broker: Broker, planted_bug: None
+) -> None:
+    journal = await Journal.open(tmp_path / "journal.sqlite3")
+    await journal.sync_catalog(CATALOG, 0.0)
+    settings = MqttSettings(
+        host="127.0.0.1", port=broker.port, prefix="tw-poison", client_id="poison"
+    )
+
+    async def changed(_: set[int]) -> None:
+        return None
+
+    def intake() -> MqttIntake:
+        return MqttIntake(settings, journal, hold_seconds=60, on_change=changed, clock=lambda: 1.0)
+
+    async def rows(destination_id: int) -> list[Any]:
+        return [e for e in await journal.events(limit=100) if e.destination_id == destination_id]
+
+    try:
+        async with aiomqtt.Client("127.0.0.1", broker.port, identifier="watcher") as watcher:
+            await watcher.subscribe("tw-poison/dead-letter", qos=1)
+            first = intake()
+            running = asyncio.create_task(first.run())
+            async with asyncio.timeout(30):
+                await first.connected.wait()
+            await publish_all(
+                broker,
+                [
+                    create("tw-poison", 2, barcode="NOD401L9"),
+                    create("tw-poison", 3, barcode="NOD400L9"),
+                ],
+            )
+            async with asyncio.timeout(30):
+                message = await anext(watcher.messages)
+            assert isinstance(message.payload, bytes)
+            dead = json.loads(message.payload)
+            assert "poison event" in dead["reason"]
+            assert "KeyError" in dead["reason"]
+            async with asyncio.timeout(30):
+                while not await rows(3):
+                    await asyncio.sleep(0.02)
+            [poison] = await rows(2)
+            assert poison.status == "rejected"
+            assert poison.reason is not None
+            assert poison.reason.startswith("poison event")
+            assert running.done() is False  # the intake survived it
+
+            # A restart resumes the same session: the poison message was acknowledged,
+            # so it does not come back to crash anything; the next event is served.
+            await stopped(running)
+            second = intake()
+            again = asyncio.create_task(second.run())
+            async with asyncio.timeout(30):
+                await second.connected.wait()
+            await publish_all(
+                broker,
+                [create("tw-poison", 4, barcode="NOD400L9")],
+            )
+            async with asyncio.timeout(30):
+                while not await rows(4):
+                    await asyncio.sleep(0.02)
+            assert len(await rows(2)) == 1
+            await stopped(again)
+    finally:
+        await journal.close()
+
+
+async def stopped(task: asyncio.Task[None]) -> None:
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
