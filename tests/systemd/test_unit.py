@@ -26,7 +26,10 @@ def directives(unit: Path) -> list[tuple[str, str]]:
 def test_exposure_is_at_most_the_limit() -> None:
     analyze = shutil.which("systemd-analyze")
     if analyze is None:
-        pytest.skip("systemd-analyze is not installed (Debian package systemd)")
+        pytest.fail(
+            "systemd-analyze is not installed: `make test` installs it "
+            "(scripts/ensure-system-deps systemd)"
+        )
     result = subprocess.run(
         [analyze, "security", "--offline=true", f"--threshold={int(MAX_EXPOSURE * 10)}", str(UNIT)],
         capture_output=True,
