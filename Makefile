@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: run test lint bench soak deps system-deps clean
+.PHONY: run test lint bench bench-scsi soak deps system-deps clean
 
 $(BIN)/python:
 	scripts/ensure-system-deps python
@@ -36,6 +36,10 @@ test: deps
 
 bench: deps
 	$(BIN)/python -m worker.simulation.bench
+
+bench-scsi: deps
+	scripts/ensure-system-deps scsi-emulation
+	$(BIN)/python -m drivers.sim.scsi.bench
 
 soak: deps
 	scripts/ensure-system-deps mosquitto

@@ -127,6 +127,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="then put the salvaged file in place (the damaged one is kept beside it); "
         "stop the daemon first",
     )
+    commands.add_parser(
+        "sim",
+        help="`sim exec --library FILE -- PROGRAM ...`: run a program (mtx, mt, a changer"
+        " script) against the simulated library's emulated devices",
+    )
     return parser
 
 
@@ -149,6 +154,13 @@ def _main(argv: Sequence[str] | None) -> int:
         from worker.simulation.cli import main as simulate_main  # noqa: PLC0415
 
         return simulate_main(argv[1:])
+    if argv[:1] == ["sim"]:
+        if argv[1:2] != ["exec"]:
+            print("usage: tapeworker sim exec --library FILE [options] -- PROGRAM ...")
+            return 0 if argv[1:2] in (["-h"], ["--help"]) else 2
+        from drivers.sim.scsi.cli import main as sim_exec_main  # noqa: PLC0415
+
+        return sim_exec_main(argv[2:])
     args = build_parser().parse_args(argv)
     try:
         settings = load_settings(args.config)
