@@ -24,16 +24,13 @@ from worker.destinations import (
     record_events,
 )
 from worker.errors import JournalFaultError, RejectedEventError
-from worker.http_errors import error_response
+from worker.http_errors import journal_unavailable
 from worker.http_idempotency import remember_create
 from worker.journal import Journal
 from worker.settings import Settings
 from worker.views import destination_view
 
 PREFIX = "/api/v2/tasks/{task_id}/task_destinations"
-
-#: Seconds a client waits before retrying while the journal refuses writes.
-JOURNAL_RETRY_AFTER_S = 5
 
 #: Ids as the models bound them; beyond SQLite's integer range they were a 500.
 DestinationId = Annotated[int, Path(ge=0, le=2**53)]
@@ -42,12 +39,7 @@ DestinationId = Annotated[int, Path(ge=0, le=2**53)]
 async def journal_fault_response(_: Request, exc: Exception) -> JSONResponse:
     """503 while the journal refuses writes: nothing was committed, the client retries."""
     assert isinstance(exc, JournalFaultError)
-    return error_response(
-        status.HTTP_503_SERVICE_UNAVAILABLE,
-        f"the journal cannot take writes now ({exc.kind}); nothing was changed, retry later",
-        {"journal": [{"error": exc.kind, "value": exc.detail}]},
-        headers={"Retry-After": str(JOURNAL_RETRY_AFTER_S)},
-    )
+    return journal_unavailable(exc.kind, exc.detail)
 
 
 def create_app(

@@ -35,3 +35,17 @@ def error_response(
         status_code=status_code,
         headers=dict(headers) if headers else None,
     )
+
+
+#: Seconds a client waits before retrying while the journal refuses writes.
+JOURNAL_RETRY_AFTER_S = 5
+
+
+def journal_unavailable(kind: str, detail: str) -> JSONResponse:
+    """503 while the journal refuses writes: nothing was committed, the client retries."""
+    return error_response(
+        503,
+        f"the journal cannot take writes now ({kind}); nothing was changed, retry later",
+        {"journal": [{"error": kind, "value": detail}]},
+        headers={"Retry-After": str(JOURNAL_RETRY_AFTER_S)},
+    )

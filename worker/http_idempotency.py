@@ -31,7 +31,8 @@ from typing import TYPE_CHECKING, Any
 import aiosqlite
 
 from worker.destinations import Outcome
-from worker.http_errors import error_body, error_response
+from worker.errors import JournalFaultError
+from worker.http_errors import error_body, error_response, journal_unavailable
 from worker.journal import IdempotentResult, Journal
 
 if TYPE_CHECKING:
@@ -133,7 +134,11 @@ class IdempotentCreates:
             return
         self._in_progress.add(slot)
         try:
-            stored = await self.journal.idempotent_result(owner, key, self.clock())
+            try:
+                stored = await self.journal.idempotent_result(owner, key, self.clock())
+            except JournalFaultError as exc:
+                await journal_unavailable(exc.kind, exc.detail)(scope, receive, send)
+                return
             if stored is None:
                 await self._first(scope, receive, send, owner, key)
             else:
@@ -168,7 +173,12 @@ class IdempotentCreates:
             _claim.reset(token)
         if claim.recorded and sent["status"] is not None:
             body = b"".join(sent["body"]).decode("utf-8", "replace")
-            await self.journal.save_idempotent_response(owner, key, sent["status"], body)
+            try:
+                await self.journal.save_idempotent_response(owner, key, sent["status"], body)
+            except JournalFaultError:
+                # The response is sent and the key committed with the create; a retry
+                # then gets the stored result without this copy of the body.
+                return
 
     async def _retry(
         self, scope: Scope, receive: Receive, send: Send, stored: IdempotentResult, key: str

@@ -225,7 +225,46 @@ class MqttIntake:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, longest)
                 continue
+            except Exception as exc:
+                # A bug outside the journal's guard of each event (decoding, say):
+                # find the message that trips it, and journal that one as poison.
+                if len(batch) > 1:
+                    for message in batch:
+                        await self._commit_when_possible([message])
+                else:
+                    await self._commit_when_possible_as_poison(batch[0], exc)
             return
+
+    async def _commit_when_possible_as_poison(
+        self, message: aiomqtt.Message, exc: Exception
+    ) -> None:
+        reason = f"poison event: handling raised {type(exc).__name__}: {exc}"[:1000]
+        log.error("poison event skipped", topic=message.topic.value, reason=reason, exc_info=exc)
+        payload = message.payload
+        text = payload.decode("utf-8", "replace") if isinstance(payload, bytes) else str(payload)
+        poison = RejectedInput(
+            reason,
+            source="mqtt",
+            topic=message.topic.value[:1024],
+            payload=text[:65536],
+            dedup_key=f"mqtt:{event_id}" if (event_id := event_id_of(message)) else None,
+        )
+        delay, longest = self._journal_retry_s
+        while True:
+            try:
+                await record_events(
+                    self._journal, [poison], now=self._clock(), hold_seconds=self._hold_seconds
+                )
+            except JournalFaultError:
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, longest)
+                continue
+            break
+        self.publish_nowait(
+            f"{self.prefix}/dead-letter",
+            {"topic": poison.topic, "payload": poison.payload, "reason": reason},
+            retain=False,
+        )
 
     async def _commit(self, batch: list[aiomqtt.Message]) -> None:
         events: list[DestinationEvent | RejectedInput] = []

@@ -19,6 +19,7 @@ from drivers.errors import RetryableError
 from drivers.media import media_of
 from worker.actions import Action, Assign, Attach, Clean, Fail, Load, Unload
 from worker.callbacks import ChangeListener, Clock
+from worker.errors import JournalFaultError
 from worker.executor import DriveWork, Executor
 from worker.journal import Journal
 from worker.planner import PlanPolicy, plan
@@ -306,6 +307,8 @@ class Reconciler:
         while True:
             try:
                 await self.round()
+            except JournalFaultError:
+                pass  # the journal logged its fault once; the next tick tries again
             except Exception:
                 # One bad round must not stop the daemon; the next tick tries again.
                 log.exception("planning round failed")

@@ -21,7 +21,7 @@ from tests.integration.broker import Broker
 from tests.integration.daemon import REPO, Daemon, wait_until
 from tests.integration.faults import damage_page, fill, immutable, small_filesystem
 from tests.worker.harness import CATALOG
-from worker import destinations
+from worker import destinations, mqtt_intake
 from worker.health_file import read_health
 from worker.journal import Journal
 from worker.models import TaskDestinationBody
@@ -245,17 +245,30 @@ def test_start_up_failures_end_with_one_line_and_a_status(tmp_path: Path) -> Non
 # -- a poison message, in-process so that a bug can be planted -------------------------
 
 
-@pytest.fixture
-def planted_bug(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Handling any event for tape NOD401L9 raises, as a bug would."""
-    real = destinations.resolve_target
+@pytest.fixture(params=["handling", "decoding"])
+def planted_bug(monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest) -> None:
+    """Handling (inside the journal's guard of each event) or decoding (before it) of
+    any event for tape NOD401L9 raises, as a bug would."""
+    if request.param == "handling":
+        real = destinations.resolve_target
 
-    async def buggy(journal: Journal, body: TaskDestinationBody) -> destinations.Target:
-        if body.tape_barcode == "NOD401L9":
-            raise KeyError("a bug in the handling of this event")
-        return await real(journal, body)
+        async def buggy(journal: Journal, body: TaskDestinationBody) -> destinations.Target:
+            if body.tape_barcode == "NOD401L9":
+                raise KeyError("a bug in the handling of this event")
+            return await real(journal, body)
 
-    monkeypatch.setattr(destinations, "resolve_target", buggy)
+        monkeypatch.setattr(destinations, "resolve_target", buggy)
+        return
+    real_to_event = mqtt_intake.to_event
+
+    def buggy_decoding(
+        prefix: str, topic: str, payload: bytes, event_id: str | None = None
+    ) -> destinations.DestinationEvent | destinations.RejectedInput:
+        if b"NOD401L9" in payload:
+            raise KeyError("a bug in the decoding of this event")
+        return real_to_event(prefix, topic, payload, event_id)
+
+    monkeypatch.setattr(mqtt_intake, "to_event", buggy_decoding)
 
 
 async def test_a_poison_mqtt_message_is_journaled_dead_lettered_and_never_comes_back(
@@ -274,7 +287,14 @@ async def test_a_poison_mqtt_message_is_journaled_dead_lettered_and_never_comes_
         return MqttIntake(settings, journal, hold_seconds=60, on_change=changed, clock=lambda: 1.0)
 
     async def rows(destination_id: int) -> list[Any]:
-        return [e for e in await journal.events(limit=100) if e.destination_id == destination_id]
+        """The journal's events of a destination (a message that never decoded has
+        only its topic)."""
+        topic = f"tw-poison/tasks/9/task_destinations/{destination_id}/create"
+        return [
+            e
+            for e in await journal.events(limit=100)
+            if e.destination_id == destination_id or e.topic == topic
+        ]
 
     try:
         async with aiomqtt.Client("127.0.0.1", broker.port, identifier="watcher") as watcher:
