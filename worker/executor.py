@@ -21,6 +21,7 @@ from drivers.errors import (
     DriverError,
     HardwareError,
     IncompatibleMediaError,
+    InterventionRequiredError,
     OperationError,
     RetryableError,
 )
@@ -373,7 +374,9 @@ class Executor:
                     rid,
                     now,
                     f"{type(exc).__name__}: {exc.message}",
-                    give_up=isinstance(exc, IncompatibleMediaError),
+                    # Retrying cannot help a cartridge no drive takes, nor a library
+                    # that waits for a person.
+                    give_up=isinstance(exc, IncompatibleMediaError | InterventionRequiredError),
                 )
         await self._notify(request_ids)
 

@@ -104,6 +104,11 @@ _ASC_CLASSES: dict[tuple[int, int], type[DriverError]] = {
     (0x04, 0x03): InterventionRequiredError,  # manual intervention required
 }
 
+#: What an operator reads first, for the conditions a person must act on.
+_SENSE_MEANINGS: dict[tuple[int, int], str] = {
+    (0x04, 0x03): "the library needs a person (not ready, manual intervention required)",
+}
+
 _KEY_CLASSES: dict[int, type[DriverError]] = {
     0x2: NotReadyError,
     0x3: HardwareError,  # medium error: a bad cartridge needs a person too
@@ -214,8 +219,9 @@ def _classify_mtx(
 
     if fatal.sense is not None:
         cls = _class_for_sense(fatal.sense)
+        what = _SENSE_MEANINGS.get((fatal.sense.asc, fatal.sense.ascq), "mtx failed")
         return _make(
-            cls, f"mtx failed: {fatal.line}{fatal.after}", command, returncode, stderr, fatal.sense
+            cls, f"{what}: {fatal.line}{fatal.after}", command, returncode, stderr, fatal.sense
         )
 
     for pattern, cls, message in _MTX_MESSAGES:

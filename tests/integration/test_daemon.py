@@ -425,3 +425,24 @@ def test_sighup_reloads_planner_settings_and_refuses_a_bad_file(tmp_path: Path) 
             assert http.get("/tasks/7/task_destinations").status_code == 200
     finally:
         assert daemon.stop() == 0
+
+
+def test_a_library_that_needs_a_person_fails_the_mount_at_once(tmp_path: Path) -> None:
+    """Debian's mtx reports not ready, manual intervention required (02/04/03): the
+    destination fails with that reason on the first attempt, no retries spent."""
+    daemon = Daemon(folder=tmp_path / "daemon", backend="scsi")
+    daemon.start()
+    try:
+        SimulatedLibrary.open(
+            DEFINITION, state_file=daemon.state_dir / "sim-library.json", speed=500.0
+        ).inject("load", "manual_intervention", count=5)
+        with daemon.http() as http:
+            response = http.post("/tasks/7/task_destinations", json=create_body(tape_barcode=TAPE))
+            assert response.status_code == 201, response.text
+            failed = daemon.wait_request(response.json()["id"], "failed")
+        assert failed["attempts"] == 1
+        assert "manual intervention required" in failed["reason"]
+        loads = daemon.query("SELECT state, error_class FROM operations WHERE kind='load'")
+        assert [tuple(row) for row in loads] == [("failed", "InterventionRequiredError")]
+    finally:
+        daemon.close()

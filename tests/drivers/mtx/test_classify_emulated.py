@@ -214,7 +214,9 @@ async def test_manual_intervention_fails_at_once_without_retries(emulated: Emula
     with pytest.raises(InterventionRequiredError) as caught:
         await library.inventory()
     assert caught.value.sense == Sense(0x2, 0x04, 0x03)
-    assert "READ ELEMENT STATUS Command Failed" in caught.value.message
+    assert caught.value.message.startswith(
+        "the library needs a person (not ready, manual intervention required): READ ELEMENT"
+    )
     # One mtx run (which reads twice: with volume tags, then without).
     faults = StateStore(emulated.state_file).read().faults.scripted
     assert [f.count for f in faults] == [3]
