@@ -94,6 +94,12 @@ def assert_paused_then_resumed(
     )
     with daemon.http() as http:
         refused = http.post("/tasks/9/task_destinations", json=body(pool="offline-tapes"))
+        keyed = http.post(
+            "/tasks/9/task_destinations",
+            json=body(pool="offline-tapes"),
+            headers={"Idempotency-Key": "during-the-fault"},
+        )
+    assert keyed.status_code == 503
     assert refused.status_code == 503
     assert int(refused.headers["Retry-After"]) > 0
     error = refused.json()
@@ -110,7 +116,14 @@ def assert_paused_then_resumed(
     wait_until(lambda: fault_of(daemon) is None, what="the fault cleared")
     with daemon.http() as http:
         created = http.post("/tasks/9/task_destinations", json=body(pool="offline-tapes"))
+        # The refused keyed create left nothing behind: its retry creates it now.
+        retried = http.post(
+            "/tasks/9/task_destinations",
+            json=body(pool="offline-tapes"),
+            headers={"Idempotency-Key": "during-the-fault"},
+        )
     assert created.status_code == 201, created.text
+    assert retried.status_code == 201, retried.text
     for i in ids:
         assert len(daemon.query("SELECT * FROM events WHERE destination_id=?", (i,))) == 1
         daemon.wait_request(i, "ready", timeout=60)
