@@ -29,8 +29,9 @@ from __future__ import annotations
 import asyncio
 import json
 import resource
-from collections import OrderedDict, deque
-from collections.abc import Sequence
+import socket
+from collections import Counter, OrderedDict, deque
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
 
@@ -52,6 +53,11 @@ K = TypeVar("K")
 
 #: File descriptors kept free for the journal, the broker, subprocesses and logs.
 FD_RESERVE = 256
+#: asyncio accepts as many connections per event-loop turn as the listen backlog, and
+#: a thousand at once stall MQTT and every request in flight for that turn: accept in
+#: small batches, and let the kernel queue the rest (see `widen_listen_queue`).
+ACCEPT_BATCH = 32
+LISTEN_QUEUE = 2048
 
 
 # -- pure decisions --------------------------------------------------------------------
@@ -155,18 +161,20 @@ class WaitingRoom(Generic[W]):
                         del self.lines[owner]
                     return
 
-    def pop(self, now: float) -> W | None:
-        """The next item to admit: the first line's choice; that line goes to the back."""
-        if not self.lines:
+    def pop(
+        self, now: float, eligible: Callable[[bytes], bool] = lambda _: True
+    ) -> tuple[bytes, W] | None:
+        """The next (owner, item) to admit: the first eligible line's; that line goes last."""
+        owner = next((o for o in self.lines if eligible(o)), None)
+        if owner is None:
             return None
-        owner, line = next(iter(self.lines.items()))
+        line = self.lines.pop(owner)
         index = next_waiter([since for since, _ in line], now, self.lifo_after_s)
         _, item = line[index]
         del line[index]
-        del self.lines[owner]
         if line:
             self.lines[owner] = line
-        return item
+        return owner, item
 
 
 def raise_open_files_limit(wanted: int) -> int:
@@ -213,6 +221,31 @@ def raw_error(status: int, message: str, headers: Sequence[tuple[str, str]] = ()
     return b"\r\n".join(lines) + b"\r\n\r\n" + body
 
 
+_BUSY = raw_error(503, "the daemon is busy: retry later", [("retry-after", "1")])
+
+
+class Backlog:
+    """New connections left unread while requests queue for the application.
+
+    Shedding a request costs a parse and an answer; a closed-loop flood turns every
+    shed into the next request, and the event loop (MQTT's and the journal's too)
+    spends itself answering 503s. A new connection arriving while requests queue is
+    not read until the queue has emptied: its bytes wait in the kernel, at no cost.
+    Connections already serving a client (keep-alive) are read as usual, so a client
+    that was being served goes on being served.
+    """
+
+    def __init__(self) -> None:
+        self.busy: Callable[[], bool] = lambda: False
+        self.parked: OrderedDict[GuardedH11Protocol, None] = OrderedDict()
+
+    def resume(self, count: int) -> None:
+        """Read the `count` longest-parked connections again."""
+        for _ in range(min(count, len(self.parked))):
+            protocol, _ = self.parked.popitem(last=False)
+            protocol.unpark()
+
+
 # -- the protocol ----------------------------------------------------------------------
 
 
@@ -239,6 +272,7 @@ class GuardedH11Protocol(H11Protocol):
 
     settings: ClassVar[HttpSettings]
     table: ClassVar[ConnectionTable[GuardedH11Protocol]]
+    backlog: ClassVar[Backlog]
     #: Refusals since the last log line, and when that line was written.
     refused: ClassVar[int] = 0
     refusal_logged_at: ClassVar[float] = float("-inf")
@@ -249,25 +283,32 @@ class GuardedH11Protocol(H11Protocol):
         self.protocol_error: h11.RemoteProtocolError | None = None
         self._head_timer: asyncio.TimerHandle | None = None
         self._partial = False
+        self._parked = False
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
         verdict = self.table.open(self)
         if not verdict.accept:
             self._note_refusal()
-            self.transport.write(
-                raw_error(
-                    503, "too many connections, all busy: retry later", [("retry-after", "1")]
-                )
-            )
+            self.transport.write(_BUSY)
             self.transport.close()
             return
         if verdict.evict is not None:
             verdict.evict.evict()
         self._arm_head_timer(self.settings.header_timeout_s)
+        if self.backlog.busy():
+            self._parked = True
+            self.transport.pause_reading()
+            self.backlog.parked[self] = None
+
+    def unpark(self) -> None:
+        self._parked = False
+        if not self.transport.is_closing():
+            self.transport.resume_reading()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.table.close(self)
+        self.backlog.parked.pop(self, None)
         self._disarm_head_timer()
         super().connection_lost(exc)
 
@@ -319,6 +360,8 @@ class GuardedH11Protocol(H11Protocol):
         """Closed to make room for a new connection: it had no request in progress."""
         self._disarm_head_timer()
         if not self.transport.is_closing():
+            if self._parked:
+                self.transport.write(_BUSY)
             self.transport.close()
 
     def _arm_head_timer(self, delay: float) -> None:
@@ -334,32 +377,41 @@ class GuardedH11Protocol(H11Protocol):
         self._head_timer = None
         if self.transport.is_closing():
             return
-        if self._partial:
+        if self._parked:
+            # Its request, if it sent one, was never read: the daemon was too busy.
+            self.transport.write(_BUSY)
+        elif self._partial:
             self.transport.write(raw_error(408, "the request head did not arrive in time"))
         self.transport.close()
 
 
-def protocol_class(settings: HttpSettings) -> type[GuardedH11Protocol]:
+def protocol_class(settings: HttpSettings, backlog: Backlog) -> type[GuardedH11Protocol]:
     """The protocol uvicorn instantiates per connection, sharing one connection table."""
     table: ConnectionTable[GuardedH11Protocol] = ConnectionTable(settings.max_connections)
-    return type(
-        "TapeworkerH11Protocol", (GuardedH11Protocol,), {"settings": settings, "table": table}
-    )
+    shared = {"settings": settings, "table": table, "backlog": backlog}
+    return type("TapeworkerH11Protocol", (GuardedH11Protocol,), shared)
 
 
 # -- admission -------------------------------------------------------------------------
 
 
 class Admission:
-    """ASGI wrapper: bounded requests in the application, a fair bounded queue, a body deadline."""
+    """ASGI wrapper: bounded requests in the application, a fair bounded queue, a body deadline.
+
+    A client (its credentials) holds at most `max_concurrent_per_client` of the slots, so
+    another client's request finds one free however hard the first one pushes.
+    """
 
     def __init__(self, app: ASGIApp, settings: HttpSettings) -> None:
         self.app = app
         self.settings = settings
         self.active = 0
+        self._active_by: Counter[bytes] = Counter()
         self._room: WaitingRoom[asyncio.Future[bool]] = WaitingRoom(
             settings.max_queued_requests, settings.lifo_after_s
         )
+        #: Called with the number of free slots whenever nobody waits any more.
+        self.on_room_empty: Callable[[int], None] = lambda _: None
 
     @property
     def waiting(self) -> int:
@@ -379,12 +431,21 @@ class Admission:
         try:
             await self._serve(scope, receive, send, body_deadline)
         finally:
-            self._leave()
+            self._leave(owner)
+
+    def _may_run(self, owner: bytes) -> bool:
+        return self._active_by[owner] < self.settings.max_concurrent_per_client
+
+    def _take(self, owner: bytes) -> None:
+        self.active += 1
+        self._active_by[owner] += 1
 
     async def _enter(self, owner: bytes) -> bool:
         """Take a slot in the application, waiting in the queue if need be; False = shed."""
-        if self.active < self.settings.max_concurrent_requests and not self._room.lines:
-            self.active += 1
+        limit = self.settings.max_concurrent_requests
+        # Waiters of other clients are there only because their clients are at their cap.
+        if self.active < limit and self._may_run(owner) and owner not in self._room.lines:
+            self._take(owner)
             return True
         loop = asyncio.get_running_loop()
         admitted: asyncio.Future[bool] = loop.create_future()
@@ -398,13 +459,13 @@ class Admission:
             async with asyncio.timeout(self.settings.queue_timeout_s):
                 return await admitted
         except TimeoutError:
-            return self._abandon(admitted)
+            return self._abandon(owner, admitted)
         except asyncio.CancelledError:
-            if self._abandon(admitted):
-                self._leave()
+            if self._abandon(owner, admitted):
+                self._leave(owner)
             raise
 
-    def _abandon(self, admitted: asyncio.Future[bool]) -> bool:
+    def _abandon(self, owner: bytes, admitted: asyncio.Future[bool]) -> bool:
         """The wait ended early; True when a slot was handed over all the same."""
         if admitted.done() and not admitted.cancelled():
             return admitted.result()
@@ -412,15 +473,23 @@ class Admission:
         self._room.remove(admitted)
         return False
 
-    def _leave(self) -> None:
-        """Free a slot: hand it to the next waiter, or give it back."""
-        now = asyncio.get_running_loop().time()
-        while (admitted := self._room.pop(now)) is not None:
-            if not admitted.done():
-                # The slot passes to the waiter: `active` stays as it is.
-                admitted.set_result(True)
-                return
+    def _leave(self, owner: bytes) -> None:
+        """Free a slot, and give free slots to the next waiters that may run."""
         self.active -= 1
+        self._active_by[owner] -= 1
+        if not self._active_by[owner]:
+            del self._active_by[owner]
+        now = asyncio.get_running_loop().time()
+        while self.active < self.settings.max_concurrent_requests:
+            popped = self._room.pop(now, self._may_run)
+            if popped is None:
+                if not self._room.lines:
+                    self.on_room_empty(self.settings.max_concurrent_requests - self.active)
+                return
+            next_owner, admitted = popped
+            if not admitted.done():
+                self._take(next_owner)
+                admitted.set_result(True)
 
     async def _serve(self, scope: Scope, receive: Receive, send: Send, deadline: float) -> None:
         state = {"body_done": False, "timed_out": False}
@@ -478,14 +547,38 @@ def server_config(app: ASGIApp, settings: HttpSettings) -> uvicorn.Config:
             open_files_limit=limit,
         )
         settings = settings.model_copy(update={"max_connections": allowed})
+    admission = Admission(app, settings)
+    backlog = Backlog()
+    backlog.busy = lambda: admission.waiting > 0
+    admission.on_room_empty = backlog.resume
     return uvicorn.Config(
-        Admission(app, settings),
+        admission,
         host=settings.host,
         port=settings.port,
-        http=protocol_class(settings),
+        http=protocol_class(settings, backlog),
         h11_max_incomplete_event_size=settings.max_header_bytes,
         timeout_keep_alive=int(settings.keep_alive_s) or 1,
-        backlog=min(2048, settings.max_connections * 2),
+        backlog=ACCEPT_BATCH,
         log_level="warning",
         lifespan="off",
     )
+
+
+class GuardedServer(uvicorn.Server):
+    """uvicorn's server, whose listening sockets queue LISTEN_QUEUE connections."""
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets)
+        widen_listen_queue(self)
+
+
+def widen_listen_queue(server: uvicorn.Server, queue: int = LISTEN_QUEUE) -> None:
+    """Let the kernel queue `queue` connections while asyncio accepts ACCEPT_BATCH a turn.
+
+    Listening again on a listening socket only changes its queue; without this a burst
+    beyond the batch would see its SYNs dropped and retried a second later.
+    """
+    for listener in server.servers:
+        for wrapped in listener.sockets:
+            with socket.fromfd(wrapped.fileno(), wrapped.family, wrapped.type) as sock:
+                sock.listen(queue)

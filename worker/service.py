@@ -32,7 +32,7 @@ from worker.errors import ConfigError, JournalFaultError, StartupError
 from worker.executor import Executor
 from worker.health_file import HealthFile, health_path
 from worker.http_api import create_app
-from worker.http_guard import server_config
+from worker.http_guard import GuardedServer, server_config
 from worker.http_idempotency import IdempotentCreates
 from worker.journal import Journal
 from worker.mqtt_intake import MqttIntake
@@ -193,7 +193,7 @@ class Service:
                     settings.http,
                     clock=time.time,
                 )
-                server = uvicorn.Server(server_config(app, settings.http))
+                server = GuardedServer(server_config(app, settings.http))
                 # The socket is bound already: a port in use stopped the start-up
                 # with a message instead of failing inside the task group.
                 group.create_task(server.serve(sockets=[listener]), name="http")

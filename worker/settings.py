@@ -51,6 +51,8 @@ class HttpSettings(BaseModel):
     max_connections: Annotated[int, Field(ge=1)] = 2048
     #: Requests in the application at once; more wait in a queue.
     max_concurrent_requests: Annotated[int, Field(ge=1)] = 8
+    #: Of those, one client (one set of credentials) holds at most this many.
+    max_concurrent_per_client: Annotated[int, Field(ge=1)] = 4
     max_queued_requests: Annotated[int, Field(ge=0)] = 64
     #: A queued request is answered 503 (Retry-After) after this long.
     queue_timeout_s: Annotated[float, Field(gt=0)] = 0.5

@@ -74,15 +74,22 @@ def test_clients_take_turns_and_a_full_room_sheds_from_the_longest_line() -> Non
     # Full: the flood's oldest goes, not the other client's only request.
     assert room.add(b"flood", "f3", now=4.0) == "f0"
     assert room.add(b"archive", "a1", now=5.0) == "f1"
-    assert [room.pop(now=5.0) for _ in range(5)] == ["f2", "a0", "f3", "a1", None]
+    popped = [room.pop(now=5.0) for _ in range(5)]
+    assert popped == [
+        (b"flood", "f2"),
+        (b"archive", "a0"),
+        (b"flood", "f3"),
+        (b"archive", "a1"),
+        None,
+    ]
 
 
 def test_a_line_that_stands_gives_its_newest_first() -> None:
     room: WaitingRoom[str] = WaitingRoom(capacity=10, lifo_after_s=1)
     for n in range(3):
         room.add(b"flood", f"f{n}", now=0.0)
-    assert room.pop(now=0.5) == "f0"
-    assert room.pop(now=2.0) == "f2"
+    assert room.pop(now=0.5) == (b"flood", "f0")
+    assert room.pop(now=2.0) == (b"flood", "f2")
     room.remove("f1")
     assert len(room) == 0
     assert room.pop(now=2.0) is None
@@ -252,6 +259,34 @@ async def test_a_waiter_timing_out_as_it_is_shed_is_answered_once() -> None:
     assert [status for status, _ in results] == [200, 200]
     assert gate.started == ["/running", "/newcomer"]
     assert admission.active == 0
+
+
+async def test_one_client_cannot_take_every_slot() -> None:
+    gate = Gate()
+    settings = HttpSettings(
+        max_concurrent_requests=4, max_concurrent_per_client=2, queue_timeout_s=30
+    )
+    admission = Admission(gate, settings)
+    flood = [
+        asyncio.create_task(call(admission, f"/flood{n}", authorization=b"Basic flood"))
+        for n in range(6)
+    ]
+    async with asyncio.timeout(10):
+        while admission.waiting < 4:
+            await asyncio.sleep(0)
+    assert gate.started == ["/flood0", "/flood1"]
+    # Two slots stay free for everybody else, taken at once.
+    archive = asyncio.create_task(call(admission, "/archive", authorization=b"Basic archive"))
+    async with asyncio.timeout(10):
+        while len(gate.started) < 3:
+            await asyncio.sleep(0)
+    assert gate.started[2] == "/archive"
+    gate.release.set()
+    async with asyncio.timeout(10):
+        results = await asyncio.gather(archive, *flood)
+    assert {status for status, _ in results} == {200}
+    assert admission.active == 0
+    assert admission.waiting == 0
 
 
 async def test_a_queued_request_is_shed_after_the_queue_timeout() -> None:
