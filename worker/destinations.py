@@ -4,10 +4,17 @@ An event becomes durable and takes effect in one transaction: the inbox row, the
 destination row and the request changes commit together. Applying is
 idempotent by meaning: a create repeated with the same target renews the lease
 and changes nothing else; an update or release after a destroy changes nothing.
+
+Nothing goes backwards: an event that carries the publisher's order (`sequence`)
+and is older than the last change applied to its destination is rejected with the
+reason, and a destroy is final even when it overtakes its create. A publisher's
+event-id is journaled once: the same message again is a duplicate, another message
+under a used event-id is rejected.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -19,7 +26,13 @@ import structlog
 from drivers.errors import InvalidArgumentError
 from drivers.media import validate_barcode
 from worker.errors import JournalFaultError, RejectedEventError
-from worker.journal import Journal, RequestRecord, fault_kind
+from worker.journal import (
+    DestinationRecord,
+    EventRecord,
+    Journal,
+    RequestRecord,
+    fault_kind,
+)
 from worker.models import TaskDestinationBody
 from worker.requests import RequestState
 
@@ -42,6 +55,10 @@ class DestinationEvent:
     dedup_key: str | None = None
     #: What the destination will write, when the payload says (see `parse_payload`).
     size_bytes: int | None = None
+    #: The publisher's order of this change of the destination, when it gives one.
+    sequence: int | None = None
+    #: `message_digest` of the message, for telling a redelivery from a reused event-id.
+    digest: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,6 +70,7 @@ class RejectedInput:
     topic: str | None = None
     payload: str | None = None
     dedup_key: str | None = None
+    digest: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,6 +92,11 @@ class Target:
 
 #: Extra writes that must commit with a batch of events (see `record_events`).
 WithinTransaction = Callable[[aiosqlite.Connection, list[Outcome]], Awaitable[None]]
+
+
+def message_digest(topic: str, payload: bytes) -> str:
+    """What makes two deliveries the same message: its topic and its whole payload."""
+    return hashlib.sha256(topic.encode() + b"\0" + payload).hexdigest()
 
 
 async def record_events(
@@ -116,6 +139,10 @@ async def _record_input(
     now: float,
     hold_seconds: float,
 ) -> Outcome:
+    if event.dedup_key is not None:
+        prior = await journal.event_with_dedup_key(event.dedup_key)
+        if prior is not None:
+            return await _record_seen(journal, db, event, prior, now)
     if isinstance(event, RejectedInput):
         seq = await journal.insert_event(
             db,
@@ -126,6 +153,7 @@ async def _record_input(
             status="rejected",
             reason=event.reason,
             dedup_key=event.dedup_key,
+            digest=event.digest,
         )
         return Outcome("rejected" if seq else "duplicate", reason=event.reason)
     return await _record_one(journal, db, event, now, hold_seconds)
@@ -153,8 +181,51 @@ async def _record_poison(
         status="rejected",
         reason=reason,
         dedup_key=event.dedup_key,
+        digest=event.digest,
     )
     return Outcome("rejected" if seq else "duplicate", destination_id, reason)
+
+
+async def _record_seen(
+    journal: Journal,
+    db: aiosqlite.Connection,
+    event: DestinationEvent | RejectedInput,
+    prior: EventRecord,
+    now: float,
+) -> Outcome:
+    """An event-id journaled before: the same message is a redelivery, another is an error."""
+    if _same_message(prior, event):
+        # A broker redelivery after a crash: applying it again could undo a later event.
+        return Outcome("duplicate", prior.destination_id)
+    event_id = (event.dedup_key or "").removeprefix("mqtt:")
+    reason = (
+        f"event-id {event_id!r} was already used by journal event {prior.seq} "
+        f"({prior.topic}) for another message: not applied"
+    )
+    verb = task_id = destination_id = None
+    if isinstance(event, DestinationEvent):
+        verb, task_id, destination_id = event.verb, event.task_id, event.destination_id
+    await journal.insert_event(
+        db,
+        source=event.source,
+        received=now,
+        topic=event.topic,
+        verb=verb,
+        task_id=task_id,
+        destination_id=destination_id,
+        payload=event.payload,
+        status="rejected",
+        reason=reason,
+        digest=event.digest,
+    )
+    return Outcome("rejected", destination_id, reason)
+
+
+def _same_message(prior: EventRecord, event: DestinationEvent | RejectedInput) -> bool:
+    if prior.digest is not None and event.digest is not None:
+        return prior.digest == event.digest
+    # Journaled before digests were kept: the stored topic and payload tell.
+    return (prior.topic, prior.payload) == (event.topic, event.payload)
 
 
 async def _record_one(
@@ -165,10 +236,6 @@ async def _record_one(
     hold_seconds: float,
 ) -> Outcome:
     destination_id = event.destination_id
-    if event.dedup_key is not None and await journal.event_seen(event.dedup_key):
-        # The same delivery was journaled before (a broker redelivery after a crash):
-        # applying it again could undo a later event.
-        return Outcome("duplicate", destination_id)
     if destination_id is None:
         destination_id = await journal.next_destination_id()
     try:
@@ -187,6 +254,7 @@ async def _record_one(
         status=outcome.status,
         reason=outcome.reason,
         dedup_key=event.dedup_key,
+        digest=event.digest,
     )
     assert seq is not None, "dedup key checked above, inside the same transaction"
     return outcome
@@ -268,53 +336,60 @@ async def _apply(
         )
     if existing is not None and existing.deleted:
         return Outcome("ignored", destination_id, f"destination {destination_id} was destroyed")
-    if event.verb in ("destroy", "release"):
+    body_json = event.body.model_dump_json(exclude_none=False) if event.body else None
+    if existing is not None:
+        _check_order(existing, event, body_json)
+    if event.verb == "release":
         if existing is None:
             return Outcome("ignored", destination_id, f"no destination {destination_id}")
-        reason = "destroyed" if event.verb == "destroy" else "released"
-        await _release_active(journal, db, destination_id, now, reason)
-        if event.verb == "destroy":
-            await db.execute(
-                "UPDATE destinations SET deleted=1, status='destroyed', updated=? WHERE id=?",
-                (now, destination_id),
+        await _release_active(journal, db, destination_id, now, "released")
+        return Outcome("applied", destination_id)
+    if event.verb == "destroy":
+        if existing is None:
+            await journal.destroy_unknown_destination(
+                db, destination_id, task_id=event.task_id, sequence=event.sequence, now=now
             )
+            return Outcome(
+                "applied",
+                destination_id,
+                f"destination {destination_id} destroyed before it was created: "
+                "a create of it arriving later is ignored",
+            )
+        await _release_active(journal, db, destination_id, now, "destroyed")
+        await journal.destroy_destination(db, destination_id, sequence=event.sequence, now=now)
         return Outcome("applied", destination_id)
 
-    if event.body is None:
+    if event.body is None or body_json is None:
         raise RejectedEventError(f"{event.verb} needs a body")
-    if event.verb == "update" and existing is None:
+    if event.verb == "update" and existing is None and event.sequence is None:
+        # With a sequence, an update that overtook its create is the newest desired
+        # state and applies; the create, arriving later, is then stale.
         raise RejectedEventError(f"update of unknown destination {destination_id}")
     target = await resolve_target(journal, event.body)
-    body_json = event.body.model_dump_json(exclude_none=False)
     if existing is None:
-        await db.execute(
-            "INSERT INTO destinations(id, task_id, body, barcode, pool, status, reason, "
-            "created, updated) VALUES(?,?,?,?,?,?,?,?,?)",
-            (
-                destination_id,
-                event.task_id,
-                body_json,
-                target.barcode,
-                target.pool,
-                target.status,
-                target.reason,
-                now,
-                now,
-            ),
+        await journal.insert_destination(
+            db,
+            destination_id,
+            task_id=event.task_id,
+            body=body_json,
+            barcode=target.barcode,
+            pool=target.pool,
+            status=target.status,
+            reason=target.reason,
+            sequence=event.sequence,
+            now=now,
         )
     else:
-        await db.execute(
-            "UPDATE destinations SET body=?, barcode=?, pool=?, status=?, reason=?, updated=? "
-            "WHERE id=?",
-            (
-                body_json,
-                target.barcode,
-                target.pool,
-                target.status,
-                target.reason,
-                now,
-                destination_id,
-            ),
+        await journal.update_destination(
+            db,
+            destination_id,
+            body=body_json,
+            barcode=target.barcode,
+            pool=target.pool,
+            status=target.status,
+            reason=target.reason,
+            sequence=event.sequence,
+            now=now,
         )
 
     active = await journal.active_request_for(destination_id)
@@ -344,6 +419,34 @@ async def _apply(
             db, cur.lastrowid, RequestState.FAILED, now, reason=target.reason
         )
     return Outcome("applied", destination_id, target.reason)
+
+
+def _check_order(
+    existing: DestinationRecord, event: DestinationEvent, body_json: str | None
+) -> None:
+    """Reject a change older than the last one applied to the destination.
+
+    Only events that both carry a sequence are compared; a release comes from the
+    data mover, which does not know the archive manager's order. The same sequence
+    again is a repeat of that change (it renews the lease) when it asks for the same
+    thing, and a contradiction otherwise.
+    """
+    last = existing.sequence
+    sequence = event.sequence
+    if sequence is None or last is None or event.verb == "release":
+        return
+    if sequence < last:
+        raise RejectedEventError(
+            f"stale {event.verb}: sequence {sequence} is older than sequence {last} "
+            f"already applied to destination {existing.id}"
+        )
+    if sequence == last and (
+        event.verb == "destroy" or body_json is None or json.loads(body_json) != existing.body
+    ):
+        raise RejectedEventError(
+            f"{event.verb} with sequence {sequence} differs from the change of the same "
+            f"sequence already applied to destination {existing.id}"
+        )
 
 
 def _same_target(active: RequestRecord, target: Target) -> bool:

@@ -35,7 +35,7 @@ from drivers.media import is_cleaning, media_of
 from worker.errors import JournalDamagedError, JournalError, JournalFaultError
 from worker.requests import ACTIVE, RequestState, transition
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 log = structlog.get_logger("tapeworker.journal")
 
@@ -135,7 +135,8 @@ CREATE TABLE IF NOT EXISTS events (
     payload TEXT,
     received REAL NOT NULL,
     status TEXT NOT NULL,
-    reason TEXT
+    reason TEXT,
+    digest TEXT
 );
 CREATE INDEX IF NOT EXISTS events_status ON events(status);
 CREATE TABLE IF NOT EXISTS destinations (
@@ -148,7 +149,8 @@ CREATE TABLE IF NOT EXISTS destinations (
     reason TEXT,
     deleted INTEGER NOT NULL DEFAULT 0,
     created REAL NOT NULL,
-    updated REAL NOT NULL
+    updated REAL NOT NULL,
+    sequence INTEGER
 );
 CREATE INDEX IF NOT EXISTS destinations_task ON destinations(task_id);
 CREATE TABLE IF NOT EXISTS requests (
@@ -238,6 +240,9 @@ class EventRecord:
     received: float
     status: str
     reason: str | None
+    #: sha256 of the topic and the whole payload: tells a redelivery from a reused
+    #: event-id even when the stored payload is cut short.
+    digest: str | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -252,6 +257,8 @@ class DestinationRecord:
     deleted: bool
     created: float
     updated: float
+    #: The publisher's order of the last change applied (MQTT `sequence`), if it said.
+    sequence: int | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -379,6 +386,10 @@ def _operation(row: aiosqlite.Row) -> OperationRecord:
 _MIGRATIONS: dict[int, tuple[str, ...]] = {
     1: ("ALTER TABLE requests ADD COLUMN size_bytes INTEGER",),
     2: (_IDEMPOTENCY_TABLE, _IDEMPOTENCY_INDEX),
+    3: (
+        "ALTER TABLE events ADD COLUMN digest TEXT",
+        "ALTER TABLE destinations ADD COLUMN sequence INTEGER",
+    ),
 }
 
 
@@ -901,11 +912,12 @@ class Journal:
         status: str = "applied",
         reason: str | None = None,
         dedup_key: str | None = None,
+        digest: str | None = None,
     ) -> int | None:
         """Insert inside a caller's transaction; None when the dedup key was seen."""
         cur = await db.execute(
             "INSERT INTO events(source, dedup_key, topic, verb, task_id, destination_id, "
-            "payload, received, status, reason) VALUES(?,?,?,?,?,?,?,?,?,?) "
+            "payload, received, status, reason, digest) VALUES(?,?,?,?,?,?,?,?,?,?,?) "
             "ON CONFLICT(dedup_key) DO NOTHING",
             (
                 source,
@@ -918,12 +930,15 @@ class Journal:
                 received,
                 status,
                 reason,
+                digest,
             ),
         )
         return cur.lastrowid if cur.rowcount else None
 
-    async def event_seen(self, dedup_key: str) -> bool:
-        return await self._one("SELECT 1 FROM events WHERE dedup_key=?", (dedup_key,)) is not None
+    async def event_with_dedup_key(self, dedup_key: str) -> EventRecord | None:
+        """The event journaled under a publisher's event-id, if any."""
+        row = await self._one("SELECT * FROM events WHERE dedup_key=?", (dedup_key,))
+        return _from_row(EventRecord, row) if row else None
 
     async def events(
         self, status: str | None = None, limit: int = 1000, since: float | None = None
@@ -999,6 +1014,75 @@ class Journal:
                 (task_id,),
             )
         return [_destination(r) for r in rows]
+
+    async def insert_destination(
+        self,
+        db: aiosqlite.Connection,
+        destination_id: int,
+        *,
+        task_id: str,
+        body: str,
+        barcode: str | None,
+        pool: str | None,
+        status: str,
+        reason: str | None,
+        sequence: int | None,
+        now: float,
+    ) -> None:
+        """A new destination's desired state (inside the caller's transaction)."""
+        await db.execute(
+            "INSERT INTO destinations(id, task_id, body, barcode, pool, status, reason, "
+            "created, updated, sequence) VALUES(?,?,?,?,?,?,?,?,?,?)",
+            (destination_id, task_id, body, barcode, pool, status, reason, now, now, sequence),
+        )
+
+    async def update_destination(
+        self,
+        db: aiosqlite.Connection,
+        destination_id: int,
+        *,
+        body: str,
+        barcode: str | None,
+        pool: str | None,
+        status: str,
+        reason: str | None,
+        sequence: int | None,
+        now: float,
+    ) -> None:
+        """Replace a destination's desired state; an event without an order keeps the
+        order of the last one that had it."""
+        await db.execute(
+            "UPDATE destinations SET body=?, barcode=?, pool=?, status=?, reason=?, updated=?, "
+            "sequence=COALESCE(?, sequence) WHERE id=?",
+            (body, barcode, pool, status, reason, now, sequence, destination_id),
+        )
+
+    async def destroy_destination(
+        self, db: aiosqlite.Connection, destination_id: int, *, sequence: int | None, now: float
+    ) -> None:
+        """Mark a destination destroyed for good (inside the caller's transaction)."""
+        await db.execute(
+            "UPDATE destinations SET deleted=1, status='destroyed', updated=?, "
+            "sequence=COALESCE(?, sequence) WHERE id=?",
+            (now, sequence, destination_id),
+        )
+
+    async def destroy_unknown_destination(
+        self,
+        db: aiosqlite.Connection,
+        destination_id: int,
+        *,
+        task_id: str,
+        sequence: int | None,
+        now: float,
+    ) -> None:
+        """Record a destroy that arrived before any create, so that a create delayed
+        behind it (a redelivery) cannot bring the destination back."""
+        await db.execute(
+            "INSERT INTO destinations(id, task_id, body, status, reason, deleted, created, "
+            "updated, sequence) VALUES(?,?,'{}','destroyed',?,1,?,?,?)",
+            (destination_id, task_id, "destroyed before it was created", now, now, sequence),
+        )
 
     async def next_destination_id(self) -> int:
         # Past the highest id ever given, also when retention pruned it.

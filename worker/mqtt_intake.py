@@ -5,6 +5,11 @@ payload the seed's create/update body (empty for destroy and release). State goe
 back retained on `<prefix>/state/task_destinations/<id>`; rejected input is copied
 to `<prefix>/dead-letter` with the reason.
 
+Commands cannot go backwards: a retained command is rejected and cleared (the
+broker would replay it at every reconnect, over later changes), and the MQTT 5
+user properties `event-id` and `sequence` let the journal recognise a redelivery
+and refuse a change older than the one it has applied.
+
 aiomqtt 2.x has no public manual-ack API, so `ManualAcks` reaches the paho client
 it wraps (the one private attribute we touch, kept here with its own test).
 """
@@ -21,6 +26,7 @@ import paho.mqtt.client as paho
 import structlog
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
+from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from worker.callbacks import ChangeListener, Clock
 from worker.destinations import (
@@ -28,6 +34,7 @@ from worker.destinations import (
     DestinationEvent,
     RejectedInput,
     Verb,
+    message_digest,
     parse_payload,
     record_events,
 )
@@ -42,6 +49,13 @@ log = structlog.get_logger("tapeworker.mqtt")
 #: (no wildcards, no `..`, no deep paths) becomes an event.
 _TASK_RE = re.compile(r"^[A-Za-z0-9_.\-]{1,128}$")
 _EVENT_ID_RE = re.compile(r"^[A-Za-z0-9_.:\-]{1,128}$")
+#: A sequence is a whole number that fits SQLite's INTEGER.
+_SEQUENCE_RE = re.compile(r"^[0-9]{1,19}$")
+MAX_SEQUENCE = 2**63 - 1
+RETAINED_REASON = (
+    "retained message on a command topic: not applied, because the broker replays it "
+    "at every reconnect, over later changes (publish commands with retain=false)"
+)
 #: mosquitto sends at most this many unacknowledged messages at a time, so a
 #: batch never needs to wait for more than this.
 MAX_BATCH = 20
@@ -85,13 +99,32 @@ def parse_topic(prefix: str, topic: str) -> tuple[str, int, Verb]:
     return task_id, int(raw_id), verb
 
 
+def parse_sequence(raw: str) -> int:
+    """The `sequence` user property; RejectedEventError names the problem."""
+    if not _SEQUENCE_RE.fullmatch(raw) or int(raw) > MAX_SEQUENCE:
+        raise RejectedEventError(
+            f"sequence {raw[:64]!r} is not a whole number from 0 to {MAX_SEQUENCE}"
+        )
+    return int(raw)
+
+
 def to_event(
-    prefix: str, topic: str, payload: bytes, event_id: str | None = None
+    prefix: str,
+    topic: str,
+    payload: bytes,
+    event_id: str | None = None,
+    *,
+    sequence: str | None = None,
+    retained: bool = False,
 ) -> DestinationEvent | RejectedInput:
     text = payload.decode("utf-8", "replace")
     dedup = f"mqtt:{event_id}" if event_id is not None else None
+    digest = message_digest(topic, payload)
     try:
+        if retained:
+            raise RejectedEventError(RETAINED_REASON)
         task_id, destination_id, verb = parse_topic(prefix, topic)
+        order = parse_sequence(sequence) if sequence is not None else None
         parsed = None
         if verb in ("create", "update"):
             parsed = parse_payload(payload)
@@ -99,7 +132,12 @@ def to_event(
             raise RejectedEventError(f"{verb} takes an empty payload")
     except RejectedEventError as exc:
         return RejectedInput(
-            exc.reason, source="mqtt", topic=topic[:1024], payload=text[:65536], dedup_key=dedup
+            exc.reason,
+            source="mqtt",
+            topic=topic[:1024],
+            payload=text[:65536],
+            dedup_key=dedup,
+            digest=digest,
         )
     return DestinationEvent(
         verb,
@@ -111,7 +149,18 @@ def to_event(
         payload=text,
         dedup_key=dedup,
         size_bytes=parsed.size_bytes if parsed else None,
+        sequence=order,
+        digest=digest,
     )
+
+
+def user_property(message: aiomqtt.Message, name: str) -> str | None:
+    """The first value of an MQTT 5 user property, if the publisher set it."""
+    properties = getattr(message.properties, "UserProperty", None) or []
+    for key, value in properties:
+        if key == name:
+            return str(value)
+    return None
 
 
 def event_id_of(message: aiomqtt.Message) -> str | None:
@@ -120,11 +169,26 @@ def event_id_of(message: aiomqtt.Message) -> str | None:
     With it, a redelivered event is recognised and journaled once; without it,
     replaying is still harmless because destinations are desired state.
     """
-    properties = getattr(message.properties, "UserProperty", None) or []
-    for key, value in properties:
-        if key == "event-id" and _EVENT_ID_RE.fullmatch(value):
-            return str(value)
-    return None
+    value = user_property(message, "event-id")
+    return value if value is not None and _EVENT_ID_RE.fullmatch(value) else None
+
+
+def message_to_event(prefix: str, message: aiomqtt.Message) -> DestinationEvent | RejectedInput:
+    payload = message.payload
+    if isinstance(payload, str):
+        raw = payload.encode()
+    elif isinstance(payload, bytes | bytearray):
+        raw = bytes(payload)
+    else:
+        raw = str(payload).encode()
+    return to_event(
+        prefix,
+        message.topic.value,
+        raw,
+        event_id_of(message),
+        sequence=user_property(message, "sequence"),
+        retained=bool(message.retain),
+    )
 
 
 class MqttIntake:
@@ -179,7 +243,13 @@ class MqttIntake:
             try:
                 async with client:
                     self._client = client
-                    await client.subscribe(f"{self.prefix}/tasks/#", qos=1)
+                    await client.subscribe(
+                        f"{self.prefix}/tasks/#",
+                        # retainAsPublished: a retained command keeps its flag, so it
+                        # is refused whether it is replayed or new; noLocal: our own
+                        # clearing of a retained command does not come back to us.
+                        options=SubscribeOptions(qos=1, noLocal=True, retainAsPublished=True),
+                    )
                     self.connected.set()
                     delay = 1.0
                     log.info("mqtt connected", host=self._settings.host, port=self._settings.port)
@@ -267,16 +337,7 @@ class MqttIntake:
         )
 
     async def _commit(self, batch: list[aiomqtt.Message]) -> None:
-        events: list[DestinationEvent | RejectedInput] = []
-        for message in batch:
-            payload = message.payload
-            if isinstance(payload, str):
-                raw = payload.encode()
-            elif isinstance(payload, bytes | bytearray):
-                raw = bytes(payload)
-            else:
-                raw = str(payload).encode()
-            events.append(to_event(self.prefix, message.topic.value, raw, event_id_of(message)))
+        events = [message_to_event(self.prefix, message) for message in batch]
         outcomes = await record_events(
             self._journal, events, now=self._clock(), hold_seconds=self._hold_seconds
         )
@@ -289,6 +350,12 @@ class MqttIntake:
                     {"topic": event.topic, "payload": event.payload, "reason": outcome.reason},
                     retain=False,
                 )
+        for message in batch:
+            if message.retain and message.payload:
+                # Journaled above; now the broker must stop replaying it. An empty
+                # retained message deletes it (if the broker's ACL lets us publish there).
+                log.info("clearing a retained command", topic=message.topic.value)
+                self._enqueue(message.topic.value, b"", retain=True)
         if changed:
             try:
                 await self._on_change(changed)
@@ -298,8 +365,11 @@ class MqttIntake:
                 log.exception("state publication failed", destinations=sorted(changed))
 
     def publish_nowait(self, topic: str, data: dict[str, Any], *, retain: bool) -> None:
+        self._enqueue(topic, json.dumps(data).encode(), retain=retain)
+
+    def _enqueue(self, topic: str, payload: bytes, *, retain: bool) -> None:
         try:
-            self._outbox.put_nowait((topic, json.dumps(data).encode(), retain))
+            self._outbox.put_nowait((topic, payload, retain))
         except asyncio.QueueFull:
             log.warning("mqtt outbox full, state update dropped", topic=topic)
 

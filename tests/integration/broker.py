@@ -11,6 +11,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+SHIPPED_CONFIG = Path(__file__).resolve().parents[2] / "config" / "mosquitto.conf"
+
 
 def free_port() -> int:
     with socket.socket() as sock:
@@ -38,11 +40,23 @@ def mosquitto_binary() -> str:
     return found
 
 
+def shipped_persistence() -> str:
+    """The persistence settings of the shipped config/mosquitto.conf (not its paths)."""
+    lines = [
+        line.strip()
+        for line in SHIPPED_CONFIG.read_text(encoding="utf-8").splitlines()
+        if line.strip().startswith(("persistence ", "autosave_"))
+    ]
+    return "".join(f"{line}\n" for line in lines)
+
+
 @dataclass
 class Broker:
     port: int
     folder: Path
     process: subprocess.Popen[bytes] | None = None
+    #: More mosquitto.conf lines (later lines win), e.g. `shipped_persistence()`.
+    extra_config: str = ""
 
     def start(self) -> None:
         self.folder.mkdir(parents=True, exist_ok=True)
@@ -56,7 +70,8 @@ class Broker:
             f"persistence_location {data}/\n"
             "max_queued_messages 100000\n"
             "persistent_client_expiration 1d\n"
-            f"log_dest file {self.folder / 'mosquitto.log'}\n",
+            f"log_dest file {self.folder / 'mosquitto.log'}\n"
+            f"{self.extra_config}",
             encoding="utf-8",
         )
         # As root mosquitto switches to user "mosquitto" unless told to stay.
@@ -79,6 +94,16 @@ class Broker:
         except subprocess.TimeoutExpired:
             self.process.kill()
             self.process.wait()
+        if self.process.stderr is not None:
+            self.process.stderr.close()
+        self.process = None
+
+    def kill(self) -> None:
+        """A broker crash: SIGKILL, no chance to save anything."""
+        if self.process is None:
+            return
+        self.process.kill()
+        self.process.wait()
         if self.process.stderr is not None:
             self.process.stderr.close()
         self.process = None

@@ -15,6 +15,7 @@ from worker.destinations import (
     Outcome,
     RejectedInput,
     Verb,
+    message_digest,
     parse_body,
     parse_payload,
     record_events,
@@ -244,6 +245,9 @@ async def test_a_journal_of_schema_1_is_brought_up_to_date(tmp_path: Path) -> No
     with sqlite3.connect(path) as old:  # what a journal written before sizes looked like
         old.execute("ALTER TABLE requests DROP COLUMN size_bytes")
         old.execute("DROP TABLE idempotency_keys")  # schema 3
+        # schema 4
+        old.execute("ALTER TABLE events DROP COLUMN digest")
+        old.execute("ALTER TABLE destinations DROP COLUMN sequence")
         old.execute("UPDATE meta SET value='1' WHERE key='schema'")
     journal = await Journal.open(path)
     try:
@@ -257,3 +261,176 @@ async def test_a_journal_of_schema_1_is_brought_up_to_date(tmp_path: Path) -> No
         version = reopened.execute("SELECT value FROM meta WHERE key='schema'").fetchone()
         assert version == (str(SCHEMA_VERSION),)
         assert reopened.execute("SELECT COUNT(*) FROM idempotency_keys").fetchone() == (0,)
+
+
+async def test_a_journal_of_schema_3_keeps_its_destinations_and_learns_their_order(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "old.sqlite3"
+    journal = await Journal.open(path)
+    await journal.sync_catalog(DEFINITION, now=1000.0)
+    await apply(journal, event("create", tape_barcode="NOD400L9"))
+    await journal.close()
+    with sqlite3.connect(path) as old:  # what a journal written before event order looked like
+        old.execute("ALTER TABLE events DROP COLUMN digest")
+        old.execute("ALTER TABLE destinations DROP COLUMN sequence")
+        old.execute("UPDATE meta SET value='3' WHERE key='schema'")
+    journal = await Journal.open(path)
+    try:
+        destination = await journal.destination(1)
+        assert destination is not None
+        assert (destination.barcode, destination.sequence) == ("NOD400L9", None)
+        await apply(journal, ordered("update", 5, pool_name="online-tapes"), now=2001.0)
+        await apply(journal, ordered("update", 4, tape_barcode="NOD400L9"), now=2002.0)
+        destination = await journal.destination(1)
+        assert destination is not None
+        assert (destination.pool, destination.sequence) == ("online-tapes", 5)
+    finally:
+        await journal.close()
+
+
+# -- order and event-ids ---------------------------------------------------------------
+
+
+def ordered(
+    verb: Verb, sequence: int, destination_id: int = 1, event_id: str | None = None, **body: object
+) -> DestinationEvent:
+    """An MQTT event that carries the publisher's order (and, if given, an event-id)."""
+    parsed = TaskDestinationBody.model_validate(body) if verb in ("create", "update") else None
+    topic = f"tw/tasks/7/task_destinations/{destination_id}/{verb}"
+    payload = json.dumps(body) if parsed else ""
+    return DestinationEvent(
+        verb,
+        "7",
+        destination_id,
+        parsed,
+        "mqtt",
+        topic=topic,
+        payload=payload,
+        dedup_key=f"mqtt:{event_id}" if event_id else None,
+        sequence=sequence,
+        digest=message_digest(topic, payload.encode()),
+    )
+
+
+async def test_a_stale_update_is_not_applied_after_a_newer_one(journal: Journal) -> None:
+    await apply(journal, ordered("create", 1, tape_barcode="NOD400L9"))
+    await apply(journal, ordered("update", 3, pool_name="online-tapes"), now=2001.0)
+    # The update of sequence 2 was delayed (a redelivery) behind the one of sequence 3.
+    [outcome] = await apply(journal, ordered("update", 2, tape_barcode="NOD401L9"), now=2002.0)
+    assert outcome.status == "rejected"
+    assert outcome.reason == (
+        "stale update: sequence 2 is older than sequence 3 already applied to destination 1"
+    )
+    destination = await journal.destination(1)
+    assert destination is not None
+    assert (destination.barcode, destination.pool, destination.sequence) == (
+        None,
+        "online-tapes",
+        3,
+    )
+    assert [(r.barcode, r.pool, r.state) for r in await journal.requests()] == [
+        ("NOD400L9", "offline-tapes", RequestState.RELEASED),
+        (None, "online-tapes", RequestState.PENDING),
+    ]
+    [stale] = await journal.events("rejected")
+    assert (stale.verb, stale.destination_id, stale.reason) == ("update", 1, outcome.reason)
+
+
+async def test_a_stale_create_does_not_go_back_over_an_update(journal: Journal) -> None:
+    await apply(journal, ordered("create", 1, tape_barcode="NOD400L9"))
+    await apply(journal, ordered("update", 2, pool_name="online-tapes"), now=2001.0)
+    [outcome] = await apply(journal, ordered("update", 2, pool_name="online-tapes"), now=2002.0)
+    assert outcome.status == "applied", "the same change again renews the lease"
+    [outcome] = await apply(journal, ordered("create", 0, tape_barcode="NOD400L9"), now=2003.0)
+    assert (outcome.status, outcome.reason) == (
+        "rejected",
+        "stale create: sequence 0 is older than sequence 2 already applied to destination 1",
+    )
+    [request] = [r for r in await journal.requests() if r.state is RequestState.PENDING]
+    assert request.pool == "online-tapes"
+
+
+async def test_the_same_sequence_repeats_a_change_or_contradicts_it(journal: Journal) -> None:
+    await apply(journal, ordered("create", 4, tape_barcode="NOD400L9"))
+    [repeat] = await apply(journal, ordered("update", 4, tape_barcode="NOD400L9"), now=2001.0)
+    assert repeat.status == "applied"
+    [other] = await apply(journal, ordered("update", 4, pool_name="online-tapes"), now=2002.0)
+    assert other.status == "rejected"
+    assert "differs from the change of the same sequence" in (other.reason or "")
+    [request] = await journal.requests()
+    assert (request.barcode, request.state) == ("NOD400L9", RequestState.PENDING)
+
+
+async def test_events_without_an_order_apply_in_arrival_order(journal: Journal) -> None:
+    await apply(journal, ordered("create", 7, tape_barcode="NOD400L9"))
+    await apply(journal, event("update", pool_name="online-tapes"), now=2001.0)
+    destination = await journal.destination(1)
+    assert destination is not None
+    assert (destination.pool, destination.sequence) == ("online-tapes", 7)
+    [outcome] = await apply(journal, ordered("update", 6, tape_barcode="NOD400L9"), now=2002.0)
+    assert outcome.status == "rejected", "the order seen last still holds"
+
+
+async def test_a_destroy_that_overtakes_its_create_stays_final(journal: Journal) -> None:
+    [destroyed] = await apply(journal, ordered("destroy", 2))
+    assert destroyed.status == "applied"
+    assert "destroyed before it was created" in (destroyed.reason or "")
+    [late] = await apply(journal, ordered("create", 1, tape_barcode="NOD400L9"), now=2001.0)
+    assert (late.status, late.reason) == ("ignored", "destination 1 was destroyed")
+    assert await journal.requests() == []
+    assert await journal.destinations() == []
+
+
+async def test_an_ordered_update_that_overtakes_its_create_applies(journal: Journal) -> None:
+    [update] = await apply(journal, ordered("update", 2, pool_name="online-tapes"))
+    assert update.status == "applied"
+    [create] = await apply(journal, ordered("create", 1, tape_barcode="NOD400L9"), now=2001.0)
+    assert create.status == "rejected"
+    [request] = await journal.requests()
+    assert (request.pool, request.state) == ("online-tapes", RequestState.PENDING)
+    # Without an order, an update of a destination nobody created is still an error.
+    [unordered] = await apply(journal, event("update", 3, pool_name="online-tapes"))
+    assert (unordered.status, unordered.reason) == (
+        "rejected",
+        "update of unknown destination 3",
+    )
+
+
+async def test_a_reused_event_id_with_another_payload_is_rejected_and_journaled(
+    journal: Journal,
+) -> None:
+    first = ordered("create", 1, event_id="e-1", tape_barcode="NOD400L9")
+    await apply(journal, first)
+    # The same event-id again, for another change: not the broker's redelivery.
+    reused = ordered("update", 2, event_id="e-1", pool_name="online-tapes")
+    [outcome] = await apply(journal, reused, now=2001.0)
+    assert outcome.status == "rejected"
+    assert outcome.reason is not None
+    assert outcome.reason.startswith("event-id 'e-1' was already used by journal event 1")
+    [rejected] = await journal.events("rejected")
+    assert (rejected.topic, rejected.payload, rejected.reason) == (
+        reused.topic,
+        reused.payload,
+        outcome.reason,
+    )
+    [request] = await journal.requests()
+    assert (request.barcode, request.state) == ("NOD400L9", RequestState.PENDING)
+    # The broker's redelivery of the first message stays a harmless duplicate.
+    [again] = await apply(journal, first, now=2002.0)
+    assert again.status == "duplicate"
+    assert len(await journal.events()) == 2
+
+
+async def test_a_reused_event_id_is_told_apart_in_a_journal_without_digests(
+    journal: Journal,
+) -> None:
+    first = ordered("create", 1, event_id="e-1", tape_barcode="NOD400L9")
+    await apply(journal, first)
+    async with journal.transaction() as db:  # as a journal written before digests
+        await db.execute("UPDATE events SET digest=NULL")
+    [again] = await apply(journal, first, now=2001.0)
+    assert again.status == "duplicate"
+    other = ordered("create", 1, event_id="e-1", tape_barcode="NOD401L9")
+    [outcome] = await apply(journal, other, now=2002.0)
+    assert outcome.status == "rejected"
