@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: run test lint bench bench-scsi soak deps system-deps clean
+.PHONY: run test lint bench bench-scsi bench-broker soak deps system-deps clean
 
 $(BIN)/python:
 	scripts/ensure-system-deps python
@@ -40,6 +40,11 @@ bench: deps
 bench-scsi: deps
 	scripts/ensure-system-deps scsi-emulation
 	$(BIN)/python -m drivers.sim.scsi.bench
+
+# What saving the broker's database on every change costs (mosquitto side by side).
+bench-broker: deps
+	scripts/ensure-system-deps mosquitto
+	$(BIN)/python -m tests.benchmarks.broker_durability
 
 soak: deps
 	scripts/ensure-system-deps mosquitto
