@@ -34,6 +34,7 @@ from worker.journal import (
     fault_kind,
 )
 from worker.models import TaskDestinationBody
+from worker.ops import metrics
 from worker.requests import RequestState
 
 log = structlog.get_logger("tapeworker.destinations")
@@ -129,7 +130,36 @@ async def record_events(
             outcomes.append(outcome)
         if within is not None:
             await within(db, outcomes)
+    # Committed: only now is an event received (a crash before the commit loses it,
+    # and the client or the broker sends it again).
+    for event, outcome in zip(events, outcomes, strict=True):
+        _log_outcome(event, outcome)
     return outcomes
+
+
+def _log_outcome(event: DestinationEvent | RejectedInput, outcome: Outcome) -> None:
+    task = event.task_id if isinstance(event, DestinationEvent) else None
+    verb = event.verb if isinstance(event, DestinationEvent) else None
+    metrics.EVENTS.labels(event.source, outcome.status).inc()
+    if outcome.status == "rejected":
+        log.warning(
+            "event rejected",
+            intake=event.source,
+            verb=verb,
+            task=task,
+            destination=outcome.destination_id,
+            reason=outcome.reason,
+        )
+        return
+    log.info(
+        "event received",
+        intake=event.source,
+        verb=verb,
+        task=task,
+        destination=outcome.destination_id,
+        outcome=outcome.status,
+        reason=outcome.reason,
+    )
 
 
 async def _record_input(

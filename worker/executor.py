@@ -28,6 +28,8 @@ from drivers.errors import (
 from worker.actions import Attach, Clean, Load, Unload
 from worker.callbacks import ChangeListener, Clock
 from worker.journal import Journal
+from worker.ops import metrics
+from worker.ops.metrics import Stopwatch
 from worker.requests import RequestState
 from worker.settings import ExecutorSettings
 
@@ -159,7 +161,11 @@ class Executor:
                 # asyncio.timeout, not wait_for: before Python 3.12 wait_for can swallow
                 # the cancellation of a bounded shutdown when the move ends at that moment.
                 async with self._robot, asyncio.timeout(self._settings.move_timeout_s):
-                    await coro_factory()
+                    moving = Stopwatch()
+                    try:
+                        await coro_factory()
+                    finally:
+                        metrics.ROBOT_BUSY.inc(moving.elapsed())
             except RetryableError as exc:
                 if exc.outcome_uncertain:
                     self.state.inventory_suspect = True
@@ -181,6 +187,7 @@ class Executor:
         self, barcode: str, slot: int, drive: int, request_ids: tuple[int, ...]
     ) -> bool:
         now = self._clock()
+        mount = Stopwatch()
         request_ids = await self._start_mounting(request_ids, barcode, drive, now)
         if not request_ids:
             return False
@@ -200,10 +207,15 @@ class Executor:
                 db, barcode, slot=None, drive=drive, now=now, mounted=True
             )
             await self._journal.finish_operation(db, op, "moved", now)
-        return await self._become_ready(op, barcode, drive, request_ids)
+        return await self._become_ready(op, barcode, drive, request_ids, mount)
 
     async def _become_ready(
-        self, op: int | None, barcode: str, drive: int, request_ids: tuple[int, ...]
+        self,
+        op: int | None,
+        barcode: str,
+        drive: int,
+        request_ids: tuple[int, ...],
+        mount: Stopwatch | None = None,
     ) -> bool:
         try:
             await self._wait_online(drive)
@@ -215,6 +227,7 @@ class Executor:
             await self._failed(op, exc, request_ids, barcode=barcode, drive=drive)
             return False
         now = self._clock()
+        ready: list[tuple[int, int, float]] = []
         async with self._journal.transaction() as db:
             if op is not None:
                 await self._journal.finish_operation(db, op, "done", now)
@@ -233,8 +246,22 @@ class Executor:
                     lease_expires=now + self._hold_seconds,
                     reason=None,
                 )
+                ready.append((rid, current.destination_id, now - current.arrival))
             await self._journal.drive_freed(db, drive, now)
-        log.info("ready", barcode=barcode, drive=drive, requests=list(request_ids))
+        mount_s = None
+        if mount is not None:
+            mount_s = round(mount.elapsed(), 3)
+            metrics.MOUNT_SECONDS.observe(mount_s)
+        for rid, destination, wait_s in ready:
+            log.info(
+                "request ready",
+                request=rid,
+                destination=destination,
+                barcode=barcode,
+                drive=drive,
+                wait_s=round(wait_s, 3),
+                mount_s=mount_s,
+            )
         await self._notify(request_ids)
         return True
 
@@ -289,6 +316,7 @@ class Executor:
             "unload", now, barcode=action.barcode, slot=action.slot, drive=action.drive
         )
         log.info("unloading", barcode=action.barcode, drive=action.drive, slot=action.slot)
+        unload = Stopwatch()
         try:
             await self._move("unload", lambda: self._library.unload(action.drive, action.slot))
         except DriverError as exc:
@@ -303,6 +331,15 @@ class Executor:
             await db.execute(
                 "UPDATE drives SET idle_since=NULL, failures=0 WHERE idx=?", (action.drive,)
             )
+        duration = unload.elapsed()
+        metrics.UNLOAD_SECONDS.observe(duration)
+        log.info(
+            "unload done",
+            barcode=action.barcode,
+            drive=action.drive,
+            slot=action.slot,
+            duration_s=round(duration, 3),
+        )
         return True
 
     async def _clean(self, action: Clean) -> bool:
@@ -343,6 +380,9 @@ class Executor:
     ) -> None:
         now = self._clock()
         log.error("operation failed", operation=op, error=str(exc), kind=type(exc).__name__)
+        metrics.FAILURES.labels(kind, type(exc).__name__).inc()
+        marked_down: str | None = None
+        checks: list[str] = []
         if exc.outcome_uncertain or isinstance(exc, OperationError):
             self.state.inventory_suspect = True
         async with self._journal.transaction() as db:
@@ -351,16 +391,16 @@ class Executor:
             )
             if drive is not None and isinstance(exc, HardwareError | RetryableError):
                 await db.execute("UPDATE drives SET failures = failures + 1 WHERE idx=?", (drive,))
-                await db.execute(
-                    "UPDATE drives SET up=0, reason=? WHERE idx=? AND failures >= ?",
-                    (
-                        f"down after repeated failures: {exc.message}",
-                        drive,
-                        self._settings.drive_down_after,
-                    ),
+                reason = f"down after repeated failures: {exc.message}"
+                cursor = await db.execute(
+                    "UPDATE drives SET up=0, reason=? WHERE idx=? AND failures >= ? AND up=1",
+                    (reason, drive, self._settings.drive_down_after),
                 )
+                if cursor.rowcount:
+                    marked_down = reason
             if barcode is not None and isinstance(exc, IncompatibleMediaError):
                 await db.execute("UPDATE tapes SET need_to_check=1 WHERE barcode=?", (barcode,))
+                checks.append("the drive refused the medium")
             if barcode is not None and (exc.outcome_uncertain or isinstance(exc, OperationError)):
                 # Where is the cartridge now? The next inventory tells; one that the
                 # library no longer shows anywhere needs an operator.
@@ -368,6 +408,7 @@ class Executor:
             if barcode is not None and kind == "unload" and isinstance(exc, HardwareError):
                 # The drive would not give the cartridge back: it is stuck.
                 await db.execute("UPDATE tapes SET need_to_check=1 WHERE barcode=?", (barcode,))
+                checks.append("stuck in the drive")
             for rid in request_ids:
                 await self._retry_or_fail(
                     db,
@@ -378,6 +419,10 @@ class Executor:
                     # that waits for a person.
                     give_up=isinstance(exc, IncompatibleMediaError | InterventionRequiredError),
                 )
+        if marked_down is not None:
+            log.error("drive marked down", drive=drive, reason=marked_down)
+        for why in checks:
+            log.warning("need_to_check set", barcode=barcode, drive=drive, reason=why)
         await self._notify(request_ids)
 
     async def _retry_or_fail(

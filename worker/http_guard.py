@@ -560,6 +560,8 @@ def server_config(app: ASGIApp, settings: HttpSettings) -> uvicorn.Config:
         timeout_keep_alive=int(settings.keep_alive_s) or 1,
         backlog=ACCEPT_BATCH,
         log_level="warning",
+        # uvicorn's own logging set-up would bypass ours; its loggers go through ours.
+        log_config=None,
         lifespan="off",
     )
 

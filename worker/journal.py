@@ -33,6 +33,7 @@ from drivers.base import Inventory
 from drivers.definition import LibraryDefinition
 from drivers.media import is_cleaning, media_of
 from worker.errors import JournalDamagedError, JournalError, JournalFaultError
+from worker.ops import metrics
 from worker.requests import ACTIVE, RequestState, transition
 
 SCHEMA_VERSION = 4
@@ -655,7 +656,9 @@ class Journal:
                 raise self._faulted(exc) from exc
             try:
                 yield self._db
+                committing = time.monotonic()
                 await self._db.execute("COMMIT")
+                metrics.JOURNAL_COMMIT.observe(time.monotonic() - committing)
             except BaseException as exc:
                 # SQLite has already rolled back after some errors (SQLITE_FULL).
                 with contextlib.suppress(sqlite3.Error):

@@ -91,6 +91,9 @@ class Reconciler:
             tape = await self._journal.tape(barcode)
             if tape is not None and not tape.known:
                 await self._journal.update_tape(barcode, need_to_check=True)
+                log.warning(
+                    "need_to_check set", barcode=barcode, reason="not found after a failed move"
+                )
                 surprises.append(f"tape {barcode} is lost after a failed move: need_to_check")
         state.to_verify.clear()
         for surprise in surprises:
@@ -123,6 +126,7 @@ class Reconciler:
                         "UPDATE tapes SET need_to_check=1 WHERE barcode=?", (tape.barcode,)
                     )
                     log.error("tape lost in flight", barcode=tape.barcode, operation=op.id)
+                    log.warning("need_to_check set", barcode=tape.barcode, reason="lost in flight")
             for request in await self._journal.requests(
                 (RequestState.MOUNTING, RequestState.READY)
             ):

@@ -35,6 +35,7 @@ from worker.http_api import create_app
 from worker.http_guard import GuardedServer, server_config
 from worker.http_idempotency import IdempotentCreates
 from worker.journal import Journal
+from worker.logging import set_level
 from worker.mqtt_intake import MqttIntake
 from worker.reconciler import Reconciler
 from worker.sdnotify import notify, watchdog_interval_s
@@ -277,9 +278,15 @@ class Service:
             return
         if self.reconciler is not None:
             self.reconciler.set_policy(fresh.planner.policy())
-        # Only the planner's settings change live; the rest needs a restart.
-        self.settings = self.settings.model_copy(update={"planner": fresh.planner})
-        log.info("configuration reloaded", planner=fresh.planner.model_dump())
+        set_level(fresh.log_level)
+        # Only the planner's settings and the log level change live; the rest needs a
+        # restart.
+        self.settings = self.settings.model_copy(
+            update={"planner": fresh.planner, "log_level": fresh.log_level}
+        )
+        log.info(
+            "configuration reloaded", planner=fresh.planner.model_dump(), log_level=fresh.log_level
+        )
 
     async def _watchdog(self, interval: float) -> None:
         while True:

@@ -1,0 +1,92 @@
+"""Prometheus metrics: counted where things happen, levels read from the journal at scrape.
+
+Counters and histograms live in prometheus-client's default registry and are updated
+by the parts that see the event (intake, executor, journal). Levels (requests by
+state, the oldest pending age, drive state) are set from the journal just before a
+scrape, so they never drift from the source of truth.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable
+from typing import TYPE_CHECKING
+
+from prometheus_client import CONTENT_TYPE_LATEST, Counter, Gauge, Histogram, generate_latest
+
+from worker.requests import RequestState
+
+if TYPE_CHECKING:  # the journal counts its commits here: no import cycle at run time
+    from worker.journal import DriveRecord, RequestRecord
+
+#: Mounts and unloads take seconds to minutes (load and thread 10-20 s, an unload
+#: with its rewind a minute or more).
+_TAPE_BUCKETS = (5, 10, 20, 30, 45, 60, 90, 120, 180, 300, 600, 1200)
+#: A commit is one fsync: microseconds on a VM, milliseconds on a disk.
+_COMMIT_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1, 5)
+
+REQUESTS = Gauge("tapeworker_requests", "Mount requests by state", ["state"])
+OLDEST_PENDING = Gauge(
+    "tapeworker_oldest_pending_age_seconds", "Age of the oldest pending request (0 if none)"
+)
+MOUNT_SECONDS = Histogram(
+    "tapeworker_mount_duration_seconds",
+    "From the load command to the drive online",
+    buckets=_TAPE_BUCKETS,
+)
+UNLOAD_SECONDS = Histogram(
+    "tapeworker_unload_duration_seconds",
+    "From the unload command to the cartridge back in its slot",
+    buckets=_TAPE_BUCKETS,
+)
+ROBOT_BUSY = Counter("tapeworker_robot_busy_seconds", "Time the robot spent moving cartridges")
+DRIVE_UP = Gauge(
+    "tapeworker_drive_up", "1 when the drive takes work, 0 when marked down", ["drive"]
+)
+DRIVE_LOADED = Gauge("tapeworker_drive_loaded", "1 when a cartridge is in the drive", ["drive"])
+FAILURES = Counter(
+    "tapeworker_failures", "Failed library operations by error class", ["operation", "error"]
+)
+EVENTS = Counter(
+    "tapeworker_events", "Destination events by intake and outcome", ["intake", "outcome"]
+)
+MQTT_CONNECTED = Gauge("tapeworker_mqtt_connected", "1 while the MQTT intake is connected")
+JOURNAL_COMMIT = Histogram(
+    "tapeworker_journal_commit_seconds",
+    "Duration of a journal commit (the fsync an event waits for)",
+    buckets=_COMMIT_BUCKETS,
+)
+DRAINING = Gauge("tapeworker_draining", "1 while the daemon mounts nothing new")
+
+
+def set_levels(
+    requests: Iterable[RequestRecord], drives: Iterable[DriveRecord], now: float
+) -> None:
+    """The gauges that describe the journal's state, set just before a scrape."""
+    counts = dict.fromkeys(RequestState, 0)
+    oldest: float | None = None
+    for request in requests:
+        counts[request.state] += 1
+        if request.state is RequestState.PENDING:
+            oldest = request.arrival if oldest is None else min(oldest, request.arrival)
+    for state, count in counts.items():
+        REQUESTS.labels(state.value).set(count)
+    OLDEST_PENDING.set(0 if oldest is None else max(now - oldest, 0.0))
+    for drive in drives:
+        DRIVE_UP.labels(str(drive.index)).set(int(drive.up))
+        DRIVE_LOADED.labels(str(drive.index)).set(int(drive.barcode is not None))
+
+
+def exposition() -> tuple[bytes, str]:
+    """The registry in the Prometheus text format, and its content type."""
+    return generate_latest(), CONTENT_TYPE_LATEST
+
+
+class Stopwatch:
+    """Elapsed monotonic seconds, for durations that cross awaits."""
+
+    def __init__(self) -> None:
+        self.started = time.monotonic()
+
+    def elapsed(self) -> float:
+        return time.monotonic() - self.started
