@@ -78,6 +78,10 @@ class JournalHandler(logging.Handler):
             )
         )
 
+    def close(self) -> None:
+        self.transport.socket.close()
+        super().close()
+
     def emit(self, record: logging.LogRecord) -> None:
         try:
             self.transport.send(json.loads(self.format(record)))
@@ -113,6 +117,8 @@ def configure(
     fallback = None
     if fmt == "journald":
         try:
+            if not journal_socket.exists():
+                raise FileNotFoundError(2, "no such socket")
             handler = JournalHandler(journal_socket)
         except OSError as exc:
             # Not under systemd after all: JSON lines on stdout lose nothing.
