@@ -695,6 +695,14 @@ class Journal:
             return False
         return True
 
+    async def answers(self) -> None:
+        """A trivial read: the connection and its thread still respond."""
+        await self._one("SELECT 1")
+
+    async def has_inventory(self) -> bool:
+        """Whether the library has been inventoried into this journal."""
+        return await self._one("SELECT 1 FROM meta WHERE key='inventory'") is not None
+
     async def quick_check(self) -> list[str]:
         """SQLite's quick_check: [] when the file is sound, else what it found."""
         return await _quick_check(self._db)

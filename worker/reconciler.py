@@ -61,6 +61,8 @@ class Reconciler:
         #: Chains that crashed and could not record it: ended before the next plan.
         self._unended: list[tuple[int, list[DriveWork], Exception]] = []
         self.wake = asyncio.Event()
+        #: time.monotonic() at the start of the planning loop's latest round.
+        self.heartbeat = time.monotonic()
 
     def set_policy(self, policy: PlanPolicy) -> None:
         self._policy = policy
@@ -309,6 +311,8 @@ class Reconciler:
     async def run(self, tick_s: float = 1.0) -> None:
         """Plan whenever something changes, and at least every tick."""
         while True:
+            # The watchdog pings systemd only while this loop keeps coming round.
+            self.heartbeat = time.monotonic()
             try:
                 await self.round()
             except JournalFaultError:

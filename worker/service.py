@@ -37,6 +37,8 @@ from worker.http_idempotency import IdempotentCreates
 from worker.journal import Journal
 from worker.logging import set_level
 from worker.mqtt_intake import MqttIntake
+from worker.ops.health import alive_for_watchdog
+from worker.ops.http import health_router
 from worker.reconciler import Reconciler
 from worker.sdnotify import notify, watchdog_interval_s
 from worker.settings import Settings, load_settings
@@ -52,10 +54,15 @@ class Service:
         self.stopping = asyncio.Event()
         self.mqtt: MqttIntake | None = None
         self.reconciler: Reconciler | None = None
+        self.executor: Executor | None = None
         self.http_port: int | None = None
         self._published_drives: dict[int, dict[str, object]] = {}
         self._journal: Journal | None = None
         self._health = HealthFile(health_path(settings.state_dir))
+
+    @property
+    def journal(self) -> Journal | None:
+        return self._journal
 
     @property
     def journal_fault(self) -> str | None:
@@ -144,7 +151,7 @@ class Service:
                 await journal.sync_catalog(definition, time.time())
             except JournalFaultError as exc:
                 raise StartupError(f"{exc}: the journal must take writes to start") from exc
-            executor = Executor(
+            self.executor = executor = Executor(
                 library,
                 journal,
                 settings.executor,
@@ -188,12 +195,10 @@ class Service:
                 )
                 background.append(group.create_task(self.mqtt.run(), name="mqtt"))
             if listener is not None:
-                app = IdempotentCreates(
-                    create_app(journal, settings, on_change=self._changed, clock=time.time),
-                    journal,
-                    settings.http,
-                    clock=time.time,
-                )
+                api = create_app(journal, settings, on_change=self._changed, clock=time.time)
+                # Health, metrics and the operator's controls live beside the API.
+                api.include_router(health_router(self))
+                app = IdempotentCreates(api, journal, settings.http, clock=time.time)
                 server = GuardedServer(server_config(app, settings.http))
                 # The socket is bound already: a port in use stopped the start-up
                 # with a message instead of failing inside the task group.
@@ -289,8 +294,16 @@ class Service:
         )
 
     async def _watchdog(self, interval: float) -> None:
+        """Ping systemd only while the planning loop comes round and the journal
+        answers: a stuck daemon is then restarted by systemd."""
+        withheld: str | None = None
         while True:
-            notify("WATCHDOG=1")
+            problem = await alive_for_watchdog(self)
+            if problem is None:
+                notify("WATCHDOG=1")
+            elif problem != withheld:
+                log.error("watchdog not pinged", problem=problem)
+            withheld = problem
             await asyncio.sleep(interval)
 
 

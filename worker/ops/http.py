@@ -1,0 +1,56 @@
+"""The operator's HTTP routes beside the API: /healthz, /readyz, /metrics.
+
+Health and metrics answer without credentials, as probes and scrapers expect; the
+listener is on loopback unless the operator moves it.
+"""
+
+# No `from __future__ import annotations`: FastAPI reads the route signatures.
+
+import time
+from typing import TYPE_CHECKING, Any
+
+from fastapi import APIRouter, Response
+from fastapi.responses import JSONResponse
+
+from worker.http_errors import error_response
+from worker.ops import metrics
+from worker.ops.health import readiness
+from worker.requests import ACTIVE
+
+if TYPE_CHECKING:
+    from worker.service import Service
+
+
+def health_router(service: "Service") -> APIRouter:
+    router = APIRouter()
+
+    @router.get("/healthz")
+    async def healthz() -> dict[str, str]:
+        """The process answers (its event loop runs)."""
+        return {"status": "ok"}
+
+    @router.get("/readyz", response_model=None)
+    async def readyz() -> dict[str, Any] | JSONResponse:
+        """Ready to serve: each check with its reason when it fails (503)."""
+        checks = await readiness(service)
+        failed = [c for c in checks if not c.ok]
+        if failed:
+            return error_response(
+                503,
+                [f"not ready: {c.name}: {c.reason}" for c in failed],
+                {c.name: [{"error": "not ready", "value": c.reason or ""}] for c in failed},
+            )
+        return {"status": "ready", "checks": {c.name: "ok" for c in checks}}
+
+    @router.get("/metrics")
+    async def prometheus() -> Response:
+        """The Prometheus text format; levels are read from the journal now."""
+        journal = service.journal
+        if journal is not None:
+            metrics.set_levels(await journal.requests(ACTIVE), await journal.drives(), time.time())
+        connected = service.mqtt is not None and service.mqtt.connected.is_set()
+        metrics.MQTT_CONNECTED.set(int(connected))
+        body, content_type = metrics.exposition()
+        return Response(body, media_type=content_type)
+
+    return router
