@@ -347,6 +347,7 @@ async def _status(settings: Settings, *, as_json: bool) -> int:
         requests = await journal.requests(ACTIVE)
         recent = [r for r in await journal.requests() if r.state not in ACTIVE][-20:]
         destinations = {d.id: d for d in await journal.destinations()}
+        surprises = await journal.surprises()
     finally:
         await journal.close()
     by_barcode = {t.barcode: t for t in tapes}
@@ -378,6 +379,10 @@ async def _status(settings: Settings, *, as_json: bool) -> int:
             if t.slot is not None
         ],
         "need_to_check": [t.barcode for t in tapes if t.need_to_check],
+        # What inventories found that the journal did not expect (latest last).
+        "surprises": [
+            {"time": iso_time(item["time"]), "what": item["what"]} for item in surprises[-10:]
+        ],
         "requests": [
             {
                 "id": r.id,
@@ -408,6 +413,10 @@ async def _status(settings: Settings, *, as_json: bool) -> int:
     print(f"slots: {len(data['slots'])} cartridges in slots")
     if data["need_to_check"]:
         print(f"need_to_check: {', '.join(data['need_to_check'])}")
+    if data["surprises"]:
+        print("library surprises (latest last):")
+        for item in data["surprises"]:
+            print(f"  {item['time']} {item['what']}")
     print("requests:")
     for r in data["requests"]:
         where = f" drive {r['drive']}" if r["drive"] is not None else ""

@@ -37,6 +37,8 @@ from worker.ops import metrics
 from worker.requests import ACTIVE, RequestState, transition
 
 SCHEMA_VERSION = 4
+#: How many inventory surprises the journal keeps for the status command.
+SURPRISES_KEPT = 50
 
 log = structlog.get_logger("tapeworker.journal")
 
@@ -867,6 +869,25 @@ class Journal:
     async def last_inventory(self) -> dict[str, Any] | None:
         row = await self._one("SELECT value FROM meta WHERE key='inventory'")
         return json.loads(row[0]) if row else None
+
+    async def record_surprises(self, surprises: Sequence[str], now: float) -> None:
+        """Remember what an inventory found that the journal did not expect, the
+        latest SURPRISES_KEPT of them, for `tapeworker status`."""
+        if not surprises:
+            return
+        async with self.transaction() as db:
+            kept = await self.surprises()
+            kept.extend({"time": now, "what": what} for what in surprises)
+            await db.execute(
+                "INSERT INTO meta(key, value) VALUES('surprises', ?) "
+                "ON CONFLICT(key) DO UPDATE SET value=excluded.value",
+                (json.dumps(kept[-SURPRISES_KEPT:]),),
+            )
+
+    async def surprises(self) -> list[dict[str, Any]]:
+        """What inventories found unexpected, oldest first: `{"time", "what"}`."""
+        row = await self._one("SELECT value FROM meta WHERE key='surprises'")
+        return list(json.loads(row[0])) if row else []
 
     async def tapes(self) -> list[TapeRecord]:
         return [_tape(r) for r in await self._all("SELECT * FROM tapes ORDER BY barcode")]

@@ -13,15 +13,15 @@ import time
 
 import structlog
 
-from drivers.base import TapeLibrary
+from drivers.base import Inventory, TapeLibrary
 from drivers.definition import LibraryDefinition
-from drivers.errors import RetryableError
+from drivers.errors import DriverError, RetryableError
 from drivers.media import media_of
 from worker.actions import Action, Assign, Attach, Clean, Fail, Load, Unload
 from worker.callbacks import ChangeListener, Clock
 from worker.errors import JournalFaultError
 from worker.executor import DriveWork, Executor
-from worker.journal import Journal
+from worker.journal import Journal, RequestRecord
 from worker.planner import PlanPolicy, plan
 from worker.requests import ACTIVE, MountRequest, RequestState
 from worker.snapshot import DriveView, LibrarySnapshot, TapeView
@@ -44,8 +44,14 @@ class Reconciler:
         on_change: ChangeListener,
         clock: Clock = time.time,
         retry_delay_s: float = 1.0,
+        inventory_interval_s: float = 300.0,
     ) -> None:
         self._retry_delay_s = retry_delay_s
+        #: The drift check's period (0: only at start-up and after errors).
+        self._inventory_interval_s = inventory_interval_s
+        self._inventory_checked = time.monotonic()
+        #: Inventories read from the changer since start-up.
+        self.inventory_checks = 0
         self._definition = definition
         self._library = library
         self._journal = journal
@@ -70,11 +76,15 @@ class Reconciler:
 
     # -- inventory and recovery ------------------------------------------------------
 
-    async def take_inventory(self, attempts: int = 4) -> list[str]:
-        """A fresh inventory under the robot lock, recorded in the journal.
+    async def take_inventory(self, attempts: int = 4, *, periodic: bool = False) -> list[str]:
+        """A fresh inventory under the robot lock, compared with the journal.
 
         Transient answers (unit attention after a door was opened, a changer still
-        inventorying) are retried; a degraded answer is never recorded.
+        inventorying) are retried; a degraded answer is never recorded. A periodic
+        check that finds every cartridge where the journal has it writes nothing.
+        Anything else the journal did not expect (a tape moved by hand, a cartridge
+        that appeared or vanished) is logged and recorded for `tapeworker status`,
+        and a ready request whose tape left its drive goes back to pending.
         """
         for attempt in range(1, attempts + 1):
             try:
@@ -86,9 +96,40 @@ class Reconciler:
                     raise
                 log.warning("inventory retried", attempt=attempt, error=str(exc))
                 await asyncio.sleep(self._retry_delay_s * attempt)
-        surprises = await self._journal.apply_inventory(inventory, self._clock())
+        self._inventory_checked = time.monotonic()
+        self.inventory_checks += 1
         state = self._executor.state
+        journal_tapes = {t.barcode: t for t in await self._journal.tapes()}
+        journal_drives = {d.index: d.barcode for d in await self._journal.drives()}
+        found = _placement(inventory)
+        unchanged = found == {
+            t.barcode: (t.slot, t.drive) for t in journal_tapes.values() if t.known
+        } and journal_drives == {d.index: d.barcode if d.full else None for d in inventory.drives}
         state.inventory_suspect = False
+        if periodic and unchanged and not state.to_verify:
+            return []
+        now = self._clock()
+        # Cartridges a command may have moved are not surprises, wherever they are.
+        in_flight = set(state.to_verify) | {
+            op.barcode
+            for op in await self._journal.operations("intent")
+            + await self._journal.operations("moved")
+            if op.barcode is not None
+        }
+        surprises = await self._journal.apply_inventory(inventory, now)
+        for barcode, where in sorted(found.items()):
+            before = journal_tapes.get(barcode)
+            if barcode in in_flight:
+                continue
+            if before is None:
+                surprises.append(f"tape {barcode} found in {_where(where)}: not in the catalog")
+            elif not before.known:
+                surprises.append(f"tape {barcode} is back, in {_where(where)}")
+            elif (before.slot, before.drive) != where:
+                surprises.append(
+                    f"tape {barcode} found in {_where(where)}; "
+                    f"the journal had it in {_where((before.slot, before.drive))}"
+                )
         for barcode in sorted(state.to_verify):
             tape = await self._journal.tape(barcode)
             if tape is not None and not tape.known:
@@ -99,8 +140,54 @@ class Reconciler:
                 surprises.append(f"tape {barcode} is lost after a failed move: need_to_check")
         state.to_verify.clear()
         for surprise in surprises:
-            log.warning("inventory", problem=surprise)
+            log.warning("inventory surprise", problem=surprise)
+        await self._journal.record_surprises(surprises, now)
+        await self._requeue_drifted()
         return surprises
+
+    async def _requeue_drifted(self) -> None:
+        """Ready requests whose tape is no longer in their drive go back to pending:
+        the planner mounts the tape again from wherever it now is."""
+        tapes = {t.barcode: t for t in await self._journal.tapes()}
+        drifted: list[tuple[RequestRecord, str]] = []
+        for request in await self._journal.requests((RequestState.READY,)):
+            tape = tapes.get(request.barcode or "")
+            if request.id in self._dispatched or (
+                tape is not None and tape.known and tape.drive == request.drive
+            ):
+                continue
+            now_in = (
+                _where((tape.slot, tape.drive))
+                if tape is not None and tape.known
+                else "nowhere in the library"
+            )
+            drifted.append(
+                (request, f"tape {request.barcode} left drive {request.drive}: now {now_in}")
+            )
+        if not drifted:
+            return
+        now = self._clock()
+        async with self._journal.transaction() as db:
+            for request, reason in drifted:
+                await self._journal.set_request_state(
+                    db, request.id, RequestState.PENDING, now, drive=None, reason=reason
+                )
+                if request.drive is not None:
+                    await self._journal.drive_freed(db, request.drive, now)
+        for request, reason in drifted:
+            log.warning(
+                "ready request back to pending",
+                request=request.id,
+                destination=request.destination_id,
+                reason=reason,
+            )
+        await self._on_change({request.destination_id for request, _ in drifted})
+
+    def _inventory_due(self) -> bool:
+        return (
+            self._inventory_interval_s > 0
+            and time.monotonic() - self._inventory_checked >= self._inventory_interval_s
+        )
 
     async def recover(self) -> None:
         """After a restart: settle what was in flight against a fresh inventory.
@@ -243,12 +330,16 @@ class Reconciler:
             drive, chain, exc = self._unended[0]
             await self._executor.abandon(drive, chain, exc)
             self._unended.pop(0)
-        if self._executor.state.inventory_suspect:
-            if self._executor.state.busy_drives:
+        state = self._executor.state
+        if state.inventory_suspect or self._inventory_due():
+            if state.busy_drives:
                 # No new move before the changer is re-inventoried, and no inventory
                 # while cartridges are moving: wait for the moves in flight.
                 return []
-            await self.take_inventory()
+            if state.inventory_suspect:
+                await self.take_inventory()
+            else:
+                await self._periodic_inventory()
         await self.expire_leases()
         now = self._clock()
         snapshot, pending = await self.snapshot()
@@ -256,6 +347,15 @@ class Reconciler:
         if actions:
             await self._dispatch(actions, now)
         return actions
+
+    async def _periodic_inventory(self) -> None:
+        """The drift check; a changer that cannot answer now is asked again next period
+        (its moves report their own errors), it does not stop the planning."""
+        try:
+            await self.take_inventory(periodic=True)
+        except DriverError as exc:
+            self._inventory_checked = time.monotonic()
+            log.warning("periodic inventory failed", error=str(exc))
 
     async def _dispatch(self, actions: list[Action], now: float) -> None:
         changed: set[int] = set()
@@ -362,6 +462,27 @@ class Reconciler:
     @property
     def busy(self) -> bool:
         return bool(self._tasks)
+
+
+def _placement(inventory: Inventory) -> dict[str, tuple[int | None, int | None]]:
+    """Each labelled cartridge's (slot, drive), as the journal's tapes record it."""
+    found: dict[str, tuple[int | None, int | None]] = {}
+    for slot in inventory.slots:
+        if slot.full and slot.barcode:
+            found[slot.barcode] = (slot.number, None)
+    for drive in inventory.drives:
+        if drive.full and drive.barcode:
+            found[drive.barcode] = (None, drive.index)
+    return found
+
+
+def _where(place: tuple[int | None, int | None]) -> str:
+    slot, drive = place
+    if drive is not None:
+        return f"drive {drive}"
+    if slot is not None:
+        return f"slot {slot}"
+    return "nowhere in the library"
 
 
 def _describe(drive: int, chain: list[DriveWork]) -> str:

@@ -165,6 +165,7 @@ class Service:
                 executor,
                 settings.planner.policy(),
                 on_change=self._changed,
+                inventory_interval_s=settings.executor.inventory_interval_s,
             )
             try:
                 await reconciler.recover()

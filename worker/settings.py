@@ -100,6 +100,9 @@ class ExecutorSettings(BaseModel):
     #: SIGTERM waits this long for the moves in progress, then stops all the same
     #: (systemd's TimeoutStopSec must be longer).
     stop_timeout_s: Annotated[float, Field(ge=0)] = 300.0
+    #: The changer is re-inventoried this often, when no move is in flight, to find
+    #: what changed behind the daemon's back (0: only at start-up and after errors).
+    inventory_interval_s: Annotated[float, Field(ge=0)] = 300.0
 
 
 #: The planner's defaults live in PlanPolicy; the settings only add validation.

@@ -7,7 +7,7 @@ import asyncio
 import contextlib
 import time
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -72,12 +72,24 @@ def definition(drives: int = 2, **extra: Any) -> LibraryDefinition:
     )
 
 
+@dataclass(frozen=True)
+class Published:
+    """A destination's request as the daemon would publish it at a change."""
+
+    destination_id: int
+    state: str
+    drive: int | None
+    reason: str | None
+
+
 @dataclass
 class Harness:
     journal: Journal
     library: SimulatedLibrary
     reconciler: Reconciler
     executor: Executor
+    #: Every change announced, in order (what MQTT would carry).
+    published: list[Published] = field(default_factory=list)
 
     async def submit(
         self, verb: Verb, destination_id: int, size_bytes: int | None = None, **body: Any
@@ -123,6 +135,7 @@ async def running_worker(
     settings: ExecutorSettings = SETTINGS,
     policy: PlanPolicy | None = None,
     prepare: Any = None,
+    inventory_interval_s: float = 300.0,
 ) -> AsyncIterator[Harness]:
     journal = await Journal.open(tmp_path / "journal.sqlite3")
     library = SimulatedLibrary.open(
@@ -131,7 +144,15 @@ async def running_worker(
     if prepare is not None:
         prepare(library)
 
-    async def changed(_: set[int]) -> None:
+    published: list[Published] = []
+
+    async def changed(destination_ids: set[int]) -> None:
+        for destination_id in sorted(destination_ids):
+            record = await journal.latest_request_for(destination_id)
+            if record is not None:
+                published.append(
+                    Published(destination_id, record.state.value, record.drive, record.reason)
+                )
         reconciler.wake.set()
 
     await journal.sync_catalog(library_definition, time.time())
@@ -144,11 +165,12 @@ async def running_worker(
         policy or PlanPolicy(dismount_delay_s=3600),
         on_change=changed,
         retry_delay_s=0.005,
+        inventory_interval_s=inventory_interval_s,
     )
     await reconciler.recover()
     task = asyncio.create_task(reconciler.run(tick_s=0.01))
     try:
-        yield Harness(journal, library, reconciler, executor)
+        yield Harness(journal, library, reconciler, executor, published)
     finally:
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
