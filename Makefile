@@ -44,7 +44,7 @@ bench-scsi: deps
 # What saving the broker's database on every change costs (mosquitto side by side).
 bench-broker: deps
 	scripts/ensure-system-deps mosquitto
-	$(BIN)/python -m tests.benchmarks.broker_durability
+	$(BIN)/python -m tests.benchmarks.broker_durability --kills 20
 
 soak: deps
 	scripts/ensure-system-deps mosquitto

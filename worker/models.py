@@ -149,6 +149,9 @@ class DestinationState(BaseModel):
     device: str | None = None
     reason: str | None = None
     updated: Timestamp | None = None
+    #: The publisher's `sequence` of the last change applied (MQTT), when it gave one:
+    #: seeing it on the state topic confirms the change end to end.
+    sequence: int | None = None
 
 
 class TaskDestination(TaskDestinationBody):

@@ -96,7 +96,8 @@ class Service:
                 continue
             if record.deleted:
                 self.mqtt.publish_state(
-                    destination_id, {"id": destination_id, "state": "destroyed"}
+                    destination_id,
+                    {"id": destination_id, "state": "destroyed", "sequence": record.sequence},
                 )
                 continue
             view = await destination_view(self._journal, record)

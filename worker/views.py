@@ -74,11 +74,17 @@ def state_of(
     request: RequestRecord | None,
     drives: dict[int, DriveRecord],
 ) -> DestinationState:
+    sequence = destination.sequence
     if destination.deleted:
-        return DestinationState(state="destroyed", updated=_when(destination.updated))
+        return DestinationState(
+            state="destroyed", updated=_when(destination.updated), sequence=sequence
+        )
     if request is None:
         return DestinationState(
-            state=destination.status, reason=destination.reason, updated=_when(destination.updated)
+            state=destination.status,
+            reason=destination.reason,
+            updated=_when(destination.updated),
+            sequence=sequence,
         )
     drive = drives.get(request.drive) if request.drive is not None else None
     return DestinationState(
@@ -88,6 +94,7 @@ def state_of(
         device=drive.device if drive is not None else None,
         reason=request.reason,
         updated=_when(request.updated),
+        sequence=sequence,
     )
 
 

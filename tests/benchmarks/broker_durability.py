@@ -7,7 +7,12 @@ QoS 1 creates one at a time, each awaited until its PUBACK, as an archive manage
 that must know an event is held does. The daemon's session is either away (its
 queue grows, and each save rewrites the whole queue) or connected and acknowledging.
 
-    python -m tests.benchmarks.broker_durability --messages 2000
+    python -m tests.benchmarks.broker_durability --messages 2000 --kills 20
+
+`--kills N` also measures the window between mosquitto's PUBACK and its save: N
+times, one event is published to the away session and mosquitto is SIGKILLed as
+soon as the PUBACK arrives, or after one more PUBACK (a barrier); the restarted
+broker either still queues the event or has lost it.
 """
 
 from __future__ import annotations
@@ -152,6 +157,47 @@ async def run(messages: int, rounds: int) -> list[Measure]:
     return list(best.values())
 
 
+async def _queued(port: int) -> bool:
+    """Whether the away session gets a queued event on its return.
+
+    A resumed session gets its queue right after the CONNACK, before anything we
+    publish afterwards, so a probe published to it tells when nothing was queued.
+    """
+    probe = "bench/probe"
+    async with _subscriber(port) as client:
+        await client.subscribe(probe, qos=1)
+        await client.publish(probe, b"probe", qos=1)
+        async with asyncio.timeout(10):
+            message = await anext(client.messages)
+    return not message.topic.matches(probe)
+
+
+async def kill_after_puback(folder: Path, trials: int, *, barrier: bool) -> int:
+    """How many of `trials` events, each PUBACKed and then SIGKILLed, were lost."""
+    lost = 0
+    for trial in range(trials):
+        broker = Broker(
+            port=free_port(), folder=folder / str(trial), extra_config=shipped_persistence()
+        )
+        broker.start()
+        try:
+            async with (
+                _consumer(broker.port, online=False),
+                aiomqtt.Client(
+                    "127.0.0.1", broker.port, protocol=aiomqtt.ProtocolVersion.V5
+                ) as client,
+            ):
+                await client.publish(TOPIC.format(n=trial), b"{}", qos=1)
+                if barrier:
+                    await client.publish("bench/barrier", b"", qos=1)
+                broker.kill()
+            broker.start()
+            lost += not await _queued(broker.port)
+        finally:
+            broker.stop()
+    return lost
+
+
 def report(results: list[Measure]) -> str:
     reference = {m.subscriber: m for m in results if m.config == "timer (30 min)"}
     lines = [
@@ -171,8 +217,17 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--messages", type=int, default=2000)
     parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--kills", type=int, default=0, help="PUBACK-then-SIGKILL trials")
     args = parser.parse_args(argv)
     print(report(asyncio.run(run(args.messages, args.rounds))))
+    if args.kills:
+        for barrier, when in ((False, "right after its PUBACK"), (True, "after one more PUBACK")):
+            with tempfile.TemporaryDirectory(prefix="tw-broker-kill-") as tmp:
+                lost = asyncio.run(kill_after_puback(Path(tmp), args.kills, barrier=barrier))
+            print(
+                f"SIGKILL {when} (shipped settings): "
+                f"{lost} of {args.kills} acknowledged events lost"
+            )
     return 0
 
 

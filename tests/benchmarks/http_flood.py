@@ -39,9 +39,7 @@ FLOOD_USER = ("flood", "flood-secret")
 
 def get_request(path: str, user: tuple[str, str] = AUTH) -> bytes:
     token = base64.b64encode(f"{user[0]}:{user[1]}".encode()).decode()
-    return (
-        f"GET {path} HTTP/1.1\r\nHost: {HOST}\r\nAuthorization: Basic {token}\r\n\r\n"
-    ).encode()
+    return (f"GET {path} HTTP/1.1\r\nHost: {HOST}\r\nAuthorization: Basic {token}\r\n\r\n").encode()
 
 
 #: What an idle attacker sends: the start of a head that never ends.
@@ -369,10 +367,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.generate:
         user = AUTH if args.same_credentials else FLOOD_USER
         phase = asyncio.run(generate(args.generate, args.flood, args.idle, args.seconds, user))
-        summary = {
-            name: getattr(phase, name)
-            for name in SUMMARY_FIELDS
-        }
+        summary = {name: getattr(phase, name) for name in SUMMARY_FIELDS}
         print(json.dumps(summary), flush=True)
         return 0
     with tempfile.TemporaryDirectory(prefix="tw-flood-") as scratch:

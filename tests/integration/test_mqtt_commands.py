@@ -9,8 +9,9 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import aiomqtt
 import pytest
@@ -164,6 +165,24 @@ def test_a_stale_update_is_not_applied_after_a_newer_one(daemon: Daemon, broker:
     [destination] = daemon.query("SELECT * FROM destinations WHERE id=63")
     assert (destination["pool"], destination["sequence"]) == (POOL, 30)
     assert "event rejected" in daemon.log_tail(200)
+    # The state topic says which change it shows: the publisher's confirmation.
+    state = asyncio.run(published_state(broker, 63, lambda s: s["state"].get("sequence") == 30))
+    assert state["pool_name"] == POOL
+
+
+async def published_state(
+    broker: Broker, destination: int, wanted: Callable[[dict[str, Any]], bool]
+) -> dict[str, Any]:
+    """The first state the daemon publishes (or has retained) for a destination that fits."""
+    async with aiomqtt.Client("127.0.0.1", broker.port) as watcher:
+        await watcher.subscribe(f"{PREFIX}/state/task_destinations/{destination}", qos=1)
+        async with asyncio.timeout(20):
+            async for message in watcher.messages:
+                assert isinstance(message.payload, bytes)
+                state: dict[str, Any] = json.loads(message.payload)
+                if wanted(state):
+                    return state
+    raise AssertionError("the subscription ended")
 
 
 def test_a_reused_event_id_with_another_payload_is_rejected_and_journaled(
