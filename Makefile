@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: run test lint bench bench-scsi bench-broker soak deps system-deps clean
+.PHONY: run test lint bench bench-scsi bench-broker bench-http soak deps system-deps clean
 
 $(BIN)/python:
 	scripts/ensure-system-deps python
@@ -45,6 +45,11 @@ bench-scsi: deps
 bench-broker: deps
 	scripts/ensure-system-deps mosquitto
 	$(BIN)/python -m tests.benchmarks.broker_durability --kills 20
+
+# HTTP under load: 1,000 concurrent requests a wave and 2,000 idle connections (about two minutes).
+bench-http: deps
+	scripts/ensure-system-deps mosquitto
+	$(BIN)/python -m tests.benchmarks.http_flood --flood 1000 --idle 2000 --seconds 20
 
 soak: deps
 	scripts/ensure-system-deps mosquitto

@@ -27,7 +27,7 @@ from pathlib import Path
 import aiomqtt
 
 from tests.integration.broker import Broker, free_port
-from tests.integration.daemon import AUTH, Daemon
+from tests.integration.daemon import AUTH, REPO, Daemon
 
 HOST = "127.0.0.1"
 #: The flood asks for the index of a task (the costly read); the probe for one destination.
@@ -330,8 +330,10 @@ def report(run: FloodRun, flood: int, idle: int, seconds: float) -> str:
 
     flood_total = sum(f.flood_statuses.values())
     lines = [
-        f"HTTP flood: {flood} clients sending back to back, {idle} idle connections "
-        f"(half a head, reopened when closed), {seconds:.0f} s per phase",
+        f"HTTP flood: waves of {flood} concurrent index requests (each on its own "
+        f"connection, another client's credentials), {idle} idle connections (half a head "
+        f"each), {seconds:.0f} s per phase; a show request every 0.1 s on a keep-alive "
+        "connection, an MQTT create every 0.2 s",
         row("valid request (probe)", q.probe_latencies, f.probe_latencies),
         f"{'':<22} probe statuses quiet {dict(q.probe_statuses)} flood {dict(f.probe_statuses)}",
         row("MQTT event round trip", q.mqtt_latencies, f.mqtt_latencies),
@@ -349,6 +351,52 @@ def report(run: FloodRun, flood: int, idle: int, seconds: float) -> str:
     return "\n".join(lines)
 
 
+def run_benchmark(
+    folder: Path,
+    *,
+    flood: int,
+    idle: int,
+    seconds: float,
+    destinations: int = 20,
+    same_credentials: bool = False,
+    source: Path = REPO,
+    extra_env: dict[str, str] | None = None,
+) -> FloodRun:
+    """A broker and the daemon in `folder`, `destinations` to index, then both phases."""
+    raise_own_open_files(flood * 2 + idle * 2 + 256)
+    broker = Broker(port=free_port(), folder=folder / "mosquitto")
+    broker.start()
+    daemon = Daemon(
+        folder=folder / "daemon",
+        mqtt_port=broker.port,
+        prefix="flood",
+        source=source,
+        extra_env={f"TAPEWORKER_HTTP__USERS__{FLOOD_USER[0]}": FLOOD_USER[1], **(extra_env or {})},
+    )
+    try:
+        daemon.start()
+        with daemon.http() as http:
+            for n in range(destinations):
+                http.post(
+                    "/tasks/1/task_destinations",
+                    json={"folder_id": n, "folder_path": f"/bench/{n}"},
+                ).raise_for_status()
+        return asyncio.run(
+            run_phases(
+                daemon.http_port,
+                broker.port,
+                "flood",
+                flood=flood,
+                idle=idle,
+                seconds=seconds,
+                same_credentials=same_credentials,
+            )
+        )
+    finally:
+        daemon.stop()
+        broker.stop()
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--flood", type=int, default=1000)
@@ -361,47 +409,26 @@ def main(argv: list[str] | None = None) -> int:
         help="flood with the probe's own credentials (one client overloading itself)",
     )
     parser.add_argument("--folder", help="keep the daemon's state and log there")
+    parser.add_argument("--source", help="run the daemon of another checkout (to compare versions)")
     parser.add_argument("--generate", type=int, metavar="PORT", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    raise_own_open_files(args.flood * 2 + args.idle * 2 + 256)
     if args.generate:
+        raise_own_open_files(args.flood * 2 + args.idle * 2 + 256)
         user = AUTH if args.same_credentials else FLOOD_USER
         phase = asyncio.run(generate(args.generate, args.flood, args.idle, args.seconds, user))
         summary = {name: getattr(phase, name) for name in SUMMARY_FIELDS}
         print(json.dumps(summary), flush=True)
         return 0
     with tempfile.TemporaryDirectory(prefix="tw-flood-") as scratch:
-        folder = args.folder or scratch
-        broker = Broker(port=free_port(), folder=Path(folder) / "mosquitto")
-        broker.start()
-        daemon = Daemon(
-            folder=Path(folder) / "daemon",
-            mqtt_port=broker.port,
-            prefix="flood",
-            extra_env={f"TAPEWORKER_HTTP__USERS__{FLOOD_USER[0]}": FLOOD_USER[1]},
+        run = run_benchmark(
+            Path(args.folder or scratch),
+            flood=args.flood,
+            idle=args.idle,
+            seconds=args.seconds,
+            destinations=args.destinations,
+            same_credentials=args.same_credentials,
+            source=Path(args.source) if args.source else REPO,
         )
-        try:
-            daemon.start()
-            with daemon.http() as http:
-                for n in range(args.destinations):
-                    http.post(
-                        "/tasks/1/task_destinations",
-                        json={"folder_id": n, "folder_path": f"/bench/{n}"},
-                    ).raise_for_status()
-            run = asyncio.run(
-                run_phases(
-                    daemon.http_port,
-                    broker.port,
-                    "flood",
-                    flood=args.flood,
-                    idle=args.idle,
-                    seconds=args.seconds,
-                    same_credentials=args.same_credentials,
-                )
-            )
-        finally:
-            daemon.stop()
-            broker.stop()
     print(report(run, args.flood, args.idle, args.seconds))
     return 0
 

@@ -78,6 +78,8 @@ class Daemon:
     extra_env: dict[str, str] = field(default_factory=dict)
     extra_config: str = ""
     hold_seconds: float = 3600.0
+    #: The checkout whose `worker` runs (another one compares versions side by side).
+    source: Path = REPO
     drive_down_after: int = 3
     process: subprocess.Popen[bytes] | None = None
     #: The emulated device nodes (backend scsi); they outlive daemon restarts.
@@ -157,7 +159,7 @@ class Daemon:
             [sys.executable, "-m", "worker.cli", "run", "--config", str(self.config_path)],
             stdout=log,
             stderr=subprocess.STDOUT,
-            cwd=REPO,
+            cwd=self.source,
             env=env,
         )
         log.close()

@@ -10,9 +10,11 @@ import json
 import socket
 from collections.abc import Iterator
 from pathlib import Path
+from statistics import median
 
 import pytest
 
+from tests.benchmarks.http_flood import run_benchmark
 from tests.integration.daemon import Daemon, wait_until
 
 pytestmark = pytest.mark.integration
@@ -168,3 +170,35 @@ def test_a_keyed_create_retried_after_a_restart_gets_the_first_result(daemon: Da
     assert again.headers["idempotent-replayed"] == "true"
     assert reused.status_code == 422
     assert len(daemon.query("SELECT * FROM destinations")) == 1
+
+
+def test_a_flood_leaves_the_valid_client_served_and_idle_connections_closed(
+    tmp_path: Path,
+) -> None:
+    """`make bench-http` in small: 100 concurrent requests a wave, 200 idle connections."""
+    run = run_benchmark(
+        tmp_path,
+        flood=100,
+        idle=200,
+        seconds=3,
+        destinations=5,
+        extra_env={"TAPEWORKER_HTTP__HEADER_TIMEOUT_S": "1"},
+    )
+    quiet, flood = run.quiet, run.flood
+    # The valid client was answered every time, during the flood as before it.
+    assert set(quiet.probe_statuses) == {200}
+    assert set(flood.probe_statuses) == {200}
+    assert flood.probe_latencies
+    # Every flood request got an answer (served, or 503 when the daemon was too busy).
+    assert flood.flood_waves >= 1
+    assert sum(flood.flood_statuses.values()) == flood.flood_waves * 100 - flood.flood_errors
+    assert set(flood.flood_statuses) <= {200, 503}
+    # Every idle connection was closed by the daemon (the head timeout is 1 s here).
+    assert flood.idle_opened == 200
+    assert flood.idle_closed == 200
+    # MQTT went on: every event came back, in both phases.
+    assert len(quiet.mqtt_latencies) == quiet.mqtt_sent > 0
+    assert len(flood.mqtt_latencies) == flood.mqtt_sent > 0
+    # Speeds compared as ratios only: the valid client's median wait was below the
+    # flood's own median wait, in the same run (it was not served behind the flood).
+    assert median(flood.probe_latencies) < median(flood.flood_latencies)
