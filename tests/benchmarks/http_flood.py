@@ -33,6 +33,8 @@ HOST = "127.0.0.1"
 #: The flood asks for the index of a task (the costly read); the probe for one destination.
 INDEX = "/api/v2/tasks/1/task_destinations"
 SHOW = INDEX + "/1"
+#: How long the last wave may take to be answered once a phase is over.
+GRACE_S = 15.0
 #: The flood's own credentials (another client of the daemon), unless --same-credentials.
 FLOOD_USER = ("flood", "flood-secret")
 
@@ -77,6 +79,7 @@ class Phase:
     flood_latencies: list[float] = field(default_factory=list)
     flood_errors: int = 0
     flood_waves: int = 0
+    flood_unanswered: int = 0
     idle_opened: int = 0
     idle_refused: int = 0
     idle_closed: int = 0
@@ -126,6 +129,10 @@ async def one_request(port: int, request: bytes, phase: Phase) -> None:
         phase.flood_latencies.append(time.monotonic() - start)
     except (OSError, asyncio.IncompleteReadError, ValueError):
         phase.flood_errors += 1
+    except asyncio.CancelledError:
+        # Still unanswered when the benchmark ended (see `generate`).
+        phase.flood_unanswered += 1
+        raise
     finally:
         writer.close()
 
@@ -206,6 +213,7 @@ SUMMARY_FIELDS = (
     "flood_latencies",
     "flood_errors",
     "flood_waves",
+    "flood_unanswered",
     "idle_lifetimes",
     "idle_opened",
     "idle_refused",
@@ -233,8 +241,11 @@ async def generate(
     waves = asyncio.create_task(flood_waves(port, flood, phase, stop, user))
     await asyncio.sleep(seconds)
     stop.set()
-    async with asyncio.timeout(60):
-        await asyncio.gather(waves, *idlers, return_exceptions=True)
+    # The last wave gets GRACE_S to be answered; what is left then counts as unanswered.
+    _, pending = await asyncio.wait([waves, *idlers], timeout=GRACE_S)
+    for task in pending:
+        task.cancel()
+    await asyncio.gather(*pending, return_exceptions=True)
     return phase
 
 
@@ -296,16 +307,14 @@ async def run_phases(
         async with asyncio.timeout(60):
             await generator.stdout.readline()
         await measure(http_port, mqtt_port, prefix, loud, seconds=seconds, first_id=200_000)
-        async with asyncio.timeout(120):
+        async with asyncio.timeout(GRACE_S + 60):
             summary = json.loads(await generator.stdout.read())
     finally:
         if generator.returncode is None:
             generator.kill()
         await generator.wait()
     loud.flood_statuses = Counter({int(k): v for k, v in summary["flood_statuses"].items()})
-    for name in ("flood_latencies", "idle_lifetimes"):
-        setattr(loud, name, summary[name])
-    for name in ("flood_errors", "flood_waves", "idle_opened", "idle_refused", "idle_closed"):
+    for name in SUMMARY_FIELDS[1:]:
         setattr(loud, name, summary[name])
     return FloodRun(quiet, loud)
 
@@ -343,7 +352,8 @@ def report(run: FloodRun, flood: int, idle: int, seconds: float) -> str:
         f"({flood_total / seconds:.0f}/s) {dict(sorted(f.flood_statuses.items()))}, "
         f"p50 {percentile(f.flood_latencies, 0.5) * 1000:.0f} ms "
         f"p99 {percentile(f.flood_latencies, 0.99) * 1000:.0f} ms, "
-        f"{f.flood_errors} connections closed or refused",
+        f"{f.flood_errors} connections closed or refused, "
+        f"{f.flood_unanswered} unanswered {GRACE_S:.0f} s after the phase",
         f"idle connections: {f.idle_opened} opened ({f.idle_refused} refused), "
         f"{f.idle_closed} closed by the daemon, lifetime p50 "
         f"{percentile(f.idle_lifetimes, 0.5):.1f} s max {max(f.idle_lifetimes, default=0):.1f} s",
