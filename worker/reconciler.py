@@ -238,6 +238,43 @@ class Reconciler:
                 changed.add(request.destination_id)
         if changed:
             await self._on_change(changed)
+        await self._put_back_ejected()
+
+    async def _put_back_ejected(self) -> None:
+        """Finish the unloads a stop cut between `mt offline` and the robot's move.
+
+        Such a cartridge sits unthreaded in its drive and never comes online by
+        itself: waiting for it would cost the ready timeout and count against a
+        sound drive. Back in a slot, the planner loads it again like any other.
+        """
+        inventory = await self._journal.last_inventory() or {}
+        occupied = {s["number"] for s in inventory.get("slots", ()) if s["full"]}
+        free = set(range(1, self._definition.slots + 1)) - occupied
+        tapes = {t.barcode: t for t in await self._journal.tapes()}
+        for drive in await self._journal.drives():
+            if drive.barcode is None or not drive.up:
+                continue
+            try:
+                status = await self._library.drive_status(drive.index)
+            except DriverError as exc:
+                log.warning("drive status at start-up", drive=drive.index, error=str(exc))
+                continue
+            if status.loaded:
+                continue
+            tape = tapes.get(drive.barcode)
+            home = tape.home_slot if tape is not None else None
+            slot = home if home in free else min(free, default=None)
+            if slot is None:
+                log.error("ejected cartridge has no free slot", drive=drive.index)
+                continue
+            free.discard(slot)
+            log.warning(
+                "ejected cartridge put back", drive=drive.index, barcode=drive.barcode, slot=slot
+            )
+            self._executor.claim(drive.index, {drive.barcode})
+            await self._executor.run_chain(
+                drive.index, [Unload(drive=drive.index, barcode=drive.barcode, slot=slot)]
+            )
 
     # -- one round -------------------------------------------------------------------
 

@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from drivers.sim.library import SimulatedLibrary
 from tests.worker.harness import Harness, definition, running_worker
 from worker.actions import Action
 from worker.journal import OperationRecord
@@ -89,3 +90,25 @@ async def test_stopping_the_planning_loop_is_never_lost(tmp_path: Path) -> None:
         with pytest.raises(asyncio.CancelledError):
             async with asyncio.timeout(30):
                 await planning
+
+
+def _ejected_in_drive_0(library: SimulatedLibrary) -> None:
+    """As a stop between `mt offline` and the robot's move leaves it: the cartridge
+    of slot 1 in drive 0, unthreaded."""
+    with library.store.locked() as state:
+        state.slot(1).barcode = None
+        drive = state.drive(0)
+        drive.barcode, drive.source_slot, drive.threaded = "AAA001L9", 1, False
+
+
+async def test_an_unload_cut_after_offline_is_finished_at_start_up(tmp_path: Path) -> None:
+    async with running_worker(
+        tmp_path, definition(drives=1), prepare=_ejected_in_drive_0
+    ) as worker:
+        [unload] = await worker.journal.operations("done")
+        assert (unload.kind, unload.barcode, unload.slot) == ("unload", "AAA001L9", 1)
+        await worker.submit("create", 1, tape_barcode="AAA001L9")
+        ready = await worker.wait_for(1, "ready")
+        assert (ready.drive, ready.attempts) == (0, 0)
+        [drive] = await worker.journal.drives()
+        assert (drive.up, drive.failures) == (True, 0)
