@@ -18,7 +18,7 @@ import aiomqtt
 import pytest
 
 from tests.integration.broker import Broker
-from tests.integration.daemon import REPO, Daemon, wait_until
+from tests.integration.daemon import DEMO_LIBRARY, REPO, Daemon, wait_until
 from tests.integration.faults import damage_page, fill, immutable, small_filesystem
 from tests.worker.harness import CATALOG
 from worker import destinations, mqtt_intake
@@ -354,6 +354,20 @@ async def test_a_poison_mqtt_message_is_journaled_dead_lettered_and_never_comes_
                     await asyncio.sleep(0.02)
             assert len(await rows(2)) == 1
             await stopped(again)
+        # The operator finds it where rejected events are listed.
+        config = tmp_path / "tapeworker.toml"
+        config.write_text(f'state_dir = "{tmp_path}"\nlibrary = "{DEMO_LIBRARY}"\n')
+        listed = await asyncio.to_thread(
+            subprocess.run,
+            [sys.executable, "-m", "worker.cli", "events", "--rejected", "--config", str(config)],
+            capture_output=True,
+            text=True,
+            cwd=REPO,
+            timeout=120,
+            check=False,
+        )
+        assert listed.returncode == 0, listed.stderr
+        assert "poison event: handling raised KeyError" in listed.stdout
     finally:
         await journal.close()
 
