@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import cast, get_args
 
 from drivers.definition import DriveDefinition, LibraryDefinition, load_definition
+from drivers.errors import DriverError
 from drivers.sim import standin_mt, standin_mtx
 from drivers.sim.library import SimulatedLibrary
 from drivers.sim.standins import install_standins
@@ -60,6 +61,11 @@ def _fault_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     rate.add_argument("--seed", type=int, default=0)
 
     kinds.add_parser("open-door", help="the next changer command gets a unit attention")
+    imported = kinds.add_parser(
+        "import", help="an operator puts a cartridge into an empty import/export slot"
+    )
+    imported.add_argument("barcode")
+    imported.add_argument("slot", type=int)
     delay = kinds.add_parser("delay-ready", help="the drive's next load takes longer to ready")
     delay.add_argument("drive", type=int)
     delay.add_argument("seconds", type=float, help="unscaled seconds")
@@ -114,6 +120,8 @@ def apply_fault(library: SimulatedLibrary, args: argparse.Namespace) -> None:
         )
     elif kind == "open-door":
         library.open_door()
+    elif kind == "import":
+        library.import_cartridge(args.barcode, args.slot)
     elif kind == "delay-ready":
         library.delay_ready(args.drive, args.seconds)
     elif kind == "kill-drive":
@@ -151,7 +159,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"{args.state}: no simulated library state", file=sys.stderr)
         return 1
     store = StateStore(args.state)
-    apply_fault(SimulatedLibrary(definition_of(store), store), args)
+    try:
+        apply_fault(SimulatedLibrary(definition_of(store), store), args)
+    except (DriverError, ValueError) as exc:
+        print(f"python -m drivers.sim fault: {exc}", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -193,6 +193,7 @@ def run_storm(
     seed: int,
     destinations: int = 30,
     broker_restarts: int = 0,
+    backend: str = "sim",
 ) -> Figures:
     """Publish a seeded workload in chunks while killing the daemon (and the broker)."""
     started = time.monotonic()
@@ -203,6 +204,7 @@ def run_storm(
         mqtt_port=broker.port,
         prefix=PREFIX,
         hold_seconds=0.5,
+        backend=backend,
     )
     chunks = max(kills, broker_restarts, 1)
     size = -(-len(events) // chunks)
@@ -236,7 +238,7 @@ def run_storm(
         print(daemon.log_tail(60))
         raise
     finally:
-        daemon.stop()
+        daemon.close()
     figures.settle_s = time.monotonic() - t_settle
     figures.kills = min(kills, len(pieces))
     figures.broker_restarts = restarts_done
@@ -251,6 +253,12 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--destinations", type=int, default=80)
     parser.add_argument("--broker-restarts", type=int, default=5)
+    parser.add_argument(
+        "--backend",
+        choices=("sim", "mtx", "scsi"),
+        default="sim",
+        help="scsi: the mtx backend with Debian's mtx and mt against the SCSI emulation",
+    )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         broker = Broker(port=free_port(), folder=Path(tmp) / "mosquitto")
@@ -263,6 +271,7 @@ def main() -> None:
                 seed=args.seed,
                 destinations=args.destinations,
                 broker_restarts=args.broker_restarts,
+                backend=args.backend,
             )
         finally:
             broker.stop()

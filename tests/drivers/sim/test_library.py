@@ -308,6 +308,16 @@ async def test_open_door_gives_one_unit_attention(library: SimulatedLibrary) -> 
     await library.inventory()
 
 
+async def test_an_import_gives_one_unit_attention_then_shows(library: SimulatedLibrary) -> None:
+    await library.transfer(5, 4)  # empty the mail slot
+    library.import_cartridge("B00009L8", 5)
+    with pytest.raises(UnitAttentionError):
+        await library.load(1, 0)
+    assert (await library.inventory()).where("B00009L8") == ("slot", 5)
+    with pytest.raises(ValueError, match="not an empty import/export slot"):
+        library.import_cartridge("B00010L8", 5)
+
+
 async def test_kill_drive(library: SimulatedLibrary) -> None:
     library.kill_drive(0, "fan failure")
     with pytest.raises(HardwareError, match="fan failure"):
@@ -387,11 +397,13 @@ async def test_standin_and_library_share_the_state(
 
 
 async def test_fault_cli_reaches_the_library(state_file: Path, library: SimulatedLibrary) -> None:
-    def cli(*args: str) -> None:
-        subprocess.run(
+    def cli(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
             [sys.executable, "-m", "drivers.sim", "fault", "--state", str(state_file), *args],
             cwd=REPO,
-            check=True,
+            check=check,
+            capture_output=True,
+            text=True,
             timeout=30,
         )
 
@@ -407,6 +419,12 @@ async def test_fault_cli_reaches_the_library(state_file: Path, library: Simulate
     assert (await library.inventory()).slot(3).barcode is None
     cli("clear")
     await library.load(1, 0)
+    await library.transfer(5, 4)  # empty the mail slot
+    cli("import", "B00009L8", "5")
+    assert library.store.read().faults.import_attention
+    refused = cli("import", "B00010L8", "5", check=False)
+    assert refused.returncode == 1
+    assert "slot 5 is not an empty import/export slot" in refused.stderr
 
 
 def test_robot_is_shared_across_processes(tmp_path: Path, state_file: Path) -> None:
