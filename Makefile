@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: run test lint bench bench-scsi bench-broker bench-http soak deps system-deps clean
+.PHONY: run test lint bench bench-seeds bench-scsi bench-broker bench-http soak deps system-deps clean
 
 $(BIN)/python:
 	scripts/ensure-system-deps python
@@ -36,6 +36,10 @@ test: deps
 
 bench: deps
 	$(BIN)/python -m worker.simulation.bench
+
+# The planner's targets over seeds 1-5: mean, 95% interval, seeds met (several minutes).
+bench-seeds: deps
+	$(BIN)/python -m worker.simulation.bench --seeds 5
 
 bench-scsi: deps
 	scripts/ensure-system-deps scsi-emulation

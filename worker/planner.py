@@ -92,8 +92,9 @@ class PlanPolicy:
     #: are, idle tapes nobody waits for go home before their dismount delay, least
     #: recently used first. Under load this takes the unload off the next
     #: request's critical path; when the library is quiet it never triggers.
-    #: None = a quarter of the available drives, at least one (the best of 1-8
-    #: on 8 drives in the W2 benchmark); 0 = off.
+    #: None = half the available drives, at least one (on 8 drives at 90 % load
+    #: in the W2 benchmark, seeds 1-5: p99 0.86-0.94x the best baseline, against
+    #: 0.89-1.00x with a quarter); 0 = off.
     spare_drives: int | None = None
     #: A pool that is already writing on a tape opens another one only for this
     #: much queued data per tape in use, or once its oldest request has waited
@@ -105,6 +106,17 @@ class PlanPolicy:
     #: `dismount_delay_s`): the pool's next write appends at once, with no mount
     #: and no locate to the end of data. It still yields to `spare_drives`.
     pool_dismount_delay_s: float = 900.0
+    #: Write placement: a pool write goes to its pool's next tape in fill order
+    #: (the fullest appendable, then scratch) unless another tape of the pool is
+    #: cheaper to start writing on by more than this many seconds (a scratch tape
+    #: needs no locate; the fullest one a locate to near its end). inf = always
+    #: fill one tape at a time.
+    write_margin_s: float = 60.0
+    #: The planner's estimate of a locate from the load point: a constant plus a
+    #: share of this per whole tape length (SCHEDULING.md 4.1; LTO-9 averages 45 s
+    #: from the load point).
+    locate_base_s: float = 4.0
+    locate_per_length_s: float = 100.0
 
 
 # -- small helpers -------------------------------------------------------------------
@@ -494,6 +506,7 @@ def _load_step(
             continue
         drive = free.take(tape.media, group.write)
         if drive is None:
+            free.make_room(tape.media, group.write)
             continue
         _emit_load(state, drive, tape, group.requests)
         state.count_pool(group.pool)
@@ -516,7 +529,7 @@ def _dismount_step(state: _Round, needed: Mapping[str, object]) -> None:
     spare += len(emptied - {a.drive for a in state.actions if isinstance(a, Load | Clean)})
     wanted = state.policy.spare_drives
     if wanted is None:
-        wanted = max(1, sum(1 for d in state.snapshot.drives if d.available) // 4)
+        wanted = max(1, sum(1 for d in state.snapshot.drives if d.available) // 2)
     # Least recently used first; a tape with no idle clock has waited since before we knew.
     idle.sort(key=lambda d: (d.idle_since if d.idle_since is not None else -math.inf, d.index))
     for drive in idle:
@@ -676,19 +689,46 @@ def _load_pool(state: _Round, group: _Group, candidates: list[TapeView], free: _
             and waited < state.policy.pool_open_after_s
         ):
             return  # the tape in use will take them when it is free
-    for tape in candidates:
-        if tape.slot is None or tape.barcode in state.claimed_tapes:
-            continue
-        served = _fits(tape, group.requests)
-        if not served:
-            continue
+    for tape, served in _placements(state, group.requests, candidates):
         drive = free.take(tape.media, True)
         if drive is None:
+            if free.make_room(tape.media, True):
+                return
             continue
         state.actions.extend(Assign(r.id, tape.barcode) for r in served)
         _emit_load(state, drive, tape, served)
         state.count_pool(group.pool)
         return
+
+
+def _placements(
+    state: _Round, requests: list[MountRequest], candidates: list[TapeView]
+) -> list[tuple[TapeView, list[MountRequest]]]:
+    """The tapes in a slot that could take (some of) a pool's writes, in the order to
+    try them: fill order, except that the cheapest to start writing on goes first
+    when it saves more than `write_margin_s` over the first in fill order."""
+    found: list[tuple[TapeView, list[MountRequest]]] = []
+    for tape in candidates:
+        if tape.slot is None or tape.barcode in state.claimed_tapes:
+            continue
+        served = _fits(tape, requests)
+        if served:
+            found.append((tape, served))
+    if len(found) < 2 or math.isinf(state.policy.write_margin_s):
+        return found
+    costs = [_start_cost(state.policy, tape) for tape, _ in found]
+    cheapest = min(range(len(found)), key=costs.__getitem__)
+    if costs[0] - costs[cheapest] > state.policy.write_margin_s:
+        found.insert(0, found.pop(cheapest))
+    return found
+
+
+def _start_cost(policy: PlanPolicy, tape: TapeView) -> float:
+    """Seconds from the load point to the end of data (a scratch tape: none)."""
+    if tape.used_bytes <= 0:
+        return 0.0
+    share = min(1.0, tape.used_bytes / tape.capacity_bytes) if tape.capacity_bytes > 0 else 0.5
+    return policy.locate_base_s + policy.locate_per_length_s * share
 
 
 def _emit_load(
@@ -733,8 +773,8 @@ def _plan_cleaning(state: _Round, needed: Mapping[str, object]) -> None:
 class _FreeDrives:
     """Drives a load may use, kept per generation so that a choice costs O(generations).
 
-    Empty drives come first; then idle drives whose tape nobody waits for, least
-    recently used first (their tape is unloaded before the load).
+    A load takes an empty drive; without one, an idle drive whose tape nobody
+    waits for, least recently used first, is emptied for a later round.
     """
 
     def __init__(self, state: _Round, needed: Mapping[str, object]) -> None:
@@ -779,16 +819,29 @@ class _FreeDrives:
         return self.count <= 0
 
     def take(self, media: Media | None, write: bool) -> DriveView | None:
-        # The least capable generation that fits first: newer drives stay free for
-        # newer media.
-        for pool in (self.empty, self.loaded):
-            for generation in self.gens:
-                drives = pool.get(generation)
-                if drives and _compatible(generation, media, write):
-                    drive = drives[-1]
-                    if drive.barcode is not None and not self.state.emit_unload(drive):
-                        continue
-                    drives.pop()
-                    self.count -= 1
-                    return drive
+        """An empty compatible drive, the least capable generation that fits first
+        (newer drives stay free for newer media). None when there is none: then
+        `make_room` may send an idle tape home for the next round."""
+        for generation in self.gens:
+            drives = self.empty.get(generation)
+            if drives and _compatible(generation, media, write):
+                self.count -= 1
+                return drives.pop()
         return None
+
+    def make_room(self, media: Media | None, write: bool) -> bool:
+        """Unload the least recently used idle tape of a compatible drive; the load
+        waits for the next round. Binding a group to that drive now would make it
+        wait the whole rewind and unload even if another drive empties first (the
+        W2 benchmark at 90 % load: p99 310 s with the binding, 257 s without)."""
+        for generation in self.gens:
+            drives = self.loaded.get(generation)
+            if not drives or not _compatible(generation, media, write):
+                continue
+            while drives:
+                drive = drives.pop()
+                self.count -= 1
+                if self.state.emit_unload(drive):
+                    self.state.claimed_drives.add(drive.index)
+                    return True
+        return False

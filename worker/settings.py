@@ -119,13 +119,19 @@ class PlannerSettings(BaseModel):
     max_age_s: Annotated[float, Field(gt=0)] = _PLAN_DEFAULTS.max_age_s
     #: At most this many drives per pool (0 = no cap).
     pool_drive_cap: Annotated[int, Field(ge=0)] = _PLAN_DEFAULTS.pool_drive_cap
-    #: Drives kept empty for the next mount (unset: a quarter of them, at least one).
+    #: Drives kept empty for the next mount (unset: half of them, at least one).
     spare_drives: Annotated[int, Field(ge=0)] | None = _PLAN_DEFAULTS.spare_drives
     #: A pool already writing on a tape opens another only past these thresholds.
     pool_open_bytes: Annotated[int, Field(ge=0)] = _PLAN_DEFAULTS.pool_open_bytes
     pool_open_after_s: Annotated[float, Field(ge=0)] = _PLAN_DEFAULTS.pool_open_after_s
     #: A pool's writable tape stays mounted this long idle, for the pool's next write.
     pool_dismount_delay_s: Annotated[float, Field(ge=0)] = _PLAN_DEFAULTS.pool_dismount_delay_s
+    #: A write leaves its pool's fill order (fullest tape first) only for a tape
+    #: cheaper to start writing on by more than this (inf: never).
+    write_margin_s: Annotated[float, Field(ge=0)] = _PLAN_DEFAULTS.write_margin_s
+    #: The planner's locate estimate: a constant plus this per whole tape length.
+    locate_base_s: Annotated[float, Field(ge=0)] = _PLAN_DEFAULTS.locate_base_s
+    locate_per_length_s: Annotated[float, Field(ge=0)] = _PLAN_DEFAULTS.locate_per_length_s
 
     def policy(self) -> PlanPolicy:
         """The planner's settings; `tapeworker simulate --config` uses the same."""

@@ -1,8 +1,8 @@
 """The simulator and the comparison, at sizes small enough for the default suite.
 
 The full-size figures come from `python -m worker.simulation.bench` (`make bench`);
-here small workloads check that the planner beats the baselines where issue 4
-says it must, and that the simulator itself is honest (deterministic, refuses
+here small workloads check that the planner beats the baselines where the
+targets say it must, and that the simulator itself is honest (deterministic, refuses
 impossible actions, runs traces and library files).
 """
 

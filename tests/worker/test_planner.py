@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Sequence
 from dataclasses import replace
 
@@ -17,6 +18,8 @@ from worker.snapshot import DriveView, LibrarySnapshot, TapeView
 
 #: The rules one at a time: no spare-drive unloads unless a test asks for them.
 POLICY = PlanPolicy(dismount_delay_s=100.0, max_age_s=7200.0, spare_drives=0)
+#: Writes fill one tape at a time whatever the locate to its end costs.
+FILL = replace(POLICY, write_margin_s=math.inf)
 
 
 def tape(
@@ -104,7 +107,7 @@ def test_an_empty_drive_is_preferred_to_unloading_an_idle_one() -> None:
     assert plan(snap, [read(1, "A00001L9")], POLICY, 10) == [Load("A00001L9", 1, 1, (1,))]
 
 
-def test_when_every_drive_holds_a_tape_the_least_recently_used_idle_one_is_unloaded() -> None:
+def test_when_every_drive_holds_a_tape_the_least_recently_used_idle_one_is_emptied() -> None:
     snap = library(
         [
             DriveView(0, 9, barcode="B00001L9", idle_since=50),
@@ -119,7 +122,15 @@ def test_when_every_drive_holds_a_tape_the_least_recently_used_idle_one_is_unloa
         ],
     )
     actions = plan(snap, [read(1, "A00001L9")], POLICY, 60)
-    assert actions == [Unload(1, "B00002L9", 12), Load("A00001L9", 1, 1, (1,))]
+    # The load is not bound to the drive being emptied: whichever drive empties
+    # first takes the oldest group then.
+    assert actions == [Unload(1, "B00002L9", 12)]
+    emptied = replace(
+        snap,
+        drives=(snap.drives[0], DriveView(1, 9), snap.drives[2]),
+        tapes={**snap.tapes, "B00002L9": tape("B00002L9", 12)},
+    )
+    assert plan(emptied, [read(1, "A00001L9")], POLICY, 100) == [Load("A00001L9", 1, 1, (1,))]
 
 
 def test_an_unload_uses_a_free_slot_when_the_home_slot_is_taken() -> None:
@@ -132,7 +143,7 @@ def test_an_unload_uses_a_free_slot_when_the_home_slot_is_taken() -> None:
         free_slots=(40,),
     )
     actions = plan(snap, [read(1, "A00001L9")], POLICY, 10)
-    assert actions == [Unload(0, "B00001L9", 40), Load("A00001L9", 1, 0, (1,))]
+    assert actions == [Unload(0, "B00001L9", 40)]
 
 
 def test_no_free_slot_means_no_unload() -> None:
@@ -303,7 +314,7 @@ def test_pool_requests_that_do_not_fit_wait_for_the_next_tape() -> None:
             tape("P00002L9", 2, pool="p", used_bytes=0, capacity_bytes=100),
         ],
     )
-    actions = plan(snap, [to_pool(1, "p", 0, 15), to_pool(2, "p", 1, 15)], POLICY, 5)
+    actions = plan(snap, [to_pool(1, "p", 0, 15), to_pool(2, "p", 1, 15)], FILL, 5)
     assert actions == [Assign(1, "P00001L9"), Load("P00001L9", 1, 0, (1,))]
 
 
@@ -668,7 +679,7 @@ def test_unknown_sizes_always_fit_and_a_request_larger_than_a_cartridge_opens_a_
             tape("P00002L9", 2, pool="p", used_bytes=0, capacity_bytes=100),
         ],
     )
-    assert plan(snap, [to_pool(1, "p")], POLICY, 5) == [
+    assert plan(snap, [to_pool(1, "p")], FILL, 5) == [
         Assign(1, "P00001L9"),
         Load("P00001L9", 1, 0, (1,)),
     ]
@@ -694,3 +705,28 @@ def test_a_write_no_tape_of_the_pool_has_room_for_fails_with_the_reason() -> Non
 def test_the_daemons_planner_settings_default_to_the_planners_own() -> None:
     assert PlannerSettings().policy() == PlanPolicy()
     assert PlannerSettings(pool_open_after_s=5.0).policy().pool_open_after_s == 5.0
+
+
+def test_a_write_goes_to_a_cheaper_tape_of_its_pool_only_past_the_margin() -> None:
+    capacity = 18 * 10**12
+    snap = library(
+        [DriveView(0, 9)],
+        [
+            # The fullest: a locate to 90 % of the tape, about 94 s.
+            tape("P00001L9", 1, pool="p", used_bytes=capacity * 9 // 10, capacity_bytes=capacity),
+            tape("P00002L9", 2, pool="p", used_bytes=capacity // 10, capacity_bytes=capacity),
+            tape("P00003L9", 3, pool="p", used_bytes=0, capacity_bytes=capacity),
+        ],
+    )
+    chosen = {
+        margin: next(
+            a.barcode for a in plan(snap, [to_pool(1, "p")], policy, 5) if isinstance(a, Load)
+        )
+        for margin, policy in (
+            (60.0, replace(POLICY, write_margin_s=60.0)),
+            (120.0, replace(POLICY, write_margin_s=120.0)),
+            (math.inf, FILL),
+        )
+    }
+    # Scratch needs no locate at all: 94 s saved is past a 60 s margin, not a 120 s one.
+    assert chosen == {60.0: "P00003L9", 120.0: "P00001L9", math.inf: "P00001L9"}

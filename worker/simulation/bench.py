@@ -1,4 +1,4 @@
-"""`python -m worker.simulation.bench` (`make bench`): issue 4's figures at full size,
+"""`python -m worker.simulation.bench` (`make bench`): the benchmark at full size,
 every policy on every workload, the targets met or missed, and the planning cost
 of one round over 100,000 requests, 10,000 tapes and 64 drives."""
 
@@ -196,7 +196,7 @@ def _many(args: argparse.Namespace) -> int:
             )
         )
         return 0
-    print(f"issue 4 targets over seeds {seeds[0]}..{seeds[-1]} (mean, 95% interval):")
+    print(f"targets over seeds {seeds[0]}..{seeds[-1]} (mean, 95% interval):")
     print(f"  planning cost: median {cost.median_ms:.1f} ms (limit {LIMIT_MS:g} ms)")
     for issue in (True, False):
         if not issue:

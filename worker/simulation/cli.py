@@ -67,7 +67,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="FILE",
         help="library definition TOML (the daemon's). Default: for --trace, "
         "config/demo-library.toml; for built-in workloads, the 8 x LTO-9, 500-tape "
-        "library issue 4 defines them on",
+        "library the benchmark defines them on",
     )
     parser.add_argument(
         "--config",

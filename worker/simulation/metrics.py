@@ -1,4 +1,4 @@
-"""Metrics of one run, its lower bounds (SCHEDULING.md 4.3), and issue 4's targets.
+"""Metrics of one run, its lower bounds (SCHEDULING.md 4.3), and the targets.
 
 Definitions:
 - latency: arrival -> the request's data transferred; wait: arrival -> its tape
@@ -9,6 +9,8 @@ Definitions:
 - drive efficiency: transfer time / time drives held a cartridge (mount to unmount).
 - robot utilisation: robot busy time / (robots x run length).
 - remounts within 2 h: mounts of a tape that was mounted less than 2 h before.
+- tapes written, scratch opened: pool tapes that took a write over the whole run,
+  and how many of them were scratch at the start (now partly filled).
 - faults (`--fault-rate`, `--kill-drive`, `--slow-ready`): failed robot moves,
   moves retried after a backoff, drives down, and requests failed (for any
   reason, a fault's or a policy's); they count over the whole run.
@@ -75,6 +77,10 @@ class Metrics:
     retries: int = 0
     drives_down: int = 0
     max_wait_by_pool: Mapping[str, float] = field(default_factory=dict)
+    #: Pool tapes written to, and of those the scratch tapes opened (the partly
+    #: filled tapes a write placement leaves behind).
+    tapes_written: int = 0
+    scratch_opened: int = 0
 
     def as_dict(self) -> dict[str, object]:
         data = asdict(self)
@@ -200,6 +206,8 @@ def measure(result: RunResult, max_age_s: float = 7200.0) -> Metrics:
             continue
         pool = record.pool or pools.get(record.barcode or "") or "-"
         by_pool[pool] = max(by_pool.get(pool, 0.0), record.ready - record.arrival)
+    written = {r.barcode for r in result.requests if r.write and r.done is not None}
+    scratch = {t.barcode for t in library.tapes if t.pool is not None and t.used_bytes == 0}
     lb_mounts = lower_bound_mounts(records, library)
     lb_makespan = lower_bound_makespan(records, library) if workload.batch else math.nan
     mean_latency = sum(latencies) / len(latencies) if latencies else math.nan
@@ -238,4 +246,6 @@ def measure(result: RunResult, max_age_s: float = 7200.0) -> Metrics:
         retries=result.retries,
         drives_down=len(result.drives_down),
         max_wait_by_pool=by_pool,
+        tapes_written=len(written),
+        scratch_opened=len(written & scratch),
     )

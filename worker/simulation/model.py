@@ -137,7 +137,7 @@ class SimLibrary:
 
 
 def profile_p2(seed: int = 0, pools: Sequence[str] = ("pool-a", "pool-b", "pool-c")) -> SimLibrary:
-    """SCHEDULING.md 4.2 P2, the library of issue 4's workloads: 8 LTO-9 drives,
+    """SCHEDULING.md 4.2 P2, the library of the benchmark's workloads: 8 LTO-9 drives,
     one accessor, 500 cartridges (L9, and one L8 in five of the full ones). 20
     tapes of each write pool: 80 % appendable, 20 % scratch; the other 440 are
     full archive tapes in two pools (archive-a, archive-b)."""

@@ -1,4 +1,4 @@
-"""The policies the benchmark compares: the planner, and the baselines of issue 4
+"""The policies the benchmark compares: the planner, and the baselines
 (SCHEDULING.md 4.2). Baselines speak the planner's action language and see the
 same snapshot, so the engine runs every policy the same way.
 
@@ -6,8 +6,9 @@ same snapshot, so the engine runs every policy the same way.
 - B1 first-come-first-served, tapes stay mounted until a drive is needed, LRU drive;
 - B2 B1 plus a dismount delay (60 s as Enstore; 900 s as HPSS's deferred dismount);
 - B3 a queue per tape (CTA-like): mount when the queue holds >= X bytes, >= Y
-  files, or its oldest request is >= A old; order by priority then age; drain the
-  queue, then unload; writes to the fullest non-full tape of the pool.
+  files, or its oldest request is >= A old (A swept over 0, 60 and 600 s, all
+  legitimate CTA settings); order by priority then age; drain the queue, then
+  unload; writes to the fullest non-full tape of the pool.
 """
 
 from __future__ import annotations
@@ -382,6 +383,7 @@ def baselines() -> list[Fcfs | QueuePerTape]:
         Fcfs("B1 fcfs-lazy", None),
         Fcfs("B2 fcfs+60s", 60.0),
         Fcfs("B2 fcfs+900s", 900.0),
+        QueuePerTape("B3 cta-like A=0s", min_age_s=0.0),
         QueuePerTape("B3 cta-like A=60s", min_age_s=60.0),
         QueuePerTape("B3 cta-like A=600s", min_age_s=600.0),
     ]
