@@ -240,9 +240,14 @@ class Backlog:
         self.parked: OrderedDict[GuardedH11Protocol, None] = OrderedDict()
 
     def resume(self, count: int) -> None:
-        """Read the `count` longest-parked connections again."""
+        """Read the `count` newest parked connections again.
+
+        Newest first, as the queue does once it stands: the newest connection is the
+        likeliest to be a client arriving anew rather than the rest of a burst, and the
+        oldest are answered 503 at their head timeout.
+        """
         for _ in range(min(count, len(self.parked))):
-            protocol, _ = self.parked.popitem(last=False)
+            protocol, _ = self.parked.popitem(last=True)
             protocol.unpark()
 
 

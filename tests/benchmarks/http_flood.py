@@ -73,6 +73,8 @@ def percentile(values: list[float], q: float) -> float:
 class Phase:
     probe_latencies: list[float] = field(default_factory=list)
     probe_statuses: Counter[int] = field(default_factory=Counter)
+    fresh_latencies: list[float] = field(default_factory=list)
+    fresh_statuses: Counter[int] = field(default_factory=Counter)
     mqtt_latencies: list[float] = field(default_factory=list)
     mqtt_sent: int = 0
     flood_statuses: Counter[int] = field(default_factory=Counter)
@@ -87,10 +89,23 @@ class Phase:
 
 
 async def prober(
-    port: int, path: str, phase: Phase, stop: asyncio.Event, every_s: float, timeout: float
+    port: int,
+    path: str,
+    phase: Phase,
+    stop: asyncio.Event,
+    every_s: float,
+    timeout: float,
+    *,
+    fresh: bool = False,
 ) -> None:
     """A valid request every `every_s` on a keep-alive connection, as an HTTP client's pool
-    would send it (reconnecting when the daemon closed it), timed until its last byte."""
+    would send it (reconnecting when the daemon closed it), timed until its last byte.
+
+    With `fresh`, each request opens a connection of its own (a client arriving anew),
+    timed from the connect, and recorded apart.
+    """
+    latencies = phase.fresh_latencies if fresh else phase.probe_latencies
+    statuses = phase.fresh_statuses if fresh else phase.probe_statuses
     connection: tuple[asyncio.StreamReader, asyncio.StreamWriter] | None = None
     request = get_request(path)
     while not stop.is_set():
@@ -104,11 +119,11 @@ async def prober(
                 status = await read_response(reader)
         except (TimeoutError, OSError, asyncio.IncompleteReadError):
             status = 0
-        if status in (0, 408) and connection is not None:
+        if (fresh or status in (0, 408)) and connection is not None:
             connection[1].close()
             connection = None
-        phase.probe_statuses[status] += 1
-        phase.probe_latencies.append(time.monotonic() - start)
+        statuses[status] += 1
+        latencies.append(time.monotonic() - start)
         await asyncio.sleep(max(0.0, every_s - (time.monotonic() - start)))
     if connection is not None:
         connection[1].close()
@@ -268,6 +283,9 @@ async def measure(
         asyncio.create_task(
             prober(http_port, probe_path, phase, stop, probe_every_s, probe_timeout_s)
         ),
+        asyncio.create_task(
+            prober(http_port, probe_path, phase, stop, 0.5, probe_timeout_s, fresh=True)
+        ),
     ]
     await asyncio.sleep(seconds)
     stop.set()
@@ -332,7 +350,7 @@ def report(run: FloodRun, flood: int, idle: int, seconds: float) -> str:
         qp50, qp99 = percentile(quiet, 0.5), percentile(quiet, 0.99)
         fp50, fp99 = percentile(loud, 0.5), percentile(loud, 0.99)
         return (
-            f"{name:<22} quiet p50 {qp50 * 1000:7.1f} ms  p99 {qp99 * 1000:7.1f} ms | "
+            f"{name:<24} quiet p50 {qp50 * 1000:7.1f} ms  p99 {qp99 * 1000:7.1f} ms | "
             f"flood p50 {fp50 * 1000:7.1f} ms  p99 {fp99 * 1000:7.1f} ms "
             f"(max {max(loud, default=float('nan')) * 1000:.0f} ms) | p99 ratio {fp99 / qp99:.1f}x"
         )
@@ -342,11 +360,13 @@ def report(run: FloodRun, flood: int, idle: int, seconds: float) -> str:
         f"HTTP flood: waves of {flood} concurrent index requests (each on its own "
         f"connection, another client's credentials), {idle} idle connections (half a head "
         f"each), {seconds:.0f} s per phase; a show request every 0.1 s on a keep-alive "
-        "connection, an MQTT create every 0.2 s",
+        "connection and every 0.5 s on a new one, an MQTT create every 0.2 s",
         row("valid request (probe)", q.probe_latencies, f.probe_latencies),
-        f"{'':<22} probe statuses quiet {dict(q.probe_statuses)} flood {dict(f.probe_statuses)}",
+        f"{'':<24} probe statuses quiet {dict(q.probe_statuses)} flood {dict(f.probe_statuses)}",
+        row("new client (fresh conn.)", q.fresh_latencies, f.fresh_latencies),
+        f"{'':<24} statuses quiet {dict(q.fresh_statuses)} flood {dict(f.fresh_statuses)}",
         row("MQTT event round trip", q.mqtt_latencies, f.mqtt_latencies),
-        f"{'':<22} MQTT events answered: quiet {len(q.mqtt_latencies)}/{q.mqtt_sent}, "
+        f"{'':<24} MQTT events answered: quiet {len(q.mqtt_latencies)}/{q.mqtt_sent}, "
         f"flood {len(f.mqtt_latencies)}/{f.mqtt_sent}",
         f"flood requests: {f.flood_waves} waves, {flood_total} answered "
         f"({flood_total / seconds:.0f}/s) {dict(sorted(f.flood_statuses.items()))}, "
