@@ -26,6 +26,7 @@ from worker.health_file import read_health
 from worker.journal import Journal, check_file, damaged_message, salvage
 from worker.logging import configure
 from worker.models import iso_time
+from worker.ops import client as operator_commands
 from worker.ops.waits import why_waiting
 from worker.requests import ACTIVE, RequestState
 from worker.settings import Settings, load_settings
@@ -127,6 +128,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="then put the salvaged file in place (the damaged one is kept beside it); "
         "stop the daemon first",
     )
+    operator_commands.add_commands(commands, _config_arg)
     commands.add_parser(
         "sim",
         help="`sim exec --library FILE -- PROGRAM ...`: run a program (mtx, mt, a changer"
@@ -192,6 +194,8 @@ def _main(argv: Sequence[str] | None) -> int:
                     as_json=args.json,
                 )
             )
+        if args.command in operator_commands.COMMANDS:
+            return operator_commands.run(args, settings)
         if args.command == "journal" and args.journal_command == "check":
             return _journal_check(settings, full=args.full)
         if args.command == "journal" and args.journal_command == "recover":
@@ -348,12 +352,18 @@ async def _status(settings: Settings, *, as_json: bool) -> int:
         recent = [r for r in await journal.requests() if r.state not in ACTIVE][-20:]
         destinations = {d.id: d for d in await journal.destinations()}
         surprises = await journal.surprises()
+        draining = await journal.draining()
     finally:
         await journal.close()
     by_barcode = {t.barcode: t for t in tapes}
     waits = {
         r.id: why_waiting(
-            r, drives, by_barcode, requests, pool_drive_cap=settings.planner.pool_drive_cap
+            r,
+            drives,
+            by_barcode,
+            requests,
+            pool_drive_cap=settings.planner.pool_drive_cap,
+            draining=draining is not None,
         )
         for r in requests
         if r.state is RequestState.PENDING
@@ -361,6 +371,13 @@ async def _status(settings: Settings, *, as_json: bool) -> int:
     data: dict[str, Any] = {
         "time": iso_time(now),
         "journal": {"ok": not fault, "fault": fault},
+        "draining": None
+        if draining is None
+        else {
+            "by": draining.get("by"),
+            "reason": draining.get("reason"),
+            "since": iso_time(float(draining.get("since", 0))),
+        },
         "drives": [
             {
                 "index": d.index,
@@ -406,6 +423,10 @@ async def _status(settings: Settings, *, as_json: bool) -> int:
     if as_json:
         print(json.dumps(data, indent=2))
         return 0
+    if data["draining"] is not None:
+        drained = data["draining"]
+        why = f": {drained['reason']}" if drained["reason"] else ""
+        print(f"draining since {drained['since']} by {drained['by']}{why}; nothing new is mounted")
     print("drives:")
     for d in data["drives"]:
         state = "up" if d["up"] else f"DOWN ({d['reason']})"

@@ -928,6 +928,70 @@ class Journal:
                 (*[int(v) if isinstance(v, bool) else v for v in fields.values()], barcode),
             )
 
+    # -- operator actions ------------------------------------------------------------
+    # Each one changes the state and journals who did it and why, in one transaction,
+    # as an event of source "operator" (so `tapeworker events` lists them too).
+
+    async def operator_action(
+        self,
+        action: str,
+        *,
+        who: str,
+        reason: str | None,
+        now: float,
+        target: str,
+        drive: int | None = None,
+        barcode: str | None = None,
+        tape_fields: dict[str, bool] | None = None,
+        drive_up: bool | None = None,
+        draining: bool | None = None,
+    ) -> bool:
+        """Apply one operator action; False when its drive or tape does not exist."""
+        async with self.transaction() as db:
+            if drive is not None and drive_up is not None:
+                cursor = await db.execute(
+                    "UPDATE drives SET up=?, failures=0, reason=? WHERE idx=?",
+                    (int(drive_up), None if drive_up else f"operator: {reason}", drive),
+                )
+                if not cursor.rowcount:
+                    return False
+            if barcode is not None and tape_fields:
+                allowed = {"need_to_check", "locked"}
+                if set(tape_fields) - allowed:
+                    raise ValueError(f"not operator tape fields: {sorted(tape_fields)}")
+                sets = ", ".join(f"{k}=?" for k in tape_fields)
+                cursor = await db.execute(
+                    f"UPDATE tapes SET {sets} WHERE barcode=?",  # noqa: S608 - keys checked
+                    (*[int(v) for v in tape_fields.values()], barcode),
+                )
+                if not cursor.rowcount:
+                    return False
+            if draining is not None:
+                if draining:
+                    await db.execute(
+                        "INSERT INTO meta(key, value) VALUES('draining', ?) "
+                        "ON CONFLICT(key) DO UPDATE SET value=excluded.value",
+                        (json.dumps({"by": who, "reason": reason, "since": now}),),
+                    )
+                else:
+                    await db.execute("DELETE FROM meta WHERE key='draining'")
+            await self.insert_event(
+                db,
+                source="operator",
+                received=now,
+                topic=target,
+                verb=action,
+                payload=json.dumps({"by": who, "reason": reason}),
+                status="applied",
+                reason=f"{who}: {reason}" if reason else who,
+            )
+        return True
+
+    async def draining(self) -> dict[str, Any] | None:
+        """Who drained the library, why and since when; None when it is not draining."""
+        row = await self._one("SELECT value FROM meta WHERE key='draining'")
+        return json.loads(row[0]) if row else None
+
     # -- events --------------------------------------------------------------------
 
     async def insert_event(

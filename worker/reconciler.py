@@ -22,6 +22,7 @@ from worker.callbacks import ChangeListener, Clock
 from worker.errors import JournalFaultError
 from worker.executor import DriveWork, Executor
 from worker.journal import Journal, RequestRecord
+from worker.ops import metrics
 from worker.planner import PlanPolicy, plan
 from worker.requests import ACTIVE, MountRequest, RequestState
 from worker.snapshot import DriveView, LibrarySnapshot, TapeView
@@ -67,6 +68,8 @@ class Reconciler:
         #: Chains that crashed and could not record it: ended before the next plan.
         self._unended: list[tuple[int, list[DriveWork], Exception]] = []
         self.wake = asyncio.Event()
+        #: Set by the operator (`tapeworker drain`): no new mount is started.
+        self.draining = False
         #: time.monotonic() at the start of the planning loop's latest round.
         self.heartbeat = time.monotonic()
 
@@ -381,6 +384,10 @@ class Reconciler:
         now = self._clock()
         snapshot, pending = await self.snapshot()
         actions = plan(snapshot, pending, self._policy, now)
+        if self.draining:
+            # Drained for maintenance: what is mounted stays and serves, nothing new
+            # goes into a drive; unloads still run, so the library can empty.
+            actions = [a for a in actions if not isinstance(a, Load | Clean)]
         if actions:
             await self._dispatch(actions, now)
         return actions
@@ -452,6 +459,7 @@ class Reconciler:
             self.heartbeat = time.monotonic()
             try:
                 await self.round()
+                metrics.PLANNING_ROUNDS.inc()
             except JournalFaultError:
                 pass  # the journal logged its fault once; the next tick tries again
             except Exception:

@@ -36,7 +36,10 @@ from worker.http_guard import GuardedServer, server_config
 from worker.http_idempotency import IdempotentCreates
 from worker.journal import Journal
 from worker.logging import set_level
+from worker.models import iso_time
 from worker.mqtt_intake import MqttIntake
+from worker.ops import metrics
+from worker.ops.admin import admin_router
 from worker.ops.health import alive_for_watchdog
 from worker.ops.http import health_router
 from worker.reconciler import Reconciler
@@ -83,6 +86,29 @@ class Service:
             "journal_fault_kind": fault.kind if fault is not None else None,
             "journal_fault_since": fault.since if fault is not None else None,
         }
+
+    async def operator_changed(self, action: dict[str, Any]) -> None:
+        """An operator's action took effect: plan again, and tell MQTT."""
+        if action["action"] in ("drain", "resume") and self.reconciler is not None:
+            self.reconciler.draining = action["action"] == "drain"
+            metrics.DRAINING.set(int(self.reconciler.draining))
+        if self.reconciler is not None:
+            self.reconciler.wake.set()
+        if self.mqtt is None:
+            return
+        self.mqtt.publish_nowait(
+            f"{self.mqtt.prefix}/operator", {**action, "time": iso_time(time.time())}, retain=False
+        )
+        if self.reconciler is not None:
+            self.mqtt.publish_nowait(
+                f"{self.mqtt.prefix}/state/draining",
+                {"draining": self.reconciler.draining},
+                retain=True,
+            )
+        await self._publish_drives(self.mqtt)
+
+    async def destinations_changed(self, destination_ids: set[int]) -> None:
+        await self._changed(destination_ids)
 
     async def _changed(self, destination_ids: set[int]) -> None:
         if self.reconciler is not None:
@@ -170,6 +196,9 @@ class Service:
             )
             try:
                 await reconciler.recover()
+                # A drain survives a restart: maintenance is not over until resumed.
+                reconciler.draining = await journal.draining() is not None
+                metrics.DRAINING.set(int(reconciler.draining))
             except JournalFaultError as exc:
                 raise StartupError(f"{exc}: the journal must take writes to start") from exc
             await self._serve(journal, reconciler, listener)
@@ -200,6 +229,7 @@ class Service:
                 api = create_app(journal, settings, on_change=self._changed, clock=time.time)
                 # Health, metrics and the operator's controls live beside the API.
                 api.include_router(health_router(self))
+                api.include_router(admin_router(self))
                 app = IdempotentCreates(api, journal, settings.http, clock=time.time)
                 server = GuardedServer(server_config(app, settings.http))
                 # The socket is bound already: a port in use stopped the start-up

@@ -46,6 +46,9 @@ class HttpSettings(BaseModel):
     port: Annotated[int, Field(ge=0, le=65535)] = 8407
     #: user name -> password for HTTP Basic authentication.
     users: dict[str, SecretStr] = Field(default_factory=dict)
+    #: Users (of `users`) allowed the operator's controls: /admin and the CLI's
+    #: drive, tape, drain, resume and release commands.
+    admin_users: list[str] = Field(default_factory=list)
     # Limits under load (see worker/http_guard.py and the README's "HTTP under load").
     #: Open connections at most; a new one evicts the longest idle one.
     max_connections: Annotated[int, Field(ge=1)] = 2048

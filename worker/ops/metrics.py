@@ -56,6 +56,7 @@ JOURNAL_COMMIT = Histogram(
     "Duration of a journal commit (the fsync an event waits for)",
     buckets=_COMMIT_BUCKETS,
 )
+PLANNING_ROUNDS = Counter("tapeworker_planning_rounds", "Rounds of the planning loop")
 DRAINING = Gauge("tapeworker_draining", "1 while the daemon mounts nothing new")
 
 
