@@ -275,11 +275,11 @@ def planted_bug(monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest)
     real_to_event = mqtt_intake.to_event
 
     def buggy_decoding(
-        prefix: str, topic: str, payload: bytes, event_id: str | None = None
+        prefix: str, topic: str, payload: bytes, *args: Any, **kwargs: Any
     ) -> destinations.DestinationEvent | destinations.RejectedInput:
         if b"NOD401L9" in payload:
             raise KeyError("a bug in the decoding of this event")
-        return real_to_event(prefix, topic, payload, event_id)
+        return real_to_event(prefix, topic, payload, *args, **kwargs)
 
     monkeypatch.setattr(mqtt_intake, "to_event", buggy_decoding)
 
