@@ -13,8 +13,10 @@ from drivers.errors import Sense
 from drivers.sim.scsi import changer, tape
 from drivers.sim.scsi.sense import CHECK_CONDITION, GOOD, Reply, parse_fixed_sense
 from drivers.sim.state import ScriptedFault, SimState
+from drivers.sim.timing import Timing
 
 NOW = 1_000_000.0
+TIMING = Timing(1000.0)
 IDENTITY = changer.Identity(vendor="ACME", product="ROBOT 3000", revision="0042")
 
 
@@ -260,7 +262,7 @@ def test_injected_inventory_fault_is_sense_data() -> None:
 
 def test_storage_listing_takes_the_inventory_time() -> None:
     state = library()
-    assert run(state, res_cdb(changer.STORAGE)).delay_s == pytest.approx(0.002)
+    assert run(state, res_cdb(changer.STORAGE)).delay_s == pytest.approx(TIMING.inventory())
     assert run(state, res_cdb(changer.DATA_TRANSFER)).delay_s == 0.0
 
 
@@ -271,7 +273,7 @@ def test_move_medium_is_reserved_then_finished() -> None:
     state = library()
     reply = run(state, move_cdb(1025, 256))
     assert reply.status == GOOD
-    assert reply.delay_s == pytest.approx(0.007)
+    assert reply.delay_s == pytest.approx(TIMING.move())
     assert reply.finish is not None
     assert state.slot(1).barcode == "A00001L8"  # nothing moved yet
     changer.finish(state, reply.finish, NOW)
@@ -346,7 +348,7 @@ def test_initialize_element_status_takes_the_inventory_time() -> None:
     state.faults.inventory_delay_s = 8.0
     reply = run(state, bytes([changer.INITIALIZE_ELEMENT_STATUS, 0, 0, 0, 0, 0]))
     assert reply.status == GOOD
-    assert reply.delay_s == pytest.approx(0.010)
+    assert reply.delay_s == pytest.approx(TIMING.inventory() + TIMING.scaled(8.0))
 
 
 def test_prevent_allow_medium_removal_is_accepted() -> None:
@@ -419,14 +421,14 @@ def test_offline_waits_for_ready_then_unthreads() -> None:
     assert reply.errno == 0
     assert reply.offline
     ready_in = state.drive(0).ready_at - NOW
-    assert reply.delay_s == pytest.approx(ready_in + 0.024)
+    assert reply.delay_s == pytest.approx(ready_in + TIMING.unload(8))
 
 
 def test_rewind_and_no_medium() -> None:
     state = loaded()
     reply = tape.operate(state, 0, mtop(tape.MTREW), state.drive(0).ready_at)
     assert (reply.errno, reply.offline) == (0, False)
-    assert reply.delay_s == pytest.approx(0.010)
+    assert reply.delay_s == pytest.approx(TIMING.rewind(8))
     assert tape.operate(state, 1, mtop(tape.MTREW), NOW).errno == errno.ENOMEDIUM
     assert tape.operate(state, 1, mtop(tape.MTOFFL), NOW).errno == errno.ENOMEDIUM
 
