@@ -376,3 +376,36 @@ async def stopped(task: asyncio.Task[None]) -> None:
     task.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await task
+
+
+def test_the_running_daemon_prunes_what_ended_and_keeps_what_lives(tmp_path: Path) -> None:
+    daemon = Daemon(
+        folder=tmp_path / "daemon",
+        # A retention of about a second, pruned twice a second.
+        extra_config="[journal]\nretention_days = 0.00001\nprune_interval_s = 0.5\n",
+    )
+    daemon.start()
+    try:
+        with daemon.http() as http:
+            live = http.post("/tasks/9/task_destinations", json=body())
+            assert live.status_code == 201, live.text
+            gone = http.post("/tasks/9/task_destinations", json=body())
+            assert http.delete(f"/tasks/9/task_destinations/{gone.json()['id']}").status_code == 204
+            assert http.post("/tasks/9/task_destinations", content=b"{").status_code == 400
+            wait_until(
+                lambda: not daemon.query("SELECT * FROM events"),
+                timeout=60,
+                what="the events pruned",
+            )
+            wait_until(
+                lambda: not daemon.query("SELECT * FROM destinations WHERE deleted=1"),
+                timeout=60,
+                what="the destroyed destination pruned",
+            )
+            assert '"journal pruned"' in daemon.log_tail(400)
+            # The live destination stays, and a new one never reuses a pruned id.
+            assert http.get(f"/tasks/9/task_destinations/{live.json()['id']}").status_code == 200
+            again = http.post("/tasks/9/task_destinations", json=body())
+            assert again.json()["id"] > gone.json()["id"]
+    finally:
+        assert daemon.stop() == 0
