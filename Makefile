@@ -30,7 +30,7 @@ lint: deps
 	$(BIN)/mypy
 
 test: deps
-	scripts/ensure-system-deps mosquitto systemd scsi-emulation
+	scripts/ensure-system-deps mosquitto systemd scsi-emulation e2fsprogs
 	$(MAKE) --no-print-directory lint
 	$(BIN)/pytest
 

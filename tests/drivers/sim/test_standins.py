@@ -48,7 +48,15 @@ from drivers.sim.library import SimulatedLibrary
 from drivers.sim.standins import install_standins
 
 REPO = Path(__file__).resolve().parents[3]
-CORPUS = Path("/work/shared/corpus")
+#: The reference corpus: beside the checkout (as CI lays it out), else the shared one.
+CORPUS = next(
+    (
+        path
+        for path in (REPO.parent / "shared" / "corpus", Path("/work/shared/corpus"))
+        if path.is_dir()
+    ),
+    REPO.parent / "shared" / "corpus",
+)
 SPEED = 1000.0
 CHANGER = "/dev/sg7"
 
