@@ -14,6 +14,7 @@ from tests.conftest import REPO
 from worker.http_guard import (
     FD_RESERVE,
     Admission,
+    Backlog,
     ConnectionTable,
     WaitingRoom,
     next_waiter,
@@ -99,6 +100,29 @@ def test_a_room_without_capacity_sheds_the_newcomer() -> None:
     room: WaitingRoom[str] = WaitingRoom(capacity=0, lifo_after_s=1)
     assert room.add(b"a", "x", now=0.0) == "x"
     assert len(room) == 0
+
+
+class Parked:
+    """What the backlog needs of a connection: to be read again."""
+
+    def __init__(self, name: str, resumed: list[str]) -> None:
+        self.name = name
+        self.resumed = resumed
+
+    def unpark(self) -> None:
+        self.resumed.append(self.name)
+
+
+def test_parked_connections_are_read_again_newest_first() -> None:
+    backlog = Backlog()
+    resumed: list[str] = []
+    for name in ("burst-1", "burst-2", "newcomer"):
+        backlog.parked[Parked(name, resumed)] = None  # type: ignore[index]
+    backlog.resume(2)
+    assert resumed == ["newcomer", "burst-2"]
+    backlog.resume(5)
+    assert resumed == ["newcomer", "burst-2", "burst-1"]
+    assert not backlog.parked
 
 
 def test_the_open_files_limit_is_raised_within_the_hard_limit() -> None:
