@@ -343,7 +343,9 @@ def raise_own_open_files(wanted: int) -> None:
         resource.setrlimit(resource.RLIMIT_NOFILE, (min(wanted, hard), hard))
 
 
-def report(run: FloodRun, flood: int, idle: int, seconds: float) -> str:
+def report(
+    run: FloodRun, flood: int, idle: int, seconds: float, *, same_credentials: bool = False
+) -> str:
     q, f = run.quiet, run.flood
 
     def row(name: str, quiet: list[float], loud: list[float]) -> str:
@@ -358,7 +360,8 @@ def report(run: FloodRun, flood: int, idle: int, seconds: float) -> str:
     flood_total = sum(f.flood_statuses.values())
     lines = [
         f"HTTP flood: waves of {flood} concurrent index requests (each on its own "
-        f"connection, another client's credentials), {idle} idle connections (half a head "
+        f"connection, {'the probe' if same_credentials else 'another client'}'s credentials), "
+        f"{idle} idle connections (half a head "
         f"each), {seconds:.0f} s per phase; a show request every 0.1 s on a keep-alive "
         "connection and every 0.5 s on a new one, an MQTT create every 0.2 s",
         row("valid request (probe)", q.probe_latencies, f.probe_latencies),
@@ -459,7 +462,7 @@ def main(argv: list[str] | None = None) -> int:
             same_credentials=args.same_credentials,
             source=Path(args.source) if args.source else REPO,
         )
-    print(report(run, args.flood, args.idle, args.seconds))
+    print(report(run, args.flood, args.idle, args.seconds, same_credentials=args.same_credentials))
     return 0
 
 
