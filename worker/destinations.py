@@ -79,6 +79,8 @@ class Outcome:
     status: Literal["applied", "rejected", "duplicate", "ignored"]
     destination_id: int | None = None
     reason: str | None = None
+    #: Rejected because handling it raised a bug, not because of what it said.
+    poison: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -213,7 +215,7 @@ async def _record_poison(
         dedup_key=event.dedup_key,
         digest=event.digest,
     )
-    return Outcome("rejected" if seq else "duplicate", destination_id, reason)
+    return Outcome("rejected" if seq else "duplicate", destination_id, reason, poison=True)
 
 
 async def _record_seen(

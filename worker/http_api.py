@@ -24,7 +24,7 @@ from worker.destinations import (
     record_events,
 )
 from worker.errors import JournalFaultError, RejectedEventError
-from worker.http_errors import journal_unavailable
+from worker.http_errors import error_response, journal_unavailable
 from worker.http_idempotency import remember_create
 from worker.journal import Journal
 from worker.settings import Settings
@@ -40,6 +40,20 @@ async def journal_fault_response(_: Request, exc: Exception) -> JSONResponse:
     """503 while the journal refuses writes: nothing was committed, the client retries."""
     assert isinstance(exc, JournalFaultError)
     return journal_unavailable(exc.kind, exc.detail)
+
+
+def rejected(outcome: Outcome) -> JSONResponse:
+    """400 for input the API refuses; 500 for an event a bug could not handle."""
+    if outcome.poison:
+        # Our bug, not the client's input: journaled, skipped, and said so.
+        return error_response(500, f"the request could not be handled: {outcome.reason}")
+    return JSONResponse(
+        {
+            "error": "The received resource was not correctly formatted.",
+            "reason": outcome.reason,
+        },
+        status_code=status.HTTP_400_BAD_REQUEST,
+    )
 
 
 def create_app(
@@ -112,15 +126,6 @@ def create_app(
         if record is None or record.deleted or record.task_id != task_id:
             raise HTTPException(status.HTTP_404_NOT_FOUND, "task destination not found")
         return (await destination_view(journal, record)).to_json()
-
-    def rejected(outcome: Outcome) -> JSONResponse:
-        return JSONResponse(
-            {
-                "error": "The received resource was not correctly formatted.",
-                "reason": outcome.reason,
-            },
-            status_code=status.HTTP_400_BAD_REQUEST,
-        )
 
     @app.get(PREFIX)
     async def index(task_id: str, _: User) -> dict[str, Any]:

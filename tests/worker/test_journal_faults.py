@@ -8,16 +8,20 @@ import asyncio
 import hashlib
 from pathlib import Path
 
+import httpx
 import pytest
+from pydantic import SecretStr
 
 from tests.worker.harness import CATALOG
 from worker import destinations
 from worker.destinations import DestinationEvent, RejectedInput, record_events
 from worker.errors import JournalDamagedError, JournalFaultError, StartupError
+from worker.http_api import create_app
 from worker.journal import Journal, salvage
 from worker.models import TaskDestinationBody
 from worker.requests import RequestState
 from worker.service import listen
+from worker.settings import HttpSettings, Settings
 
 NOW = 1_800_000_000.0
 
@@ -85,11 +89,9 @@ async def test_disk_full_is_a_fault_that_clears_by_itself(tmp_path: Path) -> Non
         await journal.close()
 
 
-async def test_a_poison_event_is_journaled_and_skipped_and_the_rest_applied(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """A bug that raises on one event: that event alone is undone and journaled as
-    rejected with the reason; its neighbours in the batch are applied."""
+@pytest.fixture
+def planted_bug(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Handling any event for tape NOD401L9 raises, as a bug would."""
     real = destinations.resolve_target
 
     async def buggy(journal: Journal, body: TaskDestinationBody) -> destinations.Target:
@@ -98,6 +100,14 @@ async def test_a_poison_event_is_journaled_and_skipped_and_the_rest_applied(
         return await real(journal, body)
 
     monkeypatch.setattr(destinations, "resolve_target", buggy)
+
+
+@pytest.mark.usefixtures("planted_bug")
+async def test_a_poison_event_is_journaled_and_skipped_and_the_rest_applied(
+    tmp_path: Path,
+) -> None:
+    """A bug that raises on one event: that event alone is undone and journaled as
+    rejected with the reason; its neighbours in the batch are applied."""
     journal = await _journal(tmp_path / "journal.sqlite3")
     try:
         batch: list[DestinationEvent | RejectedInput] = [
@@ -120,6 +130,34 @@ async def test_a_poison_event_is_journaled_and_skipped_and_the_rest_applied(
         again = await record_events(journal, [batch[1]], now=NOW, hold_seconds=60)
         assert again[0].status == "duplicate"
         assert journal.fault is None
+    finally:
+        await journal.close()
+
+
+@pytest.mark.usefixtures("planted_bug")
+async def test_an_http_create_a_bug_cannot_handle_answers_500_and_is_journaled(
+    tmp_path: Path,
+) -> None:
+    journal = await _journal(tmp_path / "journal.sqlite3")
+
+    async def changed(_: set[int]) -> None:
+        return None
+
+    settings = Settings(http=HttpSettings(users={"u": SecretStr("p")}))
+    app = create_app(journal, settings, on_change=changed, clock=lambda: NOW)
+    try:
+        async with httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=app), base_url="http://tapeworker", auth=("u", "p")
+        ) as client:
+            url = "/api/v2/tasks/7/task_destinations"
+            poisoned = await client.post(url, json={"folder_id": 1, "tape_barcode": "NOD401L9"})
+            assert poisoned.status_code == 500
+            assert "poison event" in poisoned.json()["messages"][0]
+            served = await client.post(url, json={"folder_id": 1, "tape_barcode": "NOD400L9"})
+            assert served.status_code == 201
+        [rejected] = await journal.events("rejected")
+        assert rejected.reason is not None
+        assert "ZeroDivisionError" in rejected.reason
     finally:
         await journal.close()
 
