@@ -326,6 +326,15 @@ class GuardedH11Protocol(H11Protocol):
         self._disarm_head_timer()
         self._partial = False
         self.table.mark_busy(self)
+        # h11 bounds only a head that arrives in pieces; one that arrives whole is
+        # measured here, so the limit does not depend on how the bytes were split.
+        size = len(event.method) + len(event.target) + 12
+        size += sum(len(name) + len(value) + 4 for name, value in event.headers)
+        if size > self.settings.max_header_bytes:
+            raise h11.RemoteProtocolError(
+                f"the request head is larger than {self.settings.max_header_bytes} bytes",
+                error_status_hint=431,
+            )
         names = {name.lower() for name, _ in event.headers}
         if b"content-length" in names and b"transfer-encoding" in names:
             # RFC 9112 6.1: a server may reject such a message, and then must close.

@@ -99,6 +99,20 @@ def test_content_length_with_transfer_encoding_is_refused_and_nothing_journaled(
         assert http.post("/tasks/1/task_destinations", content=body).status_code == 201
 
 
+def test_a_head_larger_than_the_limit_gets_431(daemon: Daemon) -> None:
+    with connect(daemon) as sock:
+        sock.sendall(f"GET {INDEX} HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Big: ".encode())
+        sock.sendall(b"a" * (20 * 1024) + b"\r\n\r\n")
+        status, headers, error = parse(read_until_closed(sock))
+    assert status == 431
+    assert headers["connection"] == "close"
+    assert isinstance(error, dict)
+    assert error["details"] == {}
+    assert error["messages"] == [
+        "invalid HTTP request: the request head is larger than 16384 bytes"
+    ]
+
+
 def test_a_head_that_never_ends_gets_408_and_a_silent_connection_is_closed(
     daemon: Daemon,
 ) -> None:
