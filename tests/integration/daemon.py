@@ -175,7 +175,8 @@ class Daemon:
             return True
 
         try:
-            wait_until(listening, timeout=30, what="the daemon to listen")
+            # A bound for a busy machine, where a start takes 10-20 s.
+            wait_until(listening, timeout=120, what="the daemon to listen")
         except AssertionError:
             self.stop()
             raise
