@@ -156,13 +156,14 @@ class MtExit(Exception):
         self.code = code
 
 
-def _device_lock(state_file: Path, drive_index: int) -> Path:
+def device_lock_path(state_file: Path, drive_index: int) -> Path:
+    """The lock a process holds while it has the drive's device open."""
     return Path(f"{state_file}.drive{drive_index}")
 
 
 def _claim(state_file: Path, drive_index: int) -> IO[bytes] | None:
     """st allows one open per device: the open file, or None when someone holds it."""
-    handle = open(_device_lock(state_file, drive_index), "a+b")  # noqa: SIM115 - held open
+    handle = open(device_lock_path(state_file, drive_index), "a+b")  # noqa: SIM115 - held open
     try:
         fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:

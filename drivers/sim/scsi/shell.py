@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import errno
+import fcntl
 import logging
 import os
 import signal
@@ -33,6 +34,7 @@ from gi.repository import GLib, UMockdev  # type: ignore[import-not-found, unuse
 
 from drivers.sim.scsi import changer, tape  # noqa: E402
 from drivers.sim.scsi.sense import CHECK_CONDITION, Reply  # noqa: E402
+from drivers.sim.standin_mt import device_lock_path  # noqa: E402
 from drivers.sim.state import StateStore, now  # noqa: E402
 
 log = logging.getLogger("tapeworker.scsi-shell")
@@ -177,7 +179,10 @@ class Shell:
         def answer(client: Any) -> bool:
             request = client.get_request()
             arg = client.get_arg()
-            if request == tape.MTIOCGET:
+            if self._held_elsewhere(index):
+                # st allows one open per device: a data mover has it.
+                client.complete(-1, errno.EBUSY)
+            elif request == tape.MTIOCGET:
                 with self.store.locked() as state:
                     reply = tape.get_status(state, index, now())
                 self._answer_tape(client, arg, reply, tape.MTGET.size)
@@ -202,6 +207,21 @@ class Shell:
             return True
 
         return answer
+
+    def _held_elsewhere(self, index: int) -> bool:
+        """Whether another process holds the drive open (`standin_mt.hold_device`)."""
+        assert self.store.path is not None
+        try:
+            fd = os.open(device_lock_path(self.store.path, index), os.O_RDONLY)
+        except FileNotFoundError:
+            return False
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        finally:
+            os.close(fd)
+        return False
 
     @staticmethod
     def _answer_tape(client: Any, arg: Any, reply: tape.TapeReply, size: int) -> None:

@@ -163,6 +163,14 @@ def test_empty_drive_status_is_what_the_standin_prints(emulated: Emulated) -> No
     assert run.stdout == emulated.standin_mt_status(1)
 
 
+def test_a_drive_held_open_elsewhere_is_busy(emulated: Emulated) -> None:
+    with standin_mt.hold_device(emulated.state_file, 0):
+        run = emulated.mt(0, "status")
+    assert run.returncode == 2
+    assert run.stderr == "/dev/nst0: Device or resource busy\n"
+    assert emulated.mt(0, "status").returncode == 0
+
+
 def test_offline_without_a_tape(emulated: Emulated) -> None:
     run = emulated.mt(1, "offline")
     assert run.returncode == 2
