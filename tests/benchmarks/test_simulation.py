@@ -305,3 +305,25 @@ def test_simulate_uses_the_daemons_configuration(
     config.write_text("[planner]\ndismount_delay_s = -5\n", encoding="utf-8")
     assert simulate_main(["--config", str(config), "--quick", "--no-progress"]) == 2
     assert "dismount_delay_s" in capsys.readouterr().err
+
+
+def test_plot_options_are_checked_before_the_run(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    png = tmp_path / "timeline.png"
+    args = ["--quick", "--no-progress", "--plot", str(png), "--plot-workload", "w9"]
+    assert simulate_main(args) == 2
+    captured = capsys.readouterr()
+    assert "--plot-workload 'w9': not among" in captured.err
+    assert captured.out == "", "nothing ran"
+    assert simulate_main(["--quick", "--plot", str(tmp_path / "no" / "t.png")]) == 2
+    assert "no folder" in capsys.readouterr().err
+
+
+def test_output_and_help_cite_no_internal_documents(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        simulate_main(["--help"])
+    assert simulate_main(["--workload", "w1-s1.2", "--quick", "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    for internal in ("SCHEDULING", ".md", "issue "):
+        assert internal not in out

@@ -8,6 +8,7 @@ errors), 2 for a bad argument, library or trace.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import sys
 from dataclasses import replace
@@ -92,6 +93,12 @@ def build_parser() -> argparse.ArgumentParser:
         type=Path,
         metavar="FILE.png",
         help="per-drive timeline of the planner beside the best baseline (needs matplotlib)",
+    )
+    parser.add_argument(
+        "--plot-workload",
+        metavar="NAME",
+        help="the workload --plot shows (its key or name, as the tables print it; "
+        "default: the first)",
     )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
     faults = parser.add_argument_group(
@@ -208,6 +215,11 @@ def main(argv: list[str] | None = None) -> int:
     except (WorkloadError, KeyError) as exc:
         print(f"tapeworker simulate: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    try:
+        plotted = _plotted_case(args, cases)
+    except ValueError as exc:
+        print(f"tapeworker simulate: {exc}", file=sys.stderr)
+        return EXIT_USAGE
     chosen = policies(plan_policy)
     bar = Progress(len(cases) * len(chosen))
     bar.enabled = bar.enabled and not args.no_progress
@@ -220,7 +232,7 @@ def main(argv: list[str] | None = None) -> int:
                 chosen,
                 seed=args.seed,
                 max_age_s=plan_policy.max_age_s,
-                record_timeline=args.plot is not None and index == 0,
+                record_timeline=index == plotted,
                 progress=bar.update,
                 step=bar.step,
                 faults=faults,
@@ -279,20 +291,33 @@ def main(argv: list[str] | None = None) -> int:
             print(table(result))
         print()
         print_targets(targets, sys.stdout)
-    if args.plot is not None and results:
+    if args.plot is not None and plotted is not None:
         from worker.simulation.plot import plot_timelines  # noqa: PLC0415
 
-        try:
-            plot_timelines(results[0], args.plot)
-        except ImportError:
-            print(
-                "tapeworker simulate: --plot needs matplotlib (pip install 'tapeworker[plot]')",
-                file=sys.stderr,
-            )
-            return EXIT_USAGE
+        plot_timelines(results[plotted], args.plot)
         if not args.json:
             print(f"\ntimeline written to {args.plot}")
     return 0
+
+
+def _plotted_case(args: argparse.Namespace, cases: list[Case]) -> int | None:
+    """Which case --plot draws; checked before the run, so that a missing matplotlib or a
+    wrong name fails in a second rather than after the whole simulation."""
+    if args.plot is None:
+        if args.plot_workload is not None:
+            raise ValueError("--plot-workload needs --plot FILE.png")
+        return None
+    if importlib.util.find_spec("matplotlib") is None:
+        raise ValueError("--plot needs matplotlib (pip install 'tapeworker[plot]')")
+    if not args.plot.parent.resolve().is_dir():
+        raise ValueError(f"--plot {args.plot}: no folder {args.plot.parent}")
+    if args.plot_workload is None:
+        return 0
+    for index, case in enumerate(cases):
+        if args.plot_workload in (case.key, case.workload.name):
+            return index
+    known = ", ".join(case.key for case in cases)
+    raise ValueError(f"--plot-workload {args.plot_workload!r}: not among {known}")
 
 
 def _cases(args: argparse.Namespace, library: SimLibrary, pool_ids: dict[int, str]) -> list[Case]:

@@ -230,7 +230,7 @@ def judge(results: Sequence[CaseResult], max_age_s: float) -> list[Target]:
         )
         found.append(
             Target(
-                f"{mine.workload}: robot utilisation (SCHEDULING 4.5)",
+                f"{mine.workload}: robot utilisation (goal)",
                 mine.robot_utilisation,
                 0.8,
                 f"{mine.mounts} mounts",
@@ -239,7 +239,7 @@ def judge(results: Sequence[CaseResult], max_age_s: float) -> list[Target]:
         )
         found.append(
             Target(
-                f"{mine.workload}: remounts within 2 h / mounts (SCHEDULING 4.5)",
+                f"{mine.workload}: remounts within 2 h / mounts (goal)",
                 mine.remount_share,
                 0.05,
                 f"{mine.remounts_2h} remounts; best baseline "
@@ -307,7 +307,7 @@ def table(result: CaseResult) -> str:
     return "\n".join(lines)
 
 
-GOALS_HEADING = "context (SCHEDULING.md 4.5 goals, FCFS-only comparison; not targets):"
+GOALS_HEADING = "context (scheduling goals, FCFS-only comparison; not targets):"
 
 
 TARGETS_HEADING = "targets:"
