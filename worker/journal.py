@@ -748,15 +748,18 @@ class Journal:
                 )
             row = await self._one("SELECT COALESCE(MAX(tape_id), 0) FROM tapes")
             next_id = (row[0] if row else 0) + 1
+            operator_locks = await self._operator_locks()
             for tape in definition.tapes:
                 media = media_of(tape.barcode)
                 exists = await self._one("SELECT 1 FROM tapes WHERE barcode=?", (tape.barcode,))
                 if exists:
-                    # The definition owns pool membership and operator flags.
+                    # The definition owns pool membership and operator flags; a lock
+                    # made with `tapeworker tape lock` lasts until `unlock` too.
+                    locked = tape.locked or tape.barcode in operator_locks
                     await db.execute(
                         "UPDATE tapes SET pool=?, locked=?, write_protected=?, known=1 "
                         "WHERE barcode=?",
-                        (tape.pool, int(tape.locked), int(tape.write_protected), tape.barcode),
+                        (tape.pool, int(locked), int(tape.write_protected), tape.barcode),
                     )
                     continue
                 await db.execute(
@@ -966,6 +969,14 @@ class Journal:
                 )
                 if not cursor.rowcount:
                     return False
+                if "locked" in tape_fields:
+                    locks = await self._operator_locks()
+                    locks = (locks | {barcode}) if tape_fields["locked"] else (locks - {barcode})
+                    await db.execute(
+                        "INSERT INTO meta(key, value) VALUES('operator_locks', ?) "
+                        "ON CONFLICT(key) DO UPDATE SET value=excluded.value",
+                        (json.dumps(sorted(locks)),),
+                    )
             if draining is not None:
                 if draining:
                     await db.execute(
@@ -986,6 +997,10 @@ class Journal:
                 reason=f"{who}: {reason}" if reason else who,
             )
         return True
+
+    async def _operator_locks(self) -> set[str]:
+        row = await self._one("SELECT value FROM meta WHERE key='operator_locks'")
+        return set(json.loads(row[0])) if row else set()
 
     async def draining(self) -> dict[str, Any] | None:
         """Who drained the library, why and since when; None when it is not draining."""

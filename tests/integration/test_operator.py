@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import subprocess
@@ -9,17 +10,21 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import aiomqtt
 import httpx
 import pytest
 
+from tests.integration.broker import Broker
 from tests.integration.daemon import AUTH, DEMO_LIBRARY, Daemon, wait_until
 from tests.integration.test_health import probe, sample
 
 REPO = Path(__file__).resolve().parents[2]
 
 
-def operator_daemon(folder: Path, library: Path = DEMO_LIBRARY) -> Daemon:
-    daemon = Daemon(folder=folder, library=library)
+def operator_daemon(
+    folder: Path, library: Path = DEMO_LIBRARY, mqtt_port: int | None = None
+) -> Daemon:
+    daemon = Daemon(folder=folder, library=library, mqtt_port=mqtt_port, prefix="tw-op")
     folder.mkdir(parents=True)
     daemon.write_config()
     config = daemon.config_path.read_text()
@@ -162,3 +167,38 @@ def test_controls_need_an_operator_account(daemon: Daemon) -> None:
         unknown = http.post("/admin/tapes/NOT-A-TAPE/lock", json={})
         assert unknown.status_code == 404
         assert unknown.json()["messages"] == ["no tape NOT-A-TAPE"]
+
+
+def test_actions_are_published_on_mqtt(tmp_path: Path, broker: Broker) -> None:
+    daemon = operator_daemon(tmp_path / "daemon", mqtt_port=broker.port)
+    try:
+        wait_until(lambda: "mqtt connected" in daemon.log_tail(200), what="mqtt connected")
+
+        async def scenario() -> tuple[dict[str, Any], dict[str, Any]]:
+            async with aiomqtt.Client("127.0.0.1", broker.port, identifier="ops") as ops:
+                await ops.subscribe("tw-op/operator", qos=1)
+                await ops.subscribe("tw-op/state/drives/1", qos=1)
+                await asyncio.to_thread(
+                    lambda: ok(cli(daemon, "drive", "down", "1", "--reason", "noisy"))
+                )
+                action: dict[str, Any] | None = None
+                async with asyncio.timeout(20):
+                    async for message in ops.messages:
+                        assert isinstance(message.payload, bytes | bytearray)
+                        data = json.loads(bytes(message.payload))
+                        if message.topic.matches("tw-op/operator"):
+                            action = data
+                        elif data.get("up") is False and action is not None:
+                            return action, data
+                raise AssertionError("not published")
+
+        action, drive = asyncio.run(scenario())
+        assert (action["action"], action["target"], action["reason"]) == (
+            "drive down",
+            "drive 1",
+            "noisy",
+        )
+        assert action["by"].startswith("tester")
+        assert drive["reason"] == "operator: noisy"
+    finally:
+        assert daemon.stop() == 0
