@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,6 +19,7 @@ from drivers.definition import DriveDefinition, LibraryDefinition, TapeDefinitio
 from drivers.sim import standin_mt, standin_mtx
 from drivers.sim.library import SimulatedLibrary
 from drivers.sim.scsi.emulator import EmulatedDevices
+from drivers.sim.standins import install_standins
 from drivers.sim.state import StateStore, now
 
 MTX = "/usr/sbin/mtx"
@@ -238,3 +239,51 @@ def test_a_move_holds_only_its_own_client(tmp_path: Path) -> None:
             move.wait(timeout=TIMEOUT_S)
             if move.stdout is not None:
                 move.stdout.close()
+
+
+STANDIN_CASES: dict[str, tuple[Callable[[SimulatedLibrary], None], tuple[str, ...]]] = {
+    "source empty": (lambda sim: None, ("load", "3", "0")),
+    "hardware error": (lambda sim: sim.inject("load", "hardware", drive=0), ("load", "1", "0")),
+    "manual intervention": (
+        lambda sim: sim.inject("load", "manual_intervention", drive=0),
+        ("load", "1", "0"),
+    ),
+    "removal prevented": (lambda sim: None, ("load", "1", "0", "unload", "1", "0")),
+    "listing fails": (lambda sim: sim.inject("inventory", "hardware", count=2), ("status",)),
+    "incompatible": (lambda sim: None, ("load", "2", "0")),
+    "unload an empty drive": (lambda sim: None, ("unload", "1", "0")),
+    "destination full": (lambda sim: None, ("transfer", "1", "2")),
+}
+
+
+@pytest.mark.parametrize("case", list(STANDIN_CASES))
+def test_failures_print_what_the_standin_prints(tmp_path: Path, case: str) -> None:
+    """The same failure, byte for byte: exit status, stdout and stderr."""
+    setup, args = STANDIN_CASES[case]
+    runs = []
+    for kind in ("real", "standin"):
+        state_file = tmp_path / f"{kind}.json"
+        setup(SimulatedLibrary.open(definition(), state_file=state_file, speed=1000.0))
+        if kind == "real":
+            with EmulatedDevices(state_file) as devices:
+                env = devices.env({"PATH": "/usr/bin:/bin", "LC_ALL": "C"})
+                run = subprocess.run(
+                    [MTX, "-f", "/dev/sg7", *args],
+                    env=env,
+                    capture_output=True,
+                    text=True,
+                    timeout=TIMEOUT_S,
+                    check=False,
+                )
+        else:
+            install_standins(tmp_path / "bin", state_file)
+            run = subprocess.run(
+                [str(tmp_path / "bin" / "mtx"), "-f", "/dev/sg7", *args],
+                capture_output=True,
+                text=True,
+                timeout=TIMEOUT_S,
+                check=False,
+            )
+        runs.append((run.returncode, run.stdout, run.stderr))
+    assert runs[0][0] == 1
+    assert runs[0] == runs[1]
