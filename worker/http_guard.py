@@ -57,7 +57,8 @@ FD_RESERVE = 256
 #: a thousand at once stall MQTT and every request in flight for that turn: accept in
 #: small batches, and let the kernel queue the rest (see `widen_listen_queue`).
 ACCEPT_BATCH = 32
-LISTEN_QUEUE = 2048
+#: Linux caps it at net.core.somaxconn (4096 since 5.4).
+LISTEN_QUEUE = 4096
 
 
 # -- pure decisions --------------------------------------------------------------------
