@@ -45,6 +45,9 @@ def daemon(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Daemon]:
 def mqtt_daemon(tmp_path: Path, broker: Broker) -> Iterator[Daemon]:
     daemon = Daemon(folder=tmp_path / "daemon", mqtt_port=broker.port, prefix="tw-test")
     daemon.start()
+    # Listening on HTTP is not subscribed on MQTT: an event published before the
+    # daemon's first subscription has no session to wait in.
+    wait_until(lambda: "mqtt connected" in daemon.log_tail(200), what="the subscription")
     yield daemon
     daemon.stop()
 
