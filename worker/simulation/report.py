@@ -5,9 +5,13 @@ from __future__ import annotations
 
 import math
 import sys
+import textwrap
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TextIO
+
+import rich.console
+import rich.progress
 
 from worker.planner import PlanPolicy
 from worker.simulation.engine import Policy, RunResult, simulate
@@ -289,21 +293,32 @@ def _cell(metric: Metrics, attribute: str, fmt: str) -> str:
     return fmt.format(value)
 
 
+#: Tables fit this many columns: wider ones continue in a second block of columns.
+TABLE_WIDTH = 100
+
+
 def table(result: CaseResult) -> str:
     columns = _COLUMNS + (_FAULT_COLUMNS if result.faults.active else ())
     header = ["policy", *(title for _, title, _ in columns)]
     rows = [header] + [[m.policy, *(_cell(m, a, f) for a, _, f in columns)] for m in result.metrics]
     widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
-    lines = [
-        f"{result.case.workload.name} — {result.case.workload.description}",
-        *(
-            "  ".join(
-                cell.ljust(widths[i]) if i == 0 else cell.rjust(widths[i])
-                for i, cell in enumerate(row)
-            )
+    # Columns go into blocks that fit the width, each repeating the policy column.
+    blocks: list[list[int]] = [[]]
+    used = widths[0]
+    for i in range(1, len(header)):
+        if blocks[-1] and used + 2 + widths[i] > TABLE_WIDTH:
+            blocks.append([])
+            used = widths[0]
+        blocks[-1].append(i)
+        used += 2 + widths[i]
+    lines = [f"{result.case.workload.name} — {result.case.workload.description}"]
+    for number, block in enumerate(blocks):
+        if number:
+            lines.append("")
+        lines.extend(
+            "  ".join([row[0].ljust(widths[0]), *(row[i].rjust(widths[i]) for i in block)])
             for row in rows
-        ),
-    ]
+        )
     return "\n".join(lines)
 
 
@@ -321,37 +336,55 @@ def print_targets(found: Sequence[Target], out: TextIO) -> None:
         print(heading, file=out)
         for target in group:
             verdict = "met   " if target.met else "MISSED"
-            print(
+            line = (
                 f"  [{verdict}] {target.name}: {target.value:.3g} "
-                f"(limit {target.limit:g}) — {target.detail}",
-                file=out,
+                f"(limit {target.limit:g}) — {target.detail}"
             )
+            print(textwrap.fill(line, TABLE_WIDTH, subsequent_indent=" " * 12), file=out)
 
 
 class Progress:
-    """A one-line progress bar on stderr (only when it is a terminal, unless forced)."""
+    """A progress bar on stderr that fits the terminal and leaves no lines behind
+    (rich redraws it in place and removes it at the end); only on a terminal, unless
+    forced."""
 
     def __init__(self, total: int, out: TextIO = sys.stderr, force: bool = False) -> None:
         self.total = max(1, total)
         self.done = 0
         self.out = out
         self.enabled = force or out.isatty()
+        self._bar: rich.progress.Progress | None = None
+        self._task: rich.progress.TaskID | None = None
+        self._shown: tuple[int, str] | None = None
 
     def update(self, label: str, fraction: float) -> None:
         if not self.enabled:
             return
-        overall = (self.done + fraction) / self.total
-        width = 30
-        filled = int(overall * width)
-        self.out.write(
-            f"\r[{'#' * filled}{'.' * (width - filled)}] {overall:4.0%} {label[:60]:<60}"
-        )
-        self.out.flush()
+        if self._bar is None:
+            self._bar = rich.progress.Progress(
+                rich.progress.BarColumn(bar_width=None),
+                rich.progress.TaskProgressColumn(),
+                rich.progress.TextColumn("{task.description}"),
+                console=rich.console.Console(file=self.out, force_terminal=True),
+                transient=True,
+                expand=True,
+                # We redraw when the figure or the label changes: updates come by the
+                # thousand, and a drawing thread would make the output depend on timing.
+                auto_refresh=False,
+            )
+            self._bar.start()
+            self._task = self._bar.add_task(label, total=self.total)
+        assert self._task is not None
+        shown = (int(100 * (self.done + fraction) / self.total), label)
+        self._bar.update(self._task, completed=self.done + fraction, description=label)
+        if shown != self._shown:
+            self._shown = shown
+            self._bar.refresh()
 
     def step(self) -> None:
         self.done += 1
 
     def close(self) -> None:
-        if self.enabled:
-            self.out.write("\r" + " " * 100 + "\r")
-            self.out.flush()
+        if self._bar is not None:
+            self._bar.stop()
+            self._bar = None
