@@ -17,7 +17,10 @@ critical path of the next request. One call does, in this order:
    queue per tape, Enstore's bound volume). Pool requests are grouped by pool and
    resolved to one tape at a time: a writable tape of the pool already idle in a
    drive, else the fullest appendable one (so tapes fill one at a time, as CTA's
-   `ORDER BY DATA_IN_BYTES DESC`), else a scratch tape. A pool request gets its
+   `ORDER BY DATA_IN_BYTES DESC`), else a scratch tape; unless another tape of
+   the pool is cheaper to start writing on by more than `write_margin_s` (the
+   fullest tape needs a locate to near its end, about 90 s on LTO-9; a scratch
+   tape none): write placement is a cost decision. A pool request gets its
    `Assign` only in the round that also moves or attaches its tape, so a request
    is never bound to a tape it is not about to get.
 3. **Attach** groups whose tape is already in an idle drive: no robot move at all.
@@ -28,8 +31,10 @@ critical path of the next request. One call does, in this order:
    the oldest request, then the largest amount of work (on a batch, longest job
    first keeps the makespan near its lower bound). A group goes to a compatible
    empty drive if there is one (the least capable generation that fits, so newer
-   drives stay free for newer media), else to the least recently used idle drive,
-   whose tape is unloaded first in the same list. A pool never holds more drives
+   drives stay free for newer media). Without one, the least recently used idle
+   tape nobody waits for is sent home, and the load waits for a later round:
+   bound now, the group would wait that drive's whole rewind and unload even if
+   another drive emptied first. A pool never holds more drives
    than its cap. A pool already writing on a tape waits for that tape rather than
    opening a second one, unless enough data is queued or its oldest request has
    waited `pool_open_after_s` (CTA's bytes/(1+E) rule): one mount saved per write
@@ -51,27 +56,31 @@ one `Unload` and at most one of `Load`/`Attach`/`Clean`, the `Unload` first; per
 tape, at most one move (`Load`, `Unload`, `Attach` or `Clean`); a pool request's
 `Assign` comes before the move that serves it.
 
-Cost: one pass over the requests (grouping by tape), one pass over the tapes when
-pool requests are pending, a sort of the groups, and drive choice from per-
-generation free lists, so a round stays linear in requests + tapes, never
-requests x drives.
+Cost: the requests come grouped by tape and by pool (`worker.pending`), each
+group with its oldest arrival, priority, bytes and queue key kept up to date as
+requests come and go, so a round is one pass over the tape groups, one over the
+tapes when pool requests are pending, a sort of the groups, and drive choice from
+per-generation free lists. It touches requests one by one only to list the ids
+of the groups it serves or fails. Given a plain list, `plan` groups it first
+(linear in the requests), with the same result.
 """
 
 from __future__ import annotations
 
 import math
-from collections import Counter, defaultdict
-from collections.abc import Mapping, Sequence
+from collections import Counter
+from collections.abc import Container, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from operator import attrgetter
-from typing import NamedTuple
+from operator import attrgetter, itemgetter
+from typing import NamedTuple, cast
 
 from drivers.media import Media, can_read, can_write
 from worker.actions import Action, Assign, Attach, Clean, Fail, Load, Unload
+from worker.pending import PendingRequests
 from worker.requests import MountRequest
 from worker.snapshot import DriveView, LibrarySnapshot, TapeView
 
-__all__ = ["PlanPolicy", "dismount_due", "plan"]
+__all__ = ["PendingRequests", "PlanPolicy", "dismount_due", "plan"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -155,10 +164,9 @@ _POOL = 1
 
 
 class _Key(NamedTuple):
-    """A group's place in the queue: keys sort most urgent first."""
+    """A group's place in the queue: keys sort most urgent first, after the groups
+    whose oldest request is past the maximum age (see `_in_queue_order`)."""
 
-    #: False for a group whose oldest request is past the maximum age.
-    young: bool
     neg_priority: int
     oldest: float
     #: Minus the bytes and requests queued: on ties, the largest work first.
@@ -177,12 +185,14 @@ class _Group:
     pool: str | None
     key: _Key
     write: bool
+    #: The declared bytes of `requests` (unknown sizes count nothing).
+    total_bytes: int
 
 
-_ARRIVAL = attrgetter("arrival")
+_ID = attrgetter("id")
+_OLDEST = itemgetter(1)  # _Key.oldest
 _PRIORITY = attrgetter("priority")
 _WRITE = attrgetter("write")
-_SIZE = attrgetter("size_bytes")
 
 
 class _Round:
@@ -195,14 +205,13 @@ class _Round:
         self.actions: list[Action] = []
         self.claimed_drives: set[int] = set()
         self.claimed_tapes: set[str] = set()
-        self.prioritised = False
-        self.media_ok: dict[Media | None, bool] = {}
+        self.media_ok: dict[int, bool] = {}
         self.key_of: dict[str, _Key] = {}
         self.used_slots: set[int] = set()
         self.free_slots = list(snapshot.free_slots)
         self.free_slot_set = set(snapshot.free_slots)
         self.generations = frozenset(d.generation for d in snapshot.drives)
-        self._some_drive: dict[tuple[Media | None, bool], bool] = {}
+        self._some_drive: dict[tuple[int, bool], bool] = {}
         self.drives = {d.index: d for d in snapshot.drives}
         # Drives a pool holds now (held or busy with one of its tapes).
         self.pool_drives: dict[str, int] = {}
@@ -221,7 +230,7 @@ class _Round:
 
     def some_drive_can(self, media: Media | None, write: bool) -> bool:
         """Whether any drive of the library (up or down) reads, or writes, this media."""
-        key = (media, write)
+        key = (_media_key(media), write)
         known = self._some_drive.get(key)
         if known is None:
             known = any(_compatible(g, media, write) for g in self.generations)
@@ -234,7 +243,7 @@ class _Round:
         if tape is None or not tape.writable:
             return False
         fine = self.some_drive_can(tape.media, False) and self.some_drive_can(tape.media, True)
-        self.media_ok[tape.media] = fine
+        self.media_ok[_media_key(tape.media)] = fine
         return fine
 
     def cap(self, pool: str | None) -> int:
@@ -279,6 +288,12 @@ class _Round:
         return True
 
 
+def _media_key(media: Media | None) -> int:
+    """A cheap dictionary key for a media: Media's own hash runs Python code, and
+    the planner's loops look media up once per tape."""
+    return -1 if media is None else media.generation + 100 * media.type_m
+
+
 def _free(drive: DriveView) -> bool:
     return drive.available and not drive.busy and not drive.holders
 
@@ -288,64 +303,74 @@ def _free(drive: DriveView) -> bool:
 
 def plan(
     snapshot: LibrarySnapshot,
-    pending: Sequence[MountRequest],
+    pending: Sequence[MountRequest] | PendingRequests,
     policy: PlanPolicy,
     now: float,
 ) -> list[Action]:
-    """The next actions for the library, in the order the executor must run them."""
+    """The next actions for the library, in the order the executor must run them.
+
+    `pending` is either the pending requests, or a `PendingRequests` the shell keeps
+    up to date as requests come and go: then a round costs what the tapes and
+    drives cost, not what the backlog does. Both give the same actions."""
+    queue = pending if isinstance(pending, PendingRequests) else PendingRequests(pending)
     state = _Round(snapshot, policy, now)
-    by_tape, by_pool = _group_requests(state, pending)
-    keys = _tape_keys(state, by_tape)
-    pool_tapes = _pool_tapes(state, by_pool) if by_pool else {}
-    keys.extend(_pool_keys(state, by_pool, pool_tapes))
-    keys.sort()
-    groups = _Groups(state, by_tape, by_pool, keys)
+    groups = _Groups(state, queue)
+    for request in queue.unaddressed.values():
+        state.actions.append(Fail(request.id, "request names neither a tape nor a pool"))
+    keys = _tape_keys(state, groups)
+    pool_tapes = _pool_tapes(state, queue.by_pool) if queue.by_pool else {}
+    keys.extend(_pool_keys(state, groups, pool_tapes))
+    groups.keys = _in_queue_order(keys, now - policy.max_age_s)
+    if state.actions:
+        # Only failures so far; in request order, whatever order the groups came in.
+        state.actions.sort(key=lambda a: _order_of(queue, a))
     _attach_step(state, groups, pool_tapes)
     if policy.clean_drives:
-        _plan_cleaning(state, by_tape)
-    _load_step(state, groups, pool_tapes, by_tape)
-    _dismount_step(state, by_tape)
+        _plan_cleaning(state, groups.needed)
+    _load_step(state, groups, pool_tapes, groups.needed)
+    _dismount_step(state, groups.needed)
     return state.actions
 
 
-def _group_requests(
-    state: _Round, pending: Sequence[MountRequest]
-) -> tuple[dict[str, list[MountRequest]], dict[str, list[MountRequest]]]:
-    """Group by tape, and pool-only requests by pool; each group oldest first.
-
-    This loop touches every pending request, so it is kept to one stable sort
-    (near-free when the shell hands requests over in arrival order) and one append.
-    """
-    ordered = sorted(pending, key=_ARRIVAL)
-    # Priorities are rare; without them the priority term of the key is skipped.
-    state.prioritised = any(map(_PRIORITY, ordered))
-    grouped: defaultdict[str | None, list[MountRequest]] = defaultdict(list)
-    for request in ordered:
-        grouped[request.barcode].append(request)
-    by_pool: defaultdict[str, list[MountRequest]] = defaultdict(list)
-    for request in grouped.pop(None, ()):
-        if request.pool is None:
-            state.actions.append(Fail(request.id, "request names neither a tape nor a pool"))
-        else:
-            by_pool[request.pool].append(request)
-    by_tape: dict[str, list[MountRequest]] = grouped  # type: ignore[assignment]
-    return by_tape, by_pool
+def _in_queue_order(keys: list[_Key], aged_before: float) -> list[_Key]:
+    """Groups past the maximum age first (nobody starves while others are served),
+    then the rest; each part by its keys."""
+    aged = [k for k in keys if k.oldest <= aged_before]
+    if not aged:
+        keys.sort()
+        return keys
+    young = [k for k in keys if k.oldest > aged_before]
+    aged.sort()
+    young.sort()
+    return aged + young
 
 
-def _tape_keys(state: _Round, by_tape: dict[str, list[MountRequest]]) -> list[_Key]:
+def _bytes(requests: Sequence[MountRequest]) -> int:
+    """The declared sizes of these requests (unknown sizes count nothing)."""
+    return sum(r.size_bytes or 0 for r in requests)
+
+
+def _order_of(queue: PendingRequests, action: Action) -> tuple[float, int]:
+    assert isinstance(action, Fail)
+    request = queue.get(action.request_id)
+    assert request is not None
+    return (request.arrival, request.id)
+
+
+def _tape_keys(state: _Round, groups: _Groups) -> list[_Key]:
     """Each tape group's queue key; groups that can never be served are failed and
-    dropped from `by_tape` (so their tape counts as unneeded)."""
+    dropped (so their tape counts as unneeded)."""
     tapes = state.snapshot.tapes
-    aged_before = state.now - state.policy.max_age_s
-    prioritised = state.prioritised
     keys: list[_Key] = []
-    dropped: list[str] = []
     key_of = state.key_of
     media_ok = state.media_ok
-    # The hot loop: once per tape with requests. Flags are read inline and the
-    # media check is memoised per media, because a call costs more than the test.
-    for barcode, requests in by_tape.items():
+    overrides = groups.overrides
+    # The hot loop: once per tape with requests, never per request. Flags are read
+    # inline and the media check is memoised per media, because a call costs more
+    # than the test.
+    for barcode, group in groups.queue.by_tape.items():
         tape = tapes.get(barcode)
+        media = tape.media if tape is not None else None
         if (
             tape is None
             or tape.cleaning
@@ -354,57 +379,73 @@ def _tape_keys(state: _Round, by_tape: dict[str, list[MountRequest]]) -> list[_K
             or tape.locked
             or tape.write_protected
             or tape.full
-            or not media_ok.get(tape.media, False)
+            or not media_ok.get(
+                -1 if media is None else media.generation + 100 * media.type_m, False
+            )
         ) and not state.media_fine(tape):
+            requests = group.ordered()
             kept = _check_tape_group(state, barcode, requests)
             if not kept:
-                dropped.append(barcode)
+                groups.dropped.add(barcode)
                 continue
-            requests[:] = kept
-        first = requests[0]
-        oldest = first.arrival
-        priority = max(map(_PRIORITY, requests)) if prioritised else 0
-        # The work term only breaks ties on the oldest arrival; it is filled in
-        # below for the groups that tie (a batch), not summed for every group.
-        key = _Key(oldest > aged_before, -priority, oldest, 0, _TAPE, barcode)
-        keys.append(key)
-        key_of[barcode] = key
-    for barcode in dropped:
-        del by_tape[barcode]
-    ties = Counter(k.oldest for k in keys)
+            if len(kept) != len(requests):
+                overrides[(_TAPE, barcode)] = kept
+                oldest = kept[0].arrival
+                priority = max(map(_PRIORITY, kept))
+                key = _Key(-priority, oldest, 0, _TAPE, barcode)
+                keys.append(key)
+                key_of[barcode] = key
+                continue
+        cached = cast("_Key | None", group.key)
+        if cached is None:
+            stats = group.stats()
+            # The work term only breaks ties on the oldest arrival; it is filled in
+            # below for the groups that tie (a batch).
+            cached = group.key = _Key(-stats.priority, stats.oldest, 0, _TAPE, barcode)
+        keys.append(cached)
+        key_of[barcode] = cached
+    ties = Counter(map(_OLDEST, keys))
     if len(ties) < len(keys):
         for i, key in enumerate(keys):
             if ties[key.oldest] > 1:
-                requests = by_tape[key.name]
-                work = sum(filter(None, map(_SIZE, requests))) + len(requests)
+                work = groups.work(_TAPE, key.name)
                 keys[i] = key_of[key.name] = key._replace(neg_work=-work)
     return keys
 
 
 def _pool_keys(
     state: _Round,
-    by_pool: dict[str, list[MountRequest]],
+    groups: _Groups,
     pool_tapes: Mapping[str, list[TapeView]],
 ) -> list[_Key]:
     keys: list[_Key] = []
-    aged_before = state.now - state.policy.max_age_s
-    for pool, requests in list(by_pool.items()):
+    for pool, group in groups.queue.by_pool.items():
         if pool not in pool_tapes:
             reason = f"no writable tape left in pool {pool!r}"
-            state.actions.extend(Fail(r.id, reason) for r in requests)
-            del by_pool[pool]
+            state.actions.extend(Fail(r.id, reason) for r in group.ordered())
+            groups.dropped_pools.add(pool)
             continue
-        requests[:] = _room_somewhere(state, pool, requests, pool_tapes[pool])
-        if not requests:
-            del by_pool[pool]
-            continue
-        oldest = requests[0].arrival
+        stats = group.stats()
+        if stats.max_size > _most_room(pool_tapes[pool]):
+            # Some write may fit no tape of the pool: look at each (rare).
+            requests = group.ordered()
+            kept = _room_somewhere(state, pool, requests, pool_tapes[pool])
+            if not kept:
+                groups.dropped_pools.add(pool)
+                continue
+            if len(kept) != len(requests):
+                groups.overrides[(_POOL, pool)] = kept
+        requests_kept = groups.overrides.get((_POOL, pool))
+        if requests_kept is None:
+            oldest, priority = stats.oldest, stats.priority
+        else:
+            oldest = requests_kept[0].arrival
+            priority = max(map(_PRIORITY, requests_kept))
         keys.append(
             _Key(
-                young=oldest > aged_before,
-                neg_priority=-max(map(_PRIORITY, requests)),
+                neg_priority=-priority,
                 oldest=oldest,
-                neg_work=-(sum(filter(None, map(_SIZE, requests))) + len(requests)),
+                neg_work=-groups.work(_POOL, pool),
                 kind=_POOL,
                 name=pool,
             )
@@ -412,42 +453,76 @@ def _pool_keys(
     return keys
 
 
-class _Groups:
-    """The groups in queue order, built lazily: a round usually looks at only as
-    many groups as there are free drives."""
+class _Needed:
+    """The tapes some pending request waits for (those not failed this round)."""
 
-    def __init__(
-        self,
-        state: _Round,
-        by_tape: dict[str, list[MountRequest]],
-        by_pool: dict[str, list[MountRequest]],
-        keys: list[_Key],
-    ) -> None:
-        self.state = state
+    __slots__ = ("by_tape", "dropped")
+
+    def __init__(self, by_tape: Mapping[str, object], dropped: set[str]) -> None:
         self.by_tape = by_tape
-        self.by_pool = by_pool
-        self.keys = keys
+        self.dropped = dropped
+
+    def __contains__(self, barcode: object) -> bool:
+        return barcode in self.by_tape and barcode not in self.dropped
+
+
+class _Groups:
+    """The round's view of the queue: its groups in queue order, the requests this
+    round failed taken out (`overrides`, `dropped`), built lazily: a round looks at
+    only as many groups as there are drives to give them."""
+
+    def __init__(self, state: _Round, queue: PendingRequests) -> None:
+        self.state = state
+        self.queue = queue
+        self.keys: list[_Key] = []
+        #: A group's remaining requests when this round failed or served some of them.
+        self.overrides: dict[tuple[int, str], list[MountRequest]] = {}
+        self.dropped: set[str] = set()
+        self.dropped_pools: set[str] = set()
         self.done: set[tuple[int, str]] = set()
+        self.needed = _Needed(queue.by_tape, self.dropped)
+
+    def requests(self, kind: int, name: str) -> list[MountRequest]:
+        """Oldest first; shared with the queue: never modify it."""
+        kept = self.overrides.get((kind, name))
+        if kept is not None:
+            return kept
+        source = self.queue.by_tape if kind == _TAPE else self.queue.by_pool
+        return source[name].ordered()
+
+    def work(self, kind: int, name: str) -> int:
+        kept = self.overrides.get((kind, name))
+        if kept is not None:
+            return _bytes(kept) + len(kept)
+        source = self.queue.by_tape if kind == _TAPE else self.queue.by_pool
+        return source[name].work
 
     def make(self, key: _Key) -> _Group:
         name = key.name
-        if key.kind == _POOL:
-            return _Group(self.by_pool[name], None, name, key, True)
-        requests = self.by_tape[name]
-        write = any(map(_WRITE, requests))
-        return _Group(requests, name, self.state.snapshot.tapes[name].pool, key, write)
+        kind = key.kind
+        requests = self.requests(kind, name)
+        if (kind, name) in self.overrides:
+            write = any(map(_WRITE, requests))
+            total = _bytes(requests)
+        else:
+            group = (self.queue.by_tape if kind == _TAPE else self.queue.by_pool)[name]
+            write = group.writes > 0
+            total = group.size_total
+        if kind == _POOL:
+            return _Group(requests, None, name, key, True, total)
+        return _Group(requests, name, self.state.snapshot.tapes[name].pool, key, write, total)
 
     def attachable(self) -> list[_Group]:
         """Groups that might be served without a move: pool groups, and tapes
         already in a free drive; in queue order."""
         state = self.state
-        keys: list[_Key] = [k for k in self.keys if k.kind == _POOL] if self.by_pool else []
+        keys: list[_Key] = [k for k in self.keys if k.kind == _POOL] if self.queue.by_pool else []
         key_of = state.key_of
+        needed = self.needed
         for drive in state.snapshot.drives:
-            if drive.barcode is not None and _free(drive) and drive.barcode in self.by_tape:
+            if drive.barcode is not None and _free(drive) and drive.barcode in needed:
                 keys.append(key_of[drive.barcode])
-        keys.sort()
-        return [self.make(k) for k in keys]
+        return [self.make(k) for k in _in_queue_order(keys, state.now - state.policy.max_age_s)]
 
 
 def _attach_step(state: _Round, groups: _Groups, pool_tapes: Mapping[str, list[TapeView]]) -> None:
@@ -455,7 +530,7 @@ def _attach_step(state: _Round, groups: _Groups, pool_tapes: Mapping[str, list[T
     for group in groups.attachable():
         if group.barcode is None:
             assert group.pool is not None
-            if _attach_pool(state, group, pool_tapes[group.pool]):
+            if _attach_pool(state, groups, group, pool_tapes[group.pool]):
                 groups.done.add((_POOL, group.pool))
             continue
         tape = state.snapshot.tapes[group.barcode]
@@ -470,7 +545,7 @@ def _attach_step(state: _Round, groups: _Groups, pool_tapes: Mapping[str, list[T
             continue
         if not state.pool_has_room(group.pool):
             continue
-        ids = tuple(r.id for r in group.requests)
+        ids = tuple(map(_ID, group.requests))
         state.actions.append(Attach(drive.index, tape.barcode, ids))
         state.claimed_drives.add(drive.index)
         state.claimed_tapes.add(tape.barcode)
@@ -482,7 +557,7 @@ def _load_step(
     state: _Round,
     groups: _Groups,
     pool_tapes: Mapping[str, list[TapeView]],
-    needed: Mapping[str, object],
+    needed: Container[str],
 ) -> None:
     """Loads, most urgent group first, into free drives."""
     free = _FreeDrives(state, needed)
@@ -512,7 +587,7 @@ def _load_step(
         state.count_pool(group.pool)
 
 
-def _dismount_step(state: _Round, needed: Mapping[str, object]) -> None:
+def _dismount_step(state: _Round, needed: Container[str]) -> None:
     """Unload what nobody needs once it has been idle for the dismount delay, or
     sooner when too few drives are empty for the next mount."""
     idle: list[DriveView] = []
@@ -585,9 +660,7 @@ def _media_label(tape: TapeView) -> str:
     return tape.media.label if tape.media is not None else "unknown media"
 
 
-def _pool_tapes(
-    state: _Round, by_pool: Mapping[str, list[MountRequest]]
-) -> dict[str, list[TapeView]]:
+def _pool_tapes(state: _Round, by_pool: Mapping[str, object]) -> dict[str, list[TapeView]]:
     """Writable tapes of each wanted pool, in fill order: fullest appendable first,
     then scratch (by barcode, for a stable choice)."""
     found: dict[str | None, list[TapeView]] = {pool: [] for pool in by_pool}
@@ -601,6 +674,14 @@ def _pool_tapes(
     return {pool: bucket for pool, bucket in found.items() if bucket and pool is not None}
 
 
+def _most_room(candidates: list[TapeView]) -> float:
+    """The most free space of any writable tape of the pool (a tape of unknown
+    capacity: unlimited)."""
+    return max(
+        (t.capacity_bytes - t.used_bytes if t.capacity_bytes > 0 else math.inf) for t in candidates
+    )
+
+
 def _room_somewhere(
     state: _Round, pool: str, requests: list[MountRequest], candidates: list[TapeView]
 ) -> list[MountRequest]:
@@ -608,9 +689,7 @@ def _room_somewhere(
     unseen; keep the rest (the same rules as `_fits`)."""
     if not any(r.size_bytes for r in requests):
         return requests
-    most = max(
-        (t.capacity_bytes - t.used_bytes if t.capacity_bytes > 0 else math.inf) for t in candidates
-    )
+    most = _most_room(candidates)
     scratch = [t.capacity_bytes for t in candidates if t.scratch and t.capacity_bytes > 0]
     kept: list[MountRequest] = []
     for request in requests:
@@ -628,15 +707,16 @@ def _room_somewhere(
     return kept
 
 
-def _fits(tape: TapeView, requests: list[MountRequest]) -> list[MountRequest]:
-    """The oldest requests that fit in the tape's estimated free space.
+def _fits(tape: TapeView, group: _Group) -> list[MountRequest]:
+    """The oldest requests of the group that fit in the tape's estimated free space.
 
     A request of unknown size always fits (the writer meets the end of the tape
     and the archive manager goes on elsewhere), and so does one larger than a whole
     cartridge, first on a scratch tape: no tape could hold it alone."""
-    if tape.capacity_bytes <= 0:
-        return requests
+    requests = group.requests
     room = tape.capacity_bytes - tape.used_bytes
+    if tape.capacity_bytes <= 0 or room >= group.total_bytes:
+        return requests  # the common case: all of it fits, no need to look at each
     kept: list[MountRequest] = []
     for request in requests:
         size = request.size_bytes
@@ -649,7 +729,7 @@ def _fits(tape: TapeView, requests: list[MountRequest]) -> list[MountRequest]:
     return kept
 
 
-def _attach_pool(state: _Round, group: _Group, candidates: list[TapeView]) -> bool:
+def _attach_pool(state: _Round, groups: _Groups, group: _Group, candidates: list[TapeView]) -> bool:
     """Serve a pool group from a writable pool tape idle in a drive; True if done."""
     for tape in candidates:
         if tape.drive is None or tape.barcode in state.claimed_tapes:
@@ -659,12 +739,12 @@ def _attach_pool(state: _Round, group: _Group, candidates: list[TapeView]) -> bo
             continue
         if not _compatible(drive.generation, tape.media, True):
             continue
-        served = _fits(tape, group.requests)
+        served = _fits(tape, group)
         if not served:
             continue
         if not state.pool_has_room(group.pool):
             return True  # capped: nothing more for this pool this round
-        ids = tuple(r.id for r in served)
+        ids = tuple(map(_ID, served))
         state.actions.extend(Assign(rid, tape.barcode) for rid in ids)
         state.actions.append(Attach(drive.index, tape.barcode, ids))
         state.claimed_drives.add(drive.index)
@@ -672,9 +752,13 @@ def _attach_pool(state: _Round, group: _Group, candidates: list[TapeView]) -> bo
         state.count_pool(group.pool)
         if len(served) == len(group.requests):
             return True
-        # The rest wait for another tape; the list is shared with the round's index.
-        done = {r.id for r in served}
-        group.requests[:] = [r for r in group.requests if r.id not in done]
+        # The rest wait for another tape (the queue's own list is never modified).
+        done = set(ids)
+        rest = [r for r in group.requests if r.id not in done]
+        assert group.pool is not None
+        groups.overrides[(_POOL, group.pool)] = rest
+        group.requests = rest
+        group.total_bytes = _bytes(rest)
         return False
     return False
 
@@ -682,14 +766,14 @@ def _attach_pool(state: _Round, group: _Group, candidates: list[TapeView]) -> bo
 def _load_pool(state: _Round, group: _Group, candidates: list[TapeView], free: _FreeDrives) -> None:
     writing = state.pool_writing.get(group.pool or "", 0)
     if writing:
-        queued = sum(r.size_bytes or 0 for r in group.requests)
+        queued = group.total_bytes
         waited = state.now - group.requests[0].arrival
         if (
             queued / (1 + writing) < state.policy.pool_open_bytes
             and waited < state.policy.pool_open_after_s
         ):
             return  # the tape in use will take them when it is free
-    for tape, served in _placements(state, group.requests, candidates):
+    for tape, served in _placements(state, group, candidates):
         drive = free.take(tape.media, True)
         if drive is None:
             if free.make_room(tape.media, True):
@@ -702,25 +786,40 @@ def _load_pool(state: _Round, group: _Group, candidates: list[TapeView], free: _
 
 
 def _placements(
-    state: _Round, requests: list[MountRequest], candidates: list[TapeView]
-) -> list[tuple[TapeView, list[MountRequest]]]:
+    state: _Round, group: _Group, candidates: list[TapeView]
+) -> Iterator[tuple[TapeView, list[MountRequest]]]:
     """The tapes in a slot that could take (some of) a pool's writes, in the order to
     try them: fill order, except that the cheapest to start writing on goes first
-    when it saves more than `write_margin_s` over the first in fill order."""
-    found: list[tuple[TapeView, list[MountRequest]]] = []
-    for tape in candidates:
-        if tape.slot is None or tape.barcode in state.claimed_tapes:
-            continue
-        served = _fits(tape, requests)
+    when it saves more than `write_margin_s` over the first in fill order. Lazily:
+    a load usually takes the first."""
+    claimed = state.claimed_tapes
+    ready = [t for t in candidates if t.slot is not None and t.barcode not in claimed]
+    first: tuple[TapeView, list[MountRequest]] | None = None
+    for tape in ready:
+        served = _fits(tape, group)
         if served:
-            found.append((tape, served))
-    if len(found) < 2 or math.isinf(state.policy.write_margin_s):
-        return found
-    costs = [_start_cost(state.policy, tape) for tape, _ in found]
-    cheapest = min(range(len(found)), key=costs.__getitem__)
-    if costs[0] - costs[cheapest] > state.policy.write_margin_s:
-        found.insert(0, found.pop(cheapest))
-    return found
+            first = (tape, served)
+            break
+    if first is None:
+        return
+    margin = state.policy.write_margin_s
+    if not math.isinf(margin):
+        limit = _start_cost(state.policy, first[0]) - margin
+        cheaper = sorted(
+            (cost, index)
+            for index, tape in enumerate(ready)
+            if (cost := _start_cost(state.policy, tape)) < limit
+        )
+        for _, index in cheaper:
+            served = _fits(ready[index], group)
+            if served:
+                yield ready[index], served
+                break
+    yield first
+    seen = first[0].barcode
+    for tape in ready[ready.index(first[0]) + 1 :]:
+        if tape.barcode != seen and (served := _fits(tape, group)):
+            yield tape, served
 
 
 def _start_cost(policy: PlanPolicy, tape: TapeView) -> float:
@@ -735,12 +834,12 @@ def _emit_load(
     state: _Round, drive: DriveView, tape: TapeView, requests: list[MountRequest]
 ) -> None:
     assert tape.slot is not None
-    state.actions.append(Load(tape.barcode, tape.slot, drive.index, tuple(r.id for r in requests)))
+    state.actions.append(Load(tape.barcode, tape.slot, drive.index, tuple(map(_ID, requests))))
     state.claimed_tapes.add(tape.barcode)
     state.claimed_drives.add(drive.index)
 
 
-def _plan_cleaning(state: _Round, needed: Mapping[str, object]) -> None:
+def _plan_cleaning(state: _Round, needed: Container[str]) -> None:
     if not any(d.needs_cleaning for d in state.snapshot.drives):
         return  # the common case: no scan of the cartridges
     cartridges = sorted(
@@ -777,7 +876,7 @@ class _FreeDrives:
     waits for, least recently used first, is emptied for a later round.
     """
 
-    def __init__(self, state: _Round, needed: Mapping[str, object]) -> None:
+    def __init__(self, state: _Round, needed: Container[str]) -> None:
         self.state = state
         self.empty: dict[int, list[DriveView]] = {}
         self.loaded: dict[int, list[DriveView]] = {}

@@ -327,3 +327,12 @@ def test_output_and_help_cite_no_internal_documents(capsys: pytest.CaptureFixtur
     out = capsys.readouterr().out
     for internal in ("SCHEDULING", ".md", "issue "):
         assert internal not in out
+
+
+def test_the_queueing_estimate_is_erlang_c() -> None:
+    from worker.simulation.headroom import erlang_c_wait_s
+
+    # M/M/1 at half load waits one service time; M/M/2 at one drive's load a third.
+    assert erlang_c_wait_s(1, 0.5, 1.0) == pytest.approx(1.0)
+    assert erlang_c_wait_s(2, 1.0, 1.0) == pytest.approx(1 / 3)
+    assert erlang_c_wait_s(8, 8.0, 100.0) == float("inf")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import random
 from collections.abc import Iterable, Sequence
 from dataclasses import replace
 
@@ -11,6 +12,7 @@ from hypothesis import strategies as st
 
 from drivers.media import can_read, can_write, media_of
 from worker.actions import Action, Assign, Attach, Clean, Fail, Load, Unload
+from worker.pending import PendingRequests
 from worker.planner import PlanPolicy, plan
 from worker.requests import MountRequest
 from worker.settings import PlannerSettings
@@ -662,6 +664,40 @@ def test_invariants_hold_and_every_request_is_eventually_planned(
         actions = plan(snap, pending, POLICY, now)
         _check_invariants(snap, pending, actions)
         snap, pending, _ = _apply(snap, pending, actions)
+        if not pending:
+            return
+        now += 1000.0
+    raise AssertionError(f"requests never planned: {pending}")
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(scenarios(), st.randoms(use_true_random=False))
+def test_a_queue_kept_up_to_date_plans_as_a_round_from_scratch(
+    scenario: tuple[LibrarySnapshot, list[MountRequest]], rnd: random.Random
+) -> None:
+    snap, pending = scenario
+    queue = PendingRequests()
+    # Requests arrive in any order, and strays come and go before them.
+    stray = 10**6
+    for request in rnd.sample(pending, len(pending)):
+        if rnd.random() < 0.3:
+            queue.add(replace(request, id=stray, arrival=request.arrival - 1, priority=9))
+            queue.discard(stray)
+            stray += 1
+        queue.add(request)
+    now = 200.0
+    for _ in range(60):
+        from_scratch = plan(snap, rnd.sample(pending, len(pending)), POLICY, now)
+        kept = plan(snap, queue, POLICY, now)
+        assert kept == from_scratch
+        snap, left, done = _apply(snap, pending, kept)
+        for rid in done:
+            assert queue.discard(rid) is not None
+        for request in left:
+            if queue.get(request.id) != request:
+                queue.add(request)  # a pool request now names its tape
+        assert sorted(r.id for r in queue) == sorted(r.id for r in left)
+        pending = left
         if not pending:
             return
         now += 1000.0
