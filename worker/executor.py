@@ -40,6 +40,15 @@ log = structlog.get_logger("tapeworker.executor")
 DriveWork = Load | Unload | Attach | Clean
 
 
+class ChainNotEndedError(Exception):
+    """A drive chain raised, and recording its end failed too (the journal refused
+    the write); `cause` is what the chain raised, to record once the journal can."""
+
+    def __init__(self, cause: Exception) -> None:
+        super().__init__(f"the end of a drive chain was not recorded: {cause!r}")
+        self.cause = cause
+
+
 @dataclass
 class ExecutorState:
     """What is in flight right now; the planner must not touch these."""
@@ -104,7 +113,10 @@ class Executor:
                 try:
                     ok = await self._run(action)
                 except Exception as exc:
-                    await self.abandon(drive, [action], exc)
+                    try:
+                        await self.abandon(drive, [action], exc)
+                    except Exception as unrecorded:
+                        raise ChainNotEndedError(exc) from unrecorded
                     break
                 if not ok:
                     break

@@ -20,7 +20,7 @@ from drivers.media import media_of
 from worker.actions import Action, Assign, Attach, Clean, Fail, Load, Unload
 from worker.callbacks import ChangeListener, Clock
 from worker.errors import JournalFaultError
-from worker.executor import DriveWork, Executor
+from worker.executor import ChainNotEndedError, DriveWork, Executor
 from worker.journal import Journal, RequestRecord
 from worker.ops import metrics
 from worker.planner import PlanPolicy, plan
@@ -444,7 +444,8 @@ class Reconciler:
             # write): keep it, and end it before the next planning round.
             log.exception("drive chain could not be ended", drive=drive)
             self._executor.state.inventory_suspect = True
-            self._unended.append((drive, chain, exc))
+            cause = exc.cause if isinstance(exc, ChainNotEndedError) else exc
+            self._unended.append((drive, chain, cause))
         finally:
             for action in chain:
                 if isinstance(action, Load | Attach):

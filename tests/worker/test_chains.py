@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -77,3 +78,38 @@ async def test_a_chain_error_fails_the_request_once_its_budget_is_spent(tmp_path
             await worker.wait_until("the chain to end", lambda: _chain_ended(worker))
             assert worker.executor.state.busy_drives == set()
             assert await worker.journal.operations("intent") == []
+
+
+async def _mounting(worker: Harness) -> bool:
+    return (await worker.request(1)).state is RequestState.MOUNTING and not worker.reconciler.busy
+
+
+async def test_a_chain_that_cannot_record_its_end_is_ended_before_the_next_round(
+    tmp_path: Path,
+) -> None:
+    async with running_worker(tmp_path, definition(drives=1)) as worker:
+        # Another program holds the robot: the load waits with its intent recorded.
+        with (tmp_path / "sim.json.robot").open("a+b") as robot:
+            fcntl.flock(robot.fileno(), fcntl.LOCK_EX)
+            await worker.submit("create", 1, tape_barcode="AAA001L9")
+            await worker.wait_until("the load to begin", lambda: _begun(worker))
+            # Now the move fails with ENOSPC, and the journal refuses every write.
+            await worker.journal._db.execute("PRAGMA query_only=ON")
+            full = disk_full_for_the_simulator(tmp_path)
+            full.__enter__()
+        try:
+            await worker.wait_until("the chain to end unrecorded", lambda: _mounting(worker))
+            assert worker.executor.state.busy_drives == set()
+        finally:
+            full.__exit__(None, None, None)
+            await worker.journal._db.execute("PRAGMA query_only=OFF")
+        # Writable again: the next round ends the chain, and the mount is retried.
+        ready = await worker.wait_for(1, "ready")
+        assert ready.attempts == 1
+        [failed] = await worker.journal.operations("failed")
+        assert failed.error_class == "OSError"
+        assert "No space left on device" in (failed.error or "")
+
+
+async def _begun(worker: Harness) -> bool:
+    return bool(await worker.journal.operations("intent"))
