@@ -52,13 +52,12 @@ def plot_timelines(result: CaseResult, path: Path) -> None:
         ax.set_ylabel("drive")
         ax.set_yticks(sorted(run.timeline))
     axes[-1, 0].set_xlabel("hours")
-    fig.legend(
-        handles=[Patch(color=c, label=k) for k, c in COLOURS.items()],
-        loc="upper right",
-        ncol=len(COLOURS),
-        fontsize=8,
-    )
+    # Below the plots, clear of the titles; the blank background is a drive with no
+    # tape in it, so it has its entry too.
+    handles = [Patch(color=c, label=k) for k, c in COLOURS.items()]
+    handles.append(Patch(facecolor="white", edgecolor="#808080", label="empty (no tape)"))
+    fig.legend(handles=handles, loc="lower center", ncol=len(handles), fontsize=8)
     fig.suptitle(f"{result.case.workload.name}: planner vs best baseline", fontsize=12)
-    fig.tight_layout(rect=(0, 0, 1, 0.95))
+    fig.tight_layout(rect=(0, 0.06, 1, 0.95))
     fig.savefig(path, dpi=110)
     plt.close(fig)
