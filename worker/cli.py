@@ -18,6 +18,7 @@ from typing import Any
 
 import structlog
 
+from drivers import open_library
 from drivers.base import Inventory
 from drivers.definition import load_definition
 from drivers.errors import DefinitionError, DriverError
@@ -292,7 +293,12 @@ async def _verify(path: Path) -> None:
 async def _hardware_problems(settings: Settings) -> list[str]:
     """The backend's start-up check: missing devices, wrong tools, a silent changer."""
     definition = load_definition(settings.library)
-    library = settings.open_library(definition)
+    if settings.backend == "sim" and not settings.sim_state_path.is_file():
+        # A check creates nothing: without the daemon's simulated library, check a
+        # fresh one in memory rather than make its state file.
+        library = open_library("sim", definition, speed=settings.sim_speed)
+    else:
+        library = settings.open_library(definition)
     async with library:
         return await library.check()
 

@@ -175,3 +175,12 @@ async def test_without_a_state_directory_there_is_nothing_to_lock(tmp_path: Path
     async with file_lock(tmp_path / "absent" / "changer.lock"):
         pass
     assert not (tmp_path / "absent").exists()
+
+
+def test_check_config_creates_no_simulated_library(tmp_path: Path) -> None:
+    config = write_config(tmp_path, tmp_path / "state")
+    before = files_under(tmp_path)
+    result = tapeworker("check-config", "--config", str(config), cwd=tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "configuration ok" in result.stdout
+    assert files_under(tmp_path) == before
