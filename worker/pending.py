@@ -12,7 +12,9 @@ same groups in the same order, and the planner returns the same actions for both
 
 from __future__ import annotations
 
+from collections import defaultdict
 from collections.abc import Iterable, Iterator
+from operator import attrgetter
 
 from worker.requests import MountRequest
 
@@ -21,6 +23,11 @@ __all__ = ["PendingGroup", "PendingRequests"]
 
 def _order(request: MountRequest) -> tuple[float, int]:
     return (request.arrival, request.id)
+
+
+_ORDER = attrgetter("arrival", "id")
+_PRIORITY = attrgetter("priority")
+_WRITE = attrgetter("write")
 
 
 class PendingGroup:
@@ -55,6 +62,21 @@ class PendingGroup:
 
     def __len__(self) -> int:
         return len(self._by_id)
+
+    @classmethod
+    def of_ordered(cls, requests: list[MountRequest]) -> PendingGroup:
+        """A group of requests already in (arrival, id) order, ids distinct: its
+        figures in a few passes at C speed rather than one `add` each."""
+        group = cls()
+        group._by_id = {r.id: r for r in requests}
+        group._ordered = requests
+        sizes = [r.size_bytes or 0 for r in requests]
+        group.oldest = requests[0].arrival
+        group.priority = max(map(_PRIORITY, requests))
+        group.size_total = sum(sizes)
+        group.max_size = max(sizes)
+        group.writes = sum(map(_WRITE, requests))
+        return group
 
     @property
     def work(self) -> int:
@@ -126,8 +148,28 @@ class PendingRequests:
         self.unaddressed: dict[int, MountRequest] = {}
         #: How many pending requests carry a priority (the key skips it when none do).
         self.prioritised = 0
-        for request in requests:
-            self.add(request)
+        ordered = sorted(requests, key=_ORDER)
+        by_id = {r.id: r for r in ordered}
+        if len(by_id) != len(ordered):
+            for request in ordered:  # the same id twice: the later one replaces
+                self.add(request)
+            return
+        # The common case, a round from a plain list: group in one pass, then each
+        # group's figures at once.
+        self._requests = by_id
+        self.prioritised = sum(1 for r in ordered if r.priority)
+        grouped: defaultdict[str | None, list[MountRequest]] = defaultdict(list)
+        for request in ordered:
+            grouped[request.barcode].append(request)
+        for request in grouped.pop(None, ()):
+            if request.pool is None:
+                self.unaddressed[request.id] = request
+            else:
+                pool = self.by_pool.get(request.pool)
+                if pool is None:
+                    pool = self.by_pool[request.pool] = PendingGroup()
+                pool.add(request)
+        self.by_tape = {b: PendingGroup.of_ordered(g) for b, g in grouped.items() if b is not None}
 
     def __len__(self) -> int:
         return len(self._requests)
