@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: run test lint bench bench-seeds bench-scsi bench-broker bench-http soak deps system-deps clean
+.PHONY: run test lint bench bench-seeds bench-scsi bench-broker bench-http bench-api fuzz-api soak deps system-deps clean
 
 $(BIN)/python:
 	scripts/ensure-system-deps python
@@ -54,6 +54,14 @@ bench-broker: deps
 bench-http: deps
 	scripts/ensure-system-deps mosquitto
 	$(BIN)/python -m tests.benchmarks.http_flood --flood 1000 --idle 2000 --seconds 20
+
+# The index at scale: 100,000 destinations, a page, a filtered page, a 50,000 listing.
+bench-api: deps
+	$(BIN)/python -m tests.benchmarks.index_bench --destinations 100000 --listing 50000
+
+# Schemathesis against the daemon with many examples per operation (make test runs 10).
+fuzz-api: deps
+	TAPEWORKER_FUZZ_EXAMPLES=500 $(BIN)/pytest tests/integration/test_api_fuzz.py -p no:cacheprovider --timeout 3600
 
 soak: deps
 	scripts/ensure-system-deps mosquitto

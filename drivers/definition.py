@@ -77,12 +77,20 @@ class TapeDefinition(_Strict):
         return value
 
 
+#: Pool types as the archive manager's API enumerates them.
+PoolType = Literal[
+    "active_archive", "offline_archive", "data_exchange", "scratch", "data_enrichment", "primary"
+]
+
+
 class PoolDefinition(_Strict):
     id: int
     name: str
     content: Literal["tape", "disk", "cloud", "nas"] = "tape"
-    type: str = "online_archive"
+    type: PoolType = "active_archive"
     comment: str = ""
+    #: The archive manager's pool setting: a full tape becomes write-protected.
+    tape_write_protect_when_full: bool = True
 
 
 class LibraryDefinition(_Strict):

@@ -18,13 +18,15 @@ import hashlib
 import json
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import aiosqlite
 import structlog
+from pydantic import ValidationError
 
 from drivers.errors import InvalidArgumentError
 from drivers.media import validate_barcode
+from worker.error_details import VALUE_CHARS, Details, detail, validation_details
 from worker.errors import JournalFaultError, RejectedEventError
 from worker.journal import (
     DestinationRecord,
@@ -33,7 +35,7 @@ from worker.journal import (
     RequestRecord,
     fault_kind,
 )
-from worker.models import TaskDestinationBody
+from worker.models import Container, Folder, TaskDestinationBody
 from worker.ops import metrics
 from worker.requests import RequestState
 
@@ -60,6 +62,8 @@ class DestinationEvent:
     sequence: int | None = None
     #: `message_digest` of the message, for telling a redelivery from a reused event-id.
     digest: str | None = None
+    #: The nested `folder` and `container` of a full TaskDestination payload.
+    nested: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,6 +76,8 @@ class RejectedInput:
     payload: str | None = None
     dedup_key: str | None = None
     digest: str | None = None
+    #: Per attribute, what was wrong (the HTTP API answers with it).
+    details: Details | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,6 +87,7 @@ class Outcome:
     reason: str | None = None
     #: Rejected because handling it raised a bug, not because of what it said.
     poison: bool = False
+    details: Details | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -187,7 +194,9 @@ async def _record_input(
             dedup_key=event.dedup_key,
             digest=event.digest,
         )
-        return Outcome("rejected" if seq else "duplicate", reason=event.reason)
+        return Outcome(
+            "rejected" if seq else "duplicate", reason=event.reason, details=event.details
+        )
     return await _record_one(journal, db, event, now, hold_seconds)
 
 
@@ -273,7 +282,7 @@ async def _record_one(
     try:
         outcome = await _apply(journal, db, event, destination_id, now, hold_seconds)
     except RejectedEventError as exc:
-        outcome = Outcome("rejected", destination_id, exc.reason)
+        outcome = Outcome("rejected", destination_id, exc.reason, details=exc.details)
     seq = await journal.insert_event(
         db,
         source=event.source,
@@ -299,7 +308,9 @@ async def resolve_target(journal: Journal, body: TaskDestinationBody) -> Target:
         try:
             validate_barcode(barcode)
         except InvalidArgumentError as exc:
-            raise RejectedEventError(f"tape_barcode: {exc.message}") from exc
+            raise RejectedEventError(
+                f"tape_barcode: {exc.message}", {"tape_barcode": [detail("invalid", barcode)]}
+            ) from exc
     if body.tape_id is not None:
         tape = await journal.tape_by_id(body.tape_id)
         if tape is None:
@@ -307,7 +318,8 @@ async def resolve_target(journal: Journal, body: TaskDestinationBody) -> Target:
                 return Target(None, None, "failed", f"unknown tape_id {body.tape_id}")
         elif barcode is not None and tape.barcode != barcode:
             raise RejectedEventError(
-                f"tape_id {body.tape_id} is tape {tape.barcode}, not {barcode}"
+                f"tape_id {body.tape_id} is tape {tape.barcode}, not {barcode}",
+                {"tape_id": [detail("invalid", body.tape_id)]},
             )
         else:
             barcode = tape.barcode
@@ -319,7 +331,8 @@ async def resolve_target(journal: Journal, body: TaskDestinationBody) -> Target:
             return Target(barcode, None, "failed", f"unknown pool_id {body.pool_id}")
         if by_id is not None and pool_name is not None and by_id.name != pool_name:
             raise RejectedEventError(
-                f"pool_id {body.pool_id} is pool {by_id.name!r}, not {pool_name!r}"
+                f"pool_id {body.pool_id} is pool {by_id.name!r}, not {pool_name!r}",
+                {"pool_id": [detail("invalid", body.pool_id)]},
             )
         if by_id is not None:
             pool_name = by_id.name
@@ -340,7 +353,8 @@ async def resolve_target(journal: Journal, body: TaskDestinationBody) -> Target:
             )
         if pool_name is not None and tape.pool != pool_name:
             raise RejectedEventError(
-                f"tape {barcode} belongs to pool {tape.pool!r}, not {pool_name!r}"
+                f"tape {barcode} belongs to pool {tape.pool!r}, not {pool_name!r}",
+                {"pool_name" if body.pool_name else "pool_id": [detail("invalid", pool_name)]},
             )
         if tape.cleaning:
             # Said now, not after a planning round: nothing will ever be written there.
@@ -410,6 +424,7 @@ async def _apply(
             reason=target.reason,
             sequence=event.sequence,
             now=now,
+            nested=event.nested,
         )
     else:
         await journal.update_destination(
@@ -422,6 +437,7 @@ async def _apply(
             reason=target.reason,
             sequence=event.sequence,
             now=now,
+            nested=event.nested,
         )
 
     active = await journal.active_request_for(destination_id)
@@ -506,6 +522,8 @@ class ParsedPayload:
     #: The nested folder's `size` of a full TaskDestination: the bytes the task will
     #: write, which lets the planner pick a tape with room for them.
     size_bytes: int | None = None
+    #: The nested `folder` and `container` of a full TaskDestination, as the seed has them.
+    nested: dict[str, Any] | None = None
 
 
 def parse_body(payload: bytes | str) -> TaskDestinationBody:
@@ -522,22 +540,48 @@ def parse_payload(payload: bytes | str) -> ParsedPayload:
     except (ValueError, RecursionError) as exc:
         # ValueError covers JSONDecodeError, UnicodeDecodeError and integers longer
         # than Python converts (4300 digits); RecursionError a deeply nested array.
-        raise RejectedEventError(f"payload is not JSON: {exc}") from exc
+        raise RejectedEventError(
+            f"payload is not JSON: {exc}", {"body": [detail("invalid", _prefix(payload))]}
+        ) from exc
     if not isinstance(data, dict):
-        raise RejectedEventError(f"payload must be a JSON object, not {type(data).__name__}")
+        raise RejectedEventError(
+            f"payload must be a JSON object, not {type(data).__name__}",
+            {"body": [detail("invalid", _prefix(payload))]},
+        )
     # A full TaskDestination (as the seed's responses show) is accepted too: we keep
     # the body fields and ignore the nested read-only objects.
     body_fields = set(TaskDestinationBody.model_fields)
     extra = set(data) - body_fields - {"id", "folder", "container", "tape", "pool", "state"}
     if extra:
-        raise RejectedEventError(f"unknown fields: {sorted(extra)}")
+        raise RejectedEventError(
+            f"unknown fields: {sorted(extra)}",
+            {name: [detail("unknown_attribute", data[name])] for name in sorted(extra)},
+        )
     try:
         body = TaskDestinationBody.model_validate(
             {k: v for k, v in data.items() if k in body_fields}
         )
-    except ValueError as exc:
-        raise RejectedEventError(f"invalid body: {_short(exc)}") from exc
-    return ParsedPayload(body, _folder_size(data.get("folder")))
+    except ValidationError as exc:
+        raise RejectedEventError(
+            f"invalid body: {_short(exc)}", validation_details(exc.errors())
+        ) from exc
+    return ParsedPayload(body, _folder_size(data.get("folder")), _nested(data))
+
+
+def _nested(data: dict[str, Any]) -> dict[str, Any] | None:
+    """The folder and container of a full TaskDestination, checked against the seed."""
+    nested: dict[str, Any] = {}
+    for name, model in (("folder", Folder), ("container", Container)):
+        if data.get(name) is None:
+            continue
+        try:
+            nested[name] = model.model_validate(data[name]).model_dump(mode="json")
+        except ValidationError as exc:
+            details = {
+                f"{name}.{key}": items for key, items in validation_details(exc.errors()).items()
+            }
+            raise RejectedEventError(f"invalid {name}: {_short(exc)}", details) from exc
+    return nested or None
 
 
 def _folder_size(folder: object) -> int | None:
@@ -546,9 +590,16 @@ def _folder_size(folder: object) -> int | None:
     size = folder["size"]
     if isinstance(size, bool) or not isinstance(size, int) or not 0 <= size <= 2**63 - 1:
         raise RejectedEventError(
-            f"folder.size must be a whole number of bytes from 0 to 2^63-1, not {size!r:.40}"
+            f"folder.size must be a whole number of bytes from 0 to 2^63-1, not {size!r:.40}",
+            {"folder.size": [detail("invalid", size)]},
         )
     return size
+
+
+def _prefix(payload: bytes | str) -> str:
+    """The start of a payload, as text, for an error to repeat back."""
+    head = payload[:VALUE_CHARS]
+    return head.decode("utf-8", "replace") if isinstance(head, bytes) else head
 
 
 def _short(exc: Exception) -> str:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
+
 
 class WorkerError(Exception):
     """Base of everything the worker raises on purpose."""
@@ -18,9 +20,13 @@ class IllegalTransitionError(WorkerError):
 class RejectedEventError(WorkerError):
     """An event that can never be applied (malformed, contradictory); journaled as rejected."""
 
-    def __init__(self, reason: str) -> None:
+    def __init__(
+        self, reason: str, details: Mapping[str, Sequence[Mapping[str, str]]] | None = None
+    ) -> None:
         super().__init__(reason)
         self.reason = reason
+        #: Per attribute, the archive manager's error kind and the received value.
+        self.details = details
 
 
 class JournalError(WorkerError):

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import hashlib
 import json
 import os
@@ -33,10 +34,11 @@ from drivers.base import Inventory
 from drivers.definition import LibraryDefinition
 from drivers.media import is_cleaning, media_of
 from worker.errors import JournalDamagedError, JournalError, JournalFaultError
+from worker.index_query import FILTERABLE, SORTABLE, Filter, IndexQuery, SortKey
 from worker.ops import metrics
 from worker.requests import ACTIVE, RequestState, transition
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 #: How many inventory surprises the journal keeps for the status command.
 SURPRISES_KEPT = 50
 
@@ -153,7 +155,14 @@ CREATE TABLE IF NOT EXISTS destinations (
     deleted INTEGER NOT NULL DEFAULT 0,
     created REAL NOT NULL,
     updated REAL NOT NULL,
-    sequence INTEGER
+    sequence INTEGER,
+    folder_id INTEGER,
+    folder_path TEXT,
+    tape_id INTEGER,
+    tape_barcode TEXT,
+    pool_id INTEGER,
+    pool_name TEXT,
+    nested TEXT
 );
 CREATE INDEX IF NOT EXISTS destinations_task ON destinations(task_id);
 CREATE TABLE IF NOT EXISTS requests (
@@ -224,7 +233,16 @@ CREATE TABLE IF NOT EXISTS pools (
     pool_id INTEGER UNIQUE NOT NULL,
     content TEXT NOT NULL,
     type TEXT,
-    comment TEXT
+    comment TEXT,
+    write_protect_when_full INTEGER NOT NULL DEFAULT 1
+);
+CREATE TABLE IF NOT EXISTS api_keys (
+    name TEXT PRIMARY KEY,
+    key_id TEXT UNIQUE NOT NULL,
+    digest TEXT NOT NULL,
+    scopes TEXT NOT NULL,
+    created REAL NOT NULL,
+    revoked REAL
 );
 """
     + f"{_IDEMPOTENCY_TABLE};\n{_IDEMPOTENCY_INDEX};\n"
@@ -262,6 +280,22 @@ class DestinationRecord:
     updated: float
     #: The publisher's order of the last change applied (MQTT `sequence`), if it said.
     sequence: int | None
+    #: The nested `folder` and `container` a full TaskDestination event carried.
+    nested: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class DestinationWrite:
+    """A new destination's desired state (see `insert_destinations`)."""
+
+    destination_id: int
+    task_id: str
+    body: dict[str, Any]
+    nested: dict[str, Any] | None
+    barcode: str | None
+    pool: str | None
+    status: str
+    reason: str | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -340,6 +374,20 @@ class PoolRecord:
     content: str
     type: str | None
     comment: str | None
+    write_protect_when_full: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class ApiKeyRecord:
+    """An API key as stored: its name, the public part of the key, a digest of the
+    secret part (never the secret), its scopes."""
+
+    name: str
+    key_id: str
+    digest: str
+    scopes: tuple[str, ...]
+    created: float
+    revoked: float | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -357,15 +405,33 @@ class IdempotentResult:
 Record = TypeVar("Record")
 
 
+#: Ids per `IN (...)` list: far below SQLite's limit on bound parameters.
+_BATCH = 500
+#: The body's flat fields, stored as columns too (see `write_destination`).
+_FLAT = ("folder_id", "folder_path", "tape_id", "tape_barcode", "pool_id", "pool_name")
+
+
+def _flat(body: str) -> list[Any]:
+    """The body's flat fields, for their columns."""
+    data = json.loads(body)
+    return [data.get(name) for name in _FLAT]
+
+
+@functools.cache
+def _columns(cls: type) -> tuple[tuple[str, bool], ...]:
+    """A record class's fields, and which are 0/1 columns read as bools."""
+    return tuple((spec.name, spec.type == "bool") for spec in fields(cls))
+
+
 def _from_row(cls: type[Record], row: aiosqlite.Row, **overrides: Any) -> Record:
     """A record from a row of the same column names; 0/1 columns become bools."""
     values: dict[str, Any] = {}
-    for spec in fields(cls):  # type: ignore[arg-type]
-        if spec.name in overrides:
-            values[spec.name] = overrides[spec.name]
+    for name, is_bool in _columns(cls):  # type: ignore[arg-type]
+        if name in overrides:
+            values[name] = overrides[name]
         else:
-            value = row[spec.name]
-            values[spec.name] = bool(value) if spec.type == "bool" else value
+            value = row[name]
+            values[name] = bool(value) if is_bool else value
     return cls(**values)
 
 
@@ -378,7 +444,59 @@ def _tape(row: aiosqlite.Row) -> TapeRecord:
 
 
 def _destination(row: aiosqlite.Row) -> DestinationRecord:
-    return _from_row(DestinationRecord, row, body=json.loads(row["body"]))
+    return _from_row(
+        DestinationRecord,
+        row,
+        body=json.loads(row["body"]),
+        nested=json.loads(row["nested"]) if row["nested"] else None,
+    )
+
+
+#: Filter operators -> SQL; the attribute names come from `index_query`'s whitelist.
+_SQL_OPERATORS = {
+    "=": "=",
+    "!=": "!=",
+    ">": ">",
+    ">=": ">=",
+    "<": "<",
+    "<=": "<=",
+    "in": "IN",
+    "not in": "NOT IN",
+    "like": "LIKE",
+    "not like": "NOT LIKE",
+}
+
+
+def _where(task_id: str, filters: Sequence[Filter]) -> tuple[str, list[Any]]:
+    """The WHERE clause of an index query: column names from the whitelist, every
+    value a bound parameter."""
+    clauses = ["task_id=?", "deleted=0"]
+    params: list[Any] = [task_id]
+    for item in filters:
+        if item.attribute not in FILTERABLE:
+            raise ValueError(f"not a filter: {item.attribute}")
+        operator = _SQL_OPERATORS[item.operator]
+        if item.operator in ("in", "not in"):
+            marks = ",".join("?" * len(item.values))
+            # NOT IN over a NULL column is NULL, not true: a destination without the
+            # attribute is "not in" any list.
+            null = f" OR {item.attribute} IS NULL" if item.operator == "not in" else ""
+            clauses.append(f"({item.attribute} {operator} ({marks}){null})")
+        elif item.operator in ("!=", "not like"):
+            clauses.append(f"({item.attribute} {operator} ? OR {item.attribute} IS NULL)")
+        else:
+            clauses.append(f"{item.attribute} {operator} ?")
+        params.extend(item.values)
+    return " AND ".join(clauses), params
+
+
+def _order(sort: Sequence[SortKey]) -> str:
+    keys = []
+    for key in sort:
+        if key.attribute not in SORTABLE:
+            raise ValueError(f"not sortable: {key.attribute}")
+        keys.append(f"{key.attribute} {'DESC' if key.descending else 'ASC'}")
+    return ", ".join(keys)
 
 
 def _operation(row: aiosqlite.Row) -> OperationRecord:
@@ -393,7 +511,39 @@ _MIGRATIONS: dict[int, tuple[str, ...]] = {
         "ALTER TABLE events ADD COLUMN digest TEXT",
         "ALTER TABLE destinations ADD COLUMN sequence INTEGER",
     ),
+    # The body's flat fields as columns, so that the index filters and sorts in SQL
+    # with indexes; `nested` keeps the folder and container a full event carried.
+    4: (
+        *(
+            f"ALTER TABLE destinations ADD COLUMN {name} {kind}"
+            for name, kind in (
+                ("folder_id", "INTEGER"),
+                ("folder_path", "TEXT"),
+                ("tape_id", "INTEGER"),
+                ("tape_barcode", "TEXT"),
+                ("pool_id", "INTEGER"),
+                ("pool_name", "TEXT"),
+                ("nested", "TEXT"),
+            )
+        ),
+        "UPDATE destinations SET folder_id=json_extract(body, '$.folder_id'), "
+        "folder_path=json_extract(body, '$.folder_path'), "
+        "tape_id=json_extract(body, '$.tape_id'), "
+        "tape_barcode=json_extract(body, '$.tape_barcode'), "
+        "pool_id=json_extract(body, '$.pool_id'), "
+        "pool_name=json_extract(body, '$.pool_name')",
+        "ALTER TABLE pools ADD COLUMN write_protect_when_full INTEGER NOT NULL DEFAULT 1",
+    ),
 }
+
+
+#: Indexes created after the migrations, so that they may name migrated columns.
+_INDEXES = """
+CREATE INDEX IF NOT EXISTS destinations_task_live ON destinations(task_id, deleted, id);
+CREATE INDEX IF NOT EXISTS destinations_task_folder ON destinations(task_id, deleted, folder_id);
+CREATE INDEX IF NOT EXISTS destinations_task_tape ON destinations(task_id, deleted, tape_id);
+CREATE INDEX IF NOT EXISTS destinations_task_pool ON destinations(task_id, deleted, pool_id);
+"""
 
 
 async def _quick_check(db: aiosqlite.Connection) -> list[str]:
@@ -507,6 +657,7 @@ async def _prepare(db: aiosqlite.Connection, path: Path) -> None:
         await _migrate(db, int(row[0]))
     elif int(row[0]) != SCHEMA_VERSION:
         raise JournalError(f"{path}: schema version {row[0]}, expected {SCHEMA_VERSION}")
+    await db.executescript(_INDEXES)
 
 
 async def _migrate(db: aiosqlite.Connection, version: int) -> None:
@@ -734,10 +885,19 @@ class Journal:
         async with self.transaction() as db:
             for pool in definition.pools:
                 await db.execute(
-                    "INSERT INTO pools(name, pool_id, content, type, comment) VALUES(?,?,?,?,?) "
+                    "INSERT INTO pools(name, pool_id, content, type, comment, "
+                    "write_protect_when_full) VALUES(?,?,?,?,?,?) "
                     "ON CONFLICT(name) DO UPDATE SET pool_id=excluded.pool_id, "
-                    "content=excluded.content, type=excluded.type, comment=excluded.comment",
-                    (pool.name, pool.id, pool.content, pool.type, pool.comment),
+                    "content=excluded.content, type=excluded.type, comment=excluded.comment, "
+                    "write_protect_when_full=excluded.write_protect_when_full",
+                    (
+                        pool.name,
+                        pool.id,
+                        pool.content,
+                        pool.type,
+                        pool.comment,
+                        int(pool.tape_write_protect_when_full),
+                    ),
                 )
             for drive in definition.drives:
                 await db.execute(
@@ -1126,6 +1286,62 @@ class Journal:
             )
         return [_destination(r) for r in rows]
 
+    async def destination_page(self, task_id: str, query: IndexQuery) -> tuple[int, list[int]]:
+        """An index query: how many destinations match, and the ids of the page, in order."""
+        where, params = _where(task_id, query.filters)
+        row = await self._one(
+            f"SELECT COUNT(*) FROM destinations WHERE {where}",  # noqa: S608 - whitelisted
+            params,
+        )
+        count = int(row[0]) if row else 0
+        # LIMIT -1 is SQLite's "no limit".
+        rows = await self._all(
+            f"SELECT id FROM destinations WHERE {where} "  # noqa: S608 - whitelisted
+            f"ORDER BY {_order(query.sort)} LIMIT ? OFFSET ?",
+            [*params, -1 if query.limit is None else query.limit, query.offset],
+        )
+        return count, [int(r[0]) for r in rows]
+
+    async def destinations_by_ids(self, ids: Sequence[int]) -> list[DestinationRecord]:
+        """The destinations of these ids, in the order given (missing ones left out)."""
+        found: dict[int, DestinationRecord] = {}
+        for start in range(0, len(ids), _BATCH):
+            chunk = ids[start : start + _BATCH]
+            marks = ",".join("?" * len(chunk))
+            rows = await self._all(
+                f"SELECT * FROM destinations WHERE id IN ({marks})",  # noqa: S608
+                chunk,
+            )
+            found.update((r["id"], _destination(r)) for r in rows)
+        return [found[i] for i in ids if i in found]
+
+    async def latest_requests_for(self, destination_ids: Sequence[int]) -> dict[int, RequestRecord]:
+        """Each destination's latest request (as `latest_request_for`, for many at once)."""
+        latest: dict[int, RequestRecord] = {}
+        for start in range(0, len(destination_ids), _BATCH):
+            chunk = destination_ids[start : start + _BATCH]
+            marks = ",".join("?" * len(chunk))
+            rows = await self._all(
+                "SELECT * FROM requests WHERE id IN (SELECT MAX(id) FROM requests "  # noqa: S608
+                f"WHERE destination_id IN ({marks}) GROUP BY destination_id)",
+                chunk,
+            )
+            latest.update((r["destination_id"], _request(r)) for r in rows)
+        return latest
+
+    async def tapes_by_barcode(self, barcodes: Sequence[str]) -> dict[str, TapeRecord]:
+        found: dict[str, TapeRecord] = {}
+        unique = sorted(set(barcodes))
+        for start in range(0, len(unique), _BATCH):
+            chunk = unique[start : start + _BATCH]
+            marks = ",".join("?" * len(chunk))
+            rows = await self._all(
+                f"SELECT * FROM tapes WHERE barcode IN ({marks})",  # noqa: S608
+                chunk,
+            )
+            found.update((r["barcode"], _tape(r)) for r in rows)
+        return found
+
     async def insert_destination(
         self,
         db: aiosqlite.Connection,
@@ -1139,12 +1355,53 @@ class Journal:
         reason: str | None,
         sequence: int | None,
         now: float,
+        nested: dict[str, Any] | None = None,
     ) -> None:
         """A new destination's desired state (inside the caller's transaction)."""
         await db.execute(
             "INSERT INTO destinations(id, task_id, body, barcode, pool, status, reason, "
-            "created, updated, sequence) VALUES(?,?,?,?,?,?,?,?,?,?)",
-            (destination_id, task_id, body, barcode, pool, status, reason, now, now, sequence),
+            "created, updated, sequence, folder_id, folder_path, tape_id, tape_barcode, "
+            "pool_id, pool_name, nested) VALUES(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+            (
+                destination_id,
+                task_id,
+                body,
+                barcode,
+                pool,
+                status,
+                reason,
+                now,
+                now,
+                sequence,
+                *_flat(body),
+                json.dumps(nested) if nested else None,
+            ),
+        )
+
+    async def insert_destinations(
+        self, db: aiosqlite.Connection, writes: Sequence[DestinationWrite], now: float
+    ) -> None:
+        """Many new destinations in one statement (an import, a benchmark's journal)."""
+        await db.executemany(
+            "INSERT INTO destinations(id, task_id, body, barcode, pool, status, reason, "
+            "created, updated, folder_id, folder_path, tape_id, tape_barcode, pool_id, "
+            "pool_name, nested) VALUES(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+            [
+                (
+                    w.destination_id,
+                    w.task_id,
+                    json.dumps(w.body),
+                    w.barcode,
+                    w.pool,
+                    w.status,
+                    w.reason,
+                    now,
+                    now,
+                    *[w.body.get(name) for name in _FLAT],
+                    json.dumps(w.nested) if w.nested else None,
+                )
+                for w in writes
+            ],
         )
 
     async def update_destination(
@@ -1159,13 +1416,28 @@ class Journal:
         reason: str | None,
         sequence: int | None,
         now: float,
+        nested: dict[str, Any] | None = None,
     ) -> None:
         """Replace a destination's desired state; an event without an order keeps the
-        order of the last one that had it."""
+        order of the last one that had it. The whole body is replaced, as the seed's
+        PUT does; the nested folder and container of an earlier event are kept unless
+        the new one carries them."""
         await db.execute(
             "UPDATE destinations SET body=?, barcode=?, pool=?, status=?, reason=?, updated=?, "
-            "sequence=COALESCE(?, sequence) WHERE id=?",
-            (body, barcode, pool, status, reason, now, sequence, destination_id),
+            "sequence=COALESCE(?, sequence), folder_id=?, folder_path=?, tape_id=?, "
+            "tape_barcode=?, pool_id=?, pool_name=?, nested=COALESCE(?, nested) WHERE id=?",
+            (
+                body,
+                barcode,
+                pool,
+                status,
+                reason,
+                now,
+                sequence,
+                *_flat(body),
+                json.dumps(nested) if nested else None,
+                destination_id,
+            ),
         )
 
     async def destroy_destination(
@@ -1194,6 +1466,38 @@ class Journal:
             "updated, sequence) VALUES(?,?,'{}','destroyed',?,1,?,?,?)",
             (destination_id, task_id, "destroyed before it was created", now, now, sequence),
         )
+
+    # -- API keys ----------------------------------------------------------------------
+
+    async def add_api_key(
+        self, name: str, key_id: str, digest: str, scopes: Sequence[str], now: float
+    ) -> bool:
+        """Store a new key; False when the name is taken (by a live or revoked key)."""
+        async with self.transaction() as db:
+            cur = await db.execute(
+                "INSERT INTO api_keys(name, key_id, digest, scopes, created) VALUES(?,?,?,?,?) "
+                "ON CONFLICT(name) DO NOTHING",
+                (name, key_id, digest, json.dumps(sorted(scopes)), now),
+            )
+            return bool(cur.rowcount)
+
+    async def api_key(self, key_id: str) -> ApiKeyRecord | None:
+        row = await self._one("SELECT * FROM api_keys WHERE key_id=?", (key_id,))
+        return (
+            _from_row(ApiKeyRecord, row, scopes=tuple(json.loads(row["scopes"]))) if row else None
+        )
+
+    async def api_keys(self) -> list[ApiKeyRecord]:
+        rows = await self._all("SELECT * FROM api_keys ORDER BY name")
+        return [_from_row(ApiKeyRecord, r, scopes=tuple(json.loads(r["scopes"]))) for r in rows]
+
+    async def revoke_api_key(self, name: str, now: float) -> bool:
+        """Revoke a live key; False when there is no live key of that name."""
+        async with self.transaction() as db:
+            cur = await db.execute(
+                "UPDATE api_keys SET revoked=? WHERE name=? AND revoked IS NULL", (now, name)
+            )
+            return bool(cur.rowcount)
 
     async def next_destination_id(self) -> int:
         # Past the highest id ever given, also when retention pruned it.

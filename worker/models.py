@@ -8,9 +8,11 @@ attribute (the API treats added attributes as backwards compatible).
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PlainSerializer, field_validator
+
+from drivers.media import BARCODE_RE
 
 
 def _iso_millis(value: datetime) -> str:
@@ -26,6 +28,9 @@ def iso_time(epoch: float) -> str:
 #: ISO-8601 with milliseconds and `Z`, as the seed writes dates.
 Timestamp = Annotated[datetime, PlainSerializer(_iso_millis, return_type=str)]
 
+#: No control characters (the validator below says so in its own words too).
+_PRINTABLE = r"^[^\x00-\x1f\x7f]*$"
+
 #: Database ids: positive and inside SQLite's integer range.
 Id = Annotated[int, Field(ge=0, le=2**53)]
 
@@ -36,10 +41,11 @@ class _Model(BaseModel):
 
 class Folder(_Model):
     id: Id
-    name: str
+    #: Unknown when an event named the folder by id alone.
+    name: str | None = None
     parent: int | None = None
     primary_id: int | None = None
-    type: str
+    type: Literal["file", "folder"] | None = None
     permission: int | None = None
     size: int | None = None
     change_date: Timestamp | None = None
@@ -124,11 +130,12 @@ class TaskDestinationBody(_Model):
     """The create/update body: which folder, and a tape or a pool to write it to."""
 
     folder_id: Id | None = None
-    folder_path: str | None = Field(default=None, max_length=4096)
+    folder_path: str | None = Field(default=None, max_length=4096, pattern=_PRINTABLE)
     tape_id: Id | None = None
-    tape_barcode: str | None = Field(default=None, max_length=64)
+    #: A volume tag: it may reach a command line, so only the safe alphabet.
+    tape_barcode: str | None = Field(default=None, max_length=64, pattern=BARCODE_RE.pattern)
     pool_id: Id | None = None
-    pool_name: str | None = Field(default=None, max_length=255)
+    pool_name: str | None = Field(default=None, max_length=255, pattern=_PRINTABLE)
 
     @field_validator("folder_path", "tape_barcode", "pool_name")
     @classmethod

@@ -41,6 +41,7 @@ from worker.destinations import (
 from worker.errors import JournalFaultError, RejectedEventError
 from worker.journal import Journal
 from worker.settings import MqttSettings
+from worker.tasks import canonical_task_id
 
 log = structlog.get_logger("tapeworker.mqtt")
 
@@ -96,7 +97,8 @@ def parse_topic(prefix: str, topic: str) -> tuple[str, int, Verb]:
         raise RejectedEventError(f"invalid destination id {raw_id[:64]!r} in topic")
     if verb not in VERBS:
         raise RejectedEventError(f"unknown verb {verb[:64]!r}: expected one of {VERBS}")
-    return task_id, int(raw_id), verb
+    # `07` and `7` are one task, as on the HTTP API.
+    return canonical_task_id(task_id) or task_id, int(raw_id), verb
 
 
 def parse_sequence(raw: str) -> int:
@@ -151,6 +153,7 @@ def to_event(
         size_bytes=parsed.size_bytes if parsed else None,
         sequence=order,
         digest=digest,
+        nested=parsed.nested if parsed else None,
     )
 
 

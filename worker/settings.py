@@ -38,6 +38,26 @@ SYSTEM_CONFIG = Path("/etc/tapeworker/tapeworker.toml")
 SYSTEM_STATE_DIR = Path("/var/lib/tapeworker")
 
 
+#: The HTTP API's scopes: the seed's per operation, and one for the release extension.
+ApiScope = Literal[
+    "task_destinations/index",
+    "task_destinations/create",
+    "task_destinations/show",
+    "task_destinations/update",
+    "task_destinations/destroy",
+    "task_destinations/release",
+]
+
+
+class TaskEntry(BaseModel):
+    """A task of the archive manager, so that its name may stand for its id in a path."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    id: Annotated[int, Field(ge=0, le=2**53)]
+    name: str = Field(min_length=1, max_length=255)
+
+
 class HttpSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -71,6 +91,14 @@ class HttpSettings(BaseModel):
     max_header_bytes: Annotated[int, Field(ge=1024)] = 16 * 1024
     #: How long a create's Idempotency-Key answers its retries (see http_idempotency).
     idempotency_keep_s: Annotated[float, Field(gt=0)] = 24 * 3600.0
+    #: The task catalog: names a path may use for a task (names need not be unique).
+    tasks: list[TaskEntry] = Field(default_factory=list)
+    #: A larger request body is refused with 413 before it is read whole.
+    max_body_bytes: Annotated[int, Field(ge=1024)] = 1024 * 1024
+    #: A longer query string is refused with 414.
+    max_query_bytes: Annotated[int, Field(ge=256)] = 4096
+    #: user name -> the scopes a Basic user holds (a user not listed holds them all).
+    user_scopes: dict[str, list[ApiScope]] = Field(default_factory=dict)
 
 
 class MqttSettings(BaseModel):

@@ -142,7 +142,8 @@ def test_http_malformed_body_is_rejected_and_the_next_is_served(daemon: Daemon) 
             headers={"content-type": "application/json"},
         )
         assert bad.status_code == 400
-        assert "tape_barcode" in bad.json()["reason"]
+        assert "tape_barcode" in bad.json()["messages"][0]
+        assert bad.json()["details"]["tape_barcode"][0]["error"] == "invalid"
         good = http.post("/tasks/7/task_destinations", json=create_body(tape_barcode=TAPE))
         assert good.status_code == 201
         daemon.wait_request(good.json()["id"], "ready")

@@ -21,6 +21,7 @@ from worker.destinations import (
     record_events,
 )
 from worker.errors import RejectedEventError
+from worker.index_query import Filter, IndexQuery
 from worker.journal import SCHEMA_VERSION, Journal
 from worker.models import TaskDestinationBody
 from worker.requests import RequestState
@@ -160,7 +161,13 @@ def test_malformed_payloads_name_the_problem(payload: bytes, reason: str) -> Non
 
 
 async def test_invalid_barcode_characters_are_rejected(journal: Journal) -> None:
-    [outcome] = await apply(journal, event("create", tape_barcode="A;rm -rf /"))
+    with pytest.raises(RejectedEventError) as caught:
+        parse_body(b'{"tape_barcode": "A;rm -rf /"}')
+    assert "tape_barcode" in caught.value.reason
+    # A body that did not come through the model is checked again before it is applied.
+    unchecked = TaskDestinationBody.model_construct(tape_barcode="A;rm -rf /")
+    event = DestinationEvent("create", "7", 1, unchecked, "test")
+    [outcome] = await apply(journal, event)
     assert outcome.status == "rejected"
     assert "invalid barcode" in (outcome.reason or "")
 
@@ -243,6 +250,7 @@ async def test_a_journal_of_schema_1_is_brought_up_to_date(tmp_path: Path) -> No
     await apply(journal, event("create", tape_barcode="NOD400L9"))
     await journal.close()
     with sqlite3.connect(path) as old:  # what a journal written before sizes looked like
+        _drop_flat_columns(old)
         old.execute("ALTER TABLE requests DROP COLUMN size_bytes")
         old.execute("DROP TABLE idempotency_keys")  # schema 3
         # schema 4
@@ -272,6 +280,7 @@ async def test_a_journal_of_schema_3_keeps_its_destinations_and_learns_their_ord
     await apply(journal, event("create", tape_barcode="NOD400L9"))
     await journal.close()
     with sqlite3.connect(path) as old:  # what a journal written before event order looked like
+        _drop_flat_columns(old)
         old.execute("ALTER TABLE events DROP COLUMN digest")
         old.execute("ALTER TABLE destinations DROP COLUMN sequence")
         old.execute("UPDATE meta SET value='3' WHERE key='schema'")
@@ -434,3 +443,41 @@ async def test_a_reused_event_id_is_told_apart_in_a_journal_without_digests(
     other = ordered("create", 1, event_id="e-1", tape_barcode="NOD401L9")
     [outcome] = await apply(journal, other, now=2002.0)
     assert outcome.status == "rejected"
+
+
+def _drop_flat_columns(db: sqlite3.Connection) -> None:
+    """Undo schema 5: no flat destination columns, no pool setting."""
+    for index in ("destinations_task_folder", "destinations_task_tape", "destinations_task_pool"):
+        db.execute(f"DROP INDEX {index}")
+    for column in (
+        "folder_id",
+        "folder_path",
+        "tape_id",
+        "tape_barcode",
+        "pool_id",
+        "pool_name",
+        "nested",
+    ):
+        db.execute(f"ALTER TABLE destinations DROP COLUMN {column}")
+    db.execute("ALTER TABLE pools DROP COLUMN write_protect_when_full")
+
+
+async def test_a_journal_of_schema_4_gets_its_flat_columns_filled(tmp_path: Path) -> None:
+    path = tmp_path / "old.sqlite3"
+    journal = await Journal.open(path)
+    await journal.sync_catalog(DEFINITION, now=1000.0)
+    await apply(journal, event("create", 4, folder_id=9, pool_id=6))
+    await journal.close()
+    with sqlite3.connect(path) as old:
+        _drop_flat_columns(old)
+        old.execute("UPDATE meta SET value='4' WHERE key='schema'")
+    journal = await Journal.open(path)
+    try:
+        count, ids = await journal.destination_page(
+            "7", IndexQuery(filters=(Filter("pool_id", "=", (6,)), Filter("folder_id", "=", (9,))))
+        )
+        assert (count, ids) == (1, [4])
+        [pool] = [p for p in await journal.pools() if p.pool_id == 6]
+        assert pool.write_protect_when_full
+    finally:
+        await journal.close()

@@ -38,6 +38,7 @@ from worker.http_api import create_app
 from worker.journal import Journal
 from worker.mqtt_intake import MqttIntake, parse_topic, to_event
 from worker.settings import HttpSettings, MqttSettings, Settings
+from worker.tasks import canonical_task_id
 
 T = TypeVar("T")
 
@@ -538,10 +539,20 @@ async def http_session(journal: Journal, script: list[Call]) -> None:
             note_outcome(f"http {response.status_code}", None)
             assert response.status_code < 500, (call, response.status_code, response.text[:500])
             if call.auth is not None:
-                # Routing (307, 404, 405) comes first; any route then asks for credentials.
-                assert response.status_code in (307, 401, 404, 405), "wrong credentials"
-            if response.status_code == 400:
-                reason = response.json().get("reason")
+                # Routing (307, 404, 405) and path checks (400) come first; any route then
+                # asks for credentials.
+                assert response.status_code in (307, 400, 401, 404, 405), "wrong credentials"
+                assert "task_destination_id" in response.json().get("details", {}) or (
+                    response.status_code != 400
+                )
+            body_rejected = (
+                response.status_code == 400
+                and "task_destination_id" not in response.json()["details"]
+            )
+            if response.status_code >= 400:
+                assert set(response.json()) == {"messages", "details"}, response.text[:500]
+            if body_rejected:
+                [reason] = response.json()["messages"]
                 assert isinstance(reason, str), response.text[:500]
                 assert reason, response.text[:500]
                 assert after_events == before_events + 1, "a rejected body is journaled"
@@ -549,7 +560,8 @@ async def http_session(journal: Journal, script: list[Call]) -> None:
                 assert (latest.source, latest.status, latest.reason) == ("http", "rejected", reason)
                 assert after_state == before_state, "a rejected body changes nothing"
             elif response.status_code >= 300:
-                # 404, 405, 422; or 307 from an empty id (`.../task_destinations/`).
+                # 400 for a malformed path, 404, 405; or 307 from an empty id
+                # (`.../task_destinations/`).
                 assert after_events == before_events
                 assert after_state == before_state, "a refused call changes nothing"
             elif method != "GET":
@@ -560,7 +572,7 @@ async def http_session(journal: Journal, script: list[Call]) -> None:
                 created = response.json()
                 record = await journal.destination(created["id"])
                 assert record is not None
-                assert record.task_id == call.task_id
+                assert record.task_id == (canonical_task_id(call.task_id) or call.task_id)
             await assert_only_volume_tags(journal)
 
 
@@ -651,8 +663,8 @@ def test_http_destination_id_beyond_sqlite_range_is_refused() -> None:
             response = run_with_journal(
                 functools.partial(_http, method=method, url=path, body=b"{}")
             )
-            assert response.status_code == 422, (method, response.status_code)
-            assert response.json()["detail"][0]["loc"] == ["path", "destination_id"]
+            assert response.status_code == 400, (method, response.status_code)
+            assert response.json()["details"]["task_destination_id"][0]["value"] == big
 
 
 def test_http_deeply_nested_body_is_a_400_with_a_reason() -> None:
@@ -660,12 +672,15 @@ def test_http_deeply_nested_body_is_a_400_with_a_reason() -> None:
         lambda j: _http(j, "POST", "/api/v2/tasks/7/task_destinations", b"[" * 100_000)
     )
     assert response.status_code == 400
-    assert "JSON" in response.json()["reason"]
+    assert "JSON" in response.json()["messages"][0]
 
 
 def test_both_intakes_carry_the_folder_size_to_the_request() -> None:
     payload = json.dumps(
-        {"tape_barcode": "NOD400L9", "folder": {"id": 5, "name": "f", "type": "d", "size": 4096}}
+        {
+            "tape_barcode": "NOD400L9",
+            "folder": {"id": 5, "name": "f", "type": "folder", "size": 4096},
+        }
     ).encode()
 
     async def both(journal: Journal) -> list[int | None]:

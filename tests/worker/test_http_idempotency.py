@@ -130,9 +130,7 @@ async def test_a_key_expires_after_the_kept_time(journal: Journal) -> None:
 @pytest.mark.parametrize("key", ["", "x" * 256, "has space", "é"])
 async def test_a_malformed_key_is_400(journal: Journal, key: str) -> None:
     async with client_for(journal, Clock()) as client:
-        response = await client.post(
-            URL, json=BODY, headers={b"Idempotency-Key": key.encode()}
-        )
+        response = await client.post(URL, json=BODY, headers={b"Idempotency-Key": key.encode()})
     assert response.status_code == 400
     assert list(response.json()["details"]) == ["Idempotency-Key"]
     assert await count(journal, "destinations") == 0

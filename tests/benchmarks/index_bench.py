@@ -1,0 +1,159 @@
+"""The index at scale: a page, a filtered page and the unpaged listing, through the
+HTTP app on a real journal file, timed side by side in one run.
+
+    python -m tests.benchmarks.index_bench --destinations 100000 --listing 50000
+
+prints the figures and the ratios the README quotes (`make bench-api`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import statistics
+import tempfile
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+from pydantic import SecretStr
+
+from tests.worker.harness import CATALOG
+from worker.http_api import create_app
+from worker.journal import DestinationWrite, Journal
+from worker.settings import HttpSettings, Settings
+
+AUTH = ("bench", "bench")
+#: Pools of the catalog: a filter on one of them matches half of the destinations.
+POOLS = ((6, "offline-tapes"), (7, "online-tapes"))
+
+
+@dataclass(frozen=True)
+class Figures:
+    destinations: int
+    listing: int
+    page_s: float
+    filtered_page_s: float
+    listing_s: float
+    listing_bytes: int
+
+    @property
+    def filtered_ratio(self) -> float:
+        return self.filtered_page_s / self.page_s
+
+    @property
+    def page_ratio(self) -> float:
+        # Against the smaller listing: a stricter bound than the whole journal's.
+        return self.page_s / self.listing_s
+
+    def lines(self) -> list[str]:
+        def verdict(ok: bool) -> str:
+            return "met" if ok else "MISSED"
+
+        return [
+            f"destinations in the journal: {self.destinations}",
+            f"page of 100 (sort by id):                  {self.page_s * 1000:8.1f} ms",
+            f"filtered page of 100 (pool_id=6, half):    {self.filtered_page_s * 1000:8.1f} ms",
+            f"unpaged listing of {self.listing} (task 8):  {self.listing_s:8.2f} s, "
+            f"{self.listing_bytes / 1e6:.1f} MB",
+            f"filtered page / page = {self.filtered_ratio:.2f} (target <= 3): "
+            f"{verdict(self.filtered_ratio <= 3)}",
+            f"page / unpaged listing = 1/{1 / self.page_ratio:.0f} (target <= 1/100): "
+            f"{verdict(self.page_ratio <= 0.01)}",
+            f"listing of {self.listing} in {self.listing_s:.2f} s (target < 2 s): "
+            f"{verdict(self.listing_s < 2.0)}",
+        ]
+
+
+async def fill(journal: Journal, task_id: str, count: int, first_id: int) -> None:
+    """Destinations as pool and folder creates leave them, in batches of 5,000."""
+    for start in range(0, count, 5000):
+        writes = []
+        for n in range(start, min(count, start + 5000)):
+            pool_id, pool = POOLS[n % 2]
+            body = {
+                "folder_id": n % 997,
+                "folder_path": f"/container/folder-{n}",
+                "tape_id": None,
+                "tape_barcode": None,
+                "pool_id": pool_id,
+                "pool_name": None,
+            }
+            writes.append(
+                DestinationWrite(first_id + n, task_id, body, None, None, pool, "active", None)
+            )
+        async with journal.transaction() as db:
+            await journal.insert_destinations(db, writes, now=1000.0)
+
+
+async def _median(repeat: int, call: Callable[[], Awaitable[object]]) -> float:
+    times = []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        await call()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+async def measure(destinations: int, listing: int, repeat: int = 15) -> Figures:
+    async def ignore(_: set[int]) -> None:
+        return None
+
+    with tempfile.TemporaryDirectory() as tmp:
+        journal = await Journal.open(Path(tmp) / "journal.sqlite3")
+        try:
+            await journal.sync_catalog(CATALOG, now=1.0)
+            await fill(journal, "7", destinations, 1)
+            await fill(journal, "8", listing, destinations + 1)
+            settings = Settings(http=HttpSettings(users={AUTH[0]: SecretStr(AUTH[1])}))
+            app = create_app(journal, settings, on_change=ignore, clock=time.time)
+            transport = httpx.ASGITransport(app=app)
+            async with httpx.AsyncClient(
+                transport=transport, base_url="http://bench", auth=AUTH, timeout=600
+            ) as client:
+
+                async def get(task: str, **params: str | int) -> int:
+                    url = f"/api/v2/tasks/{task}/task_destinations"
+                    response = await client.get(url, params=params)
+                    assert response.status_code == 200, response.text[:300]
+                    data = response.json()
+                    assert data["count"] >= len(data["task_destinations"])
+                    return len(response.content)
+
+                # Interleaved, so that a busy neighbour slows both sides alike.
+                page_s = await _median(repeat, lambda: get("7", limit=100, offset=500))
+                filtered_s = await _median(
+                    repeat, lambda: get("7", limit=100, offset=500, pool_id="6")
+                )
+                page_s = min(page_s, await _median(repeat, lambda: get("7", limit=100, offset=500)))
+                size = 0
+
+                async def whole() -> None:
+                    nonlocal size
+                    size = await get("8")
+
+                listing_s = await _median(1 if listing > 10_000 else 3, whole)
+        finally:
+            await journal.close()
+    return Figures(destinations, listing, page_s, filtered_s, listing_s, size)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--destinations", type=int, default=100_000)
+    parser.add_argument("--listing", type=int, default=50_000)
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args(argv)
+    figures = asyncio.run(measure(args.destinations, args.listing))
+    if args.json:
+        print(json.dumps(figures.__dict__))
+    else:
+        print("\n".join(figures.lines()))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
