@@ -36,6 +36,11 @@ from worker.settings import ExecutorSettings
 log = structlog.get_logger("tapeworker.executor")
 
 
+class _Unthreaded(Exception):
+    """The cartridge sits in its drive unthreaded (after `mt offline`): it never
+    comes online by itself."""
+
+
 #: A drive's work arrives as one ordered chain (an unload, then the load that needs it).
 DriveWork = Load | Unload | Attach | Clean
 
@@ -230,7 +235,9 @@ class Executor:
         mount: Stopwatch | None = None,
     ) -> bool:
         try:
-            await self._wait_online(drive)
+            await self._wait_online(drive, attached=op is None)
+        except _Unthreaded:
+            return await self._put_back(drive, barcode, request_ids)
         except DriverError as exc:
             if op is None:
                 op = await self._journal.begin_operation(
@@ -277,8 +284,14 @@ class Executor:
         await self._notify(request_ids)
         return True
 
-    async def _wait_online(self, drive: int) -> None:
-        """Poll `mt status` until the drive is online, bounded by the ready timeout."""
+    async def _wait_online(self, drive: int, *, attached: bool = False) -> None:
+        """Poll `mt status` until the drive is online, bounded by the ready timeout.
+
+        `attached`: the cartridge was already in the drive, no load just ran. One the
+        drive reports as not loaded was unthreaded by `mt offline` (a stop between it
+        and the robot's move, or an operator): a drive threads a cartridge only when
+        the robot inserts it, so waiting for it would only spend the ready timeout.
+        """
         deadline = asyncio.get_running_loop().time() + self._settings.ready_timeout_s
         poll = self._settings.ready_poll_s
         while True:
@@ -288,6 +301,8 @@ class Executor:
                 status = None
             if status is not None and status.online:
                 return
+            if attached and status is not None and not status.loaded:
+                raise _Unthreaded
             if asyncio.get_running_loop().time() >= deadline:
                 raise HardwareError(
                     f"drive {drive} not online {self._settings.ready_timeout_s}s after the load",
@@ -302,6 +317,40 @@ class Executor:
         if not request_ids:
             return False
         return await self._become_ready(None, action.barcode, action.drive, request_ids)
+
+    async def _put_back(self, drive: int, barcode: str, request_ids: tuple[int, ...]) -> bool:
+        """Take an unthreaded cartridge back to its home slot and hand its requests
+        back to the planner, which loads it again (a load threads it; neither mtx nor
+        every drive offers a reload in place). A home slot taken meanwhile needs a
+        person: the requests fail with that reason rather than wait on the drive."""
+        tapes = await self._journal.tapes()
+        home = next((t.home_slot for t in tapes if t.barcode == barcode), None)
+        taken = {t.slot for t in tapes if t.slot is not None}
+        free = home is not None and home not in taken
+        now = self._clock()
+        reason = f"{barcode} was unthreaded in drive {drive}"
+        async with self._journal.transaction() as db:
+            for rid in request_ids:
+                current = await self._journal.request(rid)
+                if current is None or current.state is not RequestState.MOUNTING:
+                    continue
+                if free:
+                    await self._journal.set_request_state(
+                        db, rid, RequestState.PENDING, now, drive=None, reason=reason
+                    )
+                else:
+                    await self._journal.set_request_state(
+                        db,
+                        rid,
+                        RequestState.FAILED,
+                        now,
+                        reason=f"{reason} and its home slot is not free: unload it by hand",
+                    )
+        log.warning("unthreaded cartridge in drive", drive=drive, barcode=barcode, slot=home)
+        await self._notify(request_ids)
+        if free and home is not None:
+            await self._unload(Unload(drive=drive, barcode=barcode, slot=home))
+        return False
 
     async def _start_mounting(
         self, request_ids: tuple[int, ...], barcode: str, drive: int, now: float

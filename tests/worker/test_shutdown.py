@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from pathlib import Path
 from typing import Any
 
@@ -11,7 +12,9 @@ import pytest
 from drivers.sim.library import SimulatedLibrary
 from tests.worker.harness import Harness, definition, running_worker
 from worker.actions import Action
+from worker.destinations import DestinationEvent, record_events
 from worker.journal import OperationRecord
+from worker.models import TaskDestinationBody
 from worker.planner import PlanPolicy
 from worker.reconciler import Reconciler
 
@@ -110,5 +113,37 @@ async def test_an_unload_cut_after_offline_is_finished_at_start_up(tmp_path: Pat
         await worker.submit("create", 1, tape_barcode="AAA001L9")
         ready = await worker.wait_for(1, "ready")
         assert (ready.drive, ready.attempts) == (0, 0)
+        [drive] = await worker.journal.drives()
+        assert (drive.up, drive.failures) == (True, 0)
+
+
+async def test_a_cartridge_unthreaded_in_its_drive_is_put_back_and_loaded_again(
+    tmp_path: Path,
+) -> None:
+    """`mt offline` without the robot's move (a stop the start-up did not see, or an
+    operator): the next request for the tape must not wait on the unthreaded
+    cartridge for the ready timeout, nor count it against a sound drive."""
+    async with running_worker(tmp_path, definition(drives=1)) as worker:
+        await worker.submit("create", 1, tape_barcode="AAA001L9")
+        await worker.wait_for(1, "ready", timeout=60)
+        await worker.library.offline(0)
+        # One commit hands the tape from one destination to the next, so that no
+        # planning round sees it idle (an idle tape may go home on its own).
+        body = TaskDestinationBody.model_validate({"tape_barcode": "AAA001L9"})
+        await record_events(
+            worker.journal,
+            [
+                DestinationEvent("destroy", "7", 1, None, "test"),
+                DestinationEvent("create", "7", 2, body, "test"),
+            ],
+            now=time.time(),
+            hold_seconds=3600,
+        )
+        worker.reconciler.wake.set()
+        ready = await worker.wait_for(2, "ready", timeout=60)
+        assert (ready.drive, ready.attempts) == (0, 0)
+        done = [(o.kind, o.slot) for o in await worker.journal.operations("done")]
+        assert done == [("load", 1), ("unload", 1), ("load", 1)]
+        assert not await worker.journal.operations("failed")
         [drive] = await worker.journal.drives()
         assert (drive.up, drive.failures) == (True, 0)
