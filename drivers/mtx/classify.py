@@ -100,13 +100,22 @@ _ASC_CLASSES: dict[tuple[int, int], type[DriverError]] = {
     (0x30, 0x01): IncompatibleMediaError,  # cannot read medium, unknown format
     (0x30, 0x02): IncompatibleMediaError,  # cannot read medium, incompatible format
     (0x30, 0x03): IncompatibleMediaError,  # cleaning cartridge installed
-    # Not ready until a person acts: retrying only spends the budget.
+    # Not ready until a person acts: retrying only spends the budget. Only the
+    # SPC/SMC codes whose name says a person must act: 04/12 (offline) and 3A/xx
+    # (medium not present) also arrive from states the library leaves by itself,
+    # and the vendors' "console/key/sequential mode" ASCQs (04/8x) differ per make.
     (0x04, 0x03): InterventionRequiredError,  # manual intervention required
+    (0x04, 0x22): InterventionRequiredError,  # power cycle required (SPC-5)
+    (0x3B, 0x11): InterventionRequiredError,  # medium magazine not accessible
+    (0x3B, 0x12): InterventionRequiredError,  # medium magazine removed
 }
 
 #: What an operator reads first, for the conditions a person must act on.
 _SENSE_MEANINGS: dict[tuple[int, int], str] = {
     (0x04, 0x03): "the library needs a person (not ready, manual intervention required)",
+    (0x04, 0x22): "the library needs a person (not ready, power cycle required)",
+    (0x3B, 0x11): "the library needs a person (medium magazine not accessible)",
+    (0x3B, 0x12): "the library needs a person (medium magazine removed)",
 }
 
 _KEY_CLASSES: dict[int, type[DriverError]] = {

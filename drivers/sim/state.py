@@ -49,6 +49,9 @@ FaultError = Literal[
     "removal_prevented",
     "illegal_request",
     "manual_intervention",
+    "power_cycle_required",
+    "magazine_not_accessible",
+    "magazine_removed",
 ]
 #: `mode_sense` is the changer's MODE SENSE, seen only through the SCSI emulation
 #: (mtx works around its failure with built-in defaults).
@@ -79,6 +82,21 @@ _ERRORS: dict[str, tuple[type[DriverError], Sense, str]] = {
         InterventionRequiredError,
         Sense(0x2, 0x04, 0x03),
         "not ready, manual intervention required",
+    ),
+    "power_cycle_required": (
+        InterventionRequiredError,
+        Sense(0x2, 0x04, 0x22),
+        "not ready, power cycle required",
+    ),
+    "magazine_not_accessible": (
+        InterventionRequiredError,
+        Sense(0x2, 0x3B, 0x11),
+        "medium magazine not accessible",
+    ),
+    "magazine_removed": (
+        InterventionRequiredError,
+        Sense(0x2, 0x3B, 0x12),
+        "medium magazine removed",
     ),
 }
 

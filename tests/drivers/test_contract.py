@@ -319,6 +319,9 @@ FAULT_CLASSES: dict[FaultError, type[DriverError]] = {
     "removal_prevented": MediumRemovalPreventedError,
     "illegal_request": IllegalRequestError,
     "manual_intervention": InterventionRequiredError,
+    "power_cycle_required": InterventionRequiredError,
+    "magazine_not_accessible": InterventionRequiredError,
+    "magazine_removed": InterventionRequiredError,
 }
 
 

@@ -223,6 +223,29 @@ async def test_manual_intervention_fails_at_once_without_retries(emulated: Emula
     assert time.monotonic() - started < TIMEOUT_S
 
 
+@pytest.mark.parametrize(
+    ("kind", "sense", "meaning"),
+    [
+        ("manual_intervention", Sense(0x2, 0x04, 0x03), "manual intervention required"),
+        ("power_cycle_required", Sense(0x2, 0x04, 0x22), "power cycle required"),
+        ("magazine_not_accessible", Sense(0x2, 0x3B, 0x11), "medium magazine not accessible"),
+        ("magazine_removed", Sense(0x2, 0x3B, 0x12), "medium magazine removed"),
+    ],
+)
+async def test_a_sense_that_needs_a_person_fails_a_move_at_once(
+    emulated: Emulated, kind: str, sense: Sense, meaning: str
+) -> None:
+    """The standard's "a person must act" codes: one mtx run, no retry, the reason first."""
+    emulated.sim.inject("load", kind, drive=0, count=5)  # type: ignore[arg-type]
+    with pytest.raises(InterventionRequiredError) as caught:
+        await emulated.library().load(1, 0)
+    assert caught.value.sense == sense
+    assert caught.value.message.startswith("the library needs a person (")
+    assert meaning in caught.value.message.split(":")[0]
+    faults = StateStore(emulated.state_file).read().faults.scripted
+    assert [f.count for f in faults] == [4]
+
+
 async def test_not_ready_is_retried_by_the_caller(emulated: Emulated) -> None:
     """02/04/01 is transient: the backend says so (the caller retries it)."""
     emulated.sim.inject("inventory", "not_ready", count=2)

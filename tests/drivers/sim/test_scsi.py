@@ -325,6 +325,9 @@ def test_unloading_a_drive_still_threading_is_not_ready() -> None:
     [
         ("hardware", Sense(0x4, 0x15, 0x01)),
         ("manual_intervention", Sense(0x2, 0x04, 0x03)),
+        ("power_cycle_required", Sense(0x2, 0x04, 0x22)),
+        ("magazine_not_accessible", Sense(0x2, 0x3B, 0x11)),
+        ("magazine_removed", Sense(0x2, 0x3B, 0x12)),
         ("not_ready", Sense(0x2, 0x04, 0x01)),
         ("removal_prevented", Sense(0x5, 0x53, 0x02)),
         ("unit_attention", Sense(0x6, 0x28, 0x00)),
