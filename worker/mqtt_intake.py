@@ -2,8 +2,8 @@
 
 Topics: `<prefix>/tasks/<task>/task_destinations/<id>/<create|update|destroy|release>`,
 payload the seed's create/update body (empty for destroy and release). State goes
-back retained on `<prefix>/state/task_destinations/<id>`; rejected input is copied
-to `<prefix>/dead-letter` with the reason.
+back retained on `<prefix>/libraries/<library_id>/state/task_destinations/<id>`;
+rejected input is copied to `<prefix>/dead-letter` with the reason.
 
 Commands cannot go backwards: a retained command is rejected and cleared (the
 broker would replay it at every reconnect, over later changes), and the MQTT 5
@@ -39,6 +39,7 @@ from worker.destinations import (
     record_events,
 )
 from worker.errors import JournalFaultError, RejectedEventError
+from worker.fleet import library_topic
 from worker.journal import Journal
 from worker.settings import MqttSettings
 from worker.tasks import canonical_task_id
@@ -203,9 +204,14 @@ class MqttIntake:
         hold_seconds: float,
         on_change: ChangeListener,
         clock: Clock,
+        library_id: str = "library0",
         journal_retry_s: tuple[float, float] = JOURNAL_RETRY_S,
     ) -> None:
         self._settings = settings
+        self.library_id = library_id
+        #: Everything this library publishes is under it: fleet members never collide.
+        self.library_prefix = library_topic(settings.prefix, library_id)
+        self.client_id = settings.client_id or f"tapeworker-{library_id}"
         self._journal_retry_s = journal_retry_s
         self._journal = journal
         self._hold_seconds = hold_seconds
@@ -228,7 +234,7 @@ class MqttIntake:
             port=self._settings.port,
             username=self._settings.username,
             password=password,
-            identifier=self._settings.client_id,
+            identifier=self.client_id,
             protocol=aiomqtt.ProtocolVersion.V5,
             # Keep our session (and the events queued for us) across restarts.
             clean_start=False,
@@ -335,7 +341,12 @@ class MqttIntake:
             break
         self.publish_nowait(
             f"{self.prefix}/dead-letter",
-            {"topic": poison.topic, "payload": poison.payload, "reason": reason},
+            {
+                "topic": poison.topic,
+                "payload": poison.payload,
+                "reason": reason,
+                "library": self.library_id,
+            },
             retain=False,
         )
 
@@ -350,7 +361,12 @@ class MqttIntake:
                 log.warning("event rejected", topic=event.topic, reason=outcome.reason)
                 self.publish_nowait(
                     f"{self.prefix}/dead-letter",
-                    {"topic": event.topic, "payload": event.payload, "reason": outcome.reason},
+                    {
+                        "topic": event.topic,
+                        "payload": event.payload,
+                        "reason": outcome.reason,
+                        "library": self.library_id,
+                    },
                     retain=False,
                 )
         for message in batch:
@@ -378,7 +394,7 @@ class MqttIntake:
 
     def publish_state(self, destination_id: int, data: dict[str, Any]) -> None:
         self.publish_nowait(
-            f"{self.prefix}/state/task_destinations/{destination_id}", data, retain=True
+            f"{self.library_prefix}/state/task_destinations/{destination_id}", data, retain=True
         )
 
     async def _publisher(self, client: aiomqtt.Client) -> None:

@@ -30,6 +30,7 @@ from drivers.definition import load_definition
 from drivers.errors import DefinitionError, DriverError
 from worker.errors import ConfigError, JournalFaultError, StartupError
 from worker.executor import Executor
+from worker.fleet import resolve_library_id
 from worker.health_file import HealthFile, health_path
 from worker.http_api import create_app
 from worker.http_guard import GuardedServer, server_config
@@ -59,6 +60,7 @@ class Service:
         self.reconciler: Reconciler | None = None
         self.executor: Executor | None = None
         self.http_port: int | None = None
+        self.library_id: str | None = None
         self._published_drives: dict[int, dict[str, object]] = {}
         self._journal: Journal | None = None
         self._health = HealthFile(health_path(settings.state_dir))
@@ -97,11 +99,13 @@ class Service:
         if self.mqtt is None:
             return
         self.mqtt.publish_nowait(
-            f"{self.mqtt.prefix}/operator", {**action, "time": iso_time(time.time())}, retain=False
+            f"{self.mqtt.library_prefix}/operator",
+            {**action, "time": iso_time(time.time())},
+            retain=False,
         )
         if self.reconciler is not None:
             self.mqtt.publish_nowait(
-                f"{self.mqtt.prefix}/state/draining",
+                f"{self.mqtt.library_prefix}/state/draining",
                 {"draining": self.reconciler.draining},
                 retain=True,
             )
@@ -144,7 +148,9 @@ class Service:
             }
             if self._published_drives.get(drive.index) != data:
                 self._published_drives[drive.index] = data
-                mqtt.publish_nowait(f"{mqtt.prefix}/state/drives/{drive.index}", data, retain=True)
+                mqtt.publish_nowait(
+                    f"{mqtt.library_prefix}/state/drives/{drive.index}", data, retain=True
+                )
 
     async def run(self) -> None:
         settings = self.settings
@@ -152,6 +158,10 @@ class Service:
             definition = load_definition(settings.library)
         except DefinitionError as exc:
             raise ConfigError(str(exc)) from exc
+        self.library_id = resolve_library_id(settings.library_id, definition.name)
+        # Every line this daemon logs names its library: a fleet's logs meet in one place.
+        structlog.contextvars.bind_contextvars(library=self.library_id)
+        metrics.LIBRARY.info({"library_id": self.library_id})
         check_state_dir(settings.state_dir)
         async with contextlib.AsyncExitStack() as stack:
             self._journal = journal = await Journal.open(settings.journal_path)
@@ -216,12 +226,14 @@ class Service:
                 group.create_task(self._retention(journal), name="journal-retention"),
             ]
             if settings.mqtt.host:
+                assert self.library_id is not None  # resolved before the journal opened
                 self.mqtt = MqttIntake(
                     settings.mqtt,
                     journal,
                     hold_seconds=settings.hold_seconds,
                     on_change=self._changed,
                     clock=time.time,
+                    library_id=self.library_id,
                     journal_retry_s=(settings.journal.retry_first_s, settings.journal.retry_max_s),
                 )
                 background.append(group.create_task(self.mqtt.run(), name="mqtt"))

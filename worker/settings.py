@@ -29,6 +29,7 @@ from drivers import open_library
 from drivers.base import TapeLibrary
 from drivers.definition import LibraryDefinition
 from worker.errors import ConfigError
+from worker.fleet import LIBRARY_ID_PATTERN
 from worker.planner import PlanPolicy
 
 #: Shipped with the package: the default configuration and the demo library.
@@ -109,7 +110,9 @@ class MqttSettings(BaseModel):
     port: Annotated[int, Field(ge=1, le=65535)] = 1883
     username: str | None = None
     password: SecretStr | None = None
-    client_id: str = "tapeworker"
+    #: The MQTT client id; by default `tapeworker-<library_id>`, so that daemons of a
+    #: fleet never take over each other's session. Set it to keep an older session.
+    client_id: str | None = Field(default=None, min_length=1, max_length=128)
     #: Topics are `<prefix>/tasks/<task>/task_destinations/<id>/<verb>`.
     prefix: str = Field(default="tapeworker", pattern=r"^[A-Za-z0-9_\-]+(/[A-Za-z0-9_\-]+)*$")
     keepalive: Annotated[int, Field(ge=5)] = 30
@@ -209,6 +212,9 @@ class Settings(BaseSettings):
 
     state_dir: Path = SYSTEM_STATE_DIR
     library: Path = DEFAULTS / "demo-library.toml"
+    #: This library's name in a fleet (topics, client id, logs, metrics); by default
+    #: the `name` of the library definition.
+    library_id: str | None = Field(default=None, pattern=LIBRARY_ID_PATTERN)
     backend: Literal["sim", "mtx"] = "sim"
     #: The simulator's clock runs this many times faster than real time.
     sim_speed: Annotated[float, Field(gt=0)] = 10.0

@@ -196,7 +196,7 @@ async def mqtt_prober(
         aiomqtt.Client(HOST, port, identifier=f"watcher-{first_id}") as watcher,
         aiomqtt.Client(HOST, port, identifier=f"archive-{first_id}") as client,
     ):
-        await watcher.subscribe(f"{prefix}/state/task_destinations/+", qos=1)
+        await watcher.subscribe(f"{prefix}/libraries/+/state/task_destinations/+", qos=1)
 
         async def listen() -> None:
             async for message in watcher.messages:

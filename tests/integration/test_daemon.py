@@ -178,7 +178,7 @@ def test_mqtt_create_twice_leaves_one_request_and_publishes_state(
 
     async def scenario() -> dict[str, object]:
         async with aiomqtt.Client("127.0.0.1", broker.port, identifier="watcher") as watcher:
-            await watcher.subscribe("tw-test/state/task_destinations/41", qos=1)
+            await watcher.subscribe("tw-test/libraries/demo/state/task_destinations/41", qos=1)
             await publish(broker, topic, payload)
             await publish(broker, topic, payload)
             async with asyncio.timeout(20):
@@ -343,7 +343,7 @@ def test_a_failing_drive_is_marked_down_on_mqtt_and_in_status(
 
         async def scenario() -> dict[str, object]:
             async with aiomqtt.Client("127.0.0.1", broker.port, identifier="ops") as ops:
-                await ops.subscribe("tw-down/state/drives/+", qos=1)
+                await ops.subscribe("tw-down/libraries/demo/state/drives/+", qos=1)
                 await publish(
                     broker,
                     "tw-down/tasks/1/task_destinations/3/create",

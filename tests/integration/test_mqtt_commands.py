@@ -175,7 +175,9 @@ async def published_state(
 ) -> dict[str, Any]:
     """The first state the daemon publishes (or has retained) for a destination that fits."""
     async with aiomqtt.Client("127.0.0.1", broker.port) as watcher:
-        await watcher.subscribe(f"{PREFIX}/state/task_destinations/{destination}", qos=1)
+        await watcher.subscribe(
+            f"{PREFIX}/libraries/demo/state/task_destinations/{destination}", qos=1
+        )
         async with asyncio.timeout(20):
             async for message in watcher.messages:
                 assert isinstance(message.payload, bytes)

@@ -176,8 +176,8 @@ def test_actions_are_published_on_mqtt(tmp_path: Path, broker: Broker) -> None:
 
         async def scenario() -> tuple[dict[str, Any], dict[str, Any]]:
             async with aiomqtt.Client("127.0.0.1", broker.port, identifier="ops") as ops:
-                await ops.subscribe("tw-op/operator", qos=1)
-                await ops.subscribe("tw-op/state/drives/1", qos=1)
+                await ops.subscribe("tw-op/libraries/demo/operator", qos=1)
+                await ops.subscribe("tw-op/libraries/demo/state/drives/1", qos=1)
                 await asyncio.to_thread(
                     lambda: ok(cli(daemon, "drive", "down", "1", "--reason", "noisy"))
                 )
@@ -186,7 +186,7 @@ def test_actions_are_published_on_mqtt(tmp_path: Path, broker: Broker) -> None:
                     async for message in ops.messages:
                         assert isinstance(message.payload, bytes | bytearray)
                         data = json.loads(bytes(message.payload))
-                        if message.topic.matches("tw-op/operator"):
+                        if message.topic.matches("tw-op/libraries/demo/operator"):
                             action = data
                         elif data.get("up") is False and action is not None:
                             return action, data

@@ -12,7 +12,14 @@ import time
 from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
-from prometheus_client import CONTENT_TYPE_LATEST, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    Counter,
+    Gauge,
+    Histogram,
+    Info,
+    generate_latest,
+)
 
 from worker.requests import RequestState
 
@@ -58,6 +65,9 @@ JOURNAL_COMMIT = Histogram(
 )
 PLANNING_ROUNDS = Counter("tapeworker_planning_rounds", "Rounds of the planning loop")
 DRAINING = Gauge("tapeworker_draining", "1 while the daemon mounts nothing new")
+#: `tapeworker_library_info{library_id=...} 1`: joins this daemon's series to its
+#: library in a fleet's dashboards.
+LIBRARY = Info("tapeworker_library", "The library this daemon drives")
 
 
 def set_levels(
