@@ -23,6 +23,7 @@ from drivers.base import Inventory
 from drivers.definition import load_definition
 from drivers.errors import DefinitionError, DriverError
 from worker.errors import ConfigError, JournalDamagedError, JournalError, StartupError
+from worker.fleet import status as fleet_status
 from worker.health_file import read_health
 from worker.journal import Journal, check_file, damaged_message, salvage
 from worker.logging import configure
@@ -130,6 +131,7 @@ def build_parser() -> argparse.ArgumentParser:
         "stop the daemon first",
     )
     operator_commands.add_commands(commands, _config_arg)
+    fleet_status.add_command(commands, _config_arg)
     commands.add_parser(
         "sim",
         help="`sim exec --library FILE -- PROGRAM ...`: run a program (mtx, mt, a changer"
@@ -219,6 +221,8 @@ def _main(argv: Sequence[str] | None) -> int:
                     as_json=args.json,
                 )
             )
+        if args.command == "fleet":
+            return fleet_status.run(args, settings)
         if args.command in operator_commands.COMMANDS:
             return operator_commands.run(args, settings)
         if args.command == "journal" and args.journal_command == "check":

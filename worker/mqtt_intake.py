@@ -39,7 +39,7 @@ from worker.destinations import (
     record_events,
 )
 from worker.errors import JournalFaultError, RejectedEventError
-from worker.fleet import library_topic
+from worker.fleet import fleet_topic, gone_summary, library_topic
 from worker.journal import Journal
 from worker.settings import MqttSettings
 from worker.tasks import canonical_task_id
@@ -212,6 +212,8 @@ class MqttIntake:
         #: Everything this library publishes is under it: fleet members never collide.
         self.library_prefix = library_topic(settings.prefix, library_id)
         self.client_id = settings.client_id or f"tapeworker-{library_id}"
+        self.fleet_topic = fleet_topic(settings.prefix, library_id)
+        self._summary: bytes | None = None
         self._journal_retry_s = journal_retry_s
         self._journal = journal
         self._hold_seconds = hold_seconds
@@ -239,6 +241,14 @@ class MqttIntake:
             # Keep our session (and the events queued for us) across restarts.
             clean_start=False,
             properties=properties,
+            # The broker retains this for the fleet view when it loses us without a
+            # goodbye; a hint that we are gone, never a lock (docs/failover.md).
+            will=aiomqtt.Will(
+                self.fleet_topic,
+                json.dumps(gone_summary(self.library_id)).encode(),
+                qos=1,
+                retain=True,
+            ),
             keepalive=self._settings.keepalive,
         )
 
@@ -260,6 +270,9 @@ class MqttIntake:
                         options=SubscribeOptions(qos=1, noLocal=True, retainAsPublished=True),
                     )
                     self.connected.set()
+                    if self._summary is not None:
+                        # Our will may have replaced it while we were away.
+                        self._enqueue(self.fleet_topic, self._summary, retain=True)
                     delay = 1.0
                     log.info("mqtt connected", host=self._settings.host, port=self._settings.port)
                     async with asyncio.TaskGroup() as group:
@@ -391,6 +404,13 @@ class MqttIntake:
             self._outbox.put_nowait((topic, payload, retain))
         except asyncio.QueueFull:
             log.warning("mqtt outbox full, state update dropped", topic=topic)
+
+    def publish_summary(self, data: dict[str, Any]) -> None:
+        """This library's summary for the fleet view, retained, when it changed."""
+        payload = json.dumps(data).encode()
+        if payload != self._summary:
+            self._summary = payload
+            self._enqueue(self.fleet_topic, payload, retain=True)
 
     def publish_state(self, destination_id: int, data: dict[str, Any]) -> None:
         self.publish_nowait(

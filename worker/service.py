@@ -30,7 +30,7 @@ from drivers.definition import load_definition
 from drivers.errors import DefinitionError, DriverError
 from worker.errors import ConfigError, JournalFaultError, StartupError
 from worker.executor import Executor
-from worker.fleet import resolve_library_id
+from worker.fleet import ACTIVE_STATES, library_summary, resolve_library_id
 from worker.health_file import HealthFile, health_path
 from worker.http_api import create_app
 from worker.http_guard import GuardedServer, server_config
@@ -132,6 +132,23 @@ class Service:
                 continue
             view = await destination_view(self._journal, record)
             self.mqtt.publish_state(destination_id, view.to_json())
+
+    async def _publish_summary(self, journal: Journal, mqtt: MqttIntake) -> None:
+        """This library's summary for the fleet view, refreshed on a timer."""
+        while True:
+            # A journal fault is reported on /readyz; the next round tries again.
+            with contextlib.suppress(JournalFaultError):
+                mqtt.publish_summary(
+                    library_summary(
+                        mqtt.library_id,
+                        drives=await journal.drives(),
+                        tapes=await journal.tapes(),
+                        requests=await journal.requests(ACTIVE_STATES),
+                        draining=self.reconciler is not None and self.reconciler.draining,
+                        journal_fault=self.journal_fault,
+                    )
+                )
+            await asyncio.sleep(self.settings.mqtt.fleet_interval_s)
 
     async def _publish_drives(self, mqtt: MqttIntake) -> None:
         """Drive states, retained, whenever one changes (a drive marked down above all)."""
@@ -237,6 +254,9 @@ class Service:
                     journal_retry_s=(settings.journal.retry_first_s, settings.journal.retry_max_s),
                 )
                 background.append(group.create_task(self.mqtt.run(), name="mqtt"))
+                background.append(
+                    group.create_task(self._publish_summary(journal, self.mqtt), name="fleet")
+                )
             if listener is not None:
                 api = create_app(journal, settings, on_change=self._changed, clock=time.time)
                 # Health, metrics and the operator's controls live beside the API.

@@ -119,6 +119,9 @@ class MqttSettings(BaseModel):
     #: How long the broker keeps our session (and queues events) while we are away.
     session_expiry_s: Annotated[int, Field(ge=60)] = 7 * 24 * 3600
     reconnect_max_s: Annotated[float, Field(gt=0)] = 30.0
+    #: How often the library's summary for the fleet view is refreshed (published
+    #: only when it changed).
+    fleet_interval_s: Annotated[float, Field(gt=0)] = 5.0
 
 
 class ExecutorSettings(BaseModel):

@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import aiomqtt
 import httpx
@@ -93,3 +97,50 @@ def test_two_libraries_on_one_broker_never_overwrite_each_others_state(
     # Every log line names its library.
     assert '"library": "alpha"' in alpha.log_tail(5)
     assert '"library": "beta"' in beta.log_tail(5)
+
+
+def fleet_status(daemon: Daemon, *args: str) -> subprocess.CompletedProcess[str]:
+    command = [sys.executable, "-m", "worker.cli", "fleet", "status"]
+    return subprocess.run(
+        [*command, "--config", str(daemon.config_path), *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def summaries(daemon: Daemon) -> dict[str, dict[str, Any]]:
+    done = fleet_status(daemon, "--json")
+    assert done.returncode == 0, done.stdout + done.stderr
+    return {summary["library_id"]: summary for summary in json.loads(done.stdout)}
+
+
+def test_fleet_status_shows_every_library_and_the_one_whose_daemon_is_gone(
+    two_daemons: tuple[Daemon, Daemon],
+) -> None:
+    alpha, beta = two_daemons
+
+    def both_published() -> dict[str, dict[str, Any]] | None:
+        found = summaries(alpha)
+        return found if found.keys() == {"alpha", "beta"} else None
+
+    both = wait_until(both_published, timeout=60, what="both libraries' summaries")
+    for library_id in ("alpha", "beta"):
+        assert both[library_id]["alive"] is True
+        assert both[library_id]["drives"] == {"total": 4, "up": 4, "loaded": 0}
+        assert both[library_id]["pools"]["offline-tapes"]["writable"] > 0
+        assert both[library_id]["pools"]["offline-tapes"]["free_bytes"] > 0
+
+    beta.kill()
+
+    # The broker sees the connection drop and retains beta's last will.
+    def beta_gone() -> dict[str, dict[str, Any]] | None:
+        found = summaries(alpha)
+        return found if found["beta"]["alive"] is False else None
+
+    gone = wait_until(beta_gone, timeout=60, what="beta shown gone")
+    assert gone["alpha"]["alive"] is True
+    table = fleet_status(alpha).stdout
+    assert re.search(r"^beta\s+GONE", table, re.MULTILINE), table
+    assert re.search(r"^alpha\s+up\s+4/4", table, re.MULTILINE), table

@@ -8,8 +8,18 @@ two daemons never overwrite each other's state (docs/failover.md has the design)
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
 
+from drivers.media import media_of
 from worker.errors import ConfigError
+from worker.requests import RequestState
+
+if TYPE_CHECKING:  # the journal imports the settings, which import this module
+    from worker.journal import DriveRecord, RequestRecord, TapeRecord
+
+#: Requests the fleet view counts as the library's queue.
+ACTIVE_STATES = (RequestState.PENDING, RequestState.MOUNTING, RequestState.READY)
 
 #: One MQTT topic level, and a name an operator can type: no `/`, `+` or `#` (topic
 #: separators and wildcards), no leading `$` (the broker's own topics).
@@ -33,3 +43,57 @@ def resolve_library_id(configured: str | None, definition_name: str) -> str:
 def library_topic(prefix: str, library_id: str) -> str:
     """The topic under which one library publishes its state."""
     return f"{prefix}/libraries/{library_id}"
+
+
+def fleet_topic(prefix: str, library_id: str) -> str:
+    """Where a library's summary is retained, and its last will lands."""
+    return f"{prefix}/fleet/{library_id}"
+
+
+def gone_summary(library_id: str) -> dict[str, Any]:
+    """The last will: what the broker retains for a library whose daemon vanished."""
+    return {"library_id": library_id, "alive": False}
+
+
+def library_summary(
+    library_id: str,
+    *,
+    drives: Sequence[DriveRecord],
+    tapes: Sequence[TapeRecord],
+    requests: Sequence[RequestRecord],
+    draining: bool,
+    journal_fault: str | None,
+) -> dict[str, Any]:
+    """One library at a glance, for the fleet view: drives, queue, pools, health.
+
+    A pool's free bytes are the native capacity left on its writable tapes (what the
+    journal counts as written subtracted), not counting compression.
+    """
+    queue = {state.value: 0 for state in ACTIVE_STATES}
+    for request in requests:
+        if request.state in ACTIVE_STATES:
+            queue[request.state.value] += 1
+    pools: dict[str, dict[str, int]] = {}
+    for tape in tapes:
+        if tape.pool is None or tape.cleaning:
+            continue
+        pool = pools.setdefault(tape.pool, {"tapes": 0, "writable": 0, "free_bytes": 0})
+        pool["tapes"] += 1
+        media = media_of(tape.barcode)
+        unusable = tape.locked or tape.write_protected or tape.full or tape.need_to_check
+        if media is None or unusable or tape.ejected:
+            continue
+        pool["writable"] += 1
+        pool["free_bytes"] += max(0, media.capacity_bytes - tape.used_bytes)
+    return {
+        "library_id": library_id,
+        "alive": True,
+        "drives": {
+            "total": len(drives),
+            "up": sum(drive.up for drive in drives),
+            "loaded": sum(drive.barcode is not None for drive in drives),
+        },
+        "queue": queue,
+        "pools": dict(sorted(pools.items())),
+        "health": {"journal": journal_fault or "ok", "draining": draining},
+    }
