@@ -52,6 +52,7 @@ FaultError = Literal[
     "power_cycle_required",
     "magazine_not_accessible",
     "magazine_removed",
+    "bad_element_type",
 ]
 #: `mode_sense` is the changer's MODE SENSE, seen only through the SCSI emulation
 #: (mtx works around its failure with built-in defaults).
@@ -97,6 +98,14 @@ _ERRORS: dict[str, tuple[type[DriverError], Sense, str]] = {
         InterventionRequiredError,
         Sense(0x2, 0x3B, 0x12),
         "medium magazine removed",
+    ),
+    # Not sense data: through the SCSI emulation, the READ ELEMENT STATUS answer
+    # carries an element type code no standard defines (mtx's fatal-error path);
+    # elsewhere the inventory fails as a firmware fault does.
+    "bad_element_type": (
+        HardwareError,
+        Sense(0x4, 0x44, 0x00),
+        "element status of an unknown element type",
     ),
 }
 

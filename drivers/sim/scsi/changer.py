@@ -46,6 +46,8 @@ TRANSPORT = 1
 STORAGE = 2
 IMPORT_EXPORT = 3
 DATA_TRANSFER = 4
+#: An element type code SMC-3 does not define (a Spectra 215 once reported 83).
+UNDEFINED_ELEMENT_TYPE = 83
 
 TRANSPORT_ADDRESS = 1
 DRIVE_BASE = 256
@@ -254,7 +256,7 @@ def _read_element_status(cdb: bytes, state: SimState, now: float) -> Reply:
     if type_code > DATA_TRANSFER:
         return check_condition(INVALID_FIELD_IN_CDB)
     fault = state.take_fault("inventory")
-    if fault is not None:
+    if fault is not None and fault != "bad_element_type":
         return _fault_reply(fault)
     chosen = [
         e for e in elements(state) if e.address >= start and (type_code in (ALL_TYPES, e.type_code))
@@ -269,6 +271,9 @@ def _read_element_status(cdb: bytes, state: SimState, now: float) -> Reply:
             group.append(chosen[i + len(group)])
         pages += _element_page(group, voltag)
         i += len(group)
+    if fault == "bad_element_type" and pages:
+        # A firmware that answers GOOD with a page of an undefined element type.
+        pages = bytes([UNDEFINED_ELEMENT_TYPE]) + pages[1:]
     first = chosen[0].address if chosen else 0
     header = struct.pack(">HH", first, len(chosen)) + b"\x00" + len(pages).to_bytes(3, "big")
     delay = state.timing().inventory() if type_code in (ALL_TYPES, STORAGE) else 0.0

@@ -127,6 +127,23 @@ def test_unit_attention_that_mode_sense_cannot_clear_is_context(emulated: Emulat
     assert str(error).rstrip().endswith("READ ELEMENT STATUS Command Failed")
 
 
+def test_illegal_element_type_after_a_tolerated_mode_sense_failure(emulated: Emulated) -> None:
+    """mtx's fatal-error path: the listing answers GOOD with an element type no
+    standard defines. The fatal line is the cause, the MODE SENSE block context."""
+    emulated.sim.inject("mode_sense", "unit_attention", count=2)
+    emulated.sim.inject("inventory", "bad_element_type")
+    error, run = emulated.mtx("status")
+    assert run.returncode != 0
+    assert "Mode sense (0x1A) for Page 0x1D failed" in run.stderr
+    assert run.stderr.splitlines()[-1] == "illegal Element Type Code 83 reported"
+    # A firmware fault, and the MODE SENSE block is not taken for its sense.
+    assert type(error) is HardwareError
+    assert error.sense is None
+    assert error.message.startswith("mtx failed: illegal Element Type Code 83 reported (after: ")
+    assert "Mode sense (0x1A) for Page 0x1D failed (sense key 0x6, ASC 0x28" in error.message
+    assert str(error).rstrip().endswith("illegal Element Type Code 83 reported")
+
+
 def test_mode_sense_failure_alone_is_a_degraded_status(emulated: Emulated) -> None:
     emulated.sim.inject("mode_sense", "unit_attention", count=2)
     error, run = emulated.mtx("status")

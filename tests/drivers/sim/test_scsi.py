@@ -184,6 +184,16 @@ def test_mode_sense_of_another_page_is_refused() -> None:
 # -- READ ELEMENT STATUS ------------------------------------------------------------------
 
 
+def test_an_injected_undefined_element_type_answers_good_with_that_type() -> None:
+    state = library()
+    state.faults.scripted.append(ScriptedFault("inventory", "bad_element_type"))
+    reply = run(state, res_cdb(changer.STORAGE))
+    assert reply.status == GOOD
+    # Byte 8 is the first element status page's type code (SMC-3 6.10.3).
+    assert reply.data[8] == 83
+    assert run(state, res_cdb(changer.STORAGE)).data[8] == changer.STORAGE
+
+
 def test_storage_elements_with_volume_tags() -> None:
     reply = run(library(), res_cdb(changer.STORAGE))
     assert reply.status == GOOD
