@@ -30,6 +30,9 @@ from worker.settings import MqttSettings
 
 pytestmark = pytest.mark.integration
 
+#: A bound, not an expectation: generous for a machine whose cores are busy.
+WAIT_S = 180.0
+
 #: Retry fast: the tests wait for the daemon to notice the cause is gone.
 FAST_RETRY = "[journal]\nretry_first_s = 0.05\nretry_max_s = 0.5\n"
 
@@ -88,9 +91,13 @@ def assert_paused_then_resumed(
             [create(prefix, i, pool="offline-tapes") for i in ids],
         )
     )
-    wait_until(lambda: (fault_of(daemon) or "").startswith(f"journal {kind}"), what=kind)
     wait_until(
-        lambda: "mqtt intake paused" in daemon.log_tail(400), what="the intake to hold its batch"
+        lambda: (fault_of(daemon) or "").startswith(f"journal {kind}"), timeout=WAIT_S, what=kind
+    )
+    wait_until(
+        lambda: "mqtt intake paused" in daemon.log_tail(400),
+        timeout=WAIT_S,
+        what="the intake to hold its batch",
     )
     with daemon.http() as http:
         refused = http.post("/tasks/9/task_destinations", json=body(pool="offline-tapes"))
@@ -112,8 +119,8 @@ def assert_paused_then_resumed(
     assert daemon.process.poll() is None
 
     cause_gone()
-    wait_until(lambda: journaled(daemon, ids), timeout=60, what="the held events journaled")
-    wait_until(lambda: fault_of(daemon) is None, what="the fault cleared")
+    wait_until(lambda: journaled(daemon, ids), timeout=WAIT_S, what="the held events journaled")
+    wait_until(lambda: fault_of(daemon) is None, timeout=WAIT_S, what="the fault cleared")
     with daemon.http() as http:
         created = http.post("/tasks/9/task_destinations", json=body(pool="offline-tapes"))
         # The refused keyed create left nothing behind: its retry creates it now.
@@ -125,8 +132,9 @@ def assert_paused_then_resumed(
     assert created.status_code == 201, created.text
     assert retried.status_code == 201, retried.text
     for i in ids:
+        # Journaled once and applied: each held create has its request.
         assert len(daemon.query("SELECT * FROM events WHERE destination_id=?", (i,))) == 1
-        daemon.wait_request(i, "ready", timeout=60)
+        assert daemon.request_of(i) is not None
     assert daemon.process.poll() is None
 
 
@@ -138,7 +146,11 @@ def test_a_full_disk_pauses_intake_and_it_resumes_by_itself(tmp_path: Path, brok
         )
         daemon.start()
         try:
-            wait_until(lambda: "mqtt connected" in daemon.log_tail(200), what="mqtt connected")
+            wait_until(
+                lambda: "mqtt connected" in daemon.log_tail(200),
+                timeout=WAIT_S,
+                what="mqtt connected",
+            )
             filler = fill(state)
             assert_paused_then_resumed(daemon, broker, "tw-full", "disk full", filler.unlink)
         finally:
@@ -154,7 +166,11 @@ def test_a_read_only_journal_pauses_intake_and_it_resumes_by_itself(
     )
     daemon.start()
     try:
-        wait_until(lambda: "mqtt connected" in daemon.log_tail(200), what="mqtt connected")
+        wait_until(
+            lambda: "mqtt connected" in daemon.log_tail(200),
+            timeout=WAIT_S,
+            what="mqtt connected",
+        )
         journal = daemon.state_dir / "journal.sqlite3"
         # Not the -shm file: SQLite maps it, and a write fault there is a SIGBUS.
         with contextlib.ExitStack() as stack:
@@ -394,12 +410,12 @@ def test_the_running_daemon_prunes_what_ended_and_keeps_what_lives(tmp_path: Pat
             assert http.post("/tasks/9/task_destinations", content=b"{").status_code == 400
             wait_until(
                 lambda: not daemon.query("SELECT * FROM events"),
-                timeout=60,
+                timeout=WAIT_S,
                 what="the events pruned",
             )
             wait_until(
                 lambda: not daemon.query("SELECT * FROM destinations WHERE deleted=1"),
-                timeout=60,
+                timeout=WAIT_S,
                 what="the destroyed destination pruned",
             )
             assert '"journal pruned"' in daemon.log_tail(400)
