@@ -214,6 +214,7 @@ class MqttIntake:
         self.client_id = settings.client_id or f"tapeworker-{library_id}"
         self.fleet_topic = fleet_topic(settings.prefix, library_id)
         self._summary: bytes | None = None
+        self._stopped = False
         self._journal_retry_s = journal_retry_s
         self._journal = journal
         self._hold_seconds = hold_seconds
@@ -408,9 +409,25 @@ class MqttIntake:
     def publish_summary(self, data: dict[str, Any]) -> None:
         """This library's summary for the fleet view, retained, when it changed."""
         payload = json.dumps(data).encode()
-        if payload != self._summary:
+        if payload != self._summary and not self._stopped:
             self._summary = payload
             self._enqueue(self.fleet_topic, payload, retain=True)
+
+    async def say_goodbye(self, timeout_s: float) -> None:
+        """Mark this library stopped in the fleet view, if the broker answers in time."""
+        client = self._client
+        if client is None or not self.connected.is_set():
+            return  # the broker lost us already: it has published our will
+        # No alive summary may follow the goodbye (see _publisher and publish_summary).
+        self._stopped = True
+        payload = json.dumps({**gone_summary(self.library_id), "stopped": True}).encode()
+        try:
+            async with asyncio.timeout(timeout_s):
+                await client.publish(self.fleet_topic, payload, qos=1, retain=True)
+        except (aiomqtt.MqttError, TimeoutError) as exc:
+            log.warning("fleet summary not updated at stop", error=str(exc) or "timed out")
+        else:
+            self._summary = payload
 
     def publish_state(self, destination_id: int, data: dict[str, Any]) -> None:
         self.publish_nowait(
@@ -420,4 +437,6 @@ class MqttIntake:
     async def _publisher(self, client: aiomqtt.Client) -> None:
         while True:
             topic, payload, retain = await self._outbox.get()
+            if self._stopped and topic == self.fleet_topic:
+                continue  # an alive summary queued before the goodbye
             await client.publish(topic, payload, qos=1, retain=retain)

@@ -50,6 +50,9 @@ from worker.views import destination_view
 
 log = structlog.get_logger("tapeworker.service")
 
+#: How long a clean stop waits for the broker to take our "stopped" summary.
+GOODBYE_TIMEOUT_S = 5.0
+
 
 class Service:
     def __init__(self, settings: Settings, config_path: Path | None = None) -> None:
@@ -288,6 +291,10 @@ class Service:
             await reconciler.drain(settings.executor.stop_timeout_s)
             if server is not None:
                 server.should_exit = True
+            if self.mqtt is not None:
+                # A clean stop sends no last will: say so ourselves, or the fleet view
+                # would show us alive until the next start.
+                await self.mqtt.say_goodbye(GOODBYE_TIMEOUT_S)
             for task in background:
                 task.cancel()
         log.info("stopped")

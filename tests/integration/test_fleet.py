@@ -144,3 +144,17 @@ def test_fleet_status_shows_every_library_and_the_one_whose_daemon_is_gone(
     table = fleet_status(alpha).stdout
     assert re.search(r"^beta\s+GONE", table, re.MULTILINE), table
     assert re.search(r"^alpha\s+up\s+4/4", table, re.MULTILINE), table
+
+
+def test_a_daemon_stopped_cleanly_is_shown_stopped(two_daemons: tuple[Daemon, Daemon]) -> None:
+    alpha, beta = two_daemons
+    wait_until(
+        lambda: summaries(alpha).get("beta", {}).get("alive") is True,
+        timeout=60,
+        what="beta's summary",
+    )
+    assert beta.stop() == 0
+    stopped = summaries(alpha)["beta"]
+    assert (stopped["alive"], stopped["stopped"]) == (False, True)
+    table = fleet_status(alpha).stdout
+    assert re.search(r"^beta\s+STOPPED", table, re.MULTILINE), table

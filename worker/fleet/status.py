@@ -90,7 +90,8 @@ def render(summaries: dict[str, dict[str, Any]]) -> str:
     pools: list[str] = []
     for library_id, summary in summaries.items():
         if summary.get("alive") is not True:
-            rows.append((library_id, "GONE", "-", "-", "-", "-", "-"))
+            gone = "STOPPED" if summary.get("stopped") else "GONE"
+            rows.append((library_id, gone, "-", "-", "-", "-", "-"))
             continue
         drives = summary.get("drives", {})
         queue = summary.get("queue", {})
