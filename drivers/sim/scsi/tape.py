@@ -9,6 +9,7 @@ drive's sense data: an errno.
 from __future__ import annotations
 
 import errno
+import math
 import struct
 from dataclasses import dataclass
 
@@ -128,5 +129,11 @@ def operate(state: SimState, drive_index: int, request: bytes, now: float) -> Ta
         return TapeReply(errno=_errno_of(exc))
     if drive.barcode is None or not drive.threaded:
         return TapeReply(errno=errno.ENOMEDIUM)
-    wait = max(0.0, drive.ready_at - now)
+    # A command waits for a loading drive; one that is unthreading is not loading.
+    wait = max(0.0, drive.ready_at - now) if math.isfinite(drive.ready_at) else 0.0
+    if op == MTOFFL:
+        # Unthreading from the command on: no longer ONLINE, though the cartridge is
+        # in the drive until `finish_offline`, which the shell runs whether or not
+        # mt is still waiting (a drive finishes an unload its host gave up on).
+        drive.ready_at = math.inf
     return TapeReply(delay_s=wait + duration, offline=op == MTOFFL)

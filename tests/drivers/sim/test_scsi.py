@@ -430,11 +430,33 @@ def mtop(op: int, count: int = 1) -> bytes:
 
 def test_offline_waits_for_ready_then_unthreads() -> None:
     state = loaded()
+    ready_in = state.drive(0).ready_at - NOW
     reply = tape.operate(state, 0, mtop(tape.MTOFFL), NOW)
     assert reply.errno == 0
     assert reply.offline
-    ready_in = state.drive(0).ready_at - NOW
     assert reply.delay_s == pytest.approx(ready_in + TIMING.unload(8))
+
+
+def test_a_drive_unthreading_is_loaded_but_not_online_then_empty() -> None:
+    """Between `mt offline` and its end the cartridge is in the drive (density, no
+    DR_OPEN) but not ONLINE; after it, the drive reports DR_OPEN until the robot
+    takes the cartridge out."""
+    state = loaded()
+    ready = state.drive(0).ready_at
+    tape.operate(state, 0, mtop(tape.MTOFFL), ready)
+    later = ready + TIMING.unload(8) / 2
+    _type, _resid, dsreg, gstat, *_ = tape.MTGET.unpack(tape.get_status(state, 0, later).data)
+    assert not gstat & tape.GMT_ONLINE
+    assert not gstat & tape.GMT_DR_OPEN
+    assert dsreg >> tape.MT_ST_DENSITY_SHIFT != 0
+    # Another offline or a rewind meanwhile (a daemon restarted mid-offline) is bounded.
+    assert tape.operate(state, 0, mtop(tape.MTOFFL), later).delay_s == TIMING.unload(8)
+    assert tape.operate(state, 0, mtop(tape.MTREW), later).delay_s == TIMING.rewind(8)
+    state.finish_offline(0)
+    gstat = tape.MTGET.unpack(tape.get_status(state, 0, later + 3600).data)[3]
+    assert gstat & tape.GMT_DR_OPEN
+    assert not gstat & tape.GMT_ONLINE
+    assert state.drive(0).barcode is not None
 
 
 def test_rewind_and_no_medium() -> None:
