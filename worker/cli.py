@@ -144,10 +144,14 @@ def build_parser() -> argparse.ArgumentParser:
 def _api_key_parser(commands: Any) -> None:
     from worker.http_auth import SCOPES  # noqa: PLC0415 - the HTTP stack only when asked
 
-    api_key = commands.add_parser("api-key", help="API keys of the HTTP API (Bearer)")
+    api_key = commands.add_parser(
+        "api-key", help="API keys of the HTTP API (Bearer), through the running daemon"
+    )
     actions = api_key.add_subparsers(dest="action", required=True)
     create = actions.add_parser("create", help="make a key; it is printed once, never stored")
     _config_arg(create)
+    operator_commands.credential_args(create)
+    create.add_argument("--reason", help="why: journaled, logged, published")
     create.add_argument("--name", required=True, help="who the key is for, e.g. mover1")
     create.add_argument(
         "--scope",
@@ -158,10 +162,13 @@ def _api_key_parser(commands: Any) -> None:
     )
     listing = actions.add_parser("list", help="keys: name, scopes, created, revoked")
     _config_arg(listing)
+    operator_commands.credential_args(listing)
     listing.add_argument("--json", action="store_true", help="machine-readable output")
     revoke = actions.add_parser("revoke", help="revoke a key at once")
     _config_arg(revoke)
+    operator_commands.credential_args(revoke)
     revoke.add_argument("--name", required=True)
+    revoke.add_argument("--reason", help="why: journaled, logged, published")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -230,7 +237,7 @@ def _main(argv: Sequence[str] | None) -> int:
         if args.command == "journal" and args.journal_command == "recover":
             return _journal_recover(settings, replace=args.replace)
         if args.command == "api-key":
-            return asyncio.run(_api_key(settings, args))
+            return operator_commands.api_key(args, settings)
     except (NoStateError, JournalError) as exc:
         print(f"tapeworker: {exc}", file=sys.stderr)
         return EXIT_NO_STATE
@@ -527,54 +534,6 @@ async def _events(
             f"{e['received']} #{e['seq']} {e['source']} {e['verb'] or '-'} "
             f"task={e['task'] or '-'} destination={destination} {e['status']}{reason}"
         )
-    return 0
-
-
-async def _api_key(settings: Settings, args: argparse.Namespace) -> int:
-    """Keys live in the journal: the daemon sees a new or revoked key at its next request."""
-    from worker.http_auth import new_key  # noqa: PLC0415
-
-    settings.state_dir.mkdir(parents=True, exist_ok=True)
-    journal = await Journal.open(settings.journal_path)
-    try:
-        if args.action == "create":
-            key = new_key()
-            if not await journal.add_api_key(
-                args.name, key.key_id, key.digest, args.scope, time.time()
-            ):
-                print(f"tapeworker: an API key named {args.name!r} exists", file=sys.stderr)
-                return 1
-            print(key.token)
-            print(
-                f"API key {args.name!r} with {', '.join(sorted(args.scope))}: "
-                "shown once, store it now",
-                file=sys.stderr,
-            )
-            return 0
-        if args.action == "revoke":
-            if not await journal.revoke_api_key(args.name, time.time()):
-                print(f"tapeworker: no live API key named {args.name!r}", file=sys.stderr)
-                return 1
-            print(f"revoked {args.name}")
-            return 0
-        keys = await journal.api_keys()
-    finally:
-        await journal.close()
-    rows: list[dict[str, Any]] = [
-        {
-            "name": k.name,
-            "scopes": list(k.scopes),
-            "created": _iso(k.created),
-            "revoked": _iso(k.revoked) if k.revoked is not None else None,
-        }
-        for k in keys
-    ]
-    if args.json:
-        print(json.dumps(rows, indent=2))
-        return 0
-    for row in rows:
-        state = f"revoked {row['revoked']}" if row["revoked"] else "live"
-        print(f"{row['name']}: {state}, created {row['created']}: {' '.join(row['scopes'])}")
     return 0
 
 

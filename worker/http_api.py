@@ -114,6 +114,7 @@ class TaskDestinations:
             journal,
             {name: secret.get_secret_value() for name, secret in settings.http.users.items()},
             settings.http.user_scopes,
+            settings.http.admin_users,
         )
 
     def task(self, task_id: str) -> str:
@@ -319,7 +320,8 @@ def create_app(
         max_body_bytes=settings.http.max_body_bytes,
         max_query_bytes=settings.http.max_query_bytes,
     )
-    app.include_router(
-        task_destinations_router(TaskDestinations(journal, settings, on_change, clock))
-    )
+    api = TaskDestinations(journal, settings, on_change, clock)
+    app.include_router(task_destinations_router(api))
+    # The admin routes (added by the service) check credentials the same way.
+    app.state.auth = api.auth
     return app

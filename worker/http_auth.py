@@ -25,8 +25,12 @@ from worker.http_errors import ApiError
 from worker.journal import Journal
 from worker.settings import ApiScope
 
-#: The seed's per-operation scopes, and one for the release extension.
+#: Every scope: the seed's per-operation ones, the release extension's, the operator's.
 SCOPES: tuple[str, ...] = get_args(ApiScope)
+#: What a Basic user holds when `[http.user_scopes]` does not list it.
+TASK_SCOPES: frozenset[str] = frozenset(s for s in SCOPES if s.startswith("task_destinations/"))
+#: What a user of `[http] admin_users` holds on top of its other scopes.
+ADMIN_SCOPES: frozenset[str] = frozenset(s for s in SCOPES if s.startswith("admin/"))
 
 _KEY_RE = re.compile(r"^tw_([0-9a-f]{16})_([A-Za-z0-9_-]{43})$")
 #: What an unknown key id is compared against, so that it costs what a known one does.
@@ -79,10 +83,12 @@ class Authenticator:
         journal: Journal,
         users: Mapping[str, str],
         user_scopes: Mapping[str, Sequence[str]],
+        admin_users: Sequence[str] = (),
     ) -> None:
         self._journal = journal
         self._users = dict(users)
         self._user_scopes = {name: frozenset(s) for name, s in user_scopes.items()}
+        self._admin_users = frozenset(admin_users)
 
     def _basic(self, encoded: str) -> Principal:
         try:
@@ -94,7 +100,10 @@ class Authenticator:
         ok = secrets.compare_digest(password.encode(), (expected or "\0").encode())
         if not (ok and sep and expected is not None):
             raise _unauthorized("Invalid user name or password.", "invalid")
-        return Principal(user, self._user_scopes.get(user, frozenset(SCOPES)))
+        scopes = self._user_scopes.get(user, TASK_SCOPES)
+        if user in self._admin_users:
+            scopes |= ADMIN_SCOPES
+        return Principal(user, scopes)
 
     async def _bearer(self, token: str) -> Principal:
         match = _KEY_RE.fullmatch(token.strip())

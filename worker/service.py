@@ -264,7 +264,7 @@ class Service:
                 api = create_app(journal, settings, on_change=self._changed, clock=time.time)
                 # Health, metrics and the operator's controls live beside the API.
                 api.include_router(health_router(self))
-                api.include_router(admin_router(self))
+                api.include_router(admin_router(self, api.state.auth))
                 app = IdempotentCreates(api, journal, settings.http, clock=time.time)
                 server = GuardedServer(server_config(app, settings.http))
                 # The socket is bound already: a port in use stopped the start-up

@@ -39,7 +39,8 @@ SYSTEM_CONFIG = Path("/etc/tapeworker/tapeworker.toml")
 SYSTEM_STATE_DIR = Path("/var/lib/tapeworker")
 
 
-#: The HTTP API's scopes: the seed's per operation, and one for the release extension.
+#: The HTTP API's scopes: the seed's per operation, one for the release extension, and
+#: one per kind of operator control under /admin.
 ApiScope = Literal[
     "task_destinations/index",
     "task_destinations/create",
@@ -47,6 +48,11 @@ ApiScope = Literal[
     "task_destinations/update",
     "task_destinations/destroy",
     "task_destinations/release",
+    "admin/drives",
+    "admin/tapes",
+    "admin/drain",
+    "admin/release",
+    "admin/api_keys",
 ]
 
 
@@ -67,8 +73,8 @@ class HttpSettings(BaseModel):
     port: Annotated[int, Field(ge=0, le=65535)] = 8407
     #: user name -> password for HTTP Basic authentication.
     users: dict[str, SecretStr] = Field(default_factory=dict)
-    #: Users (of `users`) allowed the operator's controls: /admin and the CLI's
-    #: drive, tape, drain, resume and release commands.
+    #: Users (of `users`) who hold every admin/... scope (the operator's controls and
+    #: API keys), on top of their other scopes.
     admin_users: list[str] = Field(default_factory=list)
     # Limits under load (see worker/http_guard.py and the README's "HTTP under load").
     #: Open connections at most; a new one evicts the longest idle one.
@@ -98,7 +104,8 @@ class HttpSettings(BaseModel):
     max_body_bytes: Annotated[int, Field(ge=1024)] = 1024 * 1024
     #: A longer query string is refused with 414.
     max_query_bytes: Annotated[int, Field(ge=256)] = 4096
-    #: user name -> the scopes a Basic user holds (a user not listed holds them all).
+    #: user name -> the scopes a Basic user holds (a user not listed holds every
+    #: task_destinations/... scope; admin/... scopes come from here or `admin_users`).
     user_scopes: dict[str, list[ApiScope]] = Field(default_factory=dict)
 
 

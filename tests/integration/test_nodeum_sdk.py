@@ -18,6 +18,7 @@ import pytest
 from nodeum_sdk.rest import ApiException  # type: ignore[import-untyped]
 
 from tests.integration.daemon import AUTH, DEFINITION, REPO, Daemon, writable_tapes
+from tests.integration.test_operator import operator_daemon
 
 pytestmark = pytest.mark.integration
 
@@ -27,8 +28,8 @@ TAPES = writable_tapes(DEFINITION)
 
 @pytest.fixture(scope="module")
 def daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Daemon]:
-    daemon = Daemon(folder=tmp_path_factory.mktemp("sdk") / "daemon")
-    daemon.start()
+    # An operator (admin_users) makes the API key through the daemon.
+    daemon = operator_daemon(tmp_path_factory.mktemp("sdk") / "daemon")
     yield daemon
     daemon.stop()
 

@@ -22,14 +22,18 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 def operator_daemon(
-    folder: Path, library: Path = DEMO_LIBRARY, mqtt_port: int | None = None
+    folder: Path,
+    library: Path = DEMO_LIBRARY,
+    mqtt_port: int | None = None,
+    extra_users: dict[str, str] | None = None,
 ) -> Daemon:
     daemon = Daemon(folder=folder, library=library, mqtt_port=mqtt_port, prefix="tw-op")
     folder.mkdir(parents=True)
     daemon.write_config()
     config = daemon.config_path.read_text()
+    users = "".join(f'{name} = "{password}"\n' for name, password in (extra_users or {}).items())
     daemon.config_path.write_text(
-        config.replace("[http.users]", 'admin_users = ["tester"]\n[http.users]')
+        config.replace("[http.users]\n", f'admin_users = ["tester"]\n[http.users]\n{users}')
     )
     daemon.start()
     return daemon

@@ -1,53 +1,37 @@
-"""API keys with scopes next to HTTP Basic: keys made by the real CLI, checked by the app."""
+"""API keys with scopes next to HTTP Basic, checked by the app.
+
+Keys are stored here as the daemon's admin API stores them; the CLI making them through
+the running daemon is tested in tests/integration/test_admin_keys.py.
+"""
 
 from __future__ import annotations
 
-import subprocess
-import sys
+import base64
 from pathlib import Path
 
 import httpx
 import pytest
 
 from tests.worker.api_client import BASE, api_client, assert_error_shape
-from worker.http_auth import SCOPES
-
-REPO = Path(__file__).resolve().parents[2]
-
-
-def tapeworker(config: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "worker.cli", *args, "--config", str(config)],
-        capture_output=True,
-        text=True,
-        cwd=REPO,
-        timeout=60,
-        check=False,
-    )
+from worker.http_auth import ADMIN_SCOPES, SCOPES, TASK_SCOPES, Authenticator, new_key
+from worker.journal import Journal
 
 
-@pytest.fixture
-def config(tmp_path: Path) -> Path:
-    path = tmp_path / "tapeworker.toml"
-    path.write_text(f'state_dir = "{tmp_path}"\n', encoding="utf-8")
-    return path
-
-
-def make_key(config: Path, name: str, *scopes: str) -> str:
-    args = [arg for scope in scopes for arg in ("--scope", scope)]
-    result = tapeworker(config, "api-key", "create", "--name", name, *args)
-    assert result.returncode == 0, result.stderr
-    [token] = result.stdout.split()
-    return token
+async def make_key(journal: Journal, name: str, *scopes: str) -> str:
+    key = new_key()
+    assert await journal.add_api_key(name, key.key_id, key.digest, scopes, 1000.0)
+    return key.token
 
 
 def bearer(token: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
 
 
-async def test_a_key_opens_exactly_its_scopes(tmp_path: Path, config: Path) -> None:
-    token = make_key(config, "mover1", "task_destinations/index", "task_destinations/show")
-    async with api_client(tmp_path) as (client, _):
+async def test_a_key_opens_exactly_its_scopes(tmp_path: Path) -> None:
+    async with api_client(tmp_path) as (client, journal):
+        token = await make_key(
+            journal, "mover1", "task_destinations/index", "task_destinations/show"
+        )
         created = await client.post(BASE, json={"folder_id": 1})  # as the Basic user
         assert created.status_code == 201
         item = f"{BASE}/{created.json()['id']}"
@@ -69,9 +53,9 @@ async def test_a_key_opens_exactly_its_scopes(tmp_path: Path, config: Path) -> N
         assert (await client.get(item)).json()["folder_id"] == 1, "nothing refused changed"
 
 
-async def test_unknown_malformed_and_revoked_keys_are_401(tmp_path: Path, config: Path) -> None:
-    token = make_key(config, "mover2", *SCOPES)
-    async with api_client(tmp_path) as (client, _):
+async def test_unknown_malformed_and_revoked_keys_are_401(tmp_path: Path) -> None:
+    async with api_client(tmp_path) as (client, journal):
+        token = await make_key(journal, "mover2", *SCOPES)
         assert (await client.get(BASE, headers=bearer(token), auth=None)).status_code == 200
         forged = token[:-4] + ("AAAA" if not token.endswith("AAAA") else "BBBB")
         for wrong in (forged, "tw_0000000000000000_" + "A" * 43, "nonsense", ""):
@@ -79,27 +63,35 @@ async def test_unknown_malformed_and_revoked_keys_are_401(tmp_path: Path, config
             body = assert_error_shape(response, 401)
             assert "Bearer" in response.headers["www-authenticate"]
             assert body["details"]["Authorization"][0]["error"] == "invalid"
-        revoked = tapeworker(config, "api-key", "revoke", "--name", "mover2")
-        assert revoked.returncode == 0, revoked.stderr
+        assert await journal.revoke_api_key("mover2", 2000.0)
         assert_error_shape(await client.get(BASE, headers=bearer(token), auth=None), 401)
 
 
-def test_the_cli_lists_keys_without_their_secret(config: Path) -> None:
-    token = make_key(config, "mover3", "task_destinations/show")
-    duplicate = tapeworker(config, "api-key", "create", "--name", "mover3", "--scope", SCOPES[0])
-    assert duplicate.returncode == 1
-    assert "exists" in duplicate.stderr
-    unknown = tapeworker(config, "api-key", "create", "--name", "x", "--scope", "everything")
-    assert unknown.returncode == 2
-    listed = tapeworker(config, "api-key", "list")
-    assert listed.returncode == 0
-    assert "mover3: live" in listed.stdout
-    assert "task_destinations/show" in listed.stdout
-    secret = token.rsplit("_", 1)[1]
-    assert secret not in listed.stdout
-    journal = (config.parent / "journal.sqlite3").read_bytes()
-    assert secret.encode() not in journal, "the secret is never stored"
-    assert tapeworker(config, "api-key", "revoke", "--name", "nobody").returncode == 1
+async def test_basic_users_have_the_task_scopes_and_admin_users_the_admin_ones(
+    tmp_path: Path,
+) -> None:
+    async with api_client(tmp_path) as (_, journal):
+        auth = Authenticator(
+            journal,
+            {"archive": "a", "operator": "o", "reader": "r"},
+            {"reader": ["task_destinations/index"]},
+            admin_users=["operator", "reader"],
+        )
+
+        def basic(user: str, password: str) -> str:
+            return "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
+
+        assert (await auth.principal(basic("archive", "a"))).scopes == TASK_SCOPES
+        assert (await auth.principal(basic("operator", "o"))).scopes == TASK_SCOPES | ADMIN_SCOPES
+        reader = await auth.principal(basic("reader", "r"))
+        assert reader.scopes == {"task_destinations/index"} | ADMIN_SCOPES
+        assert {
+            "admin/drives",
+            "admin/tapes",
+            "admin/drain",
+            "admin/release",
+            "admin/api_keys",
+        } == ADMIN_SCOPES
 
 
 async def test_basic_users_have_every_scope_unless_configured(tmp_path: Path) -> None:

@@ -2,8 +2,9 @@
 
 `drive up|down N`, `tape clear-check|lock|unlock BARCODE`, `drain`, `resume`,
 `release DESTINATION`. The daemon is the only writer of its journal, so these ask
-it; they use the first of `[http] admin_users` (or `--user`) and its password from
-the same configuration file the daemon reads.
+it. They send an API key (`--api-key` or `$TAPEWORKER_API_KEY`) as a Bearer token,
+else the first of `[http] admin_users` (or `--user`) and its password from the same
+configuration file the daemon reads, as HTTP Basic.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import argparse
 import base64
 import getpass
 import json
+import os
 import re
 import sys
 import urllib.error
@@ -35,7 +37,7 @@ def add_commands(
 
     def common(parser: argparse.ArgumentParser, *, reason_required: bool) -> None:
         config_arg(parser)
-        parser.add_argument("--user", help="HTTP user (default: the first of admin_users)")
+        credential_args(parser)
         parser.add_argument(
             "--reason", required=reason_required, help="why: journaled, logged, published"
         )
@@ -59,6 +61,17 @@ def add_commands(
     common(release, reason_required=False)
 
 
+def credential_args(parser: argparse.ArgumentParser) -> None:
+    """How a command authenticates to the daemon: an API key, else Basic."""
+    parser.add_argument("--user", help="HTTP user (default: the first of admin_users)")
+    parser.add_argument(
+        "--api-key",
+        default=os.environ.get("TAPEWORKER_API_KEY"),
+        help="an API key holding the command's admin/... scope (default: "
+        "$TAPEWORKER_API_KEY; without one, HTTP Basic as --user)",
+    )
+
+
 def _path(args: argparse.Namespace) -> str:
     if args.command == "drive":
         return f"/admin/drives/{args.index}/{args.state}"
@@ -71,34 +84,83 @@ def _path(args: argparse.Namespace) -> str:
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
     """Send the command to the daemon; print its answer or its error."""
-    http = settings.http
-    user = args.user or (http.admin_users[0] if http.admin_users else None)
-    if user is None or user not in http.users:
+    answer = call(args, settings, "POST", _path(args), {"reason": args.reason})
+    if answer is None:
+        return EXIT_REFUSED
+    print(" ".join(f"{k}={v}" for k, v in answer.items()))
+    return 0
+
+
+def api_key(args: argparse.Namespace, settings: Settings) -> int:
+    """`api-key create|list|revoke`: the daemon stores the key (only its digest)."""
+    if args.action == "create":
+        body = {"reason": args.reason, "name": args.name, "scopes": args.scope}
+        answer = call(args, settings, "POST", "/admin/api_keys", body)
+        if answer is None:
+            return EXIT_REFUSED
+        print(answer["key"])
         print(
-            "tapeworker: no operator account: name one in [http] admin_users "
-            "(with its password in [http.users])",
+            f"API key {answer['name']!r} with {', '.join(answer['scopes'])}: "
+            "shown once, store it now",
             file=sys.stderr,
         )
+        return 0
+    if args.action == "revoke":
+        name = urllib.parse.quote(args.name, safe="")
+        answer = call(
+            args, settings, "POST", f"/admin/api_keys/{name}/revoke", {"reason": args.reason}
+        )
+        if answer is None:
+            return EXIT_REFUSED
+        print(f"revoked {answer['name']}")
+        return 0
+    answer = call(args, settings, "GET", "/admin/api_keys", None)
+    if answer is None:
         return EXIT_REFUSED
-    password = http.users[user].get_secret_value()
+    rows: list[dict[str, Any]] = answer["api_keys"]
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    for row in rows:
+        state = f"revoked {row['revoked']}" if row["revoked"] else "live"
+        print(f"{row['name']}: {state}, created {row['created']}: {' '.join(row['scopes'])}")
+    return 0
+
+
+def call(
+    args: argparse.Namespace,
+    settings: Settings,
+    method: str,
+    path: str,
+    body: dict[str, Any] | None,
+) -> dict[str, Any] | None:
+    """The daemon's answer to one admin request; None (said on stderr) when refused."""
+    http = settings.http
+    authorization = credentials(args, settings)
+    if authorization is None:
+        print(
+            "tapeworker: no credentials: give --api-key (or $TAPEWORKER_API_KEY), or name "
+            "an operator in [http] admin_users (with its password in [http.users])",
+            file=sys.stderr,
+        )
+        return None
     # The listener may be on every address; we talk to it on loopback then.
     host = "127.0.0.1" if http.host in ("0.0.0.0", "", "::") else http.host  # noqa: S104
-    url = f"http://{host}:{http.port}{_path(args)}"
-    login = getpass.getuser()
-    body: dict[str, Any] = {"reason": args.reason, "by": login if _LOGIN.match(login) else None}
-    token = base64.b64encode(f"{user}:{password}".encode()).decode()
+    headers = {"Authorization": authorization}
+    data = None
+    if body is not None:
+        login = getpass.getuser()
+        data = json.dumps({**body, "by": login if _LOGIN.match(login) else None}).encode()
+        headers["Content-Type"] = "application/json"
     request = urllib.request.Request(
-        url,
-        data=json.dumps(body).encode(),
-        headers={"Content-Type": "application/json", "Authorization": f"Basic {token}"},
-        method="POST",
+        f"http://{host}:{http.port}{path}", data=data, headers=headers, method=method
     )
     try:
         with urllib.request.urlopen(request, timeout=30) as response:  # noqa: S310
-            answer = json.loads(response.read())
+            answer: dict[str, Any] = json.loads(response.read())
+            return answer
     except urllib.error.HTTPError as exc:
         print(f"tapeworker: refused ({exc.code}): {_messages(exc)}", file=sys.stderr)
-        return EXIT_REFUSED
     except (urllib.error.URLError, OSError) as exc:
         reason = getattr(exc, "reason", exc)
         print(
@@ -106,9 +168,19 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
             "is it running?",
             file=sys.stderr,
         )
-        return EXIT_REFUSED
-    print(" ".join(f"{k}={v}" for k, v in answer.items()))
-    return 0
+    return None
+
+
+def credentials(args: argparse.Namespace, settings: Settings) -> str | None:
+    """The Authorization header: the API key if one is given, else an operator's Basic."""
+    if args.api_key:
+        return f"Bearer {args.api_key.strip()}"
+    http = settings.http
+    user = args.user or (http.admin_users[0] if http.admin_users else None)
+    if user is None or user not in http.users:
+        return None
+    password = http.users[user].get_secret_value()
+    return "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
 
 
 def _messages(error: urllib.error.HTTPError) -> str:
