@@ -6,7 +6,22 @@ from __future__ import annotations
 import pytest
 
 from worker.simulation.bench import main as bench_main
-from worker.simulation.report import GOALS_HEADING, TARGETS_HEADING
+from worker.simulation.bench import target_json
+from worker.simulation.report import GOALS_HEADING, TARGETS_HEADING, Target
+
+
+def test_json_targets_say_whether_they_are_judged() -> None:
+    judged = target_json(Target("mounts / LB", 1.1, 1.25, "fewer mounts"))
+    goal = target_json(Target("robot utilisation (goal)", 0.5, 0.7, "context", judged=False))
+    assert judged == {
+        "name": "mounts / LB",
+        "value": 1.1,
+        "limit": 1.25,
+        "met": True,
+        "judged": True,
+        "detail": "fewer mounts",
+    }
+    assert goal["judged"] is False
 
 
 @pytest.mark.benchmark

@@ -95,17 +95,7 @@ def main(argv: list[str] | None = None) -> int:
                     "headroom": (
                         {**found.as_dict(), "target_ratio": W2_90_RATIO} if found else None
                     ),
-                    "targets": [
-                        {
-                            "name": t.name,
-                            "value": t.value,
-                            "limit": t.limit,
-                            "met": t.met,
-                            "issue": t.issue,
-                            "detail": t.detail,
-                        }
-                        for t in targets
-                    ],
+                    "targets": [target_json(t) for t in targets],
                 },
                 indent=2,
             )
@@ -128,6 +118,18 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def target_json(target: Target) -> dict[str, object]:
+    """One target of `--json`: `judged` is false for context (the scheduling goals)."""
+    return {
+        "name": target.name,
+        "value": target.value,
+        "limit": target.limit,
+        "met": target.met,
+        "judged": target.judged,
+        "detail": target.detail,
+    }
+
+
 def cost_targets(cost: Cost, judged: bool = True) -> list[Target]:
     """The planning cost, judged by ratios measured in the same run (`judged`
     False: the test suite's small sizes, printed as context only)."""
@@ -138,14 +140,14 @@ def cost_targets(cost: Cost, judged: bool = True) -> list[Target]:
             cost.sort_ratio,
             SORT_RATIO_LIMIT,
             f"{base.median_ms:.1f} ms vs {cost.sort_ms:.1f} ms",
-            issue=judged,
+            judged=judged,
         ),
         Target(
             f"planning cost: one round at {big.requests:,} requests / at {base.requests:,}",
             cost.growth_ratio,
             GROWTH_RATIO_LIMIT,
             f"{big.median_ms:.1f} ms vs {base.median_ms:.1f} ms",
-            issue=judged,
+            judged=judged,
         ),
     ]
 
@@ -220,7 +222,7 @@ def _many(args: argparse.Namespace) -> int:
                         {
                             "name": t.name,
                             "limit": t.limit,
-                            "issue": t.issue,
+                            "judged": t.judged,
                             "mean": mean,
                             "ci95": half,
                             "met_seeds": met,
@@ -238,11 +240,11 @@ def _many(args: argparse.Namespace) -> int:
     for target in cost_targets(cost, judged=not args.quick):
         verdict = "met   " if target.met else "MISSED"
         print(f"  [{verdict}] {target.name}: {target.value:.3g} (limit {target.limit:g})")
-    for issue in (True, False):
-        if not issue:
+    for judged in (True, False):
+        if not judged:
             print(GOALS_HEADING)
         for target, mean, half, met in summary:
-            if target.issue is not issue:
+            if target.judged is not judged:
                 continue
             verdict = "met   " if met == len(seeds) else ("MISSED" if met == 0 else "mixed ")
             print(

@@ -54,8 +54,9 @@ class Target:
     value: float
     limit: float
     detail: str
-    #: False for context (SCHEDULING.md 4.5's goals), printed apart.
-    issue: bool = True
+    #: True for a target the run is judged on; False for context (the scheduling
+    #: goals), printed apart.
+    judged: bool = True
 
     @property
     def met(self) -> bool:
@@ -194,7 +195,7 @@ def judge(results: Sequence[CaseResult], max_age_s: float) -> list[Target]:
                         0.5,
                         f"{mine.mean_latency_s:.0f} s vs {best_fcfs.mean_latency_s:.0f} s "
                         f"({best_fcfs.policy})",
-                        issue=False,
+                        judged=False,
                     )
                 )
         elif key == "w2-0.3":
@@ -238,7 +239,7 @@ def judge(results: Sequence[CaseResult], max_age_s: float) -> list[Target]:
                 mine.robot_utilisation,
                 0.8,
                 f"{mine.mounts} mounts",
-                issue=False,
+                judged=False,
             )
         )
         found.append(
@@ -248,7 +249,7 @@ def judge(results: Sequence[CaseResult], max_age_s: float) -> list[Target]:
                 0.05,
                 f"{mine.remounts_2h} remounts; best baseline "
                 f"{result.best('remount_share').remount_share:.1%}",
-                issue=False,
+                judged=False,
             )
         )
     return found
@@ -329,8 +330,8 @@ TARGETS_HEADING = "targets:"
 
 
 def print_targets(found: Sequence[Target], out: TextIO) -> None:
-    for heading, issue in ((TARGETS_HEADING, True), (GOALS_HEADING, False)):
-        group = [t for t in found if t.issue is issue]
+    for heading, judged in ((TARGETS_HEADING, True), (GOALS_HEADING, False)):
+        group = [t for t in found if t.judged is judged]
         if not group:
             continue
         print(heading, file=out)
