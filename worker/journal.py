@@ -1146,17 +1146,29 @@ class Journal:
                     )
                 else:
                     await db.execute("DELETE FROM meta WHERE key='draining'")
-            await self.insert_event(
-                db,
-                source="operator",
-                received=now,
-                topic=target,
-                verb=action,
-                payload=json.dumps({"by": who, "reason": reason}),
-                status="applied",
-                reason=f"{who}: {reason}" if reason else who,
-            )
+            await self._operator_event(db, action, who, reason, now, target)
         return True
+
+    async def _operator_event(
+        self,
+        db: aiosqlite.Connection,
+        action: str,
+        who: str,
+        reason: str | None,
+        now: float,
+        target: str,
+    ) -> None:
+        """An operator's action as an event: who and why, in the caller's transaction."""
+        await self.insert_event(
+            db,
+            source="operator",
+            received=now,
+            topic=target,
+            verb=action,
+            payload=json.dumps({"by": who, "reason": reason}),
+            status="applied",
+            reason=f"{who}: {reason}" if reason else who,
+        )
 
     async def _operator_locks(self) -> set[str]:
         row = await self._one("SELECT value FROM meta WHERE key='operator_locks'")
@@ -1470,15 +1482,28 @@ class Journal:
     # -- API keys ----------------------------------------------------------------------
 
     async def add_api_key(
-        self, name: str, key_id: str, digest: str, scopes: Sequence[str], now: float
+        self,
+        name: str,
+        key_id: str,
+        digest: str,
+        scopes: Sequence[str],
+        now: float,
+        *,
+        who: str | None = None,
+        reason: str | None = None,
     ) -> bool:
-        """Store a new key; False when the name is taken (by a live or revoked key)."""
+        """Store a new key; False when the name is taken (by a live or revoked key).
+        With `who`, the operator's event "api-key create" in the same transaction."""
         async with self.transaction() as db:
             cur = await db.execute(
                 "INSERT INTO api_keys(name, key_id, digest, scopes, created) VALUES(?,?,?,?,?) "
                 "ON CONFLICT(name) DO NOTHING",
                 (name, key_id, digest, json.dumps(sorted(scopes)), now),
             )
+            if cur.rowcount and who is not None:
+                await self._operator_event(
+                    db, "api-key create", who, reason, now, f"api key {name}"
+                )
             return bool(cur.rowcount)
 
     async def api_key(self, key_id: str) -> ApiKeyRecord | None:
@@ -1491,12 +1516,19 @@ class Journal:
         rows = await self._all("SELECT * FROM api_keys ORDER BY name")
         return [_from_row(ApiKeyRecord, r, scopes=tuple(json.loads(r["scopes"]))) for r in rows]
 
-    async def revoke_api_key(self, name: str, now: float) -> bool:
-        """Revoke a live key; False when there is no live key of that name."""
+    async def revoke_api_key(
+        self, name: str, now: float, *, who: str | None = None, reason: str | None = None
+    ) -> bool:
+        """Revoke a live key; False when there is no live key of that name.
+        With `who`, the operator's event "api-key revoke" in the same transaction."""
         async with self.transaction() as db:
             cur = await db.execute(
                 "UPDATE api_keys SET revoked=? WHERE name=? AND revoked IS NULL", (now, name)
             )
+            if cur.rowcount and who is not None:
+                await self._operator_event(
+                    db, "api-key revoke", who, reason, now, f"api key {name}"
+                )
             return bool(cur.rowcount)
 
     async def next_destination_id(self) -> int:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -94,9 +95,13 @@ def test_the_operator_makes_keys_through_the_daemon_and_they_are_scoped(daemon: 
     assert "(401)" in revoked.stderr
     assert "no live API key" in cli(daemon, "api-key", "revoke", "--name", "ops1").stderr
 
-    events = ok(cli(daemon, "events"))
-    assert "api-key create" in events
-    assert "api-key revoke" in events
+    events = json.loads(ok(cli(daemon, "events", "--json")))["events"]
+    made = [e for e in events if e["verb"] == "api-key create"]
+    assert len(made) == 3, "one event per key made, none for the refused ones"
+    [revoke] = [e for e in events if e["verb"] == "api-key revoke"]
+    assert revoke["source"] == "operator"
+    assert "tester" in revoke["reason"]
+    assert "rotated" in revoke["reason"]
 
 
 def test_admin_routes_take_basic_and_bearer_with_their_scope(daemon: Daemon) -> None:

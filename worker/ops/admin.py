@@ -192,14 +192,20 @@ def add_api_key_routes(router: APIRouter, service: "Service", auth: Authenticato
         assert journal is not None
         key = new_key()
         if not await journal.add_api_key(
-            body.name, key.key_id, key.digest, body.scopes, time.time()
+            body.name,
+            key.key_id,
+            key.digest,
+            body.scopes,
+            time.time(),
+            who=who(user, body),
+            reason=body.reason,
         ):
             return error_response(
                 409,
                 f"an API key named {body.name!r} exists",
                 {"name": [detail("taken", body.name)]},
             )
-        await record_key_action("api-key create", body.name, user, body)
+        await announce_key_action("api-key create", body.name, user, body)
         return {"name": body.name, "scopes": sorted(body.scopes), "key": key.token}
 
     @router.get("/api_keys")
@@ -224,22 +230,19 @@ def add_api_key_routes(router: APIRouter, service: "Service", auth: Authenticato
     ) -> dict[str, Any] | JSONResponse:
         journal = service.journal
         assert journal is not None
-        if not await journal.revoke_api_key(name, time.time()):
+        if not await journal.revoke_api_key(
+            name, time.time(), who=who(user, body), reason=body.reason
+        ):
             return not_found("live API key", name)
-        await record_key_action("api-key revoke", name, user, body)
+        await announce_key_action("api-key revoke", name, user, body)
         return {"name": name, "revoked": True}
 
-    async def record_key_action(
+    async def announce_key_action(
         action: str, name: str, user: Principal, body: OperatorRequest
     ) -> None:
-        journal = service.journal
-        assert journal is not None
+        # Journaled with the key's change itself; here it is logged and published.
         by = who(user, body)
         target = f"api key {name}"
-        # The key itself is stored by then; this is its who and why, in the journal too.
-        await journal.operator_action(
-            action, who=by, reason=body.reason, now=time.time(), target=target
-        )
         log.info(_LOG_LINES[action], target=target, by=by, reason=body.reason)
         await service.operator_changed(
             {"action": action, "target": target, "by": by, "reason": body.reason}
