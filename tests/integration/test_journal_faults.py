@@ -418,7 +418,12 @@ def test_the_running_daemon_prunes_what_ended_and_keeps_what_lives(tmp_path: Pat
                 timeout=WAIT_S,
                 what="the destroyed destination pruned",
             )
-            assert '"journal pruned"' in daemon.log_tail(400)
+            # The rows go before the line that reports them is written: wait for it.
+            wait_until(
+                lambda: '"journal pruned"' in daemon.log_tail(400),
+                timeout=WAIT_S,
+                what="the prune logged",
+            )
             # The live destination stays, and a new one never reuses a pruned id.
             assert http.get(f"/tasks/9/task_destinations/{live.json()['id']}").status_code == 200
             again = http.post("/tasks/9/task_destinations", json=body())
