@@ -20,7 +20,6 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
-import aiosqlite
 import structlog
 from pydantic import ValidationError
 
@@ -33,6 +32,7 @@ from worker.journal import (
     EventRecord,
     Journal,
     RequestRecord,
+    Transaction,
     fault_kind,
 )
 from worker.models import Container, Folder, TaskDestinationBody
@@ -101,7 +101,7 @@ class Target:
 
 
 #: Extra writes that must commit with a batch of events (see `record_events`).
-WithinTransaction = Callable[[aiosqlite.Connection, list[Outcome]], Awaitable[None]]
+WithinTransaction = Callable[[Transaction, list[Outcome]], Awaitable[None]]
 
 
 def message_digest(topic: str, payload: bytes) -> str:
@@ -127,18 +127,18 @@ async def record_events(
     daemon, twice or ever; a journal fault (JournalFaultError) commits nothing.
     """
     outcomes: list[Outcome] = []
-    async with journal.transaction() as db:
+    async with journal.transaction() as tx:
         for event in events:
             try:
-                async with journal.savepoint(db):
-                    outcome = await _record_input(journal, db, event, now, hold_seconds)
+                async with tx.savepoint():
+                    outcome = await _record_input(journal, tx, event, now, hold_seconds)
             except Exception as exc:
                 if isinstance(exc, JournalFaultError) or fault_kind(exc) is not None:
                     raise
-                outcome = await _record_poison(journal, db, event, now, exc)
+                outcome = await _record_poison(journal, tx, event, now, exc)
             outcomes.append(outcome)
         if within is not None:
-            await within(db, outcomes)
+            await within(tx, outcomes)
     # Committed: only now is an event received (a crash before the commit loses it,
     # and the client or the broker sends it again).
     for event, outcome in zip(events, outcomes, strict=True):
@@ -173,7 +173,7 @@ def _log_outcome(event: DestinationEvent | RejectedInput, outcome: Outcome) -> N
 
 async def _record_input(
     journal: Journal,
-    db: aiosqlite.Connection,
+    tx: Transaction,
     event: DestinationEvent | RejectedInput,
     now: float,
     hold_seconds: float,
@@ -181,10 +181,9 @@ async def _record_input(
     if event.dedup_key is not None:
         prior = await journal.event_with_dedup_key(event.dedup_key)
         if prior is not None:
-            return await _record_seen(journal, db, event, prior, now)
+            return await _record_seen(journal, tx, event, prior, now)
     if isinstance(event, RejectedInput):
-        seq = await journal.insert_event(
-            db,
+        seq = await tx.insert_event(
             source=event.source,
             received=now,
             topic=event.topic,
@@ -197,12 +196,12 @@ async def _record_input(
         return Outcome(
             "rejected" if seq else "duplicate", reason=event.reason, details=event.details
         )
-    return await _record_one(journal, db, event, now, hold_seconds)
+    return await _record_one(journal, tx, event, now, hold_seconds)
 
 
 async def _record_poison(
     journal: Journal,
-    db: aiosqlite.Connection,
+    tx: Transaction,
     event: DestinationEvent | RejectedInput,
     now: float,
     exc: Exception,
@@ -210,8 +209,7 @@ async def _record_poison(
     reason = f"poison event: handling raised {type(exc).__name__}: {exc}"[:1000]
     log.error("poison event skipped", topic=event.topic, reason=reason, exc_info=exc)
     destination_id = event.destination_id if isinstance(event, DestinationEvent) else None
-    seq = await journal.insert_event(
-        db,
+    seq = await tx.insert_event(
         source=event.source,
         received=now,
         topic=event.topic,
@@ -229,7 +227,7 @@ async def _record_poison(
 
 async def _record_seen(
     journal: Journal,
-    db: aiosqlite.Connection,
+    tx: Transaction,
     event: DestinationEvent | RejectedInput,
     prior: EventRecord,
     now: float,
@@ -246,8 +244,7 @@ async def _record_seen(
     verb = task_id = destination_id = None
     if isinstance(event, DestinationEvent):
         verb, task_id, destination_id = event.verb, event.task_id, event.destination_id
-    await journal.insert_event(
-        db,
+    await tx.insert_event(
         source=event.source,
         received=now,
         topic=event.topic,
@@ -271,7 +268,7 @@ def _same_message(prior: EventRecord, event: DestinationEvent | RejectedInput) -
 
 async def _record_one(
     journal: Journal,
-    db: aiosqlite.Connection,
+    tx: Transaction,
     event: DestinationEvent,
     now: float,
     hold_seconds: float,
@@ -280,11 +277,10 @@ async def _record_one(
     if destination_id is None:
         destination_id = await journal.next_destination_id()
     try:
-        outcome = await _apply(journal, db, event, destination_id, now, hold_seconds)
+        outcome = await _apply(journal, tx, event, destination_id, now, hold_seconds)
     except RejectedEventError as exc:
         outcome = Outcome("rejected", destination_id, exc.reason, details=exc.details)
-    seq = await journal.insert_event(
-        db,
+    seq = await tx.insert_event(
         source=event.source,
         received=now,
         topic=event.topic,
@@ -369,7 +365,7 @@ async def resolve_target(journal: Journal, body: TaskDestinationBody) -> Target:
 
 async def _apply(
     journal: Journal,
-    db: aiosqlite.Connection,
+    tx: Transaction,
     event: DestinationEvent,
     destination_id: int,
     now: float,
@@ -388,12 +384,12 @@ async def _apply(
     if event.verb == "release":
         if existing is None:
             return Outcome("ignored", destination_id, f"no destination {destination_id}")
-        await _release_active(journal, db, destination_id, now, "released")
+        await _release_active(journal, tx, destination_id, now, "released")
         return Outcome("applied", destination_id)
     if event.verb == "destroy":
         if existing is None:
-            await journal.destroy_unknown_destination(
-                db, destination_id, task_id=event.task_id, sequence=event.sequence, now=now
+            await tx.destroy_unknown_destination(
+                destination_id, task_id=event.task_id, sequence=event.sequence, now=now
             )
             return Outcome(
                 "applied",
@@ -401,8 +397,8 @@ async def _apply(
                 f"destination {destination_id} destroyed before it was created: "
                 "a create of it arriving later is ignored",
             )
-        await _release_active(journal, db, destination_id, now, "destroyed")
-        await journal.destroy_destination(db, destination_id, sequence=event.sequence, now=now)
+        await _release_active(journal, tx, destination_id, now, "destroyed")
+        await tx.destroy_destination(destination_id, sequence=event.sequence, now=now)
         return Outcome("applied", destination_id)
 
     if event.body is None or body_json is None:
@@ -413,8 +409,7 @@ async def _apply(
         raise RejectedEventError(f"update of unknown destination {destination_id}")
     target = await resolve_target(journal, event.body)
     if existing is None:
-        await journal.insert_destination(
-            db,
+        await tx.insert_destination(
             destination_id,
             task_id=event.task_id,
             body=body_json,
@@ -427,8 +422,7 @@ async def _apply(
             nested=event.nested,
         )
     else:
-        await journal.update_destination(
-            db,
+        await tx.update_destination(
             destination_id,
             body=body_json,
             barcode=target.barcode,
@@ -444,28 +438,23 @@ async def _apply(
     if active is not None and _same_target(active, target):
         # A repeated create/update renews the lease; nothing else changes.
         if active.state is RequestState.READY:
-            await db.execute(
-                "UPDATE requests SET lease_expires=? WHERE id=?", (now + hold_seconds, active.id)
-            )
+            await tx.renew_lease(active.id, now, hold_seconds)
         return Outcome("applied", destination_id)
     if active is not None:
-        await _release_active(journal, db, destination_id, now, "replaced by an update")
+        await _release_active(journal, tx, destination_id, now, "replaced by an update")
     if target.status == "active":
-        await db.execute(
-            "INSERT INTO requests(destination_id, barcode, pool, write, state, arrival, updated, "
-            "size_bytes) VALUES(?,?,?,1,'pending',?,?,?)",
-            (destination_id, target.barcode, target.pool, now, now, event.size_bytes),
+        await tx.add_request(
+            destination_id,
+            barcode=target.barcode,
+            pool=target.pool,
+            now=now,
+            size_bytes=event.size_bytes,
         )
     elif target.status == "failed":
-        cur = await db.execute(
-            "INSERT INTO requests(destination_id, barcode, pool, write, state, arrival, updated) "
-            "VALUES(?,?,?,1,'pending',?,?)",
-            (destination_id, target.barcode, target.pool, now, now),
+        failed = await tx.add_request(
+            destination_id, barcode=target.barcode, pool=target.pool, now=now
         )
-        assert cur.lastrowid is not None
-        await journal.set_request_state(
-            db, cur.lastrowid, RequestState.FAILED, now, reason=target.reason
-        )
+        await tx.set_request_state(failed, RequestState.FAILED, now, reason=target.reason)
     return Outcome("applied", destination_id, target.reason)
 
 
@@ -509,11 +498,11 @@ def _same_target(active: RequestRecord, target: Target) -> bool:
 
 
 async def _release_active(
-    journal: Journal, db: aiosqlite.Connection, destination_id: int, now: float, why: str
+    journal: Journal, tx: Transaction, destination_id: int, now: float, why: str
 ) -> None:
     active = await journal.active_request_for(destination_id)
     if active is not None:
-        await journal.release(db, active, now, why)
+        await tx.release(active, now, why)
 
 
 @dataclass(frozen=True, slots=True)

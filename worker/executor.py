@@ -13,7 +13,6 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
-import aiosqlite
 import structlog
 
 from drivers.base import TapeLibrary
@@ -25,9 +24,10 @@ from drivers.errors import (
     OperationError,
     RetryableError,
 )
+from worker import drive_health
 from worker.actions import Attach, Clean, Load, Unload
 from worker.callbacks import ChangeListener, Clock
-from worker.journal import Journal
+from worker.journal import Journal, Transaction
 from worker.ops import metrics
 from worker.ops.metrics import Stopwatch
 from worker.requests import RequestState
@@ -148,15 +148,15 @@ class Executor:
         in_flight = await self._journal.operations("intent") + await self._journal.operations(
             "moved"
         )
-        async with self._journal.transaction() as db:
+        async with self._journal.transaction() as tx:
             for op in in_flight:
                 if op.drive == drive:
-                    await self._journal.finish_operation(
-                        db, op.id, "failed", now, error=message, error_class=error_class
+                    await tx.finish_operation(
+                        op.id, "failed", now, error=message, error_class=error_class
                     )
             for rid in request_ids:
-                await self._retry_or_fail(db, rid, now, message, give_up=False)
-            await self._journal.drive_freed(db, drive, now)
+                await self._retry_or_fail(tx, rid, now, message, give_up=False)
+            await tx.drive_freed(drive, now)
         await self._notify(request_ids)
 
     async def _run(self, action: DriveWork) -> bool:
@@ -219,11 +219,9 @@ class Executor:
             await self._failed(op, exc, request_ids, barcode=barcode, drive=drive)
             return False
         now = self._clock()
-        async with self._journal.transaction() as db:
-            await self._journal.move_tape(
-                db, barcode, slot=None, drive=drive, now=now, mounted=True
-            )
-            await self._journal.finish_operation(db, op, "moved", now)
+        async with self._journal.transaction() as tx:
+            await tx.move_tape(barcode, slot=None, drive=drive, now=now, mounted=True)
+            await tx.finish_operation(op, "moved", now)
         return await self._become_ready(op, barcode, drive, request_ids, mount)
 
     async def _become_ready(
@@ -247,26 +245,18 @@ class Executor:
             return False
         now = self._clock()
         ready: list[tuple[int, int, float]] = []
-        async with self._journal.transaction() as db:
+        async with self._journal.transaction() as tx:
             if op is not None:
-                await self._journal.finish_operation(db, op, "done", now)
-            await db.execute("UPDATE drives SET failures=0 WHERE idx=?", (drive,))
+                await tx.finish_operation(op, "done", now)
+            await tx.drive_succeeded(drive)
             for rid in request_ids:
-                current = await self._journal.request(rid)
+                current = await tx.request(rid)
                 if current is None or current.state is not RequestState.MOUNTING:
                     # Released or destroyed while we mounted: the tape stays for now.
                     continue
-                await self._journal.set_request_state(
-                    db,
-                    rid,
-                    RequestState.READY,
-                    now,
-                    drive=drive,
-                    lease_expires=now + self._hold_seconds,
-                    reason=None,
-                )
+                await tx.make_ready(rid, drive, now, self._hold_seconds)
                 ready.append((rid, current.destination_id, now - current.arrival))
-            await self._journal.drive_freed(db, drive, now)
+            await tx.drive_freed(drive, now)
         mount_s = None
         if mount is not None:
             mount_s = round(mount.elapsed(), 3)
@@ -329,18 +319,17 @@ class Executor:
         free = home is not None and home not in taken
         now = self._clock()
         reason = f"{barcode} was unthreaded in drive {drive}"
-        async with self._journal.transaction() as db:
+        async with self._journal.transaction() as tx:
             for rid in request_ids:
-                current = await self._journal.request(rid)
+                current = await tx.request(rid)
                 if current is None or current.state is not RequestState.MOUNTING:
                     continue
                 if free:
-                    await self._journal.set_request_state(
-                        db, rid, RequestState.PENDING, now, drive=None, reason=reason
+                    await tx.set_request_state(
+                        rid, RequestState.PENDING, now, drive=None, reason=reason
                     )
                 else:
-                    await self._journal.set_request_state(
-                        db,
+                    await tx.set_request_state(
                         rid,
                         RequestState.FAILED,
                         now,
@@ -358,17 +347,17 @@ class Executor:
         """Claim the requests still pending; a destroy may have released some since
         the plan was made, and nothing is mounted for nobody."""
         started: list[int] = []
-        async with self._journal.transaction() as db:
+        async with self._journal.transaction() as tx:
             for rid in request_ids:
-                current = await self._journal.request(rid)
+                current = await tx.request(rid)
                 if current is None or current.state is not RequestState.PENDING:
                     continue
-                await self._journal.set_request_state(
-                    db, rid, RequestState.MOUNTING, now, drive=drive, barcode=barcode
+                await tx.set_request_state(
+                    rid, RequestState.MOUNTING, now, drive=drive, barcode=barcode
                 )
                 started.append(rid)
             if started:
-                await db.execute("UPDATE drives SET idle_since=NULL WHERE idx=?", (drive,))
+                await tx.drive_in_use(drive)
         return tuple(started)
 
     async def _unload(self, action: Unload) -> bool:
@@ -386,12 +375,10 @@ class Executor:
             )
             return False
         now = self._clock()
-        async with self._journal.transaction() as db:
-            await self._journal.move_tape(db, action.barcode, slot=action.slot, drive=None, now=now)
-            await self._journal.finish_operation(db, op, "done", now)
-            await db.execute(
-                "UPDATE drives SET idle_since=NULL, failures=0 WHERE idx=?", (action.drive,)
-            )
+        async with self._journal.transaction() as tx:
+            await tx.move_tape(action.barcode, slot=action.slot, drive=None, now=now)
+            await tx.finish_operation(op, "done", now)
+            await tx.drive_emptied(action.drive)
         duration = unload.elapsed()
         metrics.UNLOAD_SECONDS.observe(duration)
         log.info(
@@ -417,14 +404,9 @@ class Executor:
             await self._failed(op, exc, (), barcode=action.barcode, drive=action.drive)
             return False
         now = self._clock()
-        async with self._journal.transaction() as db:
-            await self._journal.finish_operation(db, op, "done", now)
-            await db.execute(
-                "UPDATE tapes SET cleaning_uses_left = MAX(cleaning_uses_left - 1, 0), "
-                "mount_count = mount_count + 1, date_move=? WHERE barcode=?",
-                (now, action.barcode),
-            )
-            await db.execute("UPDATE drives SET needs_cleaning=0 WHERE idx=?", (action.drive,))
+        async with self._journal.transaction() as tx:
+            await tx.finish_operation(op, "done", now)
+            await tx.cleaning_done(action.barcode, action.drive, now)
         return True
 
     # -- failure policy --------------------------------------------------------------
@@ -446,21 +428,16 @@ class Executor:
         checks: list[str] = []
         if exc.outcome_uncertain or isinstance(exc, OperationError):
             self.state.inventory_suspect = True
-        async with self._journal.transaction() as db:
-            await self._journal.finish_operation(
-                db, op, "failed", now, error=str(exc), error_class=type(exc).__name__
+        async with self._journal.transaction() as tx:
+            await tx.finish_operation(
+                op, "failed", now, error=str(exc), error_class=type(exc).__name__
             )
-            if drive is not None and isinstance(exc, HardwareError | RetryableError):
-                await db.execute("UPDATE drives SET failures = failures + 1 WHERE idx=?", (drive,))
-                reason = f"down after repeated failures: {exc.message}"
-                cursor = await db.execute(
-                    "UPDATE drives SET up=0, reason=? WHERE idx=? AND failures >= ? AND up=1",
-                    (reason, drive, self._settings.drive_down_after),
+            if drive is not None and drive_health.counts_against_drive(exc):
+                marked_down = await tx.count_drive_failure(
+                    drive, exc.message, self._settings.drive_down_after
                 )
-                if cursor.rowcount:
-                    marked_down = reason
             if barcode is not None and isinstance(exc, IncompatibleMediaError):
-                await db.execute("UPDATE tapes SET need_to_check=1 WHERE barcode=?", (barcode,))
+                await tx.tape_needs_check(barcode)
                 checks.append("the drive refused the medium")
             if barcode is not None and (exc.outcome_uncertain or isinstance(exc, OperationError)):
                 # Where is the cartridge now? The next inventory tells; one that the
@@ -468,11 +445,11 @@ class Executor:
                 self.state.to_verify.add(barcode)
             if barcode is not None and kind == "unload" and isinstance(exc, HardwareError):
                 # The drive would not give the cartridge back: it is stuck.
-                await db.execute("UPDATE tapes SET need_to_check=1 WHERE barcode=?", (barcode,))
+                await tx.tape_needs_check(barcode)
                 checks.append("stuck in the drive")
             for rid in request_ids:
                 await self._retry_or_fail(
-                    db,
+                    tx,
                     rid,
                     now,
                     f"{type(exc).__name__}: {exc.message}",
@@ -487,21 +464,20 @@ class Executor:
         await self._notify(request_ids)
 
     async def _retry_or_fail(
-        self, db: aiosqlite.Connection, rid: int, now: float, reason: str, *, give_up: bool
+        self, tx: Transaction, rid: int, now: float, reason: str, *, give_up: bool
     ) -> None:
         """A request whose mount failed: pending again, or failed with the reason once
         its retry budget is spent (inside the caller's transaction)."""
-        current = await self._journal.request(rid)
+        current = await tx.request(rid)
         if current is None or current.state not in (RequestState.MOUNTING, RequestState.PENDING):
             return
         attempts = current.attempts + 1
         if give_up or attempts > self._settings.retries:
-            await self._journal.set_request_state(
-                db, rid, RequestState.FAILED, now, attempts=attempts, reason=reason
+            await tx.set_request_state(
+                rid, RequestState.FAILED, now, attempts=attempts, reason=reason
             )
         else:
-            await self._journal.set_request_state(
-                db,
+            await tx.set_request_state(
                 rid,
                 RequestState.PENDING,
                 now,

@@ -28,12 +28,10 @@ from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-import aiosqlite
-
 from worker.destinations import Outcome
 from worker.errors import JournalFaultError
 from worker.http_errors import error_body, error_response, journal_unavailable
-from worker.journal import IdempotentResult, Journal
+from worker.journal import IdempotentResult, Journal, Transaction
 
 if TYPE_CHECKING:
     from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -65,7 +63,7 @@ class _Claim:
 _claim: ContextVar[_Claim | None] = ContextVar("idempotency_claim", default=None)
 
 
-async def remember_create(db: aiosqlite.Connection, outcomes: list[Outcome]) -> None:
+async def remember_create(tx: Transaction, outcomes: list[Outcome]) -> None:
     """Record the key of the create in progress, inside its event's transaction.
 
     The create route passes this to `record_events`; without a key it does nothing.
@@ -75,8 +73,7 @@ async def remember_create(db: aiosqlite.Connection, outcomes: list[Outcome]) -> 
         return
     [outcome] = outcomes
     created = outcome.status != "rejected" and outcome.destination_id is not None
-    await claim.journal.remember_idempotent_result(
-        db,
+    await tx.remember_idempotent_result(
         scope=claim.scope,
         key=claim.key,
         fingerprint=claim.digest.hexdigest(),

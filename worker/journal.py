@@ -33,10 +33,11 @@ import structlog
 from drivers.base import Inventory
 from drivers.definition import LibraryDefinition
 from drivers.media import is_cleaning, media_of
+from worker import drive_health
 from worker.errors import JournalDamagedError, JournalError, JournalFaultError
 from worker.index_query import FILTERABLE, SORTABLE, Filter, IndexQuery, SortKey
 from worker.ops import metrics
-from worker.requests import ACTIVE, RequestState, transition
+from worker.requests import ACTIVE, RequestState, lease_expiry, transition
 
 SCHEMA_VERSION = 5
 #: How many inventory surprises the journal keeps for the status command.
@@ -795,11 +796,18 @@ class Journal:
             self.fault = None
 
     @asynccontextmanager
-    async def transaction(self) -> AsyncIterator[aiosqlite.Connection]:
-        """One atomic batch: everything inside commits together, or nothing does.
+    async def transaction(self) -> AsyncIterator[Transaction]:
+        """One atomic batch: everything done through the Transaction commits together,
+        or nothing does.
 
         A write the journal refuses raises JournalFaultError (nothing committed).
         """
+        async with self._write() as db:
+            yield Transaction(self, db)
+
+    @asynccontextmanager
+    async def _write(self) -> AsyncIterator[aiosqlite.Connection]:
+        """The connection inside BEGIN IMMEDIATE ... COMMIT; it never leaves this module."""
         async with self._tx_lock:
             try:
                 await self._db.execute("BEGIN IMMEDIATE")
@@ -821,24 +829,10 @@ class Journal:
                 raise
         self._healthy()
 
-    @asynccontextmanager
-    async def savepoint(self, db: aiosqlite.Connection) -> AsyncIterator[None]:
-        """Inside a caller's transaction: undo just this part when it raises."""
-        await db.execute("SAVEPOINT part")
-        try:
-            yield
-        except BaseException:
-            # After a refused write SQLite may have ended the transaction already.
-            with contextlib.suppress(sqlite3.Error):
-                await db.execute("ROLLBACK TO part")
-                await db.execute("RELEASE part")
-            raise
-        await db.execute("RELEASE part")
-
     async def probe(self, now: float) -> bool:
         """A tiny write: does the journal take writes again? (clears `fault` if so)"""
         try:
-            async with self.transaction() as db:
+            async with self._write() as db:
                 await db.execute(
                     "INSERT INTO meta(key, value) VALUES('probe', ?) "
                     "ON CONFLICT(key) DO UPDATE SET value=excluded.value",
@@ -882,7 +876,7 @@ class Journal:
 
     async def sync_catalog(self, definition: LibraryDefinition, now: float) -> None:
         """Bring pools, drives and tapes in from the definition; keep what we learnt."""
-        async with self.transaction() as db:
+        async with self._write() as db:
             for pool in definition.pools:
                 await db.execute(
                     "INSERT INTO pools(name, pool_id, content, type, comment, "
@@ -949,7 +943,7 @@ class Journal:
     async def apply_inventory(self, inventory: Inventory, now: float) -> list[str]:
         """Record where the library says each cartridge is; return what surprised us."""
         surprises: list[str] = []
-        async with self.transaction() as db:
+        async with self._write() as db:
             await db.execute(
                 "INSERT INTO meta(key, value) VALUES('inventory', ?) "
                 "ON CONFLICT(key) DO UPDATE SET value=excluded.value",
@@ -1038,7 +1032,7 @@ class Journal:
         latest SURPRISES_KEPT of them, for `tapeworker status`."""
         if not surprises:
             return
-        async with self.transaction() as db:
+        async with self._write() as db:
             kept = await self.surprises()
             kept.extend({"time": now, "what": what} for what in surprises)
             await db.execute(
@@ -1085,7 +1079,7 @@ class Journal:
         if unknown:
             raise ValueError(f"not tape fields: {sorted(unknown)}")
         sets = ", ".join(f"{k}=?" for k in fields)
-        async with self.transaction() as db:
+        async with self._write() as db:
             await db.execute(
                 f"UPDATE tapes SET {sets} WHERE barcode=?",  # noqa: S608 - keys checked above
                 (*[int(v) if isinstance(v, bool) else v for v in fields.values()], barcode),
@@ -1110,7 +1104,7 @@ class Journal:
         draining: bool | None = None,
     ) -> bool:
         """Apply one operator action; False when its drive or tape does not exist."""
-        async with self.transaction() as db:
+        async with self._write() as db:
             if drive is not None and drive_up is not None:
                 cursor = await db.execute(
                     "UPDATE drives SET up=?, failures=0, reason=? WHERE idx=?",
@@ -1159,8 +1153,7 @@ class Journal:
         target: str,
     ) -> None:
         """An operator's action as an event: who and why, in the caller's transaction."""
-        await self.insert_event(
-            db,
+        await Transaction(self, db).insert_event(
             source="operator",
             received=now,
             topic=target,
@@ -1180,43 +1173,6 @@ class Journal:
         return json.loads(row[0]) if row else None
 
     # -- events --------------------------------------------------------------------
-
-    async def insert_event(
-        self,
-        db: aiosqlite.Connection,
-        *,
-        source: str,
-        received: float,
-        topic: str | None = None,
-        verb: str | None = None,
-        task_id: str | None = None,
-        destination_id: int | None = None,
-        payload: str | None = None,
-        status: str = "applied",
-        reason: str | None = None,
-        dedup_key: str | None = None,
-        digest: str | None = None,
-    ) -> int | None:
-        """Insert inside a caller's transaction; None when the dedup key was seen."""
-        cur = await db.execute(
-            "INSERT INTO events(source, dedup_key, topic, verb, task_id, destination_id, "
-            "payload, received, status, reason, digest) VALUES(?,?,?,?,?,?,?,?,?,?,?) "
-            "ON CONFLICT(dedup_key) DO NOTHING",
-            (
-                source,
-                dedup_key,
-                topic,
-                verb,
-                task_id,
-                destination_id,
-                cap_payload(payload, self.max_payload_bytes),
-                received,
-                status,
-                reason,
-                digest,
-            ),
-        )
-        return cur.lastrowid if cur.rowcount else None
 
     async def event_with_dedup_key(self, dedup_key: str) -> EventRecord | None:
         """The event journaled under a publisher's event-id, if any."""
@@ -1250,33 +1206,11 @@ class Journal:
         )
         return _from_row(IdempotentResult, row) if row else None
 
-    async def remember_idempotent_result(
-        self,
-        db: aiosqlite.Connection,
-        *,
-        scope: str,
-        key: str,
-        fingerprint: str,
-        status: int,
-        destination_id: int | None,
-        reason: str | None,
-        now: float,
-        keep_s: float,
-    ) -> None:
-        """Inside the event's own transaction: the key and what it did commit together."""
-        # Expired keys go as new ones come: the table holds one keep_s of creates.
-        await db.execute("DELETE FROM idempotency_keys WHERE expires<=?", (now,))
-        await db.execute(
-            "INSERT OR REPLACE INTO idempotency_keys(scope, key, fingerprint, status, "
-            "destination_id, reason, created, expires) VALUES(?,?,?,?,?,?,?,?)",
-            (scope, key, fingerprint, status, destination_id, reason, now, now + keep_s),
-        )
-
     async def save_idempotent_response(
         self, scope: str, key: str, status: int, response: str
     ) -> None:
         """The response body as sent, for retries to get the very same answer."""
-        async with self.transaction() as db:
+        async with self._write() as db:
             await db.execute(
                 "UPDATE idempotency_keys SET status=?, response=? WHERE scope=? AND key=?",
                 (status, response, scope, key),
@@ -1354,131 +1288,6 @@ class Journal:
             found.update((r["barcode"], _tape(r)) for r in rows)
         return found
 
-    async def insert_destination(
-        self,
-        db: aiosqlite.Connection,
-        destination_id: int,
-        *,
-        task_id: str,
-        body: str,
-        barcode: str | None,
-        pool: str | None,
-        status: str,
-        reason: str | None,
-        sequence: int | None,
-        now: float,
-        nested: dict[str, Any] | None = None,
-    ) -> None:
-        """A new destination's desired state (inside the caller's transaction)."""
-        await db.execute(
-            "INSERT INTO destinations(id, task_id, body, barcode, pool, status, reason, "
-            "created, updated, sequence, folder_id, folder_path, tape_id, tape_barcode, "
-            "pool_id, pool_name, nested) VALUES(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
-            (
-                destination_id,
-                task_id,
-                body,
-                barcode,
-                pool,
-                status,
-                reason,
-                now,
-                now,
-                sequence,
-                *_flat(body),
-                json.dumps(nested) if nested else None,
-            ),
-        )
-
-    async def insert_destinations(
-        self, db: aiosqlite.Connection, writes: Sequence[DestinationWrite], now: float
-    ) -> None:
-        """Many new destinations in one statement (an import, a benchmark's journal)."""
-        await db.executemany(
-            "INSERT INTO destinations(id, task_id, body, barcode, pool, status, reason, "
-            "created, updated, folder_id, folder_path, tape_id, tape_barcode, pool_id, "
-            "pool_name, nested) VALUES(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
-            [
-                (
-                    w.destination_id,
-                    w.task_id,
-                    json.dumps(w.body),
-                    w.barcode,
-                    w.pool,
-                    w.status,
-                    w.reason,
-                    now,
-                    now,
-                    *[w.body.get(name) for name in _FLAT],
-                    json.dumps(w.nested) if w.nested else None,
-                )
-                for w in writes
-            ],
-        )
-
-    async def update_destination(
-        self,
-        db: aiosqlite.Connection,
-        destination_id: int,
-        *,
-        body: str,
-        barcode: str | None,
-        pool: str | None,
-        status: str,
-        reason: str | None,
-        sequence: int | None,
-        now: float,
-        nested: dict[str, Any] | None = None,
-    ) -> None:
-        """Replace a destination's desired state; an event without an order keeps the
-        order of the last one that had it. The whole body is replaced, as the seed's
-        PUT does; the nested folder and container of an earlier event are kept unless
-        the new one carries them."""
-        await db.execute(
-            "UPDATE destinations SET body=?, barcode=?, pool=?, status=?, reason=?, updated=?, "
-            "sequence=COALESCE(?, sequence), folder_id=?, folder_path=?, tape_id=?, "
-            "tape_barcode=?, pool_id=?, pool_name=?, nested=COALESCE(?, nested) WHERE id=?",
-            (
-                body,
-                barcode,
-                pool,
-                status,
-                reason,
-                now,
-                sequence,
-                *_flat(body),
-                json.dumps(nested) if nested else None,
-                destination_id,
-            ),
-        )
-
-    async def destroy_destination(
-        self, db: aiosqlite.Connection, destination_id: int, *, sequence: int | None, now: float
-    ) -> None:
-        """Mark a destination destroyed for good (inside the caller's transaction)."""
-        await db.execute(
-            "UPDATE destinations SET deleted=1, status='destroyed', updated=?, "
-            "sequence=COALESCE(?, sequence) WHERE id=?",
-            (now, sequence, destination_id),
-        )
-
-    async def destroy_unknown_destination(
-        self,
-        db: aiosqlite.Connection,
-        destination_id: int,
-        *,
-        task_id: str,
-        sequence: int | None,
-        now: float,
-    ) -> None:
-        """Record a destroy that arrived before any create, so that a create delayed
-        behind it (a redelivery) cannot bring the destination back."""
-        await db.execute(
-            "INSERT INTO destinations(id, task_id, body, status, reason, deleted, created, "
-            "updated, sequence) VALUES(?,?,'{}','destroyed',?,1,?,?,?)",
-            (destination_id, task_id, "destroyed before it was created", now, now, sequence),
-        )
-
     # -- API keys ----------------------------------------------------------------------
 
     async def add_api_key(
@@ -1494,7 +1303,7 @@ class Journal:
     ) -> bool:
         """Store a new key; False when the name is taken (by a live or revoked key).
         With `who`, the operator's event "api-key create" in the same transaction."""
-        async with self.transaction() as db:
+        async with self._write() as db:
             cur = await db.execute(
                 "INSERT INTO api_keys(name, key_id, digest, scopes, created) VALUES(?,?,?,?,?) "
                 "ON CONFLICT(name) DO NOTHING",
@@ -1521,7 +1330,7 @@ class Journal:
     ) -> bool:
         """Revoke a live key; False when there is no live key of that name.
         With `who`, the operator's event "api-key revoke" in the same transaction."""
-        async with self.transaction() as db:
+        async with self._write() as db:
             cur = await db.execute(
                 "UPDATE api_keys SET revoked=? WHERE name=? AND revoked IS NULL", (now, name)
             )
@@ -1570,7 +1379,7 @@ class Journal:
         }
         for table, sql in selections.items():
             while True:
-                async with self.transaction() as db:
+                async with self._write() as db:
                     if table == "destinations":
                         await db.execute(
                             "INSERT INTO meta(key, value) SELECT 'destination_high_water', "
@@ -1639,32 +1448,6 @@ class Journal:
         )
         return _request(row) if row else None
 
-    async def set_request_state(
-        self,
-        db: aiosqlite.Connection,
-        request_id: int,
-        new: RequestState,
-        now: float,
-        **fields: Any,
-    ) -> RequestRecord:
-        """Move a request along the state table (inside a caller's transaction)."""
-        current = await self.request(request_id)
-        if current is None:
-            raise KeyError(request_id)
-        transition(current.state, new)
-        allowed = {"drive", "reason", "barcode", "attempts", "lease_expires"}
-        unknown = set(fields) - allowed
-        if unknown:
-            raise ValueError(f"not request fields: {sorted(unknown)}")
-        sets = "".join(f", {k}=?" for k in fields)
-        await db.execute(
-            f"UPDATE requests SET state=?, updated=?{sets} WHERE id=?",  # noqa: S608
-            (new.value, now, *fields.values(), request_id),
-        )
-        updated = await self.request(request_id)
-        assert updated is not None
-        return updated
-
     # -- operations ------------------------------------------------------------------
 
     async def begin_operation(
@@ -1678,7 +1461,7 @@ class Journal:
         request_ids: Sequence[int] = (),
     ) -> int:
         """The write-ahead intent: committed before the command runs."""
-        async with self.transaction() as db:
+        async with self._write() as db:
             cur = await db.execute(
                 "INSERT INTO operations(kind, barcode, slot, drive, request_ids, state, started) "
                 "VALUES(?,?,?,?,?, 'intent', ?)",
@@ -1687,21 +1470,6 @@ class Journal:
             assert cur.lastrowid is not None
             return cur.lastrowid
 
-    async def finish_operation(
-        self,
-        db: aiosqlite.Connection,
-        operation_id: int,
-        state: str,
-        now: float,
-        *,
-        error: str | None = None,
-        error_class: str | None = None,
-    ) -> None:
-        await db.execute(
-            "UPDATE operations SET state=?, error=?, error_class=?, finished=? WHERE id=?",
-            (state, error, error_class, now, operation_id),
-        )
-
     async def operations(self, state: str | None = None) -> list[OperationRecord]:
         if state is None:
             rows = await self._all("SELECT * FROM operations ORDER BY id")
@@ -1709,39 +1477,278 @@ class Journal:
             rows = await self._all("SELECT * FROM operations WHERE state=? ORDER BY id", (state,))
         return [_operation(r) for r in rows]
 
-    async def release(
-        self, db: aiosqlite.Connection, request: RequestRecord, now: float, reason: str
+
+class Transaction:
+    """The unit of work of one journal transaction: each write is a method named for
+    what it means. Reads through it see the transaction's own writes."""
+
+    def __init__(self, journal: Journal, db: aiosqlite.Connection) -> None:
+        self._journal = journal
+        self._db = db
+
+    async def request(self, request_id: int) -> RequestRecord | None:
+        return await self._journal.request(request_id)
+
+    @asynccontextmanager
+    async def savepoint(self) -> AsyncIterator[None]:
+        """Inside a caller's transaction: undo just this part when it raises."""
+        await self._db.execute("SAVEPOINT part")
+        try:
+            yield
+        except BaseException:
+            # After a refused write SQLite may have ended the transaction already.
+            with contextlib.suppress(sqlite3.Error):
+                await self._db.execute("ROLLBACK TO part")
+                await self._db.execute("RELEASE part")
+            raise
+        await self._db.execute("RELEASE part")
+
+    async def insert_event(
+        self,
+        *,
+        source: str,
+        received: float,
+        topic: str | None = None,
+        verb: str | None = None,
+        task_id: str | None = None,
+        destination_id: int | None = None,
+        payload: str | None = None,
+        status: str = "applied",
+        reason: str | None = None,
+        dedup_key: str | None = None,
+        digest: str | None = None,
+    ) -> int | None:
+        """Insert inside a caller's transaction; None when the dedup key was seen."""
+        cur = await self._db.execute(
+            "INSERT INTO events(source, dedup_key, topic, verb, task_id, destination_id, "
+            "payload, received, status, reason, digest) VALUES(?,?,?,?,?,?,?,?,?,?,?) "
+            "ON CONFLICT(dedup_key) DO NOTHING",
+            (
+                source,
+                dedup_key,
+                topic,
+                verb,
+                task_id,
+                destination_id,
+                cap_payload(payload, self._journal.max_payload_bytes),
+                received,
+                status,
+                reason,
+                digest,
+            ),
+        )
+        return cur.lastrowid if cur.rowcount else None
+
+    async def remember_idempotent_result(
+        self,
+        *,
+        scope: str,
+        key: str,
+        fingerprint: str,
+        status: int,
+        destination_id: int | None,
+        reason: str | None,
+        now: float,
+        keep_s: float,
     ) -> None:
+        """Inside the event's own transaction: the key and what it did commit together."""
+        # Expired keys go as new ones come: the table holds one keep_s of creates.
+        await self._db.execute("DELETE FROM idempotency_keys WHERE expires<=?", (now,))
+        await self._db.execute(
+            "INSERT OR REPLACE INTO idempotency_keys(scope, key, fingerprint, status, "
+            "destination_id, reason, created, expires) VALUES(?,?,?,?,?,?,?,?)",
+            (scope, key, fingerprint, status, destination_id, reason, now, now + keep_s),
+        )
+
+    async def insert_destination(
+        self,
+        destination_id: int,
+        *,
+        task_id: str,
+        body: str,
+        barcode: str | None,
+        pool: str | None,
+        status: str,
+        reason: str | None,
+        sequence: int | None,
+        now: float,
+        nested: dict[str, Any] | None = None,
+    ) -> None:
+        """A new destination's desired state (inside the caller's transaction)."""
+        await self._db.execute(
+            "INSERT INTO destinations(id, task_id, body, barcode, pool, status, reason, "
+            "created, updated, sequence, folder_id, folder_path, tape_id, tape_barcode, "
+            "pool_id, pool_name, nested) VALUES(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+            (
+                destination_id,
+                task_id,
+                body,
+                barcode,
+                pool,
+                status,
+                reason,
+                now,
+                now,
+                sequence,
+                *_flat(body),
+                json.dumps(nested) if nested else None,
+            ),
+        )
+
+    async def insert_destinations(self, writes: Sequence[DestinationWrite], now: float) -> None:
+        """Many new destinations in one statement (an import, a benchmark's journal)."""
+        await self._db.executemany(
+            "INSERT INTO destinations(id, task_id, body, barcode, pool, status, reason, "
+            "created, updated, folder_id, folder_path, tape_id, tape_barcode, pool_id, "
+            "pool_name, nested) VALUES(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+            [
+                (
+                    w.destination_id,
+                    w.task_id,
+                    json.dumps(w.body),
+                    w.barcode,
+                    w.pool,
+                    w.status,
+                    w.reason,
+                    now,
+                    now,
+                    *[w.body.get(name) for name in _FLAT],
+                    json.dumps(w.nested) if w.nested else None,
+                )
+                for w in writes
+            ],
+        )
+
+    async def update_destination(
+        self,
+        destination_id: int,
+        *,
+        body: str,
+        barcode: str | None,
+        pool: str | None,
+        status: str,
+        reason: str | None,
+        sequence: int | None,
+        now: float,
+        nested: dict[str, Any] | None = None,
+    ) -> None:
+        """Replace a destination's desired state; an event without an order keeps the
+        order of the last one that had it. The whole body is replaced, as the seed's
+        PUT does; the nested folder and container of an earlier event are kept unless
+        the new one carries them."""
+        await self._db.execute(
+            "UPDATE destinations SET body=?, barcode=?, pool=?, status=?, reason=?, updated=?, "
+            "sequence=COALESCE(?, sequence), folder_id=?, folder_path=?, tape_id=?, "
+            "tape_barcode=?, pool_id=?, pool_name=?, nested=COALESCE(?, nested) WHERE id=?",
+            (
+                body,
+                barcode,
+                pool,
+                status,
+                reason,
+                now,
+                sequence,
+                *_flat(body),
+                json.dumps(nested) if nested else None,
+                destination_id,
+            ),
+        )
+
+    async def destroy_destination(
+        self, destination_id: int, *, sequence: int | None, now: float
+    ) -> None:
+        """Mark a destination destroyed for good (inside the caller's transaction)."""
+        await self._db.execute(
+            "UPDATE destinations SET deleted=1, status='destroyed', updated=?, "
+            "sequence=COALESCE(?, sequence) WHERE id=?",
+            (now, sequence, destination_id),
+        )
+
+    async def destroy_unknown_destination(
+        self,
+        destination_id: int,
+        *,
+        task_id: str,
+        sequence: int | None,
+        now: float,
+    ) -> None:
+        """Record a destroy that arrived before any create, so that a create delayed
+        behind it (a redelivery) cannot bring the destination back."""
+        await self._db.execute(
+            "INSERT INTO destinations(id, task_id, body, status, reason, deleted, created, "
+            "updated, sequence) VALUES(?,?,'{}','destroyed',?,1,?,?,?)",
+            (destination_id, task_id, "destroyed before it was created", now, now, sequence),
+        )
+
+    async def set_request_state(
+        self,
+        request_id: int,
+        new: RequestState,
+        now: float,
+        **fields: Any,
+    ) -> RequestRecord:
+        """Move a request along the state table (inside a caller's transaction)."""
+        current = await self._journal.request(request_id)
+        if current is None:
+            raise KeyError(request_id)
+        transition(current.state, new)
+        allowed = {"drive", "reason", "barcode", "attempts", "lease_expires"}
+        unknown = set(fields) - allowed
+        if unknown:
+            raise ValueError(f"not request fields: {sorted(unknown)}")
+        sets = "".join(f", {k}=?" for k in fields)
+        await self._db.execute(
+            f"UPDATE requests SET state=?, updated=?{sets} WHERE id=?",  # noqa: S608
+            (new.value, now, *fields.values(), request_id),
+        )
+        updated = await self._journal.request(request_id)
+        assert updated is not None
+        return updated
+
+    async def finish_operation(
+        self,
+        operation_id: int,
+        state: str,
+        now: float,
+        *,
+        error: str | None = None,
+        error_class: str | None = None,
+    ) -> None:
+        await self._db.execute(
+            "UPDATE operations SET state=?, error=?, error_class=?, finished=? WHERE id=?",
+            (state, error, error_class, now, operation_id),
+        )
+
+    async def release(self, request: RequestRecord, now: float, reason: str) -> None:
         """End a request (inside the caller's transaction): its drive starts idling,
         and a write that was ready counts its size onto the tape, so that the
         planner's estimate of the free space follows what was written."""
-        await self.set_request_state(db, request.id, RequestState.RELEASED, now, reason=reason)
+        await self.set_request_state(request.id, RequestState.RELEASED, now, reason=reason)
         if (
             request.state is RequestState.READY
             and request.write
             and request.size_bytes
             and request.barcode is not None
         ):
-            await db.execute(
+            await self._db.execute(
                 "UPDATE tapes SET used_bytes=used_bytes+? WHERE barcode=?",
                 (request.size_bytes, request.barcode),
             )
         if request.drive is not None:
-            await self.drive_freed(db, request.drive, now)
+            await self.drive_freed(request.drive, now)
 
-    async def drive_freed(self, db: aiosqlite.Connection, drive: int, now: float) -> None:
+    async def drive_freed(self, drive: int, now: float) -> None:
         """Start a drive's idle clock when its last holder lets go (in the caller's transaction)."""
-        async with db.execute(
+        async with self._db.execute(
             "SELECT COUNT(*) FROM requests WHERE drive=? AND state IN ('ready','mounting')",
             (drive,),
         ) as cur:
             row = await cur.fetchone()
         if row is not None and row[0] == 0:
-            await db.execute("UPDATE drives SET idle_since=? WHERE idx=?", (now, drive))
+            await self._db.execute("UPDATE drives SET idle_since=? WHERE idx=?", (now, drive))
 
     async def move_tape(
         self,
-        db: aiosqlite.Connection,
         barcode: str,
         *,
         slot: int | None,
@@ -1750,12 +1757,100 @@ class Journal:
         mounted: bool = False,
     ) -> None:
         """Record a completed move (inside the caller's transaction)."""
-        await db.execute(
+        await self._db.execute(
             "UPDATE tapes SET slot=?, drive=?, date_move=?, "
             "mount_count = mount_count + ? WHERE barcode=?",
             (slot, drive, now, int(mounted), barcode),
         )
         if drive is not None:
-            await db.execute("UPDATE drives SET barcode=? WHERE idx=?", (barcode, drive))
+            await self._db.execute("UPDATE drives SET barcode=? WHERE idx=?", (barcode, drive))
         else:
-            await db.execute("UPDATE drives SET barcode=NULL WHERE barcode=?", (barcode,))
+            await self._db.execute("UPDATE drives SET barcode=NULL WHERE barcode=?", (barcode,))
+
+    # -- requests ----------------------------------------------------------------------
+
+    async def add_request(
+        self,
+        destination_id: int,
+        *,
+        barcode: str | None,
+        pool: str | None,
+        now: float,
+        size_bytes: int | None = None,
+    ) -> int:
+        """A new pending write request for a destination; its id."""
+        cur = await self._db.execute(
+            "INSERT INTO requests(destination_id, barcode, pool, write, state, arrival, updated, "
+            "size_bytes) VALUES(?,?,?,1,'pending',?,?,?)",
+            (destination_id, barcode, pool, now, now, size_bytes),
+        )
+        assert cur.lastrowid is not None
+        return cur.lastrowid
+
+    async def assign_tape(self, request_id: int, barcode: str, now: float) -> None:
+        """The tape the planner chose for a pool request, while it is still pending."""
+        await self._db.execute(
+            "UPDATE requests SET barcode=?, updated=? WHERE id=? AND state='pending'",
+            (barcode, now, request_id),
+        )
+
+    async def make_ready(
+        self, request_id: int, drive: int, now: float, hold_seconds: float
+    ) -> RequestRecord:
+        """The tape is online in `drive`: the request holds it for one lease."""
+        return await self.set_request_state(
+            request_id,
+            RequestState.READY,
+            now,
+            drive=drive,
+            lease_expires=lease_expiry(now, hold_seconds),
+            reason=None,
+        )
+
+    async def renew_lease(self, request_id: int, now: float, hold_seconds: float) -> None:
+        """A repeated create or update: the ready request holds its drive one lease more."""
+        await self._db.execute(
+            "UPDATE requests SET lease_expires=? WHERE id=? AND state='ready'",
+            (lease_expiry(now, hold_seconds), request_id),
+        )
+
+    # -- drives and tapes --------------------------------------------------------------
+
+    async def drive_in_use(self, drive: int) -> None:
+        """A mount starts on the drive: it is no longer idling."""
+        await self._db.execute("UPDATE drives SET idle_since=NULL WHERE idx=?", (drive,))
+
+    async def drive_succeeded(self, drive: int) -> None:
+        """A command on the drive worked: its count of consecutive failures restarts."""
+        await self._db.execute("UPDATE drives SET failures=0 WHERE idx=?", (drive,))
+
+    async def drive_emptied(self, drive: int) -> None:
+        """An unload worked: the drive is empty, sound and not idling."""
+        await self._db.execute(
+            "UPDATE drives SET idle_since=NULL, failures=0 WHERE idx=?", (drive,)
+        )
+
+    async def count_drive_failure(self, drive: int, message: str, down_after: int) -> str | None:
+        """One more consecutive failure of the drive; the reason when this one marks it
+        down (the drive-health rule), None otherwise."""
+        await self._db.execute("UPDATE drives SET failures = failures + 1 WHERE idx=?", (drive,))
+        async with self._db.execute("SELECT failures, up FROM drives WHERE idx=?", (drive,)) as cur:
+            row = await cur.fetchone()
+        if row is None or not row[1] or not drive_health.goes_down(row[0], down_after):
+            return None
+        reason = drive_health.down_reason(message)
+        await self._db.execute("UPDATE drives SET up=0, reason=? WHERE idx=?", (reason, drive))
+        return reason
+
+    async def tape_needs_check(self, barcode: str) -> None:
+        """An operator must look at the cartridge before it is used again."""
+        await self._db.execute("UPDATE tapes SET need_to_check=1 WHERE barcode=?", (barcode,))
+
+    async def cleaning_done(self, barcode: str, drive: int, now: float) -> None:
+        """A cleaning cycle ran: one use less on the cartridge, the drive is clean."""
+        await self._db.execute(
+            "UPDATE tapes SET cleaning_uses_left = MAX(cleaning_uses_left - 1, 0), "
+            "mount_count = mount_count + 1, date_move=? WHERE barcode=?",
+            (now, barcode),
+        )
+        await self._db.execute("UPDATE drives SET needs_cleaning=0 WHERE idx=?", (drive,))

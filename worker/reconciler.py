@@ -24,7 +24,7 @@ from worker.executor import ChainNotEndedError, DriveWork, Executor
 from worker.journal import Journal, RequestRecord
 from worker.ops import metrics
 from worker.planner import PlanPolicy, plan
-from worker.requests import ACTIVE, MountRequest, RequestState
+from worker.requests import ACTIVE, MountRequest, RequestState, lease_expired
 from worker.snapshot import DriveView, LibrarySnapshot, TapeView
 
 log = structlog.get_logger("tapeworker.reconciler")
@@ -170,13 +170,13 @@ class Reconciler:
         if not drifted:
             return
         now = self._clock()
-        async with self._journal.transaction() as db:
+        async with self._journal.transaction() as tx:
             for request, reason in drifted:
-                await self._journal.set_request_state(
-                    db, request.id, RequestState.PENDING, now, drive=None, reason=reason
+                await tx.set_request_state(
+                    request.id, RequestState.PENDING, now, drive=None, reason=reason
                 )
                 if request.drive is not None:
-                    await self._journal.drive_freed(db, request.drive, now)
+                    await tx.drive_freed(request.drive, now)
         for request, reason in drifted:
             log.warning(
                 "ready request back to pending",
@@ -202,21 +202,19 @@ class Reconciler:
         now = self._clock()
         tapes = {t.barcode: t for t in await self._journal.tapes()}
         changed: set[int] = set()
-        async with self._journal.transaction() as db:
+        async with self._journal.transaction() as tx:
             for op in await self._journal.operations("intent") + await self._journal.operations(
                 "moved"
             ):
-                await self._journal.finish_operation(
-                    db, op.id, "interrupted", now, error="daemon stopped while in flight"
+                await tx.finish_operation(
+                    op.id, "interrupted", now, error="daemon stopped while in flight"
                 )
                 log.warning("interrupted operation", operation=op.id, kind=op.kind)
                 tape = tapes.get(op.barcode or "")
                 if tape is not None and not tape.known:
                     # The cartridge was moving and the library no longer shows it:
                     # an operator must look, we do not guess where it went.
-                    await db.execute(
-                        "UPDATE tapes SET need_to_check=1 WHERE barcode=?", (tape.barcode,)
-                    )
+                    await tx.tape_needs_check(tape.barcode)
                     log.error("tape lost in flight", barcode=tape.barcode, operation=op.id)
                     log.warning("need_to_check set", barcode=tape.barcode, reason="lost in flight")
             for request in await self._journal.requests(
@@ -230,8 +228,7 @@ class Reconciler:
                 )
                 if still_there:
                     continue
-                await self._journal.set_request_state(
-                    db,
+                await tx.set_request_state(
                     request.id,
                     RequestState.PENDING,
                     now,
@@ -286,13 +283,13 @@ class Reconciler:
         expired = [
             r
             for r in await self._journal.requests((RequestState.READY,))
-            if r.lease_expires is not None and r.lease_expires <= now
+            if lease_expired(r.state, r.lease_expires, now)
         ]
         if not expired:
             return
-        async with self._journal.transaction() as db:
+        async with self._journal.transaction() as tx:
             for request in expired:
-                await self._journal.release(db, request, now, "lease expired")
+                await tx.release(request, now, "lease expired")
         await self._on_change({r.destination_id for r in expired})
 
     async def snapshot(self) -> tuple[LibrarySnapshot, list[MountRequest]]:
@@ -404,19 +401,16 @@ class Reconciler:
     async def _dispatch(self, actions: list[Action], now: float) -> None:
         changed: set[int] = set()
         chains: dict[int, list[DriveWork]] = {}
-        async with self._journal.transaction() as db:
+        async with self._journal.transaction() as tx:
             for action in actions:
                 if isinstance(action, Assign):
-                    await db.execute(
-                        "UPDATE requests SET barcode=?, updated=? WHERE id=? AND state='pending'",
-                        (action.barcode, now, action.request_id),
-                    )
-                    record = await self._journal.request(action.request_id)
+                    await tx.assign_tape(action.request_id, action.barcode, now)
+                    record = await tx.request(action.request_id)
                     if record is not None:
                         changed.add(record.destination_id)
                 elif isinstance(action, Fail):
-                    record = await self._journal.set_request_state(
-                        db, action.request_id, RequestState.FAILED, now, reason=action.reason
+                    record = await tx.set_request_state(
+                        action.request_id, RequestState.FAILED, now, reason=action.reason
                     )
                     changed.add(record.destination_id)
                     log.warning("request failed", request=action.request_id, reason=action.reason)

@@ -1,7 +1,11 @@
-"""Mount requests and their state machine.
+"""Mount requests, their state machine and their lease.
 
 Rule: every state change of a request goes through `transition`, against the one
 table below. An illegal transition raises; it is never a silent no-op.
+
+A ready request holds its drive until its lease ends: `lease_expiry` sets the
+lease (when the tape becomes ready, and again at each repeated create or update),
+`lease_expired` is the one test of whether it has ended.
 """
 
 from __future__ import annotations
@@ -41,9 +45,24 @@ ACTIVE = frozenset({RequestState.PENDING, RequestState.MOUNTING, RequestState.RE
 
 
 def transition(current: RequestState, new: RequestState) -> RequestState:
+    """The new state when the table allows the move; IllegalTransitionError otherwise."""
     if new not in _LEGAL[current]:
         raise IllegalTransitionError(f"request cannot go from {current} to {new}")
     return new
+
+
+def lease_expiry(now: float, hold_seconds: float) -> float:
+    """When a lease granted or renewed at `now` ends."""
+    return now + hold_seconds
+
+
+def lease_expired(state: RequestState, lease_expires: float | None, now: float) -> bool:
+    """Whether a request's drive is free to go: a ready request whose lease has ended.
+
+    Only a ready request holds a lease; one without an end holds its drive until it
+    is released or destroyed.
+    """
+    return state is RequestState.READY and lease_expires is not None and lease_expires <= now
 
 
 @dataclass(frozen=True, slots=True)

@@ -85,8 +85,8 @@ async def fill(journal: Journal, task_id: str, count: int, first_id: int) -> Non
             writes.append(
                 DestinationWrite(first_id + n, task_id, body, None, None, pool, "active", None)
             )
-        async with journal.transaction() as db:
-            await journal.insert_destinations(db, writes, now=1000.0)
+        async with journal.transaction() as tx:
+            await tx.insert_destinations(writes, now=1000.0)
 
 
 async def _median(repeat: int, call: Callable[[], Awaitable[object]]) -> float:

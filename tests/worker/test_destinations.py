@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sqlite3
 from collections.abc import AsyncIterator
@@ -231,9 +232,9 @@ async def test_a_released_write_counts_its_size_onto_its_tape(journal: Journal) 
             DestinationEvent("create", "7", destination_id, parsed.body, "test", size_bytes=10**9),
         )
     first, _ = await journal.requests()
-    async with journal.transaction() as db:
-        await journal.set_request_state(db, first.id, RequestState.MOUNTING, 2001.0, drive=0)
-        await journal.set_request_state(db, first.id, RequestState.READY, 2002.0)
+    async with journal.transaction() as tx:
+        await tx.set_request_state(first.id, RequestState.MOUNTING, 2001.0, drive=0)
+        await tx.set_request_state(first.id, RequestState.READY, 2002.0)
     # The first was written (ready, then released); the second never reached the tape.
     await apply(journal, event("destroy", 1), event("destroy", 2), now=2003.0)
     after = {t.barcode: t.used_bytes for t in await journal.tapes()}
@@ -436,8 +437,9 @@ async def test_a_reused_event_id_is_told_apart_in_a_journal_without_digests(
 ) -> None:
     first = ordered("create", 1, event_id="e-1", tape_barcode="NOD400L9")
     await apply(journal, first)
-    async with journal.transaction() as db:  # as a journal written before digests
-        await db.execute("UPDATE events SET digest=NULL")
+    # As a journal written before digests, by a connection of its own.
+    with contextlib.closing(sqlite3.connect(journal.path)) as db, db:
+        db.execute("UPDATE events SET digest=NULL")
     [again] = await apply(journal, first, now=2001.0)
     assert again.status == "duplicate"
     other = ordered("create", 1, event_id="e-1", tape_barcode="NOD401L9")
