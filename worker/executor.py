@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
 
 import structlog
 
@@ -27,6 +26,7 @@ from drivers.errors import (
 from worker import drive_health
 from worker.actions import Attach, Clean, Load, Unload
 from worker.callbacks import ChangeListener, Clock
+from worker.in_flight import InFlight
 from worker.journal import Journal, Transaction
 from worker.ops import metrics
 from worker.ops.metrics import Stopwatch
@@ -54,20 +54,6 @@ class ChainNotEndedError(Exception):
         self.cause = cause
 
 
-@dataclass
-class ExecutorState:
-    """What is in flight right now; the planner must not touch these."""
-
-    busy_drives: set[int] = field(default_factory=set)
-    busy_tapes: set[str] = field(default_factory=set)
-    #: Where a tape in flight is headed (for the planner, it is already there).
-    tape_drive: dict[str, int] = field(default_factory=dict)
-    #: Cartridges whose position a failed command left uncertain.
-    to_verify: set[str] = field(default_factory=set)
-    #: The changer must be re-inventoried before the next move.
-    inventory_suspect: bool = False
-
-
 class Executor:
     def __init__(
         self,
@@ -86,7 +72,8 @@ class Executor:
         self._on_change = on_change
         self._clock = clock
         self._robot = asyncio.Lock()
-        self.state = ExecutorState()
+        #: What is under way: the reconciler asks it, only the executor changes it.
+        self.in_flight = InFlight()
 
     @property
     def robot(self) -> asyncio.Lock:
@@ -97,13 +84,13 @@ class Executor:
     def robot_busy(self) -> bool:
         return self._robot.locked()
 
-    def claim(self, drive: int, tapes: set[str]) -> None:
-        self.state.busy_drives.add(drive)
-        self.state.busy_tapes |= tapes
-
-    def release_claim(self, drive: int, tapes: set[str]) -> None:
-        self.state.busy_drives.discard(drive)
-        self.state.busy_tapes -= tapes
+    def claim(self, drive: int, chain: list[DriveWork]) -> None:
+        """Hold the drive and the chain's tapes for it until `run_chain` ends."""
+        self.in_flight.claim(
+            drive,
+            {a.barcode for a in chain},
+            loading=[a.barcode for a in chain if isinstance(a, Load | Attach)],
+        )
 
     async def run_chain(self, drive: int, chain: list[DriveWork]) -> None:
         """Run one drive's actions in order; stop the chain at the first failure.
@@ -126,7 +113,7 @@ class Executor:
                 if not ok:
                     break
         finally:
-            self.release_claim(drive, tapes)
+            self.in_flight.release(drive, tapes)
 
     async def abandon(self, drive: int, actions: list[DriveWork], exc: BaseException) -> None:
         """End actions that raised an unexpected error, as a failed driver command ends.
@@ -140,8 +127,7 @@ class Executor:
         error_class = type(exc).__name__
         message = f"{error_class}: {exc}"
         log.error("drive chain crashed", drive=drive, error=message, exc_info=exc)
-        self.state.inventory_suspect = True
-        self.state.to_verify |= {a.barcode for a in actions}
+        self.in_flight.suspect(a.barcode for a in actions)
         request_ids = tuple(
             rid for a in actions if isinstance(a, Load | Attach) for rid in a.request_ids
         )
@@ -185,7 +171,7 @@ class Executor:
                         metrics.ROBOT_BUSY.inc(moving.elapsed())
             except RetryableError as exc:
                 if exc.outcome_uncertain:
-                    self.state.inventory_suspect = True
+                    self.in_flight.suspect()
                 attempt += 1
                 if attempt > self._settings.retries:
                     raise
@@ -193,7 +179,7 @@ class Executor:
                 log.warning("retrying", kind=kind, attempt=attempt, delay_s=delay, error=str(exc))
                 await asyncio.sleep(delay)
             except TimeoutError as exc:
-                self.state.inventory_suspect = True
+                self.in_flight.suspect()
                 raise HardwareError(
                     f"{kind} did not finish in {self._settings.move_timeout_s}s"
                 ) from exc
@@ -427,7 +413,7 @@ class Executor:
         marked_down: str | None = None
         checks: list[str] = []
         if exc.outcome_uncertain or isinstance(exc, OperationError):
-            self.state.inventory_suspect = True
+            self.in_flight.suspect()
         async with self._journal.transaction() as tx:
             await tx.finish_operation(
                 op, "failed", now, error=str(exc), error_class=type(exc).__name__
@@ -442,7 +428,7 @@ class Executor:
             if barcode is not None and (exc.outcome_uncertain or isinstance(exc, OperationError)):
                 # Where is the cartridge now? The next inventory tells; one that the
                 # library no longer shows anywhere needs an operator.
-                self.state.to_verify.add(barcode)
+                self.in_flight.suspect([barcode])
             if barcode is not None and kind == "unload" and isinstance(exc, HardwareError):
                 # The drive would not give the cartridge back: it is stuck.
                 await tx.tape_needs_check(barcode)

@@ -101,19 +101,20 @@ class Reconciler:
                 await asyncio.sleep(self._retry_delay_s * attempt)
         self._inventory_checked = time.monotonic()
         self.inventory_checks += 1
-        state = self._executor.state
+        in_flight = self._executor.in_flight
         journal_tapes = {t.barcode: t for t in await self._journal.tapes()}
         journal_drives = {d.index: d.barcode for d in await self._journal.drives()}
         found = _placement(inventory)
         unchanged = found == {
             t.barcode: (t.slot, t.drive) for t in journal_tapes.values() if t.known
         } and journal_drives == {d.index: d.barcode if d.full else None for d in inventory.drives}
-        state.inventory_suspect = False
-        if periodic and unchanged and not state.to_verify:
+        in_flight.inventory_taken()
+        to_verify = in_flight.to_verify
+        if periodic and unchanged and not to_verify:
             return []
         now = self._clock()
         # Cartridges a command may have moved are not surprises, wherever they are.
-        in_flight = set(state.to_verify) | {
+        moved = set(to_verify) | {
             op.barcode
             for op in await self._journal.operations("intent")
             + await self._journal.operations("moved")
@@ -122,7 +123,7 @@ class Reconciler:
         surprises = await self._journal.apply_inventory(inventory, now)
         for barcode, where in sorted(found.items()):
             before = journal_tapes.get(barcode)
-            if barcode in in_flight:
+            if barcode in moved:
                 continue
             if before is None:
                 surprises.append(f"tape {barcode} found in {_where(where)}: not in the catalog")
@@ -133,7 +134,7 @@ class Reconciler:
                     f"tape {barcode} found in {_where(where)}; "
                     f"the journal had it in {_where((before.slot, before.drive))}"
                 )
-        for barcode in sorted(state.to_verify):
+        for barcode in sorted(to_verify):
             tape = await self._journal.tape(barcode)
             if tape is not None and not tape.known:
                 await self._journal.update_tape(barcode, need_to_check=True)
@@ -141,7 +142,7 @@ class Reconciler:
                     "need_to_check set", barcode=barcode, reason="not found after a failed move"
                 )
                 surprises.append(f"tape {barcode} is lost after a failed move: need_to_check")
-        state.to_verify.clear()
+        in_flight.verified(to_verify)
         for surprise in surprises:
             log.warning("inventory surprise", problem=surprise)
         await self._journal.record_surprises(surprises, now)
@@ -271,10 +272,9 @@ class Reconciler:
             log.warning(
                 "ejected cartridge put back", drive=drive.index, barcode=drive.barcode, slot=slot
             )
-            self._executor.claim(drive.index, {drive.barcode})
-            await self._executor.run_chain(
-                drive.index, [Unload(drive=drive.index, barcode=drive.barcode, slot=slot)]
-            )
+            chain: list[DriveWork] = [Unload(drive=drive.index, barcode=drive.barcode, slot=slot)]
+            self._executor.claim(drive.index, chain)
+            await self._executor.run_chain(drive.index, chain)
 
     # -- one round -------------------------------------------------------------------
 
@@ -293,7 +293,7 @@ class Reconciler:
         await self._on_change({r.destination_id for r in expired})
 
     async def snapshot(self) -> tuple[LibrarySnapshot, list[MountRequest]]:
-        state = self._executor.state
+        in_flight = self._executor.in_flight
         active = await self._journal.requests(ACTIVE)
         holders: dict[int, list[int]] = {}
         for request in active:
@@ -305,7 +305,7 @@ class Reconciler:
                 generation=d.generation,
                 barcode=d.barcode,
                 holders=tuple(holders.get(d.index, ())),
-                busy=d.index in state.busy_drives,
+                busy=in_flight.drive_busy(d.index),
                 idle_since=d.idle_since,
                 available=d.up,
                 needs_cleaning=d.needs_cleaning,
@@ -319,15 +319,13 @@ class Reconciler:
                 occupied.add(t.slot)
             if not t.known:
                 continue
-            busy = t.barcode in state.busy_tapes
+            slot, drive = in_flight.position(t.barcode, t.slot, t.drive)
             media = media_of(t.barcode)
             tapes[t.barcode] = TapeView(
                 barcode=t.barcode,
                 media=media,
-                # A tape on its way somewhere is where the busy drive is, as far as
-                # the planner is concerned: it must not plan a second move for it.
-                slot=None if busy else t.slot,
-                drive=state.tape_drive.get(t.barcode, t.drive) if busy else t.drive,
+                slot=slot,
+                drive=drive,
                 home_slot=t.home_slot,
                 pool=t.pool,
                 cleaning=t.cleaning,
@@ -367,13 +365,13 @@ class Reconciler:
             drive, chain, exc = self._unended[0]
             await self._executor.abandon(drive, chain, exc)
             self._unended.pop(0)
-        state = self._executor.state
-        if state.inventory_suspect or self._inventory_due():
-            if state.busy_drives:
+        in_flight = self._executor.in_flight
+        if in_flight.needs_inventory or self._inventory_due():
+            if in_flight.moving:
                 # No new move before the changer is re-inventoried, and no inventory
                 # while cartridges are moving: wait for the moves in flight.
                 return []
-            if state.inventory_suspect:
+            if in_flight.needs_inventory:
                 await self.take_inventory()
             else:
                 await self._periodic_inventory()
@@ -417,12 +415,10 @@ class Reconciler:
                 elif isinstance(action, Load | Unload | Attach | Clean):
                     chains.setdefault(action.drive, []).append(action)
         for drive, chain in chains.items():
-            tapes = {a.barcode for a in chain}
-            self._executor.claim(drive, tapes)
+            self._executor.claim(drive, chain)
             for action in chain:
                 if isinstance(action, Load | Attach):
                     self._dispatched.update(action.request_ids)
-                    self._executor.state.tape_drive[action.barcode] = drive
             task = asyncio.create_task(self._run_chain(drive, chain), name=f"drive-{drive}")
             self._tasks.add(task)
             self._chains[task] = _describe(drive, chain)
@@ -437,14 +433,13 @@ class Reconciler:
             # The chain could not even record its own end (the journal refused the
             # write): keep it, and end it before the next planning round.
             log.exception("drive chain could not be ended", drive=drive)
-            self._executor.state.inventory_suspect = True
+            self._executor.in_flight.suspect()
             cause = exc.cause if isinstance(exc, ChainNotEndedError) else exc
             self._unended.append((drive, chain, cause))
         finally:
             for action in chain:
                 if isinstance(action, Load | Attach):
                     self._dispatched.difference_update(action.request_ids)
-                    self._executor.state.tape_drive.pop(action.barcode, None)
             self.wake.set()
 
     async def run(self, tick_s: float = 1.0) -> None:

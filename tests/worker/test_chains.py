@@ -54,7 +54,7 @@ async def test_a_chain_that_hits_enospc_ends_its_request_and_frees_the_drive(
             assert request.attempts == 1
             assert "No space left on device" in (request.reason or "")
             assert request.drive is None
-            assert worker.executor.state.busy_drives == set()
+            assert not worker.executor.in_flight.moving
             assert await worker.journal.operations("intent") == []
             assert not worker.reconciler.busy
             [drive] = await worker.journal.drives()
@@ -76,7 +76,7 @@ async def test_a_chain_error_fails_the_request_once_its_budget_is_spent(tmp_path
             assert failed.reason.startswith("OSError: ")
             assert "No space left on device" in failed.reason
             await worker.wait_until("the chain to end", lambda: _chain_ended(worker))
-            assert worker.executor.state.busy_drives == set()
+            assert not worker.executor.in_flight.moving
             assert await worker.journal.operations("intent") == []
 
 
@@ -99,7 +99,7 @@ async def test_a_chain_that_cannot_record_its_end_is_ended_before_the_next_round
             full.__enter__()
         try:
             await worker.wait_until("the chain to end unrecorded", lambda: _mounting(worker))
-            assert worker.executor.state.busy_drives == set()
+            assert not worker.executor.in_flight.moving
         finally:
             full.__exit__(None, None, None)
             await worker.journal._db.execute("PRAGMA query_only=OFF")

@@ -8,6 +8,7 @@ from typing import Any
 
 from tests.worker.harness import SETTINGS, Harness, definition, running_worker
 from worker.actions import Load
+from worker.executor import DriveWork
 from worker.journal import DriveRecord, RequestRecord, TapeRecord
 from worker.requests import RequestState
 
@@ -140,8 +141,9 @@ async def test_a_load_planned_for_a_destroyed_destination_moves_nothing(tmp_path
         request = await worker.request(1)
         await worker.submit("destroy", 1)
         worker.library.clear_faults()
-        worker.executor.claim(0, {"AAA001L9"})
-        await worker.executor.run_chain(0, [Load("AAA001L9", 1, 0, (request.id,))])
+        chain: list[DriveWork] = [Load("AAA001L9", 1, 0, (request.id,))]
+        worker.executor.claim(0, chain)
+        await worker.executor.run_chain(0, chain)
         assert (await worker.request(1)).state is RequestState.RELEASED
         assert await worker.journal.operations("done") == []
         state = json.loads((tmp_path / "sim.json").read_text())
@@ -152,12 +154,12 @@ async def test_no_move_before_the_changer_is_reinventoried(tmp_path: Path) -> No
     async with running_worker(tmp_path, definition(drives=2)) as worker:
         taken = (await worker.journal.last_inventory() or {})["taken"]
         # A move is in flight on drive 1 and an earlier error left the changer suspect.
-        worker.executor.claim(1, set())
-        worker.executor.state.inventory_suspect = True
+        worker.executor.claim(1, [])
+        worker.executor.in_flight.suspect()
         await worker.submit("create", 1, tape_barcode="AAA001L9")
         assert await worker.reconciler.round() == []
         assert (await worker.request(1)).state is RequestState.PENDING
         assert (await worker.journal.last_inventory() or {})["taken"] == taken
-        worker.executor.release_claim(1, set())
+        worker.executor.in_flight.release(1, [])
         await worker.wait_for(1, "ready")
         assert (await worker.journal.last_inventory() or {})["taken"] > taken

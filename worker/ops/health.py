@@ -30,10 +30,10 @@ async def readiness(service: Service) -> list[Check]:
     checks = [Check("journal", service.journal_fault is None, service.journal_fault)]
     journal = service.journal
     inventoried = journal is not None and await journal.has_inventory()
-    executor_state = service.executor.state if service.executor is not None else None
+    in_flight = service.executor.in_flight if service.executor is not None else None
     if not inventoried:
         checks.append(Check("library", False, "the library has not been inventoried yet"))
-    elif executor_state is not None and executor_state.inventory_suspect:
+    elif in_flight is not None and in_flight.needs_inventory:
         checks.append(Check("library", False, "an uncertain move: the library is re-inventoried"))
     else:
         checks.append(Check("library", True))
