@@ -21,7 +21,7 @@ import json
 import os
 import sqlite3
 import time
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -36,7 +36,6 @@ from drivers.media import is_cleaning, media_of
 from worker import drive_health
 from worker.errors import JournalDamagedError, JournalError, JournalFaultError
 from worker.index_query import FILTERABLE, SORTABLE, Filter, IndexQuery, SortKey
-from worker.ops import metrics
 from worker.requests import ACTIVE, RequestState, lease_expiry, transition
 
 SCHEMA_VERSION = 5
@@ -61,6 +60,10 @@ _FAULT_KINDS = {
 
 #: A stored payload keeps this many bytes; the rest is summed up by its size and digest.
 DEFAULT_MAX_PAYLOAD_BYTES = 64 * 1024
+
+
+def _ignore(_seconds: float) -> None:
+    """No one listens to commit times (tests, the CLI)."""
 
 
 def fault_kind(exc: BaseException) -> str | None:
@@ -695,6 +698,9 @@ class Journal:
         #: Set while writes fail, cleared by the next write that succeeds.
         self.fault: JournalFault | None = None
         self.max_payload_bytes = DEFAULT_MAX_PAYLOAD_BYTES
+        #: Told each commit's duration in seconds; the service hands it to the metrics,
+        #: so the journal needs to know nothing of them.
+        self.on_commit: Callable[[float], None] = _ignore
 
     @classmethod
     async def open(cls, path: Path, *, check: bool = True) -> Journal:
@@ -819,7 +825,7 @@ class Journal:
                 yield self._db
                 committing = time.monotonic()
                 await self._db.execute("COMMIT")
-                metrics.JOURNAL_COMMIT.observe(time.monotonic() - committing)
+                self.on_commit(time.monotonic() - committing)
             except BaseException as exc:
                 # SQLite has already rolled back after some errors (SQLITE_FULL).
                 with contextlib.suppress(sqlite3.Error):

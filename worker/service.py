@@ -187,6 +187,7 @@ class Service:
             self._journal = journal = await Journal.open(settings.journal_path)
             stack.push_async_callback(journal.close)
             journal.max_payload_bytes = settings.journal.max_payload_bytes
+            journal.on_commit = metrics.JOURNAL_COMMIT.observe
             try:
                 library = settings.open_library(definition)
             except (OSError, DriverError) as exc:

@@ -30,7 +30,7 @@ from worker.models import iso_time
 from worker.settings import ApiScope
 
 if TYPE_CHECKING:
-    from worker.service import Service
+    from worker.ops.daemon import RunningDaemon
 
 log = structlog.get_logger("tapeworker.operator")
 
@@ -60,7 +60,7 @@ def who(user: Principal, body: OperatorRequest) -> str:
     return f"{user.name} ({body.by})" if body.by else user.name
 
 
-def admin_router(service: "Service", auth: Authenticator) -> APIRouter:
+def admin_router(service: "RunningDaemon", auth: Authenticator) -> APIRouter:
     router = APIRouter(prefix="/admin")
 
     Drives = Annotated[Principal, Depends(auth.require("admin/drives"))]
@@ -174,7 +174,7 @@ def admin_router(service: "Service", auth: Authenticator) -> APIRouter:
     return router
 
 
-def add_api_key_routes(router: APIRouter, service: "Service", auth: Authenticator) -> None:
+def add_api_key_routes(router: APIRouter, service: "RunningDaemon", auth: Authenticator) -> None:
     """`/admin/api_keys`: make, list and revoke API keys (scope admin/api_keys)."""
     ApiKeys = Annotated[Principal, Depends(auth.require("admin/api_keys"))]
 

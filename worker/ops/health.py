@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from worker.service import Service
+    from worker.ops.daemon import RunningDaemon
 
 #: A planning loop that has not come round for this long is stuck (it ticks every second
 #: and a round is milliseconds; robot moves run beside it, not in it).
@@ -24,7 +24,7 @@ class Check:
     reason: str | None = None
 
 
-async def readiness(service: Service) -> list[Check]:
+async def readiness(service: RunningDaemon) -> list[Check]:
     """What /readyz reports: the journal takes writes, the library was inventoried,
     every enabled intake is connected, the planning loop comes round."""
     checks = [Check("journal", service.journal_fault is None, service.journal_fault)]
@@ -46,7 +46,7 @@ async def readiness(service: Service) -> list[Check]:
     return checks
 
 
-def planning_stuck(service: Service) -> str | None:
+def planning_stuck(service: RunningDaemon) -> str | None:
     """Why the planning loop is stuck, or None when it comes round."""
     if service.reconciler is None:
         return "not started"
@@ -56,7 +56,7 @@ def planning_stuck(service: Service) -> str | None:
     return None
 
 
-async def alive_for_watchdog(service: Service) -> str | None:
+async def alive_for_watchdog(service: RunningDaemon) -> str | None:
     """Why systemd's watchdog must not be pinged, or None: the planning loop comes
     round and the journal answers. A journal that refuses writes (a full disk) still
     answers: that is a state the daemon reports and recovers from, not a hang a

@@ -18,10 +18,10 @@ from worker.ops.health import readiness
 from worker.requests import ACTIVE
 
 if TYPE_CHECKING:
-    from worker.service import Service
+    from worker.ops.daemon import RunningDaemon
 
 
-def health_router(service: "Service") -> APIRouter:
+def health_router(service: "RunningDaemon") -> APIRouter:
     router = APIRouter()
 
     @router.get("/healthz")
