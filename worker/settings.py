@@ -17,7 +17,7 @@ import os
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -238,6 +238,18 @@ class Settings(BaseSettings):
     planner: PlannerSettings = Field(default_factory=PlannerSettings)
     journal: JournalSettings = Field(default_factory=JournalSettings)
     mtx: MtxSettings = Field(default_factory=MtxSettings)
+
+    @model_validator(mode="after")
+    def _retention_outlives_the_broker_session(self) -> Settings:
+        # A message the broker redelivers after its journal row was pruned would be
+        # applied again: the journal must remember at least as long as the broker.
+        if self.mqtt.host and self.journal.retention_days * 86400 < self.mqtt.session_expiry_s:
+            raise ValueError(
+                f"journal.retention_days ({self.journal.retention_days:g}) is shorter than "
+                f"mqtt.session_expiry_s ({self.mqtt.session_expiry_s} s): an event the broker "
+                "redelivers after it was pruned would be applied again"
+            )
+        return self
 
     @classmethod
     def settings_customise_sources(

@@ -77,6 +77,21 @@ def test_the_environment_names_the_state_directory_over_the_file(
     assert load_settings(config).state_dir == tmp_path / "there"
 
 
+def test_the_journal_must_remember_as_long_as_the_broker(
+    no_system_config: Path, tmp_path: Path
+) -> None:
+    config = tmp_path / "tapeworker.toml"
+    broker = '[mqtt]\nhost = "127.0.0.1"\nsession_expiry_s = 604800\n'
+    config.write_text(broker + "[journal]\nretention_days = 6\n")
+    with pytest.raises(ConfigError, match="retention_days"):
+        load_settings(config)
+    config.write_text(broker + "[journal]\nretention_days = 7\n")
+    assert load_settings(config).journal.retention_days == 7
+    # Without a broker nothing is redelivered: a short retention is fine.
+    config.write_text("[journal]\nretention_days = 0.5\n")
+    assert load_settings(config).journal.retention_days == 0.5
+
+
 def test_the_example_configuration_matches_the_shipped_default() -> None:
     """config/tapeworker.toml is the shipped default with a state directory in the checkout."""
     example = tomllib.loads((REPO / "config" / "tapeworker.toml").read_text())
