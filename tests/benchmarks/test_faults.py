@@ -1,4 +1,4 @@
-"""Fault injection in the simulator (issue 5 item 3): robot moves that fail, drives
+"""Fault injection in the simulator: robot moves that fail, drives
 that die or are slow to become ready, under the daemon's policy (retry with
 backoff, drive down after repeated failures, stuck tape need_to_check, request
 failed after its retry budget). Every policy runs under the same seeded faults."""

@@ -1,4 +1,4 @@
-"""Hostile input through both intakes (issue 5, item 6), property-based.
+"""Hostile input through both intakes, property-based.
 
 Whatever arrives on MQTT or HTTP, the daemon never raises, journals every input
 (a rejected one with its reason), creates no destination or request from a rejected

@@ -68,7 +68,7 @@ def fails(actions: list[Action]) -> dict[int, str]:
     return {a.request_id: a.reason for a in actions if isinstance(a, Fail)}
 
 
-# -- issue 2: the walking skeleton's rules ------------------------------------------
+# -- the basic rules ---------------------------------------------------------------
 
 
 def test_requests_of_one_tape_ride_on_one_mount() -> None:

@@ -80,7 +80,7 @@ W2_30_RATIO = 1.0
 def builtin_cases(
     library: SimLibrary, keys: Sequence[str], seed: int, quick: bool = False
 ) -> list[Case]:
-    """Issue 4's workloads; `quick` shrinks them (600 requests, 4 h) for the test suite."""
+    """The benchmark's workloads; `quick` shrinks them (600 requests, 4 h) for the test suite."""
     n = 600 if quick else 3000
     hours = 4.0 if quick else 24.0
     makers: dict[str, Callable[[], Workload]] = {
