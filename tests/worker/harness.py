@@ -179,3 +179,13 @@ async def running_worker(
             await task
         await reconciler.drain(timeout_s=60)
         await journal.close()
+
+
+@dataclass
+class SettableClock:
+    """A clock a test moves by hand: leases and delays end when the test says."""
+
+    now: float = 5000.0
+
+    def __call__(self) -> float:
+        return self.now

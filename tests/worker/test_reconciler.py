@@ -11,6 +11,7 @@ import pytest
 
 from drivers.sim.library import SimulatedLibrary
 from tests.worker.harness import SETTINGS, definition
+from tests.worker.harness import SettableClock as Clock
 from worker.actions import Load
 from worker.destinations import DestinationEvent, record_events
 from worker.executor import DriveWork, Executor
@@ -21,14 +22,6 @@ from worker.reconciler import Reconciler
 from worker.requests import RequestState
 
 HOLD_S = 600.0
-
-
-@dataclass
-class Clock:
-    now: float = 5000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 @dataclass
