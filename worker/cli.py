@@ -22,16 +22,16 @@ from drivers import open_library
 from drivers.base import Inventory
 from drivers.definition import load_definition
 from drivers.errors import DefinitionError, DriverError
+from worker.core.requests import ACTIVE, RequestState
 from worker.errors import ConfigError, JournalDamagedError, JournalError, StartupError
 from worker.fleet import status as fleet_status
-from worker.health_file import read_health
-from worker.journal import Journal, check_file, damaged_message, salvage
 from worker.logging import configure
-from worker.models import iso_time
 from worker.ops import client as operator_commands
+from worker.ops.health_file import read_health
 from worker.ops.waits import why_waiting
-from worker.requests import ACTIVE, RequestState
+from worker.seed.models import iso_time
 from worker.settings import Settings, load_settings
+from worker.state.journal import Journal, check_file, damaged_message, salvage
 
 EXIT_CONFIG = 2
 #: A read-only command found no daemon state to read.
@@ -142,7 +142,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _api_key_parser(commands: Any) -> None:
-    from worker.http_auth import SCOPES  # noqa: PLC0415 - the HTTP stack only when asked
+    from worker.intake.http.auth import SCOPES  # noqa: PLC0415 - the HTTP stack only when asked
 
     api_key = commands.add_parser(
         "api-key", help="API keys of the HTTP API (Bearer), through the running daemon"
@@ -252,7 +252,7 @@ def _main(argv: Sequence[str] | None) -> int:
 
 def _run(settings: Settings, config: Path | None) -> int:
     """The daemon; a start-up that cannot succeed ends with one line and a status."""
-    from worker.service import Service  # noqa: PLC0415
+    from worker.runtime.service import Service  # noqa: PLC0415
 
     try:
         asyncio.run(Service(settings, config).run())

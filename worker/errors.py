@@ -14,7 +14,7 @@ class ConfigError(WorkerError):
 
 
 class IllegalTransitionError(WorkerError):
-    """A request state change outside the table in `worker.requests`: a bug, never ignored."""
+    """A request state change outside the table in `worker.core.requests`: a bug, never ignored."""
 
 
 class RejectedEventError(WorkerError):

@@ -28,9 +28,9 @@ from pydantic_settings import (
 from drivers import open_library
 from drivers.base import TapeLibrary
 from drivers.definition import LibraryDefinition
+from worker.core.planner import PlanPolicy
 from worker.errors import ConfigError
 from worker.fleet import LIBRARY_ID_PATTERN
-from worker.planner import PlanPolicy
 
 #: Shipped with the package: the default configuration and the demo library.
 DEFAULTS = Path(__file__).resolve().parent / "defaults"
@@ -76,7 +76,7 @@ class HttpSettings(BaseModel):
     #: Users (of `users`) who hold every admin/... scope (the operator's controls and
     #: API keys), on top of their other scopes.
     admin_users: list[str] = Field(default_factory=list)
-    # Limits under load (see worker/http_guard.py and the README's "HTTP under load").
+    # Limits under load (see worker/intake/http/guard.py and the README's "HTTP under load").
     #: Open connections at most; a new one evicts the longest idle one.
     max_connections: Annotated[int, Field(ge=1)] = 2048
     #: Requests in the application at once; more wait in a queue.

@@ -22,9 +22,9 @@ import httpx
 from pydantic import SecretStr
 
 from tests.worker.harness import CATALOG
-from worker.http_api import create_app
-from worker.journal import DestinationWrite, Journal
+from worker.intake.http.app import create_app
 from worker.settings import HttpSettings, Settings
+from worker.state.journal import DestinationWrite, Journal
 
 AUTH = ("bench", "bench")
 #: Pools of the catalog: a filter on one of them matches half of the destinations.

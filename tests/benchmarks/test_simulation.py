@@ -14,8 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from worker.actions import Action, Load
-from worker.requests import MountRequest
+from worker.core.actions import Action, Load
+from worker.core.requests import MountRequest
+from worker.core.snapshot import LibrarySnapshot
 from worker.simulation.cli import main as simulate_main
 from worker.simulation.engine import Simulation, SimulationError, simulate
 from worker.simulation.headroom import headroom
@@ -24,7 +25,6 @@ from worker.simulation.model import SimDrive, SimLibrary, SimTape, profile_p2
 from worker.simulation.policies import Fcfs, baselines, planner
 from worker.simulation.report import Case, Progress, run_case
 from worker.simulation.workloads import SimRequest, Workload, w1, w2
-from worker.snapshot import LibrarySnapshot
 
 LIBRARY = profile_p2(1)
 

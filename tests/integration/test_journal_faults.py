@@ -21,12 +21,13 @@ from tests.integration.broker import Broker
 from tests.integration.daemon import DEMO_LIBRARY, REPO, Daemon, wait_until
 from tests.integration.faults import damage_page, fill, immutable, small_filesystem
 from tests.worker.harness import CATALOG
-from worker import destinations, mqtt_intake
-from worker.health_file import read_health
-from worker.journal import Journal
-from worker.models import TaskDestinationBody
-from worker.mqtt_intake import MqttIntake
+from worker.intake import destinations
+from worker.intake import mqtt as mqtt_intake
+from worker.intake.mqtt import MqttIntake
+from worker.ops.health_file import read_health
+from worker.seed.models import TaskDestinationBody
 from worker.settings import MqttSettings
+from worker.state.journal import Journal
 
 pytestmark = pytest.mark.integration
 

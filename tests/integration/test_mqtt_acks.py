@@ -12,7 +12,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from tests.integration.broker import Broker
-from worker.mqtt_intake import ManualAcks
+from worker.intake.mqtt import ManualAcks
 
 TOPIC = "t/acks/one"
 
@@ -23,7 +23,7 @@ CHILD = textwrap.dedent(
     sys.path.insert(0, {root!r})
     from tests.integration.test_mqtt_acks import persistent_client
     from tests.integration.broker import Broker
-    from worker.mqtt_intake import ManualAcks
+    from worker.intake.mqtt import ManualAcks
 
     async def main():
         broker = Broker(port={port}, folder=None)

@@ -20,7 +20,7 @@ from paho.mqtt.properties import Properties
 
 from tests.integration.broker import Broker
 from tests.integration.daemon import DEFINITION, Daemon, wait_until, writable_tapes
-from worker.mqtt_intake import RETAINED_REASON
+from worker.intake.mqtt import RETAINED_REASON
 
 pytestmark = pytest.mark.integration
 

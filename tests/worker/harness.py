@@ -13,13 +13,13 @@ from typing import Any
 
 from drivers.definition import LibraryDefinition
 from drivers.sim.library import SimulatedLibrary
-from worker.destinations import DestinationEvent, Verb, record_events
-from worker.executor import Executor
-from worker.journal import Journal, RequestRecord
-from worker.models import TaskDestinationBody
-from worker.planner import PlanPolicy
-from worker.reconciler import Reconciler
+from worker.core.planner import PlanPolicy
+from worker.intake.destinations import DestinationEvent, Verb, record_events
+from worker.runtime.executor import Executor
+from worker.runtime.reconciler import Reconciler
+from worker.seed.models import TaskDestinationBody
 from worker.settings import ExecutorSettings
+from worker.state.journal import Journal, RequestRecord
 
 SETTINGS = ExecutorSettings(
     move_timeout_s=5,

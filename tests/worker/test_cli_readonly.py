@@ -15,10 +15,10 @@ import pytest
 
 from drivers.definition import load_definition
 from drivers.lockfile import file_lock
-from worker.destinations import DestinationEvent, RejectedInput, record_events
-from worker.journal import Journal
-from worker.models import TaskDestinationBody
+from worker.intake.destinations import DestinationEvent, RejectedInput, record_events
+from worker.seed.models import TaskDestinationBody
 from worker.settings import DEFAULTS
+from worker.state.journal import Journal
 
 REPO = Path(__file__).resolve().parents[2]
 DEMO = DEFAULTS / "demo-library.toml"

@@ -12,11 +12,11 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from drivers.media import media_of
+from worker.core.requests import RequestState
 from worker.errors import ConfigError
-from worker.requests import RequestState
 
 if TYPE_CHECKING:  # the journal imports the settings, which import this module
-    from worker.journal import DriveRecord, RequestRecord, TapeRecord
+    from worker.state.journal import DriveRecord, RequestRecord, TapeRecord
 
 #: Requests the fleet view counts as the library's queue.
 ACTIVE_STATES = (RequestState.PENDING, RequestState.MOUNTING, RequestState.READY)

@@ -8,11 +8,11 @@ from __future__ import annotations
 
 from typing import Any, Protocol
 
-from worker.executor import Executor
-from worker.journal import Journal
-from worker.mqtt_intake import MqttIntake
-from worker.reconciler import Reconciler
+from worker.intake.mqtt import MqttIntake
+from worker.runtime.executor import Executor
+from worker.runtime.reconciler import Reconciler
 from worker.settings import Settings
+from worker.state.journal import Journal
 
 
 class RunningDaemon(Protocol):

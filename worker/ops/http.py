@@ -12,10 +12,10 @@ from typing import TYPE_CHECKING, Any
 from fastapi import APIRouter, Response
 from fastapi.responses import JSONResponse
 
-from worker.http_errors import error_response
+from worker.core.requests import ACTIVE
+from worker.intake.http.errors import error_response
 from worker.ops import metrics
 from worker.ops.health import readiness
-from worker.requests import ACTIVE
 
 if TYPE_CHECKING:
     from worker.ops.daemon import RunningDaemon

@@ -21,10 +21,10 @@ from prometheus_client import (
     generate_latest,
 )
 
-from worker.requests import RequestState
+from worker.core.requests import RequestState
 
 if TYPE_CHECKING:  # the journal counts its commits here: no import cycle at run time
-    from worker.journal import DriveRecord, RequestRecord
+    from worker.state.journal import DriveRecord, RequestRecord
 
 #: Mounts and unloads take seconds to minutes (load and thread 10-20 s, an unload
 #: with its rewind a minute or more).

@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 
 from drivers.media import can_read, can_write, media_of
-from worker.journal import DriveRecord, RequestRecord, TapeRecord
-from worker.requests import RequestState
+from worker.core.requests import RequestState
+from worker.state.journal import DriveRecord, RequestRecord, TapeRecord
 
 
 def why_waiting(

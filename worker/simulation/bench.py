@@ -11,7 +11,7 @@ import statistics
 import sys
 from collections.abc import Sequence
 
-from worker.planner import PlanPolicy
+from worker.core.planner import PlanPolicy
 from worker.simulation.cost import (
     GROWTH_RATIO_LIMIT,
     SORT_RATIO_LIMIT,

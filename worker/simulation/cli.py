@@ -16,8 +16,8 @@ from pathlib import Path
 
 from drivers.definition import load_definition
 from drivers.errors import DefinitionError
+from worker.core.planner import PlanPolicy
 from worker.errors import ConfigError
-from worker.planner import PlanPolicy
 from worker.settings import DEFAULTS, Settings, load_settings
 from worker.simulation.engine import SimulationError
 from worker.simulation.faults import FaultPlan, FaultSpecError, parse_kill, parse_slow

@@ -21,10 +21,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from drivers.media import media_of
-from worker.pending import PendingRequests
-from worker.planner import PlanPolicy, plan
-from worker.requests import MountRequest
-from worker.snapshot import DriveView, LibrarySnapshot, TapeView
+from worker.core.pending import PendingRequests
+from worker.core.planner import PlanPolicy, plan
+from worker.core.requests import MountRequest
+from worker.core.snapshot import DriveView, LibrarySnapshot, TapeView
 
 #: One round at 100,000 requests, at most this many times sorted() over 100,000 keys.
 SORT_RATIO_LIMIT = 2.0

@@ -29,12 +29,12 @@ from types import MappingProxyType
 from typing import Protocol
 
 from drivers.media import Media, can_read, can_write
-from worker.actions import Action, Assign, Attach, Clean, Fail, Load, Unload
-from worker.requests import MountRequest
+from worker.core.actions import Action, Assign, Attach, Clean, Fail, Load, Unload
+from worker.core.requests import MountRequest
+from worker.core.snapshot import DriveView, LibrarySnapshot, TapeView
 from worker.simulation.faults import NO_FAULTS, FaultPlan
 from worker.simulation.model import TB, SimLibrary
 from worker.simulation.workloads import SimRequest, Workload
-from worker.snapshot import DriveView, LibrarySnapshot, TapeView
 
 
 class SimulationError(RuntimeError):

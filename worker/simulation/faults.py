@@ -1,5 +1,5 @@
 """Seeded fault injection for the simulator, with the daemon's policy under faults
-(`worker/executor.py`), so `tapeworker simulate` can show how each policy copes
+(`worker/runtime/executor.py`), so `tapeworker simulate` can show how each policy copes
 with a flaky robot, a dead drive or a slow one.
 
 The model:

@@ -18,11 +18,11 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 from drivers.media import Media, can_read, can_write
-from worker.actions import Action, Assign, Attach, Fail, Load, Unload
-from worker.planner import PlanPolicy, dismount_due, plan
-from worker.requests import MountRequest
+from worker.core.actions import Action, Assign, Attach, Fail, Load, Unload
+from worker.core.planner import PlanPolicy, dismount_due, plan
+from worker.core.requests import MountRequest
+from worker.core.snapshot import DriveView, LibrarySnapshot, TapeView
 from worker.simulation.model import GB
-from worker.snapshot import DriveView, LibrarySnapshot, TapeView
 
 
 def _compatible(generation: int, media: Media | None, write: bool) -> bool:

@@ -13,7 +13,7 @@ from typing import TextIO
 import rich.console
 import rich.progress
 
-from worker.planner import PlanPolicy
+from worker.core.planner import PlanPolicy
 from worker.simulation.engine import Policy, RunResult, simulate
 from worker.simulation.faults import NO_FAULTS, FaultPlan
 from worker.simulation.metrics import Metrics, measure

@@ -8,12 +8,12 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
+from worker.core.requests import RequestState
 from worker.errors import ConfigError
 from worker.fleet import gone_summary, library_summary, library_topic, resolve_library_id
 from worker.fleet.status import render
-from worker.journal import DriveRecord, TapeRecord
-from worker.requests import RequestState
 from worker.settings import Settings
+from worker.state.journal import DriveRecord, TapeRecord
 
 
 @pytest.mark.parametrize("library_id", ["demo", "lib-2", "CERN_A.1", "x" * 64])

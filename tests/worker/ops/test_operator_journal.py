@@ -5,8 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from drivers.definition import load_definition
-from worker.journal import Journal
 from worker.settings import DEFAULTS
+from worker.state.journal import Journal
 
 DEFINITION = load_definition(DEFAULTS / "demo-library.toml")
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from worker.journal import DriveRecord, RequestRecord, TapeRecord
+from worker.core.requests import RequestState
 from worker.ops.waits import why_waiting
-from worker.requests import RequestState
+from worker.state.journal import DriveRecord, RequestRecord, TapeRecord
 
 DRIVES = [DriveRecord(i, 9, f"/dev/nst{i}", None, True, 0, None, None, False) for i in range(2)]
 TAPE = TapeRecord(

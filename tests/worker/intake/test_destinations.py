@@ -1,0 +1,485 @@
+"""Destination events against a real SQLite journal: desired state, applied once."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import sqlite3
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from tests.worker.harness import CATALOG as DEFINITION
+from worker.core.requests import RequestState
+from worker.errors import RejectedEventError
+from worker.intake.destinations import (
+    DestinationEvent,
+    Outcome,
+    RejectedInput,
+    Verb,
+    message_digest,
+    parse_body,
+    parse_payload,
+    record_events,
+)
+from worker.seed.models import TaskDestinationBody
+from worker.seed.query import Filter, IndexQuery
+from worker.state.journal import SCHEMA_VERSION, Journal
+
+
+@pytest.fixture
+async def journal(tmp_path: Path) -> AsyncIterator[Journal]:
+    journal = await Journal.open(tmp_path / "journal.sqlite3")
+    await journal.sync_catalog(DEFINITION, now=1000.0)
+    yield journal
+    await journal.close()
+
+
+def event(verb: Verb, destination_id: int | None = 1, **body: object) -> DestinationEvent:
+    parsed = TaskDestinationBody.model_validate(body) if verb in ("create", "update") else None
+    return DestinationEvent(verb, "7", destination_id, parsed, "test")
+
+
+async def apply(
+    journal: Journal, *events: DestinationEvent | RejectedInput, now: float = 2000.0
+) -> list[Outcome]:
+    return await record_events(journal, list(events), now=now, hold_seconds=60)
+
+
+async def test_create_with_a_barcode_asks_for_that_tape(journal: Journal) -> None:
+    [outcome] = await apply(journal, event("create", folder_id=1, tape_barcode="NOD400L9"))
+    assert outcome.status == "applied"
+    [request] = await journal.requests()
+    assert (request.barcode, request.pool, request.state) == (
+        "NOD400L9",
+        "offline-tapes",
+        RequestState.PENDING,
+    )
+
+
+async def test_the_same_create_twice_leaves_one_request(journal: Journal) -> None:
+    create = event("create", folder_id=1, tape_barcode="NOD400L9")
+    await apply(journal, create)
+    await apply(journal, create, now=2001.0)
+    assert len(await journal.requests()) == 1
+    assert len(await journal.events()) == 2
+
+
+async def test_update_to_a_pool_releases_the_old_request(journal: Journal) -> None:
+    await apply(journal, event("create", tape_barcode="NOD400L9"))
+    await apply(journal, event("update", pool_name="online-tapes"), now=2001.0)
+    old, new = await journal.requests()
+    assert old.state is RequestState.RELEASED
+    assert (new.barcode, new.pool, new.state) == (None, "online-tapes", RequestState.PENDING)
+
+
+async def test_update_with_the_same_tape_is_a_no_op(journal: Journal) -> None:
+    await apply(journal, event("create", tape_barcode="NOD400L9"))
+    await apply(journal, event("update", tape_barcode="NOD400L9", folder_id=3), now=2001.0)
+    [request] = await journal.requests()
+    assert request.state is RequestState.PENDING
+
+
+async def test_destroy_releases_and_later_events_change_nothing(journal: Journal) -> None:
+    await apply(journal, event("create", tape_barcode="NOD400L9"))
+    [destroyed] = await apply(journal, event("destroy"), now=2001.0)
+    assert destroyed.status == "applied"
+    [late] = await apply(journal, event("update", pool_name="online-tapes"), now=2002.0)
+    assert late.status == "ignored"
+    [request] = await journal.requests()
+    assert request.state is RequestState.RELEASED
+    assert await journal.destinations() == []
+
+
+async def test_unknown_barcode_fails_with_a_clear_reason(journal: Journal) -> None:
+    await apply(journal, event("create", tape_barcode="XYZ999L9"))
+    [request] = await journal.requests()
+    assert request.state is RequestState.FAILED
+    assert request.reason == "unknown barcode XYZ999L9: not in this library"
+
+
+async def test_a_cleaning_cartridge_as_destination_fails_at_once(journal: Journal) -> None:
+    [outcome] = await apply(journal, event("create", tape_barcode="CLN001CU"))
+    assert outcome.status == "applied"
+    [request] = await journal.requests()
+    assert request.state is RequestState.FAILED
+    assert "CLN001CU is a cleaning cartridge" in (request.reason or "")
+
+
+async def test_barcode_and_pool_that_disagree_are_rejected(journal: Journal) -> None:
+    [outcome] = await apply(
+        journal, event("create", tape_barcode="NOD400L9", pool_name="online-tapes")
+    )
+    assert outcome.status == "rejected"
+    assert outcome.reason == "tape NOD400L9 belongs to pool 'offline-tapes', not 'online-tapes'"
+    assert await journal.requests() == []
+    [stored] = await journal.events()
+    assert stored.status == "rejected"
+
+
+async def test_ids_resolve_through_the_catalog(journal: Journal) -> None:
+    tape = await journal.tape("NOD401L9")
+    assert tape is not None
+    await apply(journal, event("create", tape_id=tape.tape_id, pool_id=7))
+    [request] = await journal.requests()
+    assert (request.barcode, request.pool) == ("NOD401L9", "online-tapes")
+
+
+async def test_folder_only_and_foreign_pools_move_nothing(journal: Journal) -> None:
+    await apply(journal, event("create", 1, folder_id=1, folder_path="/x"))
+    await apply(journal, event("create", 2, pool_name="nas-copies"))
+    assert await journal.requests() == []
+    first, second = await journal.destinations()
+    assert (first.status, second.status) == ("applied", "ignored")
+    assert second.reason == "pool 'nas-copies' holds nas, not tape: not ours"
+
+
+async def test_rejected_input_is_journaled_and_the_batch_goes_on(journal: Journal) -> None:
+    outcomes = await apply(
+        journal,
+        RejectedInput("payload is not JSON", source="test", payload="{"),
+        event("create", tape_barcode="NOD400L9"),
+    )
+    assert [o.status for o in outcomes] == ["rejected", "applied"]
+    assert len(await journal.requests()) == 1
+
+
+@pytest.mark.parametrize(
+    ("payload", "reason"),
+    [
+        (b"{", "payload is not JSON"),
+        (b"[1]", "payload must be a JSON object, not list"),
+        (b'{"tape_barcode": 5}', "invalid body: tape_barcode"),
+        (b'{"bogus": 1}', "unknown fields: ['bogus']"),
+        (b"\xff\xfe", "payload is not JSON"),
+    ],
+)
+def test_malformed_payloads_name_the_problem(payload: bytes, reason: str) -> None:
+    with pytest.raises(RejectedEventError) as caught:
+        parse_body(payload)
+    assert caught.value.reason.startswith(reason)
+
+
+async def test_invalid_barcode_characters_are_rejected(journal: Journal) -> None:
+    with pytest.raises(RejectedEventError) as caught:
+        parse_body(b'{"tape_barcode": "A;rm -rf /"}')
+    assert "tape_barcode" in caught.value.reason
+    # A body that did not come through the model is checked again before it is applied.
+    unchecked = TaskDestinationBody.model_construct(tape_barcode="A;rm -rf /")
+    event = DestinationEvent("create", "7", 1, unchecked, "test")
+    [outcome] = await apply(journal, event)
+    assert outcome.status == "rejected"
+    assert "invalid barcode" in (outcome.reason or "")
+
+
+async def test_a_redelivered_event_is_not_applied_again(journal: Journal) -> None:
+    first = DestinationEvent(
+        "create", "7", 1, TaskDestinationBody(tape_barcode="NOD400L9"), "mqtt", dedup_key="mqtt:a"
+    )
+    second = DestinationEvent(
+        "update", "7", 1, TaskDestinationBody(pool_name="online-tapes"), "mqtt", dedup_key="mqtt:b"
+    )
+    await apply(journal, first, second)
+    # A crash before the acks: the broker sends both again.
+    outcomes = await apply(journal, first, second, now=2001.0)
+    assert [o.status for o in outcomes] == ["duplicate", "duplicate"]
+    requests = await journal.requests()
+    assert [(r.barcode, r.pool, r.state) for r in requests] == [
+        ("NOD400L9", "offline-tapes", RequestState.RELEASED),
+        (None, "online-tapes", RequestState.PENDING),
+    ]
+    assert len(await journal.events()) == 2
+
+
+# -- declared sizes ------------------------------------------------------------------
+
+
+def _full_destination(size: object) -> bytes:
+    """A whole TaskDestination as the archive manager's responses show it."""
+    return json.dumps(
+        {
+            "id": 3,
+            "folder_id": 1,
+            "tape_barcode": "NOD400L9",
+            "folder": {"id": 1, "name": "projects", "type": "folder", "size": size},
+        }
+    ).encode()
+
+
+async def test_a_full_destination_tells_the_size_the_task_will_write(journal: Journal) -> None:
+    parsed = parse_payload(_full_destination(1063457))
+    assert parsed.size_bytes == 1063457
+    assert parse_payload(b'{"tape_barcode": "NOD400L9"}').size_bytes is None
+    create = DestinationEvent("create", "7", 1, parsed.body, "test", size_bytes=parsed.size_bytes)
+    await apply(journal, create)
+    [request] = await journal.requests()
+    assert request.size_bytes == 1063457
+
+
+@pytest.mark.parametrize("size", [-1, "big", True, 2**64, 1.5])
+def test_a_folder_size_that_is_not_a_byte_count_is_rejected(size: object) -> None:
+    with pytest.raises(RejectedEventError, match=r"folder\.size"):
+        parse_payload(_full_destination(size))
+
+
+async def test_a_released_write_counts_its_size_onto_its_tape(journal: Journal) -> None:
+    before = {t.barcode: t.used_bytes for t in await journal.tapes()}
+    for destination_id in (1, 2):
+        parsed = parse_payload(_full_destination(10**9))
+        await apply(
+            journal,
+            DestinationEvent("create", "7", destination_id, parsed.body, "test", size_bytes=10**9),
+        )
+    first, _ = await journal.requests()
+    async with journal.transaction() as tx:
+        await tx.set_request_state(first.id, RequestState.MOUNTING, 2001.0, drive=0)
+        await tx.set_request_state(first.id, RequestState.READY, 2002.0)
+    # The first was written (ready, then released); the second never reached the tape.
+    await apply(journal, event("destroy", 1), event("destroy", 2), now=2003.0)
+    after = {t.barcode: t.used_bytes for t in await journal.tapes()}
+    assert after["NOD400L9"] == before["NOD400L9"] + 10**9
+    assert {b: u for b, u in after.items() if b != "NOD400L9"} == {
+        b: u for b, u in before.items() if b != "NOD400L9"
+    }
+
+
+async def test_a_journal_of_schema_1_is_brought_up_to_date(tmp_path: Path) -> None:
+    path = tmp_path / "old.sqlite3"
+    journal = await Journal.open(path)
+    await journal.sync_catalog(DEFINITION, now=1000.0)
+    await apply(journal, event("create", tape_barcode="NOD400L9"))
+    await journal.close()
+    with sqlite3.connect(path) as old:  # what a journal written before sizes looked like
+        _drop_flat_columns(old)
+        old.execute("ALTER TABLE requests DROP COLUMN size_bytes")
+        old.execute("DROP TABLE idempotency_keys")  # schema 3
+        # schema 4
+        old.execute("ALTER TABLE events DROP COLUMN digest")
+        old.execute("ALTER TABLE destinations DROP COLUMN sequence")
+        old.execute("UPDATE meta SET value='1' WHERE key='schema'")
+    journal = await Journal.open(path)
+    try:
+        [request] = await journal.requests()
+        assert (request.barcode, request.size_bytes) == ("NOD400L9", None)
+        await apply(journal, event("create", 2, tape_barcode="NOD400L9"), now=2001.0)
+        assert len(await journal.requests()) == 2
+    finally:
+        await journal.close()
+    with sqlite3.connect(path) as reopened:
+        version = reopened.execute("SELECT value FROM meta WHERE key='schema'").fetchone()
+        assert version == (str(SCHEMA_VERSION),)
+        assert reopened.execute("SELECT COUNT(*) FROM idempotency_keys").fetchone() == (0,)
+
+
+async def test_a_journal_of_schema_3_keeps_its_destinations_and_learns_their_order(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "old.sqlite3"
+    journal = await Journal.open(path)
+    await journal.sync_catalog(DEFINITION, now=1000.0)
+    await apply(journal, event("create", tape_barcode="NOD400L9"))
+    await journal.close()
+    with sqlite3.connect(path) as old:  # what a journal written before event order looked like
+        _drop_flat_columns(old)
+        old.execute("ALTER TABLE events DROP COLUMN digest")
+        old.execute("ALTER TABLE destinations DROP COLUMN sequence")
+        old.execute("UPDATE meta SET value='3' WHERE key='schema'")
+    journal = await Journal.open(path)
+    try:
+        destination = await journal.destination(1)
+        assert destination is not None
+        assert (destination.barcode, destination.sequence) == ("NOD400L9", None)
+        await apply(journal, ordered("update", 5, pool_name="online-tapes"), now=2001.0)
+        await apply(journal, ordered("update", 4, tape_barcode="NOD400L9"), now=2002.0)
+        destination = await journal.destination(1)
+        assert destination is not None
+        assert (destination.pool, destination.sequence) == ("online-tapes", 5)
+    finally:
+        await journal.close()
+
+
+# -- order and event-ids ---------------------------------------------------------------
+
+
+def ordered(
+    verb: Verb, sequence: int, destination_id: int = 1, event_id: str | None = None, **body: object
+) -> DestinationEvent:
+    """An MQTT event that carries the publisher's order (and, if given, an event-id)."""
+    parsed = TaskDestinationBody.model_validate(body) if verb in ("create", "update") else None
+    topic = f"tw/tasks/7/task_destinations/{destination_id}/{verb}"
+    payload = json.dumps(body) if parsed else ""
+    return DestinationEvent(
+        verb,
+        "7",
+        destination_id,
+        parsed,
+        "mqtt",
+        topic=topic,
+        payload=payload,
+        dedup_key=f"mqtt:{event_id}" if event_id else None,
+        sequence=sequence,
+        digest=message_digest(topic, payload.encode()),
+    )
+
+
+async def test_a_stale_update_is_not_applied_after_a_newer_one(journal: Journal) -> None:
+    await apply(journal, ordered("create", 1, tape_barcode="NOD400L9"))
+    await apply(journal, ordered("update", 3, pool_name="online-tapes"), now=2001.0)
+    # The update of sequence 2 was delayed (a redelivery) behind the one of sequence 3.
+    [outcome] = await apply(journal, ordered("update", 2, tape_barcode="NOD401L9"), now=2002.0)
+    assert outcome.status == "rejected"
+    assert outcome.reason == (
+        "stale update: sequence 2 is older than sequence 3 already applied to destination 1"
+    )
+    destination = await journal.destination(1)
+    assert destination is not None
+    assert (destination.barcode, destination.pool, destination.sequence) == (
+        None,
+        "online-tapes",
+        3,
+    )
+    assert [(r.barcode, r.pool, r.state) for r in await journal.requests()] == [
+        ("NOD400L9", "offline-tapes", RequestState.RELEASED),
+        (None, "online-tapes", RequestState.PENDING),
+    ]
+    [stale] = await journal.events("rejected")
+    assert (stale.verb, stale.destination_id, stale.reason) == ("update", 1, outcome.reason)
+
+
+async def test_a_stale_create_does_not_go_back_over_an_update(journal: Journal) -> None:
+    await apply(journal, ordered("create", 1, tape_barcode="NOD400L9"))
+    await apply(journal, ordered("update", 2, pool_name="online-tapes"), now=2001.0)
+    [outcome] = await apply(journal, ordered("update", 2, pool_name="online-tapes"), now=2002.0)
+    assert outcome.status == "applied", "the same change again renews the lease"
+    [outcome] = await apply(journal, ordered("create", 0, tape_barcode="NOD400L9"), now=2003.0)
+    assert (outcome.status, outcome.reason) == (
+        "rejected",
+        "stale create: sequence 0 is older than sequence 2 already applied to destination 1",
+    )
+    [request] = [r for r in await journal.requests() if r.state is RequestState.PENDING]
+    assert request.pool == "online-tapes"
+
+
+async def test_the_same_sequence_repeats_a_change_or_contradicts_it(journal: Journal) -> None:
+    await apply(journal, ordered("create", 4, tape_barcode="NOD400L9"))
+    [repeat] = await apply(journal, ordered("update", 4, tape_barcode="NOD400L9"), now=2001.0)
+    assert repeat.status == "applied"
+    [other] = await apply(journal, ordered("update", 4, pool_name="online-tapes"), now=2002.0)
+    assert other.status == "rejected"
+    assert "differs from the change of the same sequence" in (other.reason or "")
+    [request] = await journal.requests()
+    assert (request.barcode, request.state) == ("NOD400L9", RequestState.PENDING)
+
+
+async def test_events_without_an_order_apply_in_arrival_order(journal: Journal) -> None:
+    await apply(journal, ordered("create", 7, tape_barcode="NOD400L9"))
+    await apply(journal, event("update", pool_name="online-tapes"), now=2001.0)
+    destination = await journal.destination(1)
+    assert destination is not None
+    assert (destination.pool, destination.sequence) == ("online-tapes", 7)
+    [outcome] = await apply(journal, ordered("update", 6, tape_barcode="NOD400L9"), now=2002.0)
+    assert outcome.status == "rejected", "the order seen last still holds"
+
+
+async def test_a_destroy_that_overtakes_its_create_stays_final(journal: Journal) -> None:
+    [destroyed] = await apply(journal, ordered("destroy", 2))
+    assert destroyed.status == "applied"
+    assert "destroyed before it was created" in (destroyed.reason or "")
+    [late] = await apply(journal, ordered("create", 1, tape_barcode="NOD400L9"), now=2001.0)
+    assert (late.status, late.reason) == ("ignored", "destination 1 was destroyed")
+    assert await journal.requests() == []
+    assert await journal.destinations() == []
+
+
+async def test_an_ordered_update_that_overtakes_its_create_applies(journal: Journal) -> None:
+    [update] = await apply(journal, ordered("update", 2, pool_name="online-tapes"))
+    assert update.status == "applied"
+    [create] = await apply(journal, ordered("create", 1, tape_barcode="NOD400L9"), now=2001.0)
+    assert create.status == "rejected"
+    [request] = await journal.requests()
+    assert (request.pool, request.state) == ("online-tapes", RequestState.PENDING)
+    # Without an order, an update of a destination nobody created is still an error.
+    [unordered] = await apply(journal, event("update", 3, pool_name="online-tapes"))
+    assert (unordered.status, unordered.reason) == (
+        "rejected",
+        "update of unknown destination 3",
+    )
+
+
+async def test_a_reused_event_id_with_another_payload_is_rejected_and_journaled(
+    journal: Journal,
+) -> None:
+    first = ordered("create", 1, event_id="e-1", tape_barcode="NOD400L9")
+    await apply(journal, first)
+    # The same event-id again, for another change: not the broker's redelivery.
+    reused = ordered("update", 2, event_id="e-1", pool_name="online-tapes")
+    [outcome] = await apply(journal, reused, now=2001.0)
+    assert outcome.status == "rejected"
+    assert outcome.reason is not None
+    assert outcome.reason.startswith("event-id 'e-1' was already used by journal event 1")
+    [rejected] = await journal.events("rejected")
+    assert (rejected.topic, rejected.payload, rejected.reason) == (
+        reused.topic,
+        reused.payload,
+        outcome.reason,
+    )
+    [request] = await journal.requests()
+    assert (request.barcode, request.state) == ("NOD400L9", RequestState.PENDING)
+    # The broker's redelivery of the first message stays a harmless duplicate.
+    [again] = await apply(journal, first, now=2002.0)
+    assert again.status == "duplicate"
+    assert len(await journal.events()) == 2
+
+
+async def test_a_reused_event_id_is_told_apart_in_a_journal_without_digests(
+    journal: Journal,
+) -> None:
+    first = ordered("create", 1, event_id="e-1", tape_barcode="NOD400L9")
+    await apply(journal, first)
+    # As a journal written before digests, by a connection of its own.
+    with contextlib.closing(sqlite3.connect(journal.path)) as db, db:
+        db.execute("UPDATE events SET digest=NULL")
+    [again] = await apply(journal, first, now=2001.0)
+    assert again.status == "duplicate"
+    other = ordered("create", 1, event_id="e-1", tape_barcode="NOD401L9")
+    [outcome] = await apply(journal, other, now=2002.0)
+    assert outcome.status == "rejected"
+
+
+def _drop_flat_columns(db: sqlite3.Connection) -> None:
+    """Undo schema 5: no flat destination columns, no pool setting."""
+    for index in ("destinations_task_folder", "destinations_task_tape", "destinations_task_pool"):
+        db.execute(f"DROP INDEX {index}")
+    for column in (
+        "folder_id",
+        "folder_path",
+        "tape_id",
+        "tape_barcode",
+        "pool_id",
+        "pool_name",
+        "nested",
+    ):
+        db.execute(f"ALTER TABLE destinations DROP COLUMN {column}")
+    db.execute("ALTER TABLE pools DROP COLUMN write_protect_when_full")
+
+
+async def test_a_journal_of_schema_4_gets_its_flat_columns_filled(tmp_path: Path) -> None:
+    path = tmp_path / "old.sqlite3"
+    journal = await Journal.open(path)
+    await journal.sync_catalog(DEFINITION, now=1000.0)
+    await apply(journal, event("create", 4, folder_id=9, pool_id=6))
+    await journal.close()
+    with sqlite3.connect(path) as old:
+        _drop_flat_columns(old)
+        old.execute("UPDATE meta SET value='4' WHERE key='schema'")
+    journal = await Journal.open(path)
+    try:
+        count, ids = await journal.destination_page(
+            "7", IndexQuery(filters=(Filter("pool_id", "=", (6,)), Filter("folder_id", "=", (9,))))
+        )
+        assert (count, ids) == (1, [4])
+        [pool] = [p for p in await journal.pools() if p.pool_id == 6]
+        assert pool.write_protect_when_full
+    finally:
+        await journal.close()

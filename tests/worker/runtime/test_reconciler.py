@@ -1,0 +1,137 @@
+"""The reconciler's own rules, one round at a time (no planning loop running): a real
+journal file, the simulated library for the robot, a clock the test moves."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from drivers.sim.library import SimulatedLibrary
+from tests.worker.harness import SETTINGS, definition
+from tests.worker.harness import SettableClock as Clock
+from worker.core.actions import Load
+from worker.core.planner import PlanPolicy
+from worker.core.requests import RequestState
+from worker.intake.destinations import DestinationEvent, record_events
+from worker.runtime.executor import DriveWork, Executor
+from worker.runtime.reconciler import Reconciler
+from worker.seed.models import TaskDestinationBody
+from worker.state.journal import Journal, RequestRecord
+
+HOLD_S = 600.0
+
+
+@dataclass
+class Rig:
+    journal: Journal
+    executor: Executor
+    reconciler: Reconciler
+    clock: Clock
+    changed: list[set[int]]
+
+    async def ready(self, destination_id: int, barcode: str, slot: int, drive: int) -> int:
+        body = TaskDestinationBody.model_validate({"tape_barcode": barcode})
+        await record_events(
+            self.journal,
+            [DestinationEvent("create", "7", destination_id, body, "test")],
+            now=self.clock(),
+            hold_seconds=HOLD_S,
+        )
+        request = await self.journal.latest_request_for(destination_id)
+        assert request is not None
+        chain: list[DriveWork] = [Load(barcode, slot, drive, (request.id,))]
+        self.executor.claim(drive, chain)
+        await self.executor.run_chain(drive, chain)
+        return request.id
+
+    async def request(self, request_id: int) -> RequestRecord:
+        record = await self.journal.request(request_id)
+        assert record is not None
+        return record
+
+
+@pytest.fixture
+async def rig(tmp_path: Path) -> AsyncIterator[Rig]:
+    library_definition = definition(drives=2)
+    journal = await Journal.open(tmp_path / "journal.sqlite3")
+    library = SimulatedLibrary.open(
+        library_definition, state_file=tmp_path / "sim.json", speed=1000.0
+    )
+    await journal.sync_catalog(library_definition, 1000.0)
+    changed: list[set[int]] = []
+
+    async def on_change(destinations: set[int]) -> None:
+        changed.append(destinations)
+
+    clock = Clock()
+    executor = Executor(
+        library, journal, SETTINGS, hold_seconds=HOLD_S, on_change=on_change, clock=clock
+    )
+    reconciler = Reconciler(
+        library_definition,
+        library,
+        journal,
+        executor,
+        PlanPolicy(dismount_delay_s=3600),
+        on_change=on_change,
+        clock=clock,
+        retry_delay_s=0.005,
+    )
+    await reconciler.take_inventory()
+    yield Rig(journal, executor, reconciler, clock, changed)
+    await reconciler.drain(timeout_s=60)
+    await journal.close()
+
+
+async def test_leases_expire_at_their_end_and_not_before(rig: Rig) -> None:
+    first = await rig.ready(1, "AAA001L9", 1, 0)
+    rig.clock.now += 100
+    second = await rig.ready(2, "AAA002L9", 2, 1)
+    rig.clock.now += HOLD_S - 100 - 0.001
+    await rig.reconciler.expire_leases()
+    assert (await rig.request(first)).state is RequestState.READY
+    rig.clock.now += 0.001
+    rig.changed.clear()
+    await rig.reconciler.expire_leases()
+    expired = await rig.request(first)
+    assert (expired.state, expired.reason) == (RequestState.RELEASED, "lease expired")
+    assert (await rig.request(second)).state is RequestState.READY
+    assert rig.changed == [{1}]
+
+
+async def test_the_planner_sees_a_claimed_tape_where_it_is_headed(rig: Rig) -> None:
+    chain: list[DriveWork] = [Load("AAA002L9", 2, 1, ())]
+    rig.executor.claim(1, chain)
+    snapshot, _ = await rig.reconciler.snapshot()
+    moving = snapshot.tapes["AAA002L9"]
+    assert (moving.slot, moving.drive) == (None, 1)
+    [idle, busy] = snapshot.drives
+    assert (idle.busy, busy.busy) == (False, True)
+    resting = snapshot.tapes["AAA001L9"]
+    assert (resting.slot, resting.drive) == (1, None)
+    rig.executor.in_flight.release(1, ["AAA002L9"])
+    snapshot, _ = await rig.reconciler.snapshot()
+    assert (snapshot.tapes["AAA002L9"].slot, snapshot.tapes["AAA002L9"].drive) == (2, None)
+
+
+async def test_no_round_moves_anything_while_the_changer_is_in_doubt_and_busy(rig: Rig) -> None:
+    body = TaskDestinationBody.model_validate({"tape_barcode": "AAA001L9"})
+    await record_events(
+        rig.journal,
+        [DestinationEvent("create", "7", 1, body, "test")],
+        now=rig.clock(),
+        hold_seconds=HOLD_S,
+    )
+    rig.executor.claim(1, [])
+    rig.executor.in_flight.suspect()
+    assert await rig.reconciler.round() == []
+    rig.executor.in_flight.release(1, [])
+    assert await rig.reconciler.round() != []
+    assert not rig.executor.in_flight.needs_inventory
+    await rig.reconciler.drain(timeout_s=60)
+    loaded = await rig.journal.latest_request_for(1)
+    assert loaded is not None
+    assert loaded.state is RequestState.READY

@@ -1,0 +1,181 @@
+"""The journal's unit of work on a real SQLite file: each named write does what its
+name says, and a transaction commits all of it or none of it."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from tests.worker.harness import CATALOG
+from worker.errors import IllegalTransitionError
+from worker.state.journal import DriveRecord, Journal, RequestRecord
+from worker.core.requests import RequestState
+
+
+@pytest.fixture
+async def journal(tmp_path: Path) -> AsyncIterator[Journal]:
+    journal = await Journal.open(tmp_path / "journal.sqlite3")
+    await journal.sync_catalog(CATALOG, now=1000.0)
+    yield journal
+    await journal.close()
+
+
+async def _request(journal: Journal, rid: int) -> RequestRecord:
+    record = await journal.request(rid)
+    assert record is not None
+    return record
+
+
+async def _drive(journal: Journal, index: int = 0) -> DriveRecord:
+    [drive] = [d for d in await journal.drives() if d.index == index]
+    return drive
+
+
+async def _ready_request(journal: Journal, *, hold_seconds: float = 60.0) -> int:
+    async with journal.transaction() as tx:
+        rid = await tx.add_request(1, barcode="NOD400L9", pool=None, now=1000.0)
+        await tx.set_request_state(rid, RequestState.MOUNTING, 1001.0, drive=0)
+        await tx.make_ready(rid, 0, 1002.0, hold_seconds)
+    return rid
+
+
+async def test_a_new_request_is_pending_with_what_it_asks_for(journal: Journal) -> None:
+    async with journal.transaction() as tx:
+        rid = await tx.add_request(1, barcode=None, pool="offline-tapes", now=1000.0, size_bytes=7)
+    record = await _request(journal, rid)
+    assert (record.state, record.pool, record.barcode, record.size_bytes, record.arrival) == (
+        RequestState.PENDING,
+        "offline-tapes",
+        None,
+        7,
+        1000.0,
+    )
+
+
+async def test_ready_holds_the_drive_for_one_lease(journal: Journal) -> None:
+    rid = await _ready_request(journal, hold_seconds=60.0)
+    record = await _request(journal, rid)
+    assert (record.state, record.drive, record.lease_expires) == (RequestState.READY, 0, 1062.0)
+
+
+async def test_renew_lease_extends_a_ready_request_only(journal: Journal) -> None:
+    rid = await _ready_request(journal, hold_seconds=60.0)
+    async with journal.transaction() as tx:
+        pending = await tx.add_request(2, barcode="NOD401L9", pool=None, now=1000.0)
+        await tx.renew_lease(rid, 2000.0, 60.0)
+        await tx.renew_lease(pending, 2000.0, 60.0)
+    assert (await _request(journal, rid)).lease_expires == 2060.0
+    assert (await _request(journal, pending)).lease_expires is None
+
+
+async def test_assign_tape_changes_a_pending_request_only(journal: Journal) -> None:
+    rid = await _ready_request(journal)
+    async with journal.transaction() as tx:
+        pending = await tx.add_request(2, barcode=None, pool="online-tapes", now=1000.0)
+        await tx.assign_tape(pending, "NOD401L9", 1003.0)
+        await tx.assign_tape(rid, "NOD401L9", 1003.0)
+    assert (await _request(journal, pending)).barcode == "NOD401L9"
+    assert (await _request(journal, rid)).barcode == "NOD400L9"
+
+
+async def test_an_illegal_transition_is_refused_and_commits_nothing(journal: Journal) -> None:
+    async with journal.transaction() as tx:
+        rid = await tx.add_request(1, barcode="NOD400L9", pool=None, now=1000.0)
+        await tx.set_request_state(rid, RequestState.FAILED, 1001.0, reason="no")
+
+    async def back_to_pending() -> None:
+        async with journal.transaction() as tx:
+            await tx.add_request(2, barcode="NOD401L9", pool=None, now=1002.0)
+            await tx.set_request_state(rid, RequestState.PENDING, 1002.0)
+
+    with pytest.raises(IllegalTransitionError):
+        await back_to_pending()
+    assert [r.id for r in await journal.requests()] == [rid]
+    assert (await _request(journal, rid)).state is RequestState.FAILED
+
+
+async def test_unknown_request_fields_are_refused(journal: Journal) -> None:
+    async with journal.transaction() as tx:
+        rid = await tx.add_request(1, barcode="NOD400L9", pool=None, now=1000.0)
+    async with journal.transaction() as tx:
+        with pytest.raises(ValueError, match="not request fields"):
+            await tx.set_request_state(rid, RequestState.MOUNTING, 1001.0, state="ready")
+    assert (await _request(journal, rid)).state is RequestState.PENDING
+
+
+async def test_release_of_a_ready_write_counts_its_size_and_starts_the_idle_clock(
+    journal: Journal,
+) -> None:
+    before = await journal.tape("NOD400L9")
+    assert before is not None
+    async with journal.transaction() as tx:
+        rid = await tx.add_request(1, barcode="NOD400L9", pool=None, now=1000.0, size_bytes=500)
+        await tx.set_request_state(rid, RequestState.MOUNTING, 1001.0, drive=0)
+        await tx.drive_in_use(0)
+        await tx.make_ready(rid, 0, 1002.0, 60.0)
+    assert (await _drive(journal)).idle_since is None
+    async with journal.transaction() as tx:
+        await tx.release(await _request(journal, rid), 1003.0, "done")
+    after = await journal.tape("NOD400L9")
+    assert after is not None
+    assert after.used_bytes == before.used_bytes + 500
+    assert (await _drive(journal)).idle_since == 1003.0
+    assert (await _request(journal, rid)).state is RequestState.RELEASED
+
+
+async def test_a_drive_goes_down_at_the_failure_the_rule_names(journal: Journal) -> None:
+    reasons = []
+    for _ in range(3):
+        async with journal.transaction() as tx:
+            reasons.append(await tx.count_drive_failure(0, "not online", down_after=2))
+    assert reasons == [None, "down after repeated failures: not online", None]
+    drive = await _drive(journal)
+    assert (drive.up, drive.failures, drive.reason) == (
+        False,
+        3,
+        "down after repeated failures: not online",
+    )
+
+
+async def test_a_success_restarts_the_count_of_failures(journal: Journal) -> None:
+    async with journal.transaction() as tx:
+        assert await tx.count_drive_failure(0, "busy", down_after=2) is None
+        await tx.drive_succeeded(0)
+        assert await tx.count_drive_failure(0, "busy", down_after=2) is None
+    drive = await _drive(journal)
+    assert (drive.up, drive.failures) == (True, 1)
+    async with journal.transaction() as tx:
+        await tx.drive_emptied(0)
+    assert (await _drive(journal)).failures == 0
+
+
+async def test_tape_and_cleaning_facts(journal: Journal) -> None:
+    cleaner = await journal.tape("CLN001CU")
+    assert cleaner is not None
+    async with journal.transaction() as tx:
+        await tx.tape_needs_check("NOD401L9")
+        await tx.cleaning_done("CLN001CU", 0, 1005.0)
+    checked = await journal.tape("NOD401L9")
+    cleaned = await journal.tape("CLN001CU")
+    assert checked is not None
+    assert checked.need_to_check
+    assert cleaned is not None
+    assert cleaned.cleaning_uses_left == max(cleaner.cleaning_uses_left - 1, 0)
+    assert cleaned.mount_count == cleaner.mount_count + 1
+    assert not (await _drive(journal)).needs_cleaning
+
+
+async def test_a_savepoint_undoes_its_part_only(journal: Journal) -> None:
+    async with journal.transaction() as tx:
+        kept = await tx.add_request(1, barcode="NOD400L9", pool=None, now=1000.0)
+
+        async def part() -> None:
+            async with tx.savepoint():
+                await tx.add_request(2, barcode="NOD401L9", pool=None, now=1000.0)
+                raise RuntimeError("this part only")
+
+        with pytest.raises(RuntimeError):
+            await part()
+    assert [r.id for r in await journal.requests()] == [kept]

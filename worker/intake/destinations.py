@@ -1,0 +1,598 @@
+"""Applying destination events to the desired state, inside the journal.
+
+An event becomes durable and takes effect in one transaction: the inbox row, the
+destination row and the request changes commit together. Applying is
+idempotent by meaning: a create repeated with the same target renews the lease
+and changes nothing else; an update or release after a destroy changes nothing.
+
+Nothing goes backwards: an event that carries the publisher's order (`sequence`)
+and is older than the last change applied to its destination is rejected with the
+reason, and a destroy is final even when it overtakes its create. A publisher's
+event-id is journaled once: the same message again is a duplicate, another message
+under a used event-id is rejected.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import structlog
+from pydantic import ValidationError
+
+from drivers.errors import InvalidArgumentError
+from drivers.media import validate_barcode
+from worker.core.requests import RequestState
+from worker.errors import JournalFaultError, RejectedEventError
+from worker.ops import metrics
+from worker.seed.error_details import VALUE_CHARS, Details, detail, validation_details
+from worker.seed.models import Container, Folder, TaskDestinationBody
+from worker.state.journal import (
+    DestinationRecord,
+    EventRecord,
+    Journal,
+    RequestRecord,
+    Transaction,
+    fault_kind,
+)
+
+log = structlog.get_logger("tapeworker.destinations")
+
+Verb = Literal["create", "update", "destroy", "release"]
+VERBS: tuple[Verb, ...] = ("create", "update", "destroy", "release")
+
+
+@dataclass(frozen=True, slots=True)
+class DestinationEvent:
+    verb: Verb
+    task_id: str
+    #: None for an HTTP create: we allocate the id.
+    destination_id: int | None
+    body: TaskDestinationBody | None
+    source: str
+    topic: str | None = None
+    payload: str | None = None
+    dedup_key: str | None = None
+    #: What the destination will write, when the payload says (see `parse_payload`).
+    size_bytes: int | None = None
+    #: The publisher's order of this change of the destination, when it gives one.
+    sequence: int | None = None
+    #: `message_digest` of the message, for telling a redelivery from a reused event-id.
+    digest: str | None = None
+    #: The nested `folder` and `container` of a full TaskDestination payload.
+    nested: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class RejectedInput:
+    """Input that never became an event; journaled with the reason."""
+
+    reason: str
+    source: str
+    topic: str | None = None
+    payload: str | None = None
+    dedup_key: str | None = None
+    digest: str | None = None
+    #: Per attribute, what was wrong (the HTTP API answers with it).
+    details: Details | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    status: Literal["applied", "rejected", "duplicate", "ignored"]
+    destination_id: int | None = None
+    reason: str | None = None
+    #: Rejected because handling it raised a bug, not because of what it said.
+    poison: bool = False
+    details: Details | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    """What a destination asks of the library."""
+
+    barcode: str | None
+    pool: str | None
+    status: str
+    reason: str | None = None
+
+
+#: Extra writes that must commit with a batch of events (see `record_events`).
+WithinTransaction = Callable[[Transaction, list[Outcome]], Awaitable[None]]
+
+
+def message_digest(topic: str, payload: bytes) -> str:
+    """What makes two deliveries the same message: its topic and its whole payload."""
+    return hashlib.sha256(topic.encode() + b"\0" + payload).hexdigest()
+
+
+async def record_events(
+    journal: Journal,
+    events: list[DestinationEvent | RejectedInput],
+    *,
+    now: float,
+    hold_seconds: float,
+    within: WithinTransaction | None = None,
+) -> list[Outcome]:
+    """Journal and apply a batch in one transaction (one fsync for the batch).
+
+    `within` runs last inside the same transaction, with the outcomes: what it writes
+    commits with the events or not at all (an HTTP create's Idempotency-Key).
+
+    An event whose handling raises something unexpected (a bug) is undone alone and
+    journaled as a rejected poison event with the reason, so it cannot stop the
+    daemon, twice or ever; a journal fault (JournalFaultError) commits nothing.
+    """
+    outcomes: list[Outcome] = []
+    async with journal.transaction() as tx:
+        for event in events:
+            try:
+                async with tx.savepoint():
+                    outcome = await _record_input(journal, tx, event, now, hold_seconds)
+            except Exception as exc:
+                if isinstance(exc, JournalFaultError) or fault_kind(exc) is not None:
+                    raise
+                outcome = await _record_poison(journal, tx, event, now, exc)
+            outcomes.append(outcome)
+        if within is not None:
+            await within(tx, outcomes)
+    # Committed: only now is an event received (a crash before the commit loses it,
+    # and the client or the broker sends it again).
+    for event, outcome in zip(events, outcomes, strict=True):
+        _log_outcome(event, outcome)
+    return outcomes
+
+
+def _log_outcome(event: DestinationEvent | RejectedInput, outcome: Outcome) -> None:
+    task = event.task_id if isinstance(event, DestinationEvent) else None
+    verb = event.verb if isinstance(event, DestinationEvent) else None
+    metrics.EVENTS.labels(event.source, outcome.status).inc()
+    if outcome.status == "rejected":
+        log.warning(
+            "event rejected",
+            intake=event.source,
+            verb=verb,
+            task=task,
+            destination=outcome.destination_id,
+            reason=outcome.reason,
+        )
+        return
+    log.info(
+        "event received",
+        intake=event.source,
+        verb=verb,
+        task=task,
+        destination=outcome.destination_id,
+        outcome=outcome.status,
+        reason=outcome.reason,
+    )
+
+
+async def _record_input(
+    journal: Journal,
+    tx: Transaction,
+    event: DestinationEvent | RejectedInput,
+    now: float,
+    hold_seconds: float,
+) -> Outcome:
+    if event.dedup_key is not None:
+        prior = await journal.event_with_dedup_key(event.dedup_key)
+        if prior is not None:
+            return await _record_seen(journal, tx, event, prior, now)
+    if isinstance(event, RejectedInput):
+        seq = await tx.insert_event(
+            source=event.source,
+            received=now,
+            topic=event.topic,
+            payload=event.payload,
+            status="rejected",
+            reason=event.reason,
+            dedup_key=event.dedup_key,
+            digest=event.digest,
+        )
+        return Outcome(
+            "rejected" if seq else "duplicate", reason=event.reason, details=event.details
+        )
+    return await _record_one(journal, tx, event, now, hold_seconds)
+
+
+async def _record_poison(
+    journal: Journal,
+    tx: Transaction,
+    event: DestinationEvent | RejectedInput,
+    now: float,
+    exc: Exception,
+) -> Outcome:
+    reason = f"poison event: handling raised {type(exc).__name__}: {exc}"[:1000]
+    log.error("poison event skipped", topic=event.topic, reason=reason, exc_info=exc)
+    destination_id = event.destination_id if isinstance(event, DestinationEvent) else None
+    seq = await tx.insert_event(
+        source=event.source,
+        received=now,
+        topic=event.topic,
+        verb=event.verb if isinstance(event, DestinationEvent) else None,
+        task_id=event.task_id if isinstance(event, DestinationEvent) else None,
+        destination_id=destination_id,
+        payload=event.payload,
+        status="rejected",
+        reason=reason,
+        dedup_key=event.dedup_key,
+        digest=event.digest,
+    )
+    return Outcome("rejected" if seq else "duplicate", destination_id, reason, poison=True)
+
+
+async def _record_seen(
+    journal: Journal,
+    tx: Transaction,
+    event: DestinationEvent | RejectedInput,
+    prior: EventRecord,
+    now: float,
+) -> Outcome:
+    """An event-id journaled before: the same message is a redelivery, another is an error."""
+    if _same_message(prior, event):
+        # A broker redelivery after a crash: applying it again could undo a later event.
+        return Outcome("duplicate", prior.destination_id)
+    event_id = (event.dedup_key or "").removeprefix("mqtt:")
+    reason = (
+        f"event-id {event_id!r} was already used by journal event {prior.seq} "
+        f"({prior.topic}) for another message: not applied"
+    )
+    verb = task_id = destination_id = None
+    if isinstance(event, DestinationEvent):
+        verb, task_id, destination_id = event.verb, event.task_id, event.destination_id
+    await tx.insert_event(
+        source=event.source,
+        received=now,
+        topic=event.topic,
+        verb=verb,
+        task_id=task_id,
+        destination_id=destination_id,
+        payload=event.payload,
+        status="rejected",
+        reason=reason,
+        digest=event.digest,
+    )
+    return Outcome("rejected", destination_id, reason)
+
+
+def _same_message(prior: EventRecord, event: DestinationEvent | RejectedInput) -> bool:
+    if prior.digest is not None and event.digest is not None:
+        return prior.digest == event.digest
+    # Journaled before digests were kept: the stored topic and payload tell.
+    return (prior.topic, prior.payload) == (event.topic, event.payload)
+
+
+async def _record_one(
+    journal: Journal,
+    tx: Transaction,
+    event: DestinationEvent,
+    now: float,
+    hold_seconds: float,
+) -> Outcome:
+    destination_id = event.destination_id
+    if destination_id is None:
+        destination_id = await journal.next_destination_id()
+    try:
+        outcome = await _apply(journal, tx, event, destination_id, now, hold_seconds)
+    except RejectedEventError as exc:
+        outcome = Outcome("rejected", destination_id, exc.reason, details=exc.details)
+    seq = await tx.insert_event(
+        source=event.source,
+        received=now,
+        topic=event.topic,
+        verb=event.verb,
+        task_id=event.task_id,
+        destination_id=destination_id,
+        payload=event.payload,
+        status=outcome.status,
+        reason=outcome.reason,
+        dedup_key=event.dedup_key,
+        digest=event.digest,
+    )
+    assert seq is not None, "dedup key checked above, inside the same transaction"
+    return outcome
+
+
+async def resolve_target(journal: Journal, body: TaskDestinationBody) -> Target:
+    """Which tape or pool a body names; contradictions are rejected, not guessed."""
+    barcode = body.tape_barcode
+    if barcode is not None:
+        try:
+            validate_barcode(barcode)
+        except InvalidArgumentError as exc:
+            raise RejectedEventError(
+                f"tape_barcode: {exc.message}", {"tape_barcode": [detail("invalid", barcode)]}
+            ) from exc
+    if body.tape_id is not None:
+        tape = await journal.tape_by_id(body.tape_id)
+        if tape is None:
+            if barcode is None:
+                return Target(None, None, "failed", f"unknown tape_id {body.tape_id}")
+        elif barcode is not None and tape.barcode != barcode:
+            raise RejectedEventError(
+                f"tape_id {body.tape_id} is tape {tape.barcode}, not {barcode}",
+                {"tape_id": [detail("invalid", body.tape_id)]},
+            )
+        else:
+            barcode = tape.barcode
+    pools = {p.name: p for p in await journal.pools()}
+    pool_name = body.pool_name
+    if body.pool_id is not None:
+        by_id = next((p for p in pools.values() if p.pool_id == body.pool_id), None)
+        if by_id is None and pool_name is None:
+            return Target(barcode, None, "failed", f"unknown pool_id {body.pool_id}")
+        if by_id is not None and pool_name is not None and by_id.name != pool_name:
+            raise RejectedEventError(
+                f"pool_id {body.pool_id} is pool {by_id.name!r}, not {pool_name!r}",
+                {"pool_id": [detail("invalid", body.pool_id)]},
+            )
+        if by_id is not None:
+            pool_name = by_id.name
+    if pool_name is not None and pool_name not in pools:
+        return Target(barcode, pool_name, "failed", f"unknown pool {pool_name!r}")
+    if pool_name is not None and pools[pool_name].content != "tape":
+        return Target(
+            None,
+            pool_name,
+            "ignored",
+            f"pool {pool_name!r} holds {pools[pool_name].content}, not tape: not ours",
+        )
+    if barcode is not None:
+        tape = await journal.tape(barcode)
+        if tape is None:
+            return Target(
+                barcode, pool_name, "failed", f"unknown barcode {barcode}: not in this library"
+            )
+        if pool_name is not None and tape.pool != pool_name:
+            raise RejectedEventError(
+                f"tape {barcode} belongs to pool {tape.pool!r}, not {pool_name!r}",
+                {"pool_name" if body.pool_name else "pool_id": [detail("invalid", pool_name)]},
+            )
+        if tape.cleaning:
+            # Said now, not after a planning round: nothing will ever be written there.
+            return Target(
+                barcode, tape.pool, "failed", f"{barcode} is a cleaning cartridge, not a data tape"
+            )
+        return Target(barcode, tape.pool, "active")
+    if pool_name is not None:
+        return Target(None, pool_name, "active")
+    return Target(None, None, "applied", "no tape asked for: nothing to mount")
+
+
+async def _apply(
+    journal: Journal,
+    tx: Transaction,
+    event: DestinationEvent,
+    destination_id: int,
+    now: float,
+    hold_seconds: float,
+) -> Outcome:
+    existing = await journal.destination(destination_id)
+    if existing is not None and existing.task_id != event.task_id:
+        raise RejectedEventError(
+            f"destination {destination_id} belongs to task {existing.task_id}, not {event.task_id}"
+        )
+    if existing is not None and existing.deleted:
+        return Outcome("ignored", destination_id, f"destination {destination_id} was destroyed")
+    body_json = event.body.model_dump_json(exclude_none=False) if event.body else None
+    if existing is not None:
+        _check_order(existing, event, body_json)
+    if event.verb == "release":
+        if existing is None:
+            return Outcome("ignored", destination_id, f"no destination {destination_id}")
+        await _release_active(journal, tx, destination_id, now, "released")
+        return Outcome("applied", destination_id)
+    if event.verb == "destroy":
+        if existing is None:
+            await tx.destroy_unknown_destination(
+                destination_id, task_id=event.task_id, sequence=event.sequence, now=now
+            )
+            return Outcome(
+                "applied",
+                destination_id,
+                f"destination {destination_id} destroyed before it was created: "
+                "a create of it arriving later is ignored",
+            )
+        await _release_active(journal, tx, destination_id, now, "destroyed")
+        await tx.destroy_destination(destination_id, sequence=event.sequence, now=now)
+        return Outcome("applied", destination_id)
+
+    if event.body is None or body_json is None:
+        raise RejectedEventError(f"{event.verb} needs a body")
+    if event.verb == "update" and existing is None and event.sequence is None:
+        # With a sequence, an update that overtook its create is the newest desired
+        # state and applies; the create, arriving later, is then stale.
+        raise RejectedEventError(f"update of unknown destination {destination_id}")
+    target = await resolve_target(journal, event.body)
+    if existing is None:
+        await tx.insert_destination(
+            destination_id,
+            task_id=event.task_id,
+            body=body_json,
+            barcode=target.barcode,
+            pool=target.pool,
+            status=target.status,
+            reason=target.reason,
+            sequence=event.sequence,
+            now=now,
+            nested=event.nested,
+        )
+    else:
+        await tx.update_destination(
+            destination_id,
+            body=body_json,
+            barcode=target.barcode,
+            pool=target.pool,
+            status=target.status,
+            reason=target.reason,
+            sequence=event.sequence,
+            now=now,
+            nested=event.nested,
+        )
+
+    active = await journal.active_request_for(destination_id)
+    if active is not None and _same_target(active, target):
+        # A repeated create/update renews the lease; nothing else changes.
+        if active.state is RequestState.READY:
+            await tx.renew_lease(active.id, now, hold_seconds)
+        return Outcome("applied", destination_id)
+    if active is not None:
+        await _release_active(journal, tx, destination_id, now, "replaced by an update")
+    if target.status == "active":
+        await tx.add_request(
+            destination_id,
+            barcode=target.barcode,
+            pool=target.pool,
+            now=now,
+            size_bytes=event.size_bytes,
+        )
+    elif target.status == "failed":
+        failed = await tx.add_request(
+            destination_id, barcode=target.barcode, pool=target.pool, now=now
+        )
+        await tx.set_request_state(failed, RequestState.FAILED, now, reason=target.reason)
+    return Outcome("applied", destination_id, target.reason)
+
+
+def _check_order(
+    existing: DestinationRecord, event: DestinationEvent, body_json: str | None
+) -> None:
+    """Reject a change older than the last one applied to the destination.
+
+    Only events that both carry a sequence are compared; a release comes from the
+    data mover, which does not know the archive manager's order. The same sequence
+    again is a repeat of that change (it renews the lease) when it asks for the same
+    thing, and a contradiction otherwise.
+    """
+    last = existing.sequence
+    sequence = event.sequence
+    if sequence is None or last is None or event.verb == "release":
+        return
+    if sequence < last:
+        raise RejectedEventError(
+            f"stale {event.verb}: sequence {sequence} is older than sequence {last} "
+            f"already applied to destination {existing.id}"
+        )
+    if sequence == last and (
+        event.verb == "destroy" or body_json is None or json.loads(body_json) != existing.body
+    ):
+        raise RejectedEventError(
+            f"{event.verb} with sequence {sequence} differs from the change of the same "
+            f"sequence already applied to destination {existing.id}"
+        )
+
+
+def _same_target(active: RequestRecord, target: Target) -> bool:
+    if target.status != "active":
+        return False
+    if target.barcode is not None:
+        return active.barcode == target.barcode and (
+            active.pool is None or target.pool is None or active.pool == target.pool
+        )
+    # A pool destination keeps the tape we chose for it while the pool is unchanged.
+    return target.pool is not None and active.pool == target.pool
+
+
+async def _release_active(
+    journal: Journal, tx: Transaction, destination_id: int, now: float, why: str
+) -> None:
+    active = await journal.active_request_for(destination_id)
+    if active is not None:
+        await tx.release(active, now, why)
+
+
+@dataclass(frozen=True, slots=True)
+class ParsedPayload:
+    body: TaskDestinationBody
+    #: The nested folder's `size` of a full TaskDestination: the bytes the task will
+    #: write, which lets the planner pick a tape with room for them.
+    size_bytes: int | None = None
+    #: The nested `folder` and `container` of a full TaskDestination, as the seed has them.
+    nested: dict[str, Any] | None = None
+
+
+def parse_body(payload: bytes | str) -> TaskDestinationBody:
+    """Decode a create/update payload; RejectedEventError names the problem."""
+    return parse_payload(payload).body
+
+
+def parse_payload(payload: bytes | str) -> ParsedPayload:
+    """Decode a create/update payload, body and declared size; RejectedEventError
+    names the problem."""
+    try:
+        text = payload.decode("utf-8") if isinstance(payload, bytes) else payload
+        data = json.loads(text)
+    except (ValueError, RecursionError) as exc:
+        # ValueError covers JSONDecodeError, UnicodeDecodeError and integers longer
+        # than Python converts (4300 digits); RecursionError a deeply nested array.
+        raise RejectedEventError(
+            f"payload is not JSON: {exc}", {"body": [detail("invalid", _prefix(payload))]}
+        ) from exc
+    if not isinstance(data, dict):
+        raise RejectedEventError(
+            f"payload must be a JSON object, not {type(data).__name__}",
+            {"body": [detail("invalid", _prefix(payload))]},
+        )
+    # A full TaskDestination (as the seed's responses show) is accepted too: we keep
+    # the body fields and ignore the nested read-only objects.
+    body_fields = set(TaskDestinationBody.model_fields)
+    extra = set(data) - body_fields - {"id", "folder", "container", "tape", "pool", "state"}
+    if extra:
+        raise RejectedEventError(
+            f"unknown fields: {sorted(extra)}",
+            {name: [detail("unknown_attribute", data[name])] for name in sorted(extra)},
+        )
+    try:
+        body = TaskDestinationBody.model_validate(
+            {k: v for k, v in data.items() if k in body_fields}
+        )
+    except ValidationError as exc:
+        raise RejectedEventError(
+            f"invalid body: {_short(exc)}", validation_details(exc.errors())
+        ) from exc
+    return ParsedPayload(body, _folder_size(data.get("folder")), _nested(data))
+
+
+def _nested(data: dict[str, Any]) -> dict[str, Any] | None:
+    """The folder and container of a full TaskDestination, checked against the seed."""
+    nested: dict[str, Any] = {}
+    for name, model in (("folder", Folder), ("container", Container)):
+        if data.get(name) is None:
+            continue
+        try:
+            nested[name] = model.model_validate(data[name]).model_dump(mode="json")
+        except ValidationError as exc:
+            details = {
+                f"{name}.{key}": items for key, items in validation_details(exc.errors()).items()
+            }
+            raise RejectedEventError(f"invalid {name}: {_short(exc)}", details) from exc
+    return nested or None
+
+
+def _folder_size(folder: object) -> int | None:
+    if not isinstance(folder, dict) or folder.get("size") is None:
+        return None
+    size = folder["size"]
+    if isinstance(size, bool) or not isinstance(size, int) or not 0 <= size <= 2**63 - 1:
+        raise RejectedEventError(
+            f"folder.size must be a whole number of bytes from 0 to 2^63-1, not {size!r:.40}",
+            {"folder.size": [detail("invalid", size)]},
+        )
+    return size
+
+
+def _prefix(payload: bytes | str) -> str:
+    """The start of a payload, as text, for an error to repeat back."""
+    head = payload[:VALUE_CHARS]
+    return head.decode("utf-8", "replace") if isinstance(head, bytes) else head
+
+
+def _short(exc: Exception) -> str:
+    errors = getattr(exc, "errors", None)
+    if callable(errors):
+        return "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in errors())
+    return str(exc)

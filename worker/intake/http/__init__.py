@@ -1,0 +1,3 @@
+"""The HTTP listener: the seed's task_destinations endpoints, their auth, limits, errors and
+OpenAPI.
+"""

@@ -1,0 +1,327 @@
+"""The embedded HTTP intake: the seed's task_destinations endpoints on loopback.
+
+A create/update/destroy is committed to the journal (inbox event + destination)
+before the response is sent, so a client that got an answer never loses it.
+Every error leaves in the archive manager's one shape (`worker.intake.http.errors`).
+"""
+
+# No `from __future__ import annotations`: FastAPI must see the local caller aliases.
+
+import json
+from collections.abc import AsyncIterator
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, FastAPI, Path, Query, Request, Response, status
+from fastapi.responses import JSONResponse, StreamingResponse
+
+from worker.callbacks import ChangeListener, Clock
+from worker.errors import JournalFaultError, RejectedEventError
+from worker.intake.destinations import (
+    DestinationEvent,
+    Outcome,
+    RejectedInput,
+    Verb,
+    WithinTransaction,
+    parse_payload,
+    record_events,
+)
+from worker.intake.http.auth import Authenticator, Principal
+from worker.intake.http.errors import ApiError, install_error_handlers, journal_unavailable
+from worker.intake.http.idempotency import remember_create
+from worker.intake.http.limits import RequestLimits
+from worker.intake.http.openapi import install_openapi
+from worker.intake.views import destination_views
+from worker.seed.error_details import detail
+from worker.seed.query import IndexQuery, QueryError, describe, parse_index_query
+from worker.seed.tasks import AmbiguousTaskError, UnknownTaskError, resolve_task
+from worker.settings import Settings
+from worker.state.journal import DestinationRecord, Journal
+
+PREFIX = "/api/v2/tasks/{task_id}/task_destinations"
+ITEM = PREFIX + "/{task_destination_id}"
+
+#: Ids as the models bound them; beyond SQLite's integer range they were a 500.
+DestinationId = Annotated[int, Path(ge=0, le=2**53, description="Numeric ID of task destination.")]
+
+#: Views per journal read while an index streams: memory stays flat on long listings.
+_STREAM_BATCH = 500
+
+SORT_DESCRIPTION = (
+    "Sort results by attribute.\n"
+    "Can sort on multiple attributes, separated by |.\n"
+    "Order direction can be suffixing the attribute by either :asc (default) or :desc."
+)
+
+#: Media types a create or update body may declare (none declared is taken as JSON).
+_JSON_TYPES = ("application/json",)
+
+
+def _require_json(request: Request) -> None:
+    """415 for a body declared as something else than JSON."""
+    declared = request.headers.get("content-type")
+    if declared is None:
+        return
+    media_type = declared.split(";", 1)[0].strip().lower()
+    if media_type in _JSON_TYPES or (
+        media_type.startswith("application/") and media_type.endswith("+json")
+    ):
+        return
+    raise ApiError(
+        status.HTTP_415_UNSUPPORTED_MEDIA_TYPE,
+        f"Unsupported media type {media_type!r}: send application/json.",
+        {"Content-Type": [detail("invalid", declared)]},
+    )
+
+
+async def journal_fault_response(_: Request, exc: Exception) -> JSONResponse:
+    """503 while the journal refuses writes: nothing was committed, the client retries."""
+    assert isinstance(exc, JournalFaultError)
+    return journal_unavailable(exc.kind, exc.detail)
+
+
+def _not_found(task_id: str, destination_id: int) -> ApiError:
+    return ApiError(
+        status.HTTP_404_NOT_FOUND,
+        f"Task destination {destination_id} of task {task_id} not found.",
+        {"task_destination_id": [detail("not_found", str(destination_id))]},
+    )
+
+
+def _rejected(outcome: Outcome) -> ApiError:
+    """400 for input the API refuses; 500 for an event a bug could not handle."""
+    if outcome.poison:
+        # Our bug, not the client's input: journaled, skipped, and said so.
+        return ApiError(500, f"the request could not be handled: {outcome.reason}")
+    return ApiError(
+        status.HTTP_400_BAD_REQUEST,
+        [outcome.reason or "The received resource was not correctly formatted."],
+        outcome.details or {"body": [detail("invalid", "")]},
+    )
+
+
+class TaskDestinations:
+    """What the routes share: the journal, the settings, and how an event is submitted."""
+
+    def __init__(
+        self, journal: Journal, settings: Settings, on_change: ChangeListener, clock: Clock
+    ) -> None:
+        self.journal = journal
+        self.settings = settings
+        self.on_change = on_change
+        self.clock = clock
+        self.catalog = [(task.id, task.name) for task in settings.http.tasks]
+        self.auth = Authenticator(
+            journal,
+            {name: secret.get_secret_value() for name, secret in settings.http.users.items()},
+            settings.http.user_scopes,
+            settings.http.admin_users,
+        )
+
+    def task(self, task_id: str) -> str:
+        """The journal's key of a path's task id or name (see `worker.seed.tasks`)."""
+        try:
+            return resolve_task(task_id, self.catalog)
+        except UnknownTaskError as exc:
+            raise ApiError(
+                status.HTTP_404_NOT_FOUND,
+                f"No task named {exc.name!r}.",
+                {"task_id": [detail("not_found", exc.name)]},
+            ) from exc
+        except AmbiguousTaskError as exc:
+            ids = ", ".join(str(i) for i in exc.ids)
+            raise ApiError(
+                status.HTTP_400_BAD_REQUEST,
+                f"Task name {exc.name!r} names several tasks ({ids}): use a numeric id.",
+                {"task_id": [detail("invalid", exc.name)]},
+            ) from exc
+
+    async def submit(
+        self,
+        verb: Verb,
+        task_id: str,
+        destination_id: int | None,
+        raw: bytes | None,
+        within: WithinTransaction | None = None,
+    ) -> Outcome:
+        now = self.clock()
+        event: DestinationEvent | RejectedInput
+        payload = raw.decode("utf-8", "replace") if raw is not None else None
+        try:
+            parsed = parse_payload(raw) if raw is not None else None
+        except RejectedEventError as exc:
+            event = RejectedInput(exc.reason, source="http", payload=payload, details=exc.details)
+        else:
+            event = DestinationEvent(
+                verb,
+                task_id,
+                destination_id,
+                parsed.body if parsed else None,
+                "http",
+                payload=payload,
+                size_bytes=parsed.size_bytes if parsed else None,
+                nested=parsed.nested if parsed else None,
+            )
+        [outcome] = await record_events(
+            self.journal,
+            [event],
+            now=now,
+            hold_seconds=self.settings.hold_seconds,
+            within=within,
+        )
+        if outcome.destination_id is not None:
+            await self.on_change({outcome.destination_id})
+        return outcome
+
+    async def existing(self, task_id: str, destination_id: int) -> DestinationRecord:
+        record = await self.journal.destination(destination_id)
+        if record is None or record.deleted or record.task_id != task_id:
+            raise _not_found(task_id, destination_id)
+        return record
+
+    async def shown(self, task_id: str, destination_id: int) -> dict[str, Any]:
+        record = await self.existing(task_id, destination_id)
+        [view] = await destination_views(self.journal, [record])
+        return view
+
+    async def listing(self, task_id: str, query: IndexQuery) -> tuple[int, AsyncIterator[bytes]]:
+        """The index: the count, and the page as JSON chunks of a few hundred views."""
+        count, ids = await self.journal.destination_page(task_id, query)
+
+        async def chunks() -> AsyncIterator[bytes]:
+            yield b'{"count": %d, "task_destinations": [' % count
+            first = True
+            for start in range(0, len(ids), _STREAM_BATCH):
+                records = await self.journal.destinations_by_ids(ids[start : start + _STREAM_BATCH])
+                views = await destination_views(self.journal, records)
+                if views:
+                    # One dumps per batch: the list's brackets cut off, its items kept.
+                    text = json.dumps(views, separators=(",", ":"))[1:-1]
+                    yield (text if first else "," + text).encode()
+                    first = False
+            yield b"]}"
+
+        return count, chunks()
+
+
+def task_destinations_router(api: TaskDestinations) -> APIRouter:
+    """The seed's five endpoints, and the release extension."""
+    router = APIRouter()
+
+    def task(
+        task_id: Annotated[
+            str,
+            Path(
+                description="Numeric ID or name of task. Task names are not unique, "
+                "it's recommanded to use numeric ID."
+            ),
+        ],
+    ) -> str:
+        return api.task(task_id)
+
+    Task = Annotated[str, Depends(task)]
+
+    Index = Annotated[Principal, Depends(api.auth.require("task_destinations/index"))]
+    Create = Annotated[Principal, Depends(api.auth.require("task_destinations/create"))]
+    Show = Annotated[Principal, Depends(api.auth.require("task_destinations/show"))]
+    Update = Annotated[Principal, Depends(api.auth.require("task_destinations/update"))]
+    Destroy = Annotated[Principal, Depends(api.auth.require("task_destinations/destroy"))]
+    Release = Annotated[Principal, Depends(api.auth.require("task_destinations/release"))]
+
+    @router.get(PREFIX)
+    async def index(
+        task_id: Task,
+        request: Request,
+        _: Index,
+        limit: Annotated[
+            int | None,
+            Query(ge=0, le=2**53, description="The number of items to display for pagination."),
+        ] = None,
+        offset: Annotated[
+            int, Query(ge=0, le=2**53, description="The number of items to skip for pagination.")
+        ] = 0,
+        sort_by: Annotated[str | None, Query(description=SORT_DESCRIPTION)] = None,
+        id: Annotated[str | None, Query(description="Filter on id")] = None,
+        folder_id: Annotated[str | None, Query(description="Filter on folder id")] = None,
+        tape_id: Annotated[str | None, Query(description="Filter on tape id")] = None,
+        pool_id: Annotated[str | None, Query(description="Filter on a pool id")] = None,
+    ) -> StreamingResponse:
+        # The declared parameters give the OpenAPI document its types; the parser reads
+        # the whole query, so that a repeated filter adds to the others.
+        try:
+            query = parse_index_query(
+                request.query_params.multi_items(), limit=limit, offset=offset
+            )
+        except QueryError as exc:
+            raise ApiError(status.HTTP_400_BAD_REQUEST, describe(exc.details), exc.details) from exc
+        _count, chunks = await api.listing(task_id, query)
+        return StreamingResponse(chunks, media_type="application/json")
+
+    @router.post(PREFIX, status_code=status.HTTP_201_CREATED)
+    async def create(task_id: Task, request: Request, _: Create) -> dict[str, Any]:
+        _require_json(request)
+        # An Idempotency-Key commits with the create's event (worker/intake/http/idempotency.py).
+        outcome = await api.submit(
+            "create", task_id, None, await request.body(), within=remember_create
+        )
+        if outcome.status == "rejected" or outcome.destination_id is None:
+            raise _rejected(outcome)
+        return await api.shown(task_id, outcome.destination_id)
+
+    @router.get(ITEM)
+    async def show(task_id: Task, task_destination_id: DestinationId, _: Show) -> dict[str, Any]:
+        return await api.shown(task_id, task_destination_id)
+
+    @router.put(ITEM)
+    async def update(
+        task_id: Task, task_destination_id: DestinationId, request: Request, _: Update
+    ) -> dict[str, Any]:
+        await api.existing(task_id, task_destination_id)
+        _require_json(request)
+        outcome = await api.submit("update", task_id, task_destination_id, await request.body())
+        if outcome.status == "rejected":
+            raise _rejected(outcome)
+        return await api.shown(task_id, task_destination_id)
+
+    @router.delete(ITEM, status_code=status.HTTP_204_NO_CONTENT)
+    async def destroy(task_id: Task, task_destination_id: DestinationId, _: Destroy) -> Response:
+        await api.existing(task_id, task_destination_id)
+        await api.submit("destroy", task_id, task_destination_id, None)
+        return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+    @router.post(ITEM + "/release", status_code=status.HTTP_204_NO_CONTENT)
+    async def release(task_id: Task, task_destination_id: DestinationId, _: Release) -> Response:
+        """The data mover is done with the drive (same as the MQTT release topic)."""
+        await api.existing(task_id, task_destination_id)
+        await api.submit("release", task_id, task_destination_id, None)
+        return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+    return router
+
+
+def create_app(
+    journal: Journal,
+    settings: Settings,
+    *,
+    on_change: ChangeListener,
+    clock: Clock,
+) -> FastAPI:
+    """The daemon's HTTP app: one router per resource, errors in the one shape."""
+    app = FastAPI(
+        title="tapeworker",
+        version="0.1.0",
+        docs_url=None,
+        redoc_url=None,
+        exception_handlers={JournalFaultError: journal_fault_response},
+    )
+    install_error_handlers(app)
+    install_openapi(app)
+    app.add_middleware(
+        RequestLimits,
+        max_body_bytes=settings.http.max_body_bytes,
+        max_query_bytes=settings.http.max_query_bytes,
+    )
+    api = TaskDestinations(journal, settings, on_change, clock)
+    app.include_router(task_destinations_router(api))
+    # The admin routes (added by the service) check credentials the same way.
+    app.state.auth = api.auth
+    return app

@@ -1,0 +1,442 @@
+"""The MQTT intake: QoS 1, a persistent session, acknowledged only after the commit.
+
+Topics: `<prefix>/tasks/<task>/task_destinations/<id>/<create|update|destroy|release>`,
+payload the seed's create/update body (empty for destroy and release). State goes
+back retained on `<prefix>/libraries/<library_id>/state/task_destinations/<id>`;
+rejected input is copied to `<prefix>/dead-letter` with the reason.
+
+Commands cannot go backwards: a retained command is rejected and cleared (the
+broker would replay it at every reconnect, over later changes), and the MQTT 5
+user properties `event-id` and `sequence` let the journal recognise a redelivery
+and refuse a change older than the one it has applied.
+
+aiomqtt 2.x has no public manual-ack API, so `ManualAcks` reaches the paho client
+it wraps (the one private attribute we touch, kept here with its own test).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+from typing import Any
+
+import aiomqtt
+import paho.mqtt.client as paho
+import structlog
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+from paho.mqtt.subscribeoptions import SubscribeOptions
+
+from worker.callbacks import ChangeListener, Clock
+from worker.errors import JournalFaultError, RejectedEventError
+from worker.fleet import fleet_topic, gone_summary, library_topic
+from worker.intake.destinations import (
+    VERBS,
+    DestinationEvent,
+    RejectedInput,
+    Verb,
+    message_digest,
+    parse_payload,
+    record_events,
+)
+from worker.seed.tasks import canonical_task_id
+from worker.settings import MqttSettings
+from worker.state.journal import Journal
+
+log = structlog.get_logger("tapeworker.mqtt")
+
+
+#: Task ids are numeric ids or names; destination ids are numbers. Nothing else
+#: (no wildcards, no `..`, no deep paths) becomes an event.
+_TASK_RE = re.compile(r"^[A-Za-z0-9_.\-]{1,128}$")
+_EVENT_ID_RE = re.compile(r"^[A-Za-z0-9_.:\-]{1,128}$")
+#: A sequence is a whole number that fits SQLite's INTEGER.
+_SEQUENCE_RE = re.compile(r"^[0-9]{1,19}$")
+MAX_SEQUENCE = 2**63 - 1
+RETAINED_REASON = (
+    "retained message on a command topic: not applied, because the broker replays it "
+    "at every reconnect, over later changes (publish commands with retain=false)"
+)
+#: mosquitto sends at most this many unacknowledged messages at a time, so a
+#: batch never needs to wait for more than this.
+MAX_BATCH = 20
+#: Back-off while the journal refuses writes: first retry, and the longest wait.
+JOURNAL_RETRY_S = (0.5, 30.0)
+
+
+class ManualAcks:
+    """Acknowledge a QoS 1 message only after it is committed to the journal.
+
+    Create it before the client connects: a resumed session delivers what was
+    queued right after CONNACK, and paho would auto-acknowledge those.
+    """
+
+    def __init__(self, client: aiomqtt.Client) -> None:
+        self._paho: paho.Client = client._client  # noqa: SLF001 - no public API (aiomqtt #345)
+        self._paho.manual_ack_set(True)
+
+    def ack(self, message: aiomqtt.Message) -> None:
+        if message.qos > 0:
+            self._paho.ack(message.mid, message.qos)
+
+
+def parse_topic(prefix: str, topic: str) -> tuple[str, int, Verb]:
+    """(task id, destination id, verb) from a topic; RejectedEventError names the problem."""
+    head = prefix + "/tasks/"
+    if not topic.startswith(head):
+        raise RejectedEventError(f"topic {topic[:200]!r} is not under {head!r}")
+    parts = topic[len(head) :].split("/")
+    if len(parts) != 4 or parts[1] != "task_destinations":
+        raise RejectedEventError(
+            f"topic {topic[:200]!r} is not <prefix>/tasks/<task>/task_destinations/<id>/<verb>"
+        )
+    task_id, _, raw_id, verb = parts
+    if not _TASK_RE.fullmatch(task_id) or task_id in (".", ".."):
+        raise RejectedEventError(f"invalid task id {task_id[:64]!r} in topic")
+    if not raw_id.isdigit() or len(raw_id) > 15 or not raw_id.isascii():
+        raise RejectedEventError(f"invalid destination id {raw_id[:64]!r} in topic")
+    if verb not in VERBS:
+        raise RejectedEventError(f"unknown verb {verb[:64]!r}: expected one of {VERBS}")
+    # `07` and `7` are one task, as on the HTTP API.
+    return canonical_task_id(task_id) or task_id, int(raw_id), verb
+
+
+def parse_sequence(raw: str) -> int:
+    """The `sequence` user property; RejectedEventError names the problem."""
+    if not _SEQUENCE_RE.fullmatch(raw) or int(raw) > MAX_SEQUENCE:
+        raise RejectedEventError(
+            f"sequence {raw[:64]!r} is not a whole number from 0 to {MAX_SEQUENCE}"
+        )
+    return int(raw)
+
+
+def to_event(
+    prefix: str,
+    topic: str,
+    payload: bytes,
+    event_id: str | None = None,
+    *,
+    sequence: str | None = None,
+    retained: bool = False,
+) -> DestinationEvent | RejectedInput:
+    text = payload.decode("utf-8", "replace")
+    dedup = f"mqtt:{event_id}" if event_id is not None else None
+    digest = message_digest(topic, payload)
+    try:
+        if retained:
+            raise RejectedEventError(RETAINED_REASON)
+        task_id, destination_id, verb = parse_topic(prefix, topic)
+        order = parse_sequence(sequence) if sequence is not None else None
+        parsed = None
+        if verb in ("create", "update"):
+            parsed = parse_payload(payload)
+        elif payload.strip():
+            raise RejectedEventError(f"{verb} takes an empty payload")
+    except RejectedEventError as exc:
+        return RejectedInput(
+            exc.reason,
+            source="mqtt",
+            topic=topic[:1024],
+            payload=text[:65536],
+            dedup_key=dedup,
+            digest=digest,
+        )
+    return DestinationEvent(
+        verb,
+        task_id,
+        destination_id,
+        parsed.body if parsed else None,
+        "mqtt",
+        topic=topic,
+        payload=text,
+        dedup_key=dedup,
+        size_bytes=parsed.size_bytes if parsed else None,
+        sequence=order,
+        digest=digest,
+        nested=parsed.nested if parsed else None,
+    )
+
+
+def user_property(message: aiomqtt.Message, name: str) -> str | None:
+    """The first value of an MQTT 5 user property, if the publisher set it."""
+    properties = getattr(message.properties, "UserProperty", None) or []
+    for key, value in properties:
+        if key == name:
+            return str(value)
+    return None
+
+
+def event_id_of(message: aiomqtt.Message) -> str | None:
+    """The publisher's optional `event-id` user property (MQTT 5).
+
+    With it, a redelivered event is recognised and journaled once; without it,
+    replaying is still harmless because destinations are desired state.
+    """
+    value = user_property(message, "event-id")
+    return value if value is not None and _EVENT_ID_RE.fullmatch(value) else None
+
+
+def message_to_event(prefix: str, message: aiomqtt.Message) -> DestinationEvent | RejectedInput:
+    payload = message.payload
+    if isinstance(payload, str):
+        raw = payload.encode()
+    elif isinstance(payload, bytes | bytearray):
+        raw = bytes(payload)
+    else:
+        raw = str(payload).encode()
+    return to_event(
+        prefix,
+        message.topic.value,
+        raw,
+        event_id_of(message),
+        sequence=user_property(message, "sequence"),
+        retained=bool(message.retain),
+    )
+
+
+class MqttIntake:
+    def __init__(
+        self,
+        settings: MqttSettings,
+        journal: Journal,
+        *,
+        hold_seconds: float,
+        on_change: ChangeListener,
+        clock: Clock,
+        library_id: str = "library0",
+        journal_retry_s: tuple[float, float] = JOURNAL_RETRY_S,
+    ) -> None:
+        self._settings = settings
+        self.library_id = library_id
+        #: Everything this library publishes is under it: fleet members never collide.
+        self.library_prefix = library_topic(settings.prefix, library_id)
+        self.client_id = settings.client_id or f"tapeworker-{library_id}"
+        self.fleet_topic = fleet_topic(settings.prefix, library_id)
+        self._summary: bytes | None = None
+        self._stopped = False
+        self._journal_retry_s = journal_retry_s
+        self._journal = journal
+        self._hold_seconds = hold_seconds
+        self._on_change = on_change
+        self._clock = clock
+        self._client: aiomqtt.Client | None = None
+        self.connected = asyncio.Event()
+        self._outbox: asyncio.Queue[tuple[str, bytes, bool]] = asyncio.Queue(maxsize=10000)
+
+    @property
+    def prefix(self) -> str:
+        return self._settings.prefix
+
+    def _make_client(self) -> aiomqtt.Client:
+        properties = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
+        properties.SessionExpiryInterval = self._settings.session_expiry_s
+        password = self._settings.password.get_secret_value() if self._settings.password else None
+        return aiomqtt.Client(
+            hostname=self._settings.host or "localhost",
+            port=self._settings.port,
+            username=self._settings.username,
+            password=password,
+            identifier=self.client_id,
+            protocol=aiomqtt.ProtocolVersion.V5,
+            # Keep our session (and the events queued for us) across restarts.
+            clean_start=False,
+            properties=properties,
+            # The broker retains this for the fleet view when it loses us without a
+            # goodbye; a hint that we are gone, never a lock (docs/failover.md).
+            will=aiomqtt.Will(
+                self.fleet_topic,
+                json.dumps(gone_summary(self.library_id)).encode(),
+                qos=1,
+                retain=True,
+            ),
+            keepalive=self._settings.keepalive,
+        )
+
+    async def run(self) -> None:
+        """Consume forever; reconnect with back-off when the broker goes away."""
+        delay = 1.0
+        while True:
+            client = self._make_client()
+            # Before connecting: a resumed session delivers queued events at once.
+            acks = ManualAcks(client)
+            try:
+                async with client:
+                    self._client = client
+                    await client.subscribe(
+                        f"{self.prefix}/tasks/#",
+                        # retainAsPublished: a retained command keeps its flag, so it
+                        # is refused whether it is replayed or new; noLocal: our own
+                        # clearing of a retained command does not come back to us.
+                        options=SubscribeOptions(qos=1, noLocal=True, retainAsPublished=True),
+                    )
+                    self.connected.set()
+                    if self._summary is not None:
+                        # Our will may have replaced it while we were away.
+                        self._enqueue(self.fleet_topic, self._summary, retain=True)
+                    delay = 1.0
+                    log.info("mqtt connected", host=self._settings.host, port=self._settings.port)
+                    async with asyncio.TaskGroup() as group:
+                        group.create_task(self._publisher(client))
+                        await self._consume(client, acks)
+            except* aiomqtt.MqttError as group_exc:
+                self.connected.clear()
+                self._client = None
+                log.warning(
+                    "mqtt disconnected", error=str(group_exc.exceptions[0]), retry_in_s=delay
+                )
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, self._settings.reconnect_max_s)
+
+    async def _consume(self, client: aiomqtt.Client, acks: ManualAcks) -> None:
+        messages = client.messages
+        while True:
+            first = await anext(messages)
+            batch = [first]
+            # Take what has already arrived, so one commit covers a burst.
+            while len(batch) < MAX_BATCH and not client._queue.empty():  # noqa: SLF001
+                batch.append(await anext(messages))
+            await self._commit_when_possible(batch)
+            for message in batch:
+                acks.ack(message)
+
+    async def _commit_when_possible(self, batch: list[aiomqtt.Message]) -> None:
+        """Commit the batch, holding it back (unread behind it, unacknowledged) while
+        the journal refuses writes: the broker keeps the rest, and redelivers all of
+        it if we stop meanwhile."""
+        delay, longest = self._journal_retry_s
+        while True:
+            try:
+                await self._commit(batch)
+            except JournalFaultError as exc:
+                log.warning(
+                    "journal fault: mqtt intake paused, nothing acknowledged",
+                    error=str(exc),
+                    held=len(batch),
+                    retry_in_s=delay,
+                )
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, longest)
+                continue
+            except Exception as exc:
+                # A bug outside the journal's guard of each event (decoding, say):
+                # find the message that trips it, and journal that one as poison.
+                if len(batch) > 1:
+                    for message in batch:
+                        await self._commit_when_possible([message])
+                else:
+                    await self._commit_when_possible_as_poison(batch[0], exc)
+            return
+
+    async def _commit_when_possible_as_poison(
+        self, message: aiomqtt.Message, exc: Exception
+    ) -> None:
+        reason = f"poison event: handling raised {type(exc).__name__}: {exc}"[:1000]
+        log.error("poison event skipped", topic=message.topic.value, reason=reason, exc_info=exc)
+        payload = message.payload
+        text = payload.decode("utf-8", "replace") if isinstance(payload, bytes) else str(payload)
+        poison = RejectedInput(
+            reason,
+            source="mqtt",
+            topic=message.topic.value[:1024],
+            payload=text[:65536],
+            dedup_key=f"mqtt:{event_id}" if (event_id := event_id_of(message)) else None,
+        )
+        delay, longest = self._journal_retry_s
+        while True:
+            try:
+                await record_events(
+                    self._journal, [poison], now=self._clock(), hold_seconds=self._hold_seconds
+                )
+            except JournalFaultError:
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, longest)
+                continue
+            break
+        self.publish_nowait(
+            f"{self.prefix}/dead-letter",
+            {
+                "topic": poison.topic,
+                "payload": poison.payload,
+                "reason": reason,
+                "library": self.library_id,
+            },
+            retain=False,
+        )
+
+    async def _commit(self, batch: list[aiomqtt.Message]) -> None:
+        events = [message_to_event(self.prefix, message) for message in batch]
+        outcomes = await record_events(
+            self._journal, events, now=self._clock(), hold_seconds=self._hold_seconds
+        )
+        changed = {o.destination_id for o in outcomes if o.destination_id is not None}
+        for event, outcome in zip(events, outcomes, strict=True):
+            if outcome.status == "rejected":
+                log.warning("event rejected", topic=event.topic, reason=outcome.reason)
+                self.publish_nowait(
+                    f"{self.prefix}/dead-letter",
+                    {
+                        "topic": event.topic,
+                        "payload": event.payload,
+                        "reason": outcome.reason,
+                        "library": self.library_id,
+                    },
+                    retain=False,
+                )
+        for message in batch:
+            if message.retain and message.payload:
+                # Journaled above; now the broker must stop replaying it. An empty
+                # retained message deletes it (if the broker's ACL lets us publish there).
+                log.info("clearing a retained command", topic=message.topic.value)
+                self._enqueue(message.topic.value, b"", retain=True)
+        if changed:
+            try:
+                await self._on_change(changed)
+            except Exception:
+                # Committed already: the events must be acknowledged, whatever
+                # publishing their new state ran into.
+                log.exception("state publication failed", destinations=sorted(changed))
+
+    def publish_nowait(self, topic: str, data: dict[str, Any], *, retain: bool) -> None:
+        self._enqueue(topic, json.dumps(data).encode(), retain=retain)
+
+    def _enqueue(self, topic: str, payload: bytes, *, retain: bool) -> None:
+        try:
+            self._outbox.put_nowait((topic, payload, retain))
+        except asyncio.QueueFull:
+            log.warning("mqtt outbox full, state update dropped", topic=topic)
+
+    def publish_summary(self, data: dict[str, Any]) -> None:
+        """This library's summary for the fleet view, retained, when it changed."""
+        payload = json.dumps(data).encode()
+        if payload != self._summary and not self._stopped:
+            self._summary = payload
+            self._enqueue(self.fleet_topic, payload, retain=True)
+
+    async def say_goodbye(self, timeout_s: float) -> None:
+        """Mark this library stopped in the fleet view, if the broker answers in time."""
+        client = self._client
+        if client is None or not self.connected.is_set():
+            return  # the broker lost us already: it has published our will
+        # No alive summary may follow the goodbye (see _publisher and publish_summary).
+        self._stopped = True
+        payload = json.dumps({**gone_summary(self.library_id), "stopped": True}).encode()
+        try:
+            async with asyncio.timeout(timeout_s):
+                await client.publish(self.fleet_topic, payload, qos=1, retain=True)
+        except (aiomqtt.MqttError, TimeoutError) as exc:
+            log.warning("fleet summary not updated at stop", error=str(exc) or "timed out")
+        else:
+            self._summary = payload
+
+    def publish_state(self, destination_id: int, data: dict[str, Any]) -> None:
+        self.publish_nowait(
+            f"{self.library_prefix}/state/task_destinations/{destination_id}", data, retain=True
+        )
+
+    async def _publisher(self, client: aiomqtt.Client) -> None:
+        while True:
+            topic, payload, retain = await self._outbox.get()
+            if self._stopped and topic == self.fleet_topic:
+                continue  # an alive summary queued before the goodbye
+            await client.publish(topic, payload, qos=1, retain=retain)

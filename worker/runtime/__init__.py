@@ -1,0 +1,3 @@
+"""The async shell: start-up and shutdown, the planning loop and the executor that drives the
+hardware.
+"""

@@ -1,0 +1,535 @@
+"""The shell around the planner: journal -> snapshot -> plan -> executor -> journal.
+
+Rule: only this module turns journal rows into the planner's frozen values and the
+planner's actions into journal changes and driver work. The planner itself never
+awaits and never reads a clock; `now` comes from here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+
+import structlog
+
+from drivers.base import Inventory, TapeLibrary
+from drivers.definition import LibraryDefinition
+from drivers.errors import DriverError, RetryableError
+from drivers.media import media_of
+from worker.callbacks import ChangeListener, Clock
+from worker.core.actions import Action, Assign, Attach, Clean, Fail, Load, Unload
+from worker.core.planner import PlanPolicy, plan
+from worker.core.requests import ACTIVE, MountRequest, RequestState, lease_expired
+from worker.core.snapshot import DriveView, LibrarySnapshot, TapeView
+from worker.errors import JournalFaultError
+from worker.ops import metrics
+from worker.runtime.executor import ChainNotEndedError, DriveWork, Executor
+from worker.state.journal import Journal, RequestRecord
+
+log = structlog.get_logger("tapeworker.reconciler")
+
+#: How long cancelled chains get to unwind at the end of a bounded drain.
+_CANCEL_GRACE_S = 5.0
+
+
+class Reconciler:
+    def __init__(
+        self,
+        definition: LibraryDefinition,
+        library: TapeLibrary,
+        journal: Journal,
+        executor: Executor,
+        policy: PlanPolicy,
+        *,
+        on_change: ChangeListener,
+        clock: Clock = time.time,
+        retry_delay_s: float = 1.0,
+        inventory_interval_s: float = 300.0,
+    ) -> None:
+        self._retry_delay_s = retry_delay_s
+        #: The drift check's period (0: only at start-up and after errors).
+        self._inventory_interval_s = inventory_interval_s
+        self._inventory_checked = time.monotonic()
+        #: Inventories read from the changer since start-up.
+        self.inventory_checks = 0
+        self._definition = definition
+        self._library = library
+        self._journal = journal
+        self._executor = executor
+        self._policy = policy
+        self._on_change = on_change
+        self._clock = clock
+        self._tasks: set[asyncio.Task[None]] = set()
+        #: What each running chain does, to name it if a shutdown cuts it short.
+        self._chains: dict[asyncio.Task[None], str] = {}
+        #: Requests handed to the executor and not finished yet.
+        self._dispatched: set[int] = set()
+        #: Chains that crashed and could not record it: ended before the next plan.
+        self._unended: list[tuple[int, list[DriveWork], Exception]] = []
+        self.wake = asyncio.Event()
+        #: Set by the operator (`tapeworker drain`): no new mount is started.
+        self.draining = False
+        #: time.monotonic() at the start of the planning loop's latest round.
+        self.heartbeat = time.monotonic()
+
+    def set_policy(self, policy: PlanPolicy) -> None:
+        self._policy = policy
+        self.wake.set()
+
+    # -- inventory and recovery ------------------------------------------------------
+
+    async def take_inventory(self, attempts: int = 4, *, periodic: bool = False) -> list[str]:
+        """A fresh inventory under the robot lock, compared with the journal.
+
+        Transient answers (unit attention after a door was opened, a changer still
+        inventorying) are retried; a degraded answer is never recorded. A periodic
+        check that finds every cartridge where the journal has it writes nothing.
+        Anything else the journal did not expect (a tape moved by hand, a cartridge
+        that appeared or vanished) is logged and recorded for `tapeworker status`,
+        and a ready request whose tape left its drive goes back to pending.
+        """
+        for attempt in range(1, attempts + 1):
+            try:
+                async with self._executor.robot:
+                    inventory = await self._library.inventory()
+                break
+            except RetryableError as exc:
+                if attempt == attempts:
+                    raise
+                log.warning("inventory retried", attempt=attempt, error=str(exc))
+                await asyncio.sleep(self._retry_delay_s * attempt)
+        self._inventory_checked = time.monotonic()
+        self.inventory_checks += 1
+        in_flight = self._executor.in_flight
+        journal_tapes = {t.barcode: t for t in await self._journal.tapes()}
+        journal_drives = {d.index: d.barcode for d in await self._journal.drives()}
+        found = _placement(inventory)
+        unchanged = found == {
+            t.barcode: (t.slot, t.drive) for t in journal_tapes.values() if t.known
+        } and journal_drives == {d.index: d.barcode if d.full else None for d in inventory.drives}
+        in_flight.inventory_taken()
+        to_verify = in_flight.to_verify
+        if periodic and unchanged and not to_verify:
+            return []
+        now = self._clock()
+        # Cartridges a command may have moved are not surprises, wherever they are.
+        moved = set(to_verify) | {
+            op.barcode
+            for op in await self._journal.operations("intent")
+            + await self._journal.operations("moved")
+            if op.barcode is not None
+        }
+        surprises = await self._journal.apply_inventory(inventory, now)
+        for barcode, where in sorted(found.items()):
+            before = journal_tapes.get(barcode)
+            if barcode in moved:
+                continue
+            if before is None:
+                surprises.append(f"tape {barcode} found in {_where(where)}: not in the catalog")
+            elif not before.known:
+                surprises.append(f"tape {barcode} is back, in {_where(where)}")
+            elif (before.slot, before.drive) != where:
+                surprises.append(
+                    f"tape {barcode} found in {_where(where)}; "
+                    f"the journal had it in {_where((before.slot, before.drive))}"
+                )
+        for barcode in sorted(to_verify):
+            tape = await self._journal.tape(barcode)
+            if tape is not None and not tape.known:
+                await self._journal.update_tape(barcode, need_to_check=True)
+                log.warning(
+                    "need_to_check set", barcode=barcode, reason="not found after a failed move"
+                )
+                surprises.append(f"tape {barcode} is lost after a failed move: need_to_check")
+        in_flight.verified(to_verify)
+        for surprise in surprises:
+            log.warning("inventory surprise", problem=surprise)
+        await self._journal.record_surprises(surprises, now)
+        await self._requeue_drifted()
+        return surprises
+
+    async def _requeue_drifted(self) -> None:
+        """Ready requests whose tape is no longer in their drive go back to pending:
+        the planner mounts the tape again from wherever it now is."""
+        tapes = {t.barcode: t for t in await self._journal.tapes()}
+        drifted: list[tuple[RequestRecord, str]] = []
+        for request in await self._journal.requests((RequestState.READY,)):
+            tape = tapes.get(request.barcode or "")
+            if request.id in self._dispatched or (
+                tape is not None and tape.known and tape.drive == request.drive
+            ):
+                continue
+            now_in = (
+                _where((tape.slot, tape.drive))
+                if tape is not None and tape.known
+                else "nowhere in the library"
+            )
+            drifted.append(
+                (request, f"tape {request.barcode} left drive {request.drive}: now {now_in}")
+            )
+        if not drifted:
+            return
+        now = self._clock()
+        async with self._journal.transaction() as tx:
+            for request, reason in drifted:
+                await tx.set_request_state(
+                    request.id, RequestState.PENDING, now, drive=None, reason=reason
+                )
+                if request.drive is not None:
+                    await tx.drive_freed(request.drive, now)
+        for request, reason in drifted:
+            log.warning(
+                "ready request back to pending",
+                request=request.id,
+                destination=request.destination_id,
+                reason=reason,
+            )
+        await self._on_change({request.destination_id for request, _ in drifted})
+
+    def _inventory_due(self) -> bool:
+        return (
+            self._inventory_interval_s > 0
+            and time.monotonic() - self._inventory_checked >= self._inventory_interval_s
+        )
+
+    async def recover(self) -> None:
+        """After a restart: settle what was in flight against a fresh inventory.
+
+        Nothing is replayed blindly: an interrupted mount goes back to pending, and
+        the planner finds the tape wherever the inventory says it now is.
+        """
+        await self.take_inventory()
+        now = self._clock()
+        tapes = {t.barcode: t for t in await self._journal.tapes()}
+        changed: set[int] = set()
+        async with self._journal.transaction() as tx:
+            for op in await self._journal.operations("intent") + await self._journal.operations(
+                "moved"
+            ):
+                await tx.finish_operation(
+                    op.id, "interrupted", now, error="daemon stopped while in flight"
+                )
+                log.warning("interrupted operation", operation=op.id, kind=op.kind)
+                tape = tapes.get(op.barcode or "")
+                if tape is not None and not tape.known:
+                    # The cartridge was moving and the library no longer shows it:
+                    # an operator must look, we do not guess where it went.
+                    await tx.tape_needs_check(tape.barcode)
+                    log.error("tape lost in flight", barcode=tape.barcode, operation=op.id)
+                    log.warning("need_to_check set", barcode=tape.barcode, reason="lost in flight")
+            for request in await self._journal.requests(
+                (RequestState.MOUNTING, RequestState.READY)
+            ):
+                tape = tapes.get(request.barcode or "")
+                still_there = (
+                    request.state is RequestState.READY
+                    and tape is not None
+                    and tape.drive == request.drive
+                )
+                if still_there:
+                    continue
+                await tx.set_request_state(
+                    request.id,
+                    RequestState.PENDING,
+                    now,
+                    drive=None,
+                    reason="recovered after a restart",
+                )
+                changed.add(request.destination_id)
+        if changed:
+            await self._on_change(changed)
+        await self._put_back_ejected()
+
+    async def _put_back_ejected(self) -> None:
+        """Finish the unloads a stop cut between `mt offline` and the robot's move.
+
+        Such a cartridge sits unthreaded in its drive and never comes online by
+        itself: waiting for it would cost the ready timeout and count against a
+        sound drive. Back in a slot, the planner loads it again like any other.
+        """
+        inventory = await self._journal.last_inventory() or {}
+        occupied = {s["number"] for s in inventory.get("slots", ()) if s["full"]}
+        free = set(range(1, self._definition.slots + 1)) - occupied
+        tapes = {t.barcode: t for t in await self._journal.tapes()}
+        for drive in await self._journal.drives():
+            if drive.barcode is None or not drive.up:
+                continue
+            try:
+                status = await self._library.drive_status(drive.index)
+            except DriverError as exc:
+                log.warning("drive status at start-up", drive=drive.index, error=str(exc))
+                continue
+            if status.loaded:
+                continue
+            tape = tapes.get(drive.barcode)
+            home = tape.home_slot if tape is not None else None
+            slot = home if home in free else min(free, default=None)
+            if slot is None:
+                log.error("ejected cartridge has no free slot", drive=drive.index)
+                continue
+            free.discard(slot)
+            log.warning(
+                "ejected cartridge put back", drive=drive.index, barcode=drive.barcode, slot=slot
+            )
+            chain: list[DriveWork] = [Unload(drive=drive.index, barcode=drive.barcode, slot=slot)]
+            self._executor.claim(drive.index, chain)
+            await self._executor.run_chain(drive.index, chain)
+
+    # -- one round -------------------------------------------------------------------
+
+    async def expire_leases(self) -> None:
+        now = self._clock()
+        expired = [
+            r
+            for r in await self._journal.requests((RequestState.READY,))
+            if lease_expired(r.state, r.lease_expires, now)
+        ]
+        if not expired:
+            return
+        async with self._journal.transaction() as tx:
+            for request in expired:
+                await tx.release(request, now, "lease expired")
+        await self._on_change({r.destination_id for r in expired})
+
+    async def snapshot(self) -> tuple[LibrarySnapshot, list[MountRequest]]:
+        in_flight = self._executor.in_flight
+        active = await self._journal.requests(ACTIVE)
+        holders: dict[int, list[int]] = {}
+        for request in active:
+            if request.state is not RequestState.PENDING and request.drive is not None:
+                holders.setdefault(request.drive, []).append(request.id)
+        drives = tuple(
+            DriveView(
+                index=d.index,
+                generation=d.generation,
+                barcode=d.barcode,
+                holders=tuple(holders.get(d.index, ())),
+                busy=in_flight.drive_busy(d.index),
+                idle_since=d.idle_since,
+                available=d.up,
+                needs_cleaning=d.needs_cleaning,
+            )
+            for d in await self._journal.drives()
+        )
+        tapes: dict[str, TapeView] = {}
+        occupied: set[int] = set()
+        for t in await self._journal.tapes():
+            if t.slot is not None:
+                occupied.add(t.slot)
+            if not t.known:
+                continue
+            slot, drive = in_flight.position(t.barcode, t.slot, t.drive)
+            media = media_of(t.barcode)
+            tapes[t.barcode] = TapeView(
+                barcode=t.barcode,
+                media=media,
+                slot=slot,
+                drive=drive,
+                home_slot=t.home_slot,
+                pool=t.pool,
+                cleaning=t.cleaning,
+                locked=t.locked,
+                write_protected=t.write_protected,
+                need_to_check=t.need_to_check,
+                ejected=t.ejected,
+                full=t.full,
+                used_bytes=t.used_bytes,
+                capacity_bytes=media.capacity_bytes if media is not None else 0,
+                cleaning_uses_left=t.cleaning_uses_left,
+            )
+        free_slots = tuple(n for n in range(1, self._definition.slots + 1) if n not in occupied)
+        pending = [
+            MountRequest(
+                id=r.id,
+                barcode=r.barcode,
+                pool=r.pool,
+                arrival=r.arrival,
+                write=r.write,
+                size_bytes=r.size_bytes,
+            )
+            for r in active
+            if r.state is RequestState.PENDING and r.id not in self._dispatched
+        ]
+        snapshot = LibrarySnapshot(
+            drives=drives,
+            tapes=tapes,
+            free_slots=free_slots,
+            robot_busy=self._executor.robot_busy,
+        )
+        return snapshot, pending
+
+    async def round(self) -> list[Action]:
+        """Plan once and hand the work out; returns what was planned."""
+        while self._unended:
+            drive, chain, exc = self._unended[0]
+            await self._executor.abandon(drive, chain, exc)
+            self._unended.pop(0)
+        in_flight = self._executor.in_flight
+        if in_flight.needs_inventory or self._inventory_due():
+            if in_flight.moving:
+                # No new move before the changer is re-inventoried, and no inventory
+                # while cartridges are moving: wait for the moves in flight.
+                return []
+            if in_flight.needs_inventory:
+                await self.take_inventory()
+            else:
+                await self._periodic_inventory()
+        await self.expire_leases()
+        now = self._clock()
+        snapshot, pending = await self.snapshot()
+        actions = plan(snapshot, pending, self._policy, now)
+        if self.draining:
+            # Drained for maintenance: what is mounted stays and serves, nothing new
+            # goes into a drive; unloads still run, so the library can empty.
+            actions = [a for a in actions if not isinstance(a, Load | Clean)]
+        if actions:
+            await self._dispatch(actions, now)
+        return actions
+
+    async def _periodic_inventory(self) -> None:
+        """The drift check; a changer that cannot answer now is asked again next period
+        (its moves report their own errors), it does not stop the planning."""
+        try:
+            await self.take_inventory(periodic=True)
+        except DriverError as exc:
+            self._inventory_checked = time.monotonic()
+            log.warning("periodic inventory failed", error=str(exc))
+
+    async def _dispatch(self, actions: list[Action], now: float) -> None:
+        changed: set[int] = set()
+        chains: dict[int, list[DriveWork]] = {}
+        async with self._journal.transaction() as tx:
+            for action in actions:
+                if isinstance(action, Assign):
+                    await tx.assign_tape(action.request_id, action.barcode, now)
+                    record = await tx.request(action.request_id)
+                    if record is not None:
+                        changed.add(record.destination_id)
+                elif isinstance(action, Fail):
+                    record = await tx.set_request_state(
+                        action.request_id, RequestState.FAILED, now, reason=action.reason
+                    )
+                    changed.add(record.destination_id)
+                    log.warning("request failed", request=action.request_id, reason=action.reason)
+                elif isinstance(action, Load | Unload | Attach | Clean):
+                    chains.setdefault(action.drive, []).append(action)
+        for drive, chain in chains.items():
+            self._executor.claim(drive, chain)
+            for action in chain:
+                if isinstance(action, Load | Attach):
+                    self._dispatched.update(action.request_ids)
+            task = asyncio.create_task(self._run_chain(drive, chain), name=f"drive-{drive}")
+            self._tasks.add(task)
+            self._chains[task] = _describe(drive, chain)
+            task.add_done_callback(self._chain_done)
+        if changed:
+            await self._on_change(changed)
+
+    async def _run_chain(self, drive: int, chain: list[DriveWork]) -> None:
+        try:
+            await self._executor.run_chain(drive, chain)
+        except Exception as exc:
+            # The chain could not even record its own end (the journal refused the
+            # write): keep it, and end it before the next planning round.
+            log.exception("drive chain could not be ended", drive=drive)
+            self._executor.in_flight.suspect()
+            cause = exc.cause if isinstance(exc, ChainNotEndedError) else exc
+            self._unended.append((drive, chain, cause))
+        finally:
+            for action in chain:
+                if isinstance(action, Load | Attach):
+                    self._dispatched.difference_update(action.request_ids)
+            self.wake.set()
+
+    async def run(self, tick_s: float = 1.0) -> None:
+        """Plan whenever something changes, and at least every tick."""
+        while True:
+            # The watchdog pings systemd only while this loop keeps coming round.
+            self.heartbeat = time.monotonic()
+            try:
+                await self.round()
+                metrics.PLANNING_ROUNDS.inc()
+            except JournalFaultError:
+                pass  # the journal logged its fault once; the next tick tries again
+            except Exception:
+                # One bad round must not stop the daemon; the next tick tries again.
+                log.exception("planning round failed")
+            await self.wait_for_work(tick_s)
+
+    async def wait_for_work(self, timeout_s: float) -> None:
+        """Until something changes or `timeout_s` passes; a cancellation always ends it.
+
+        Not `asyncio.wait_for`: before Python 3.12 it swallows a cancellation that
+        arrives just as the awaited event is set, and the loop would never stop.
+        """
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(timeout_s):
+                await self.wake.wait()
+        self.wake.clear()
+
+    async def drain(self, timeout_s: float | None = None) -> list[str]:
+        """Let the moves in progress finish (SIGTERM), for at most `timeout_s`.
+
+        Whatever still runs then is cancelled (a cancelled mtx child is killed) and
+        named in the log; its operation stays recorded as begun, so the next start
+        marks it interrupted and finds the cartridge by a fresh inventory. Returns
+        what was left.
+        """
+        if not self._tasks:
+            return []
+        _, running = await asyncio.wait(set(self._tasks), timeout=timeout_s)
+        if not running:
+            return []
+        left = sorted(self._chains[task] for task in running if task in self._chains)
+        log.error("stopped with moves in progress", waited_s=timeout_s, left=left)
+        for task in running:
+            task.cancel()
+        # A cancelled chain unwinds at once (journal rollback, child killed); bounded
+        # all the same, since nothing here may hang a shutdown.
+        await asyncio.wait(running, timeout=_CANCEL_GRACE_S)
+        return left
+
+    def _chain_done(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        self._chains.pop(task, None)
+
+    @property
+    def busy(self) -> bool:
+        return bool(self._tasks)
+
+
+def _placement(inventory: Inventory) -> dict[str, tuple[int | None, int | None]]:
+    """Each labelled cartridge's (slot, drive), as the journal's tapes record it."""
+    found: dict[str, tuple[int | None, int | None]] = {}
+    for slot in inventory.slots:
+        if slot.full and slot.barcode:
+            found[slot.barcode] = (slot.number, None)
+    for drive in inventory.drives:
+        if drive.full and drive.barcode:
+            found[drive.barcode] = (None, drive.index)
+    return found
+
+
+def _where(place: tuple[int | None, int | None]) -> str:
+    slot, drive = place
+    if drive is not None:
+        return f"drive {drive}"
+    if slot is not None:
+        return f"slot {slot}"
+    return "nowhere in the library"
+
+
+def _describe(drive: int, chain: list[DriveWork]) -> str:
+    """A drive's chain as an operator reads it: `drive 0: unload X to slot 3, load Y ...`."""
+    steps = []
+    for action in chain:
+        if isinstance(action, Load):
+            steps.append(f"load {action.barcode} from slot {action.slot}")
+        elif isinstance(action, Unload):
+            steps.append(f"unload {action.barcode} to slot {action.slot}")
+        elif isinstance(action, Clean):
+            steps.append(f"clean with {action.barcode} from slot {action.slot}")
+        else:
+            steps.append(f"attach {action.barcode}")
+    return f"drive {drive}: {', '.join(steps)}"

@@ -1,0 +1,1862 @@
+"""The SQLite journal: the source of truth after a restart.
+
+It owns the durable inbox of events, the destinations (desired state), mount
+requests and their state machine, robot/drive operations (intent before the
+command, outcome after), the tape catalog with locations, the drives, and the
+last inventory. WAL with synchronous=FULL: an event acknowledged to the broker
+must survive a power cut. Callers batch their writes into one transaction.
+
+A write the file system refuses (disk full, read-only, I/O error, a damaged page)
+is a fault, not a crash: the transaction raises JournalFaultError, `fault` says
+why until a write succeeds again, and callers hold their work back and retry.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import hashlib
+import json
+import os
+import sqlite3
+import time
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any, TypeVar
+
+import aiosqlite
+import structlog
+
+from drivers.base import Inventory
+from drivers.definition import LibraryDefinition
+from drivers.media import is_cleaning, media_of
+from worker.core import drive_health
+from worker.errors import JournalDamagedError, JournalError, JournalFaultError
+from worker.seed.query import FILTERABLE, SORTABLE, Filter, IndexQuery, SortKey
+from worker.core.requests import ACTIVE, RequestState, lease_expiry, transition
+
+SCHEMA_VERSION = 5
+#: How many inventory surprises the journal keeps for the status command.
+SURPRISES_KEPT = 50
+
+log = structlog.get_logger("tapeworker.journal")
+
+#: SQLite's primary result codes that mean "the journal cannot take this write now";
+#: anything else is a bug in our SQL and is raised as it is.
+_FAULT_KINDS = {
+    sqlite3.SQLITE_FULL: "disk full",
+    sqlite3.SQLITE_READONLY: "read-only",
+    sqlite3.SQLITE_IOERR: "I/O error",
+    sqlite3.SQLITE_CORRUPT: "damaged",
+    sqlite3.SQLITE_NOTADB: "damaged",
+    sqlite3.SQLITE_CANTOPEN: "cannot open",
+    sqlite3.SQLITE_PERM: "permission denied",
+    sqlite3.SQLITE_BUSY: "busy",
+    sqlite3.SQLITE_LOCKED: "busy",
+}
+
+#: A stored payload keeps this many bytes; the rest is summed up by its size and digest.
+DEFAULT_MAX_PAYLOAD_BYTES = 64 * 1024
+
+
+def _ignore(_seconds: float) -> None:
+    """No one listens to commit times (tests, the CLI)."""
+
+
+def fault_kind(exc: BaseException) -> str | None:
+    """What kind of journal fault an exception is, or None when it is not one."""
+    if isinstance(exc, sqlite3.Error):
+        code = getattr(exc, "sqlite_errorcode", None)
+        if code is not None:
+            return _FAULT_KINDS.get(code & 0xFF)
+    return None
+
+
+def cap_payload(payload: str | None, max_bytes: int) -> str | None:
+    """The payload as stored: whole when small, else its head and a digest of all of it."""
+    if payload is None:
+        return None
+    raw = payload.encode("utf-8", "replace")
+    if len(raw) <= max_bytes:
+        return payload
+    head = raw[:max_bytes].decode("utf-8", "ignore")
+    digest = hashlib.sha256(raw).hexdigest()
+    return f"{head}\n[truncated: {len(raw)} bytes in all, sha256 {digest}]"
+
+
+@dataclass(frozen=True, slots=True)
+class JournalFault:
+    """Why the journal refuses writes, since when (wall clock)."""
+
+    kind: str
+    detail: str
+    since: float
+
+    def describe(self) -> str:
+        return f"journal {self.kind}: {self.detail}"
+
+
+@dataclass(frozen=True, slots=True)
+class PruneCounts:
+    events: int = 0
+    requests: int = 0
+    operations: int = 0
+    destinations: int = 0
+
+    @property
+    def total(self) -> int:
+        return self.events + self.requests + self.operations + self.destinations
+
+
+#: HTTP creates' Idempotency-Keys (schema 3): each key with what its create did.
+_IDEMPOTENCY_TABLE = """
+CREATE TABLE IF NOT EXISTS idempotency_keys (
+    scope TEXT NOT NULL,
+    key TEXT NOT NULL,
+    fingerprint TEXT NOT NULL,
+    status INTEGER NOT NULL,
+    destination_id INTEGER,
+    reason TEXT,
+    response TEXT,
+    created REAL NOT NULL,
+    expires REAL NOT NULL,
+    PRIMARY KEY (scope, key)
+)
+"""
+_IDEMPOTENCY_INDEX = (
+    "CREATE INDEX IF NOT EXISTS idempotency_keys_expires ON idempotency_keys(expires)"
+)
+
+_SCHEMA = (
+    """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS events (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    source TEXT NOT NULL,
+    dedup_key TEXT UNIQUE,
+    topic TEXT,
+    verb TEXT,
+    task_id TEXT,
+    destination_id INTEGER,
+    payload TEXT,
+    received REAL NOT NULL,
+    status TEXT NOT NULL,
+    reason TEXT,
+    digest TEXT
+);
+CREATE INDEX IF NOT EXISTS events_status ON events(status);
+CREATE TABLE IF NOT EXISTS destinations (
+    id INTEGER PRIMARY KEY,
+    task_id TEXT NOT NULL,
+    body TEXT NOT NULL,
+    barcode TEXT,
+    pool TEXT,
+    status TEXT NOT NULL,
+    reason TEXT,
+    deleted INTEGER NOT NULL DEFAULT 0,
+    created REAL NOT NULL,
+    updated REAL NOT NULL,
+    sequence INTEGER,
+    folder_id INTEGER,
+    folder_path TEXT,
+    tape_id INTEGER,
+    tape_barcode TEXT,
+    pool_id INTEGER,
+    pool_name TEXT,
+    nested TEXT
+);
+CREATE INDEX IF NOT EXISTS destinations_task ON destinations(task_id);
+CREATE TABLE IF NOT EXISTS requests (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    destination_id INTEGER NOT NULL,
+    barcode TEXT,
+    pool TEXT,
+    write INTEGER NOT NULL DEFAULT 1,
+    state TEXT NOT NULL,
+    drive INTEGER,
+    reason TEXT,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    arrival REAL NOT NULL,
+    updated REAL NOT NULL,
+    lease_expires REAL,
+    size_bytes INTEGER
+);
+CREATE INDEX IF NOT EXISTS requests_state ON requests(state);
+CREATE INDEX IF NOT EXISTS requests_destination ON requests(destination_id);
+CREATE TABLE IF NOT EXISTS operations (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    kind TEXT NOT NULL,
+    barcode TEXT,
+    slot INTEGER,
+    drive INTEGER,
+    request_ids TEXT NOT NULL DEFAULT '[]',
+    state TEXT NOT NULL,
+    error TEXT,
+    error_class TEXT,
+    started REAL NOT NULL,
+    finished REAL
+);
+CREATE INDEX IF NOT EXISTS operations_state ON operations(state);
+CREATE TABLE IF NOT EXISTS tapes (
+    barcode TEXT PRIMARY KEY,
+    tape_id INTEGER UNIQUE NOT NULL,
+    pool TEXT,
+    media TEXT,
+    cleaning INTEGER NOT NULL DEFAULT 0,
+    locked INTEGER NOT NULL DEFAULT 0,
+    write_protected INTEGER NOT NULL DEFAULT 0,
+    full INTEGER NOT NULL DEFAULT 0,
+    need_to_check INTEGER NOT NULL DEFAULT 0,
+    ejected INTEGER NOT NULL DEFAULT 0,
+    used_bytes INTEGER NOT NULL DEFAULT 0,
+    cleaning_uses_left INTEGER NOT NULL DEFAULT 0,
+    slot INTEGER,
+    home_slot INTEGER,
+    drive INTEGER,
+    mount_count INTEGER NOT NULL DEFAULT 0,
+    date_in REAL,
+    date_move REAL,
+    known INTEGER NOT NULL DEFAULT 1
+);
+CREATE TABLE IF NOT EXISTS drives (
+    idx INTEGER PRIMARY KEY,
+    generation INTEGER NOT NULL,
+    device TEXT NOT NULL,
+    barcode TEXT,
+    up INTEGER NOT NULL DEFAULT 1,
+    failures INTEGER NOT NULL DEFAULT 0,
+    reason TEXT,
+    idle_since REAL,
+    needs_cleaning INTEGER NOT NULL DEFAULT 0
+);
+CREATE TABLE IF NOT EXISTS pools (
+    name TEXT PRIMARY KEY,
+    pool_id INTEGER UNIQUE NOT NULL,
+    content TEXT NOT NULL,
+    type TEXT,
+    comment TEXT,
+    write_protect_when_full INTEGER NOT NULL DEFAULT 1
+);
+CREATE TABLE IF NOT EXISTS api_keys (
+    name TEXT PRIMARY KEY,
+    key_id TEXT UNIQUE NOT NULL,
+    digest TEXT NOT NULL,
+    scopes TEXT NOT NULL,
+    created REAL NOT NULL,
+    revoked REAL
+);
+"""
+    + f"{_IDEMPOTENCY_TABLE};\n{_IDEMPOTENCY_INDEX};\n"
+)
+
+
+@dataclass(frozen=True, slots=True)
+class EventRecord:
+    seq: int
+    source: str
+    topic: str | None
+    verb: str | None
+    task_id: str | None
+    destination_id: int | None
+    payload: str | None
+    received: float
+    status: str
+    reason: str | None
+    #: sha256 of the topic and the whole payload: tells a redelivery from a reused
+    #: event-id even when the stored payload is cut short.
+    digest: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class DestinationRecord:
+    id: int
+    task_id: str
+    body: dict[str, Any]
+    barcode: str | None
+    pool: str | None
+    status: str
+    reason: str | None
+    deleted: bool
+    created: float
+    updated: float
+    #: The publisher's order of the last change applied (MQTT `sequence`), if it said.
+    sequence: int | None
+    #: The nested `folder` and `container` a full TaskDestination event carried.
+    nested: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class DestinationWrite:
+    """A new destination's desired state (see `insert_destinations`)."""
+
+    destination_id: int
+    task_id: str
+    body: dict[str, Any]
+    nested: dict[str, Any] | None
+    barcode: str | None
+    pool: str | None
+    status: str
+    reason: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class RequestRecord:
+    id: int
+    destination_id: int
+    barcode: str | None
+    pool: str | None
+    write: bool
+    state: RequestState
+    drive: int | None
+    reason: str | None
+    attempts: int
+    arrival: float
+    updated: float
+    lease_expires: float | None
+    #: What the destination will write, when its event told us (the folder's size).
+    size_bytes: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class OperationRecord:
+    id: int
+    kind: str
+    barcode: str | None
+    slot: int | None
+    drive: int | None
+    request_ids: tuple[int, ...]
+    state: str
+    error: str | None
+    error_class: str | None
+    started: float
+    finished: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class TapeRecord:
+    barcode: str
+    tape_id: int
+    pool: str | None
+    media: str | None
+    cleaning: bool
+    locked: bool
+    write_protected: bool
+    full: bool
+    need_to_check: bool
+    ejected: bool
+    used_bytes: int
+    cleaning_uses_left: int
+    slot: int | None
+    home_slot: int | None
+    drive: int | None
+    mount_count: int
+    date_in: float | None
+    date_move: float | None
+    known: bool
+
+
+@dataclass(frozen=True, slots=True)
+class DriveRecord:
+    index: int
+    generation: int
+    device: str
+    barcode: str | None
+    up: bool
+    failures: int
+    reason: str | None
+    idle_since: float | None
+    needs_cleaning: bool
+
+
+@dataclass(frozen=True, slots=True)
+class PoolRecord:
+    name: str
+    pool_id: int
+    content: str
+    type: str | None
+    comment: str | None
+    write_protect_when_full: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class ApiKeyRecord:
+    """An API key as stored: its name, the public part of the key, a digest of the
+    secret part (never the secret), its scopes."""
+
+    name: str
+    key_id: str
+    digest: str
+    scopes: tuple[str, ...]
+    created: float
+    revoked: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class IdempotentResult:
+    """What a create with an Idempotency-Key did, kept to answer its retries alike."""
+
+    fingerprint: str
+    status: int
+    destination_id: int | None
+    reason: str | None
+    #: The response body as first sent; None if the daemon stopped before saving it.
+    response: str | None
+
+
+Record = TypeVar("Record")
+
+
+#: Ids per `IN (...)` list: far below SQLite's limit on bound parameters.
+_BATCH = 500
+#: The body's flat fields, stored as columns too (see `write_destination`).
+_FLAT = ("folder_id", "folder_path", "tape_id", "tape_barcode", "pool_id", "pool_name")
+
+
+def _flat(body: str) -> list[Any]:
+    """The body's flat fields, for their columns."""
+    data = json.loads(body)
+    return [data.get(name) for name in _FLAT]
+
+
+@functools.cache
+def _columns(cls: type) -> tuple[tuple[str, bool], ...]:
+    """A record class's fields, and which are 0/1 columns read as bools."""
+    return tuple((spec.name, spec.type == "bool") for spec in fields(cls))
+
+
+def _from_row(cls: type[Record], row: aiosqlite.Row, **overrides: Any) -> Record:
+    """A record from a row of the same column names; 0/1 columns become bools."""
+    values: dict[str, Any] = {}
+    for name, is_bool in _columns(cls):  # type: ignore[arg-type]
+        if name in overrides:
+            values[name] = overrides[name]
+        else:
+            value = row[name]
+            values[name] = bool(value) if is_bool else value
+    return cls(**values)
+
+
+def _request(row: aiosqlite.Row) -> RequestRecord:
+    return _from_row(RequestRecord, row, state=RequestState(row["state"]))
+
+
+def _tape(row: aiosqlite.Row) -> TapeRecord:
+    return _from_row(TapeRecord, row)
+
+
+def _destination(row: aiosqlite.Row) -> DestinationRecord:
+    return _from_row(
+        DestinationRecord,
+        row,
+        body=json.loads(row["body"]),
+        nested=json.loads(row["nested"]) if row["nested"] else None,
+    )
+
+
+#: Filter operators -> SQL; the attribute names come from `index_query`'s whitelist.
+_SQL_OPERATORS = {
+    "=": "=",
+    "!=": "!=",
+    ">": ">",
+    ">=": ">=",
+    "<": "<",
+    "<=": "<=",
+    "in": "IN",
+    "not in": "NOT IN",
+    "like": "LIKE",
+    "not like": "NOT LIKE",
+}
+
+
+def _where(task_id: str, filters: Sequence[Filter]) -> tuple[str, list[Any]]:
+    """The WHERE clause of an index query: column names from the whitelist, every
+    value a bound parameter."""
+    clauses = ["task_id=?", "deleted=0"]
+    params: list[Any] = [task_id]
+    for item in filters:
+        if item.attribute not in FILTERABLE:
+            raise ValueError(f"not a filter: {item.attribute}")
+        operator = _SQL_OPERATORS[item.operator]
+        if item.operator in ("in", "not in"):
+            marks = ",".join("?" * len(item.values))
+            # NOT IN over a NULL column is NULL, not true: a destination without the
+            # attribute is "not in" any list.
+            null = f" OR {item.attribute} IS NULL" if item.operator == "not in" else ""
+            clauses.append(f"({item.attribute} {operator} ({marks}){null})")
+        elif item.operator in ("!=", "not like"):
+            clauses.append(f"({item.attribute} {operator} ? OR {item.attribute} IS NULL)")
+        else:
+            clauses.append(f"{item.attribute} {operator} ?")
+        params.extend(item.values)
+    return " AND ".join(clauses), params
+
+
+def _order(sort: Sequence[SortKey]) -> str:
+    keys = []
+    for key in sort:
+        if key.attribute not in SORTABLE:
+            raise ValueError(f"not sortable: {key.attribute}")
+        keys.append(f"{key.attribute} {'DESC' if key.descending else 'ASC'}")
+    return ", ".join(keys)
+
+
+def _operation(row: aiosqlite.Row) -> OperationRecord:
+    return _from_row(OperationRecord, row, request_ids=tuple(json.loads(row["request_ids"])))
+
+
+#: Schema version -> the statements that bring it to the next one.
+_MIGRATIONS: dict[int, tuple[str, ...]] = {
+    1: ("ALTER TABLE requests ADD COLUMN size_bytes INTEGER",),
+    2: (_IDEMPOTENCY_TABLE, _IDEMPOTENCY_INDEX),
+    3: (
+        "ALTER TABLE events ADD COLUMN digest TEXT",
+        "ALTER TABLE destinations ADD COLUMN sequence INTEGER",
+    ),
+    # The body's flat fields as columns, so that the index filters and sorts in SQL
+    # with indexes; `nested` keeps the folder and container a full event carried.
+    4: (
+        *(
+            f"ALTER TABLE destinations ADD COLUMN {name} {kind}"
+            for name, kind in (
+                ("folder_id", "INTEGER"),
+                ("folder_path", "TEXT"),
+                ("tape_id", "INTEGER"),
+                ("tape_barcode", "TEXT"),
+                ("pool_id", "INTEGER"),
+                ("pool_name", "TEXT"),
+                ("nested", "TEXT"),
+            )
+        ),
+        "UPDATE destinations SET folder_id=json_extract(body, '$.folder_id'), "
+        "folder_path=json_extract(body, '$.folder_path'), "
+        "tape_id=json_extract(body, '$.tape_id'), "
+        "tape_barcode=json_extract(body, '$.tape_barcode'), "
+        "pool_id=json_extract(body, '$.pool_id'), "
+        "pool_name=json_extract(body, '$.pool_name')",
+        "ALTER TABLE pools ADD COLUMN write_protect_when_full INTEGER NOT NULL DEFAULT 1",
+    ),
+}
+
+
+#: Indexes created after the migrations, so that they may name migrated columns.
+_INDEXES = """
+CREATE INDEX IF NOT EXISTS destinations_task_live ON destinations(task_id, deleted, id);
+CREATE INDEX IF NOT EXISTS destinations_task_folder ON destinations(task_id, deleted, folder_id);
+CREATE INDEX IF NOT EXISTS destinations_task_tape ON destinations(task_id, deleted, tape_id);
+CREATE INDEX IF NOT EXISTS destinations_task_pool ON destinations(task_id, deleted, pool_id);
+"""
+
+
+async def _quick_check(db: aiosqlite.Connection) -> list[str]:
+    async with db.execute("PRAGMA quick_check") as cur:
+        found = [str(row[0]) for row in await cur.fetchall()]
+    return [] if found == ["ok"] else found
+
+
+def check_file(path: Path, *, full: bool = False) -> list[str]:
+    """SQLite's check of a journal file, opened read-only (it creates and changes
+    nothing): [] when sound, else what it found."""
+    pragma = "PRAGMA integrity_check" if full else "PRAGMA quick_check"
+    try:
+        with contextlib.closing(sqlite3.connect(_readonly_uri(path), uri=True)) as db:
+            found = [str(row[0]) for row in db.execute(pragma)]
+    except sqlite3.DatabaseError as exc:
+        found = [str(exc)]
+    return [] if found == ["ok"] else found
+
+
+def salvage(damaged: Path, into: Path) -> dict[str, int]:
+    """Copy every row SQLite can still read from a damaged journal into a new file
+    with the current schema; return the rows copied per table.
+
+    Each table is read in rowid order; where a damaged page breaks the scan, the
+    copy resumes past it (looking further ahead each time it fails again), so one
+    bad page costs the rows on it, not the rest of the table.
+    """
+    if into.exists():
+        raise JournalError(f"{into}: exists already; not overwriting it")
+    copied: dict[str, int] = {}
+    with (
+        contextlib.closing(sqlite3.connect(_readonly_uri(damaged), uri=True)) as source,
+        contextlib.closing(sqlite3.connect(into, isolation_level=None)) as target,
+    ):
+        target.executescript(_SCHEMA)
+        tables = [
+            str(row[0])
+            for row in target.execute(
+                "SELECT name FROM sqlite_master WHERE type='table' AND name != 'sqlite_sequence'"
+            )
+        ]
+        target.execute("BEGIN")
+        for table in tables:
+            copied[table] = _salvage_table(source, target, table)
+        # The new file has the current schema, whatever the damaged one said.
+        target.execute(
+            "INSERT INTO meta(key, value) VALUES('schema', ?) "
+            "ON CONFLICT(key) DO UPDATE SET value=excluded.value",
+            (str(SCHEMA_VERSION),),
+        )
+        target.execute("COMMIT")
+    return copied
+
+
+def _salvage_table(source: sqlite3.Connection, target: sqlite3.Connection, table: str) -> int:
+    wanted = [str(row[1]) for row in target.execute(f"PRAGMA table_info({table})")]
+    try:
+        present = {str(row[1]) for row in source.execute(f"PRAGMA table_info({table})")}
+    except sqlite3.DatabaseError:
+        return 0
+    columns = [c for c in wanted if c in present]
+    if not columns:
+        return 0
+    names = ", ".join(columns)
+    read = f"SELECT rowid, {names} FROM {table} WHERE rowid > ? ORDER BY rowid"  # noqa: S608 - names from the schema
+    write = f"INSERT OR IGNORE INTO {table}(rowid, {names}) VALUES(?{', ?' * len(columns)})"
+    lowest, highest = -(2**63), 2**63 - 1
+    after, skip, copied = lowest, 1, 0
+    while True:
+        try:
+            for row in source.execute(read, (after,)):
+                target.execute(write, tuple(row))
+                after, skip = row[0], 1
+                copied += 1
+        except sqlite3.DatabaseError:
+            if after >= highest - skip:
+                break
+            after += skip
+            skip *= 2
+            continue
+        break
+    return copied
+
+
+def damaged_message(path: Path, problems: Sequence[str]) -> str:
+    """What is wrong and the way out, for the operator."""
+    more = f" (and {len(problems) - 3} more)" if len(problems) > 3 else ""
+    shown = "; ".join(problems[:3]) + more
+    return (
+        f"{path}: the journal is damaged ({shown}). Stop the daemon and run "
+        f"`tapeworker journal recover --config <file>`: it salvages what SQLite can read "
+        f"into a new file and keeps the damaged one beside it"
+    )
+
+
+async def _prepare(db: aiosqlite.Connection, path: Path) -> None:
+    """Pragmas, schema and migrations of a freshly opened connection."""
+    db.row_factory = aiosqlite.Row
+    await db.execute("PRAGMA journal_mode=WAL")
+    # FULL, not NORMAL: in WAL mode NORMAL may lose the last commits on power loss,
+    # and those may be events we already acknowledged.
+    await db.execute("PRAGMA synchronous=FULL")
+    await db.execute("PRAGMA busy_timeout=5000")
+    await db.executescript(_SCHEMA)
+    async with db.execute("SELECT value FROM meta WHERE key='schema'") as cur:
+        row = await cur.fetchone()
+    if row is None:
+        await db.execute("INSERT INTO meta(key, value) VALUES('schema', ?)", (str(SCHEMA_VERSION),))
+    elif int(row[0]) in _MIGRATIONS:
+        await _migrate(db, int(row[0]))
+    elif int(row[0]) != SCHEMA_VERSION:
+        raise JournalError(f"{path}: schema version {row[0]}, expected {SCHEMA_VERSION}")
+    await db.executescript(_INDEXES)
+
+
+async def _migrate(db: aiosqlite.Connection, version: int) -> None:
+    """Bring an older journal up to SCHEMA_VERSION in one transaction."""
+    await db.execute("BEGIN IMMEDIATE")
+    try:
+        while version != SCHEMA_VERSION:
+            for statement in _MIGRATIONS[version]:
+                await db.execute(statement)
+            version += 1
+        await db.execute("UPDATE meta SET value=? WHERE key='schema'", (str(SCHEMA_VERSION),))
+    except BaseException:
+        await db.execute("ROLLBACK")
+        raise
+    await db.execute("COMMIT")
+
+
+def _readonly_uri(path: Path) -> str:
+    if not path.is_file():
+        raise JournalError(f"{path}: no journal here (has the daemon run with this state?)")
+    wal = path.with_name(path.name + "-wal")
+    return f"{path.resolve().as_uri()}?mode=ro" + ("" if wal.exists() else "&immutable=1")
+
+
+class Journal:
+    """One connection, used from one event loop. Every public write commits."""
+
+    def __init__(self, db: aiosqlite.Connection, path: Path) -> None:
+        self._db = db
+        self.path = path
+        # One connection serves the HTTP handlers, the MQTT intake and the executor:
+        # transactions take turns.
+        self._tx_lock = asyncio.Lock()
+        #: Set while writes fail, cleared by the next write that succeeds.
+        self.fault: JournalFault | None = None
+        self.max_payload_bytes = DEFAULT_MAX_PAYLOAD_BYTES
+        #: Told each commit's duration in seconds; the service hands it to the metrics,
+        #: so the journal needs to know nothing of them.
+        self.on_commit: Callable[[float], None] = _ignore
+
+    @classmethod
+    async def open(cls, path: Path, *, check: bool = True) -> Journal:
+        """Open (creating or migrating) the journal; with `check`, refuse a damaged one.
+
+        JournalDamagedError names the file and the way out; JournalError any other
+        reason the file cannot serve as a journal.
+        """
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise JournalError(f"{path.parent}: cannot create the state directory: {exc}") from exc
+        try:
+            db = await aiosqlite.connect(path, isolation_level=None)
+        except Exception as exc:
+            raise JournalError(f"{path}: cannot open the journal: {exc}") from exc
+        try:
+            if check:
+                problems = await _quick_check(db)
+                if problems:
+                    raise JournalDamagedError(damaged_message(path, problems))
+            await _prepare(db, path)
+        except BaseException as exc:
+            # The connection's thread would keep the process alive at exit.
+            await db.close()
+            if isinstance(exc, sqlite3.Error):
+                kind = fault_kind(exc) or "error"
+                if kind == "damaged":
+                    raise JournalDamagedError(damaged_message(path, [str(exc)])) from exc
+                raise JournalError(f"{path}: cannot open the journal ({kind}): {exc}") from exc
+            raise
+        return cls(db, path)
+
+    @classmethod
+    async def open_readonly(cls, path: Path) -> Journal:
+        """The journal for looking only: nothing is created, migrated or written.
+
+        A running daemon leaves its -wal and -shm files beside the journal, and a reader
+        shares them. Without them (the daemon stopped cleanly), SQLite would create them,
+        which a reader may not be allowed to do; the file is then complete on its own and
+        read as immutable.
+        """
+        uri = _readonly_uri(path)
+        try:
+            db = await aiosqlite.connect(uri, uri=True, isolation_level=None)
+        except Exception as exc:
+            raise JournalError(f"{path}: cannot read the journal: {exc}") from exc
+        try:
+            db.row_factory = aiosqlite.Row
+            await db.execute("PRAGMA busy_timeout=5000")
+            async with db.execute("SELECT value FROM meta WHERE key='schema'") as cur:
+                row = await cur.fetchone()
+        except Exception as exc:
+            # The connection's thread would keep the process alive at exit.
+            await db.close()
+            raise JournalError(f"{path}: cannot read the journal: {exc}") from exc
+        if row is None or int(row[0]) != SCHEMA_VERSION:
+            await db.close()
+            found = row[0] if row else "none"
+            raise JournalError(
+                f"{path}: schema version {found}, this tapeworker reads {SCHEMA_VERSION}"
+            )
+        return cls(db, path)
+
+    async def close(self) -> None:
+        await self._db.close()
+
+    def _faulted(self, exc: sqlite3.Error) -> JournalFaultError:
+        """Record a refused write (logged once per kind) and the error to raise."""
+        kind = fault_kind(exc) or "error"
+        if kind == "I/O error" and not self._files_writable():
+            # SQLite only sees a write fail; the file system says why.
+            kind = "read-only"
+        if self.fault is None or self.fault.kind != kind:
+            log.error(
+                "journal fault: writes paused", path=str(self.path), kind=kind, error=str(exc)
+            )
+        since = self.fault.since if self.fault is not None else time.time()
+        self.fault = JournalFault(kind, str(exc), since)
+        return JournalFaultError(str(self.path), kind, str(exc))
+
+    def _files_writable(self) -> bool:
+        """The journal and its write-ahead log take writes (a read-only mount or an
+        immutable file refuses root too, and `access` says so)."""
+        return all(
+            os.access(f"{self.path}{suffix}", os.W_OK)
+            for suffix in ("", "-wal")
+            if os.path.exists(f"{self.path}{suffix}")
+        )
+
+    def _healthy(self) -> None:
+        if self.fault is not None:
+            log.warning(
+                "journal writable again",
+                path=str(self.path),
+                was=self.fault.kind,
+                after_s=round(time.time() - self.fault.since, 1),
+            )
+            self.fault = None
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[Transaction]:
+        """One atomic batch: everything done through the Transaction commits together,
+        or nothing does.
+
+        A write the journal refuses raises JournalFaultError (nothing committed).
+        """
+        async with self._write() as db:
+            yield Transaction(self, db)
+
+    @asynccontextmanager
+    async def _write(self) -> AsyncIterator[aiosqlite.Connection]:
+        """The connection inside BEGIN IMMEDIATE ... COMMIT; it never leaves this module."""
+        async with self._tx_lock:
+            try:
+                await self._db.execute("BEGIN IMMEDIATE")
+            except sqlite3.Error as exc:
+                if fault_kind(exc) is None:
+                    raise
+                raise self._faulted(exc) from exc
+            try:
+                yield self._db
+                committing = time.monotonic()
+                await self._db.execute("COMMIT")
+                self.on_commit(time.monotonic() - committing)
+            except BaseException as exc:
+                # SQLite has already rolled back after some errors (SQLITE_FULL).
+                with contextlib.suppress(sqlite3.Error):
+                    await self._db.execute("ROLLBACK")
+                if isinstance(exc, sqlite3.Error) and fault_kind(exc) is not None:
+                    raise self._faulted(exc) from exc
+                raise
+        self._healthy()
+
+    async def probe(self, now: float) -> bool:
+        """A tiny write: does the journal take writes again? (clears `fault` if so)"""
+        try:
+            async with self._write() as db:
+                await db.execute(
+                    "INSERT INTO meta(key, value) VALUES('probe', ?) "
+                    "ON CONFLICT(key) DO UPDATE SET value=excluded.value",
+                    (str(now),),
+                )
+        except JournalFaultError:
+            return False
+        return True
+
+    async def answers(self) -> None:
+        """A trivial read: the connection and its thread still respond."""
+        await self._one("SELECT 1")
+
+    async def has_inventory(self) -> bool:
+        """Whether the library has been inventoried into this journal."""
+        return await self._one("SELECT 1 FROM meta WHERE key='inventory'") is not None
+
+    async def quick_check(self) -> list[str]:
+        """SQLite's quick_check: [] when the file is sound, else what it found."""
+        return await _quick_check(self._db)
+
+    async def _all(self, sql: str, params: Sequence[Any] = ()) -> list[aiosqlite.Row]:
+        try:
+            async with self._db.execute(sql, params) as cur:
+                return list(await cur.fetchall())
+        except sqlite3.Error as exc:
+            if fault_kind(exc) is None:
+                raise
+            raise self._faulted(exc) from exc
+
+    async def _one(self, sql: str, params: Sequence[Any] = ()) -> aiosqlite.Row | None:
+        try:
+            async with self._db.execute(sql, params) as cur:
+                return await cur.fetchone()
+        except sqlite3.Error as exc:
+            if fault_kind(exc) is None:
+                raise
+            raise self._faulted(exc) from exc
+
+    # -- catalog -------------------------------------------------------------------
+
+    async def sync_catalog(self, definition: LibraryDefinition, now: float) -> None:
+        """Bring pools, drives and tapes in from the definition; keep what we learnt."""
+        async with self._write() as db:
+            for pool in definition.pools:
+                await db.execute(
+                    "INSERT INTO pools(name, pool_id, content, type, comment, "
+                    "write_protect_when_full) VALUES(?,?,?,?,?,?) "
+                    "ON CONFLICT(name) DO UPDATE SET pool_id=excluded.pool_id, "
+                    "content=excluded.content, type=excluded.type, comment=excluded.comment, "
+                    "write_protect_when_full=excluded.write_protect_when_full",
+                    (
+                        pool.name,
+                        pool.id,
+                        pool.content,
+                        pool.type,
+                        pool.comment,
+                        int(pool.tape_write_protect_when_full),
+                    ),
+                )
+            for drive in definition.drives:
+                await db.execute(
+                    "INSERT INTO drives(idx, generation, device) VALUES(?,?,?) "
+                    "ON CONFLICT(idx) DO UPDATE SET generation=excluded.generation, "
+                    "device=excluded.device",
+                    (drive.index, drive.generation, drive.device),
+                )
+            row = await self._one("SELECT COALESCE(MAX(tape_id), 0) FROM tapes")
+            next_id = (row[0] if row else 0) + 1
+            operator_locks = await self._operator_locks()
+            for tape in definition.tapes:
+                media = media_of(tape.barcode)
+                exists = await self._one("SELECT 1 FROM tapes WHERE barcode=?", (tape.barcode,))
+                if exists:
+                    # The definition owns pool membership and operator flags; a lock
+                    # made with `tapeworker tape lock` lasts until `unlock` too.
+                    locked = tape.locked or tape.barcode in operator_locks
+                    await db.execute(
+                        "UPDATE tapes SET pool=?, locked=?, write_protected=?, known=1 "
+                        "WHERE barcode=?",
+                        (tape.pool, int(locked), int(tape.write_protected), tape.barcode),
+                    )
+                    continue
+                await db.execute(
+                    "INSERT INTO tapes(barcode, tape_id, pool, media, cleaning, locked, "
+                    "write_protected, full, need_to_check, used_bytes, cleaning_uses_left, "
+                    "slot, home_slot, drive, date_in) VALUES(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                    (
+                        tape.barcode,
+                        next_id,
+                        tape.pool,
+                        media.label if media else None,
+                        int(is_cleaning(tape.barcode)),
+                        int(tape.locked),
+                        int(tape.write_protected),
+                        int(tape.full),
+                        int(tape.need_to_check),
+                        tape.used_bytes,
+                        tape.cleaning_uses_left if is_cleaning(tape.barcode) else 0,
+                        tape.slot,
+                        tape.slot,
+                        tape.drive,
+                        now,
+                    ),
+                )
+                next_id += 1
+
+    async def apply_inventory(self, inventory: Inventory, now: float) -> list[str]:
+        """Record where the library says each cartridge is; return what surprised us."""
+        surprises: list[str] = []
+        async with self._write() as db:
+            await db.execute(
+                "INSERT INTO meta(key, value) VALUES('inventory', ?) "
+                "ON CONFLICT(key) DO UPDATE SET value=excluded.value",
+                (json.dumps({"taken": now, **inventory.as_json()}),),
+            )
+            seen: set[str] = set()
+            for slot in inventory.slots:
+                if slot.full and slot.barcode:
+                    seen.add(slot.barcode)
+                    await self._place(db, slot.barcode, slot=slot.number, drive=None, now=now)
+            for drive in inventory.drives:
+                await db.execute(
+                    "UPDATE drives SET barcode=? WHERE idx=?",
+                    (drive.barcode if drive.full else None, drive.index),
+                )
+                if drive.full and drive.barcode:
+                    seen.add(drive.barcode)
+                    await self._place(
+                        db,
+                        drive.barcode,
+                        slot=None,
+                        drive=drive.index,
+                        now=now,
+                        home=drive.source_slot,
+                    )
+            for row in await self._all("SELECT barcode FROM tapes WHERE known=1"):
+                if row["barcode"] not in seen:
+                    surprises.append(f"tape {row['barcode']} is not in the library")
+                    await db.execute(
+                        "UPDATE tapes SET slot=NULL, drive=NULL, known=0 WHERE barcode=?",
+                        (row["barcode"],),
+                    )
+        return surprises
+
+    async def _place(
+        self,
+        db: aiosqlite.Connection,
+        barcode: str,
+        *,
+        slot: int | None,
+        drive: int | None,
+        now: float,
+        home: int | None = None,
+    ) -> None:
+        row = await self._one(
+            "SELECT slot, drive, home_slot FROM tapes WHERE barcode=?", (barcode,)
+        )
+        if row is None:
+            # A cartridge the catalog does not know: record it so operators see it,
+            # with no pool, so it is never chosen for a pool destination.
+            max_row = await self._one("SELECT COALESCE(MAX(tape_id), 0) FROM tapes")
+            media = media_of(barcode)
+            await db.execute(
+                "INSERT INTO tapes(barcode, tape_id, media, cleaning, slot, home_slot, drive, "
+                "date_in) VALUES(?,?,?,?,?,?,?,?)",
+                (
+                    barcode,
+                    (max_row[0] if max_row else 0) + 1,
+                    media.label if media else None,
+                    int(is_cleaning(barcode)),
+                    slot,
+                    slot if slot is not None else home,
+                    drive,
+                    now,
+                ),
+            )
+            return
+        home_slot = row["home_slot"]
+        if slot is not None:
+            home_slot = slot
+        elif home_slot is None:
+            home_slot = home
+        moved = (row["slot"], row["drive"]) != (slot, drive)
+        await db.execute(
+            "UPDATE tapes SET slot=?, drive=?, home_slot=?, known=1, ejected=0, "
+            "date_move=CASE WHEN ? THEN ? ELSE date_move END WHERE barcode=?",
+            (slot, drive, home_slot, int(moved), now, barcode),
+        )
+
+    async def last_inventory(self) -> dict[str, Any] | None:
+        row = await self._one("SELECT value FROM meta WHERE key='inventory'")
+        return json.loads(row[0]) if row else None
+
+    async def record_surprises(self, surprises: Sequence[str], now: float) -> None:
+        """Remember what an inventory found that the journal did not expect, the
+        latest SURPRISES_KEPT of them, for `tapeworker status`."""
+        if not surprises:
+            return
+        async with self._write() as db:
+            kept = await self.surprises()
+            kept.extend({"time": now, "what": what} for what in surprises)
+            await db.execute(
+                "INSERT INTO meta(key, value) VALUES('surprises', ?) "
+                "ON CONFLICT(key) DO UPDATE SET value=excluded.value",
+                (json.dumps(kept[-SURPRISES_KEPT:]),),
+            )
+
+    async def surprises(self) -> list[dict[str, Any]]:
+        """What inventories found unexpected, oldest first: `{"time", "what"}`."""
+        row = await self._one("SELECT value FROM meta WHERE key='surprises'")
+        return list(json.loads(row[0])) if row else []
+
+    async def tapes(self) -> list[TapeRecord]:
+        return [_tape(r) for r in await self._all("SELECT * FROM tapes ORDER BY barcode")]
+
+    async def tape(self, barcode: str) -> TapeRecord | None:
+        row = await self._one("SELECT * FROM tapes WHERE barcode=?", (barcode,))
+        return _tape(row) if row else None
+
+    async def tape_by_id(self, tape_id: int) -> TapeRecord | None:
+        row = await self._one("SELECT * FROM tapes WHERE tape_id=?", (tape_id,))
+        return _tape(row) if row else None
+
+    async def pools(self) -> list[PoolRecord]:
+        rows = await self._all("SELECT * FROM pools ORDER BY pool_id")
+        return [_from_row(PoolRecord, r) for r in rows]
+
+    async def drives(self) -> list[DriveRecord]:
+        rows = await self._all("SELECT * FROM drives ORDER BY idx")
+        return [_from_row(DriveRecord, r, index=r["idx"]) for r in rows]
+
+    async def update_tape(self, barcode: str, **fields: Any) -> None:
+        allowed = {
+            "need_to_check",
+            "full",
+            "used_bytes",
+            "cleaning_uses_left",
+            "locked",
+            "write_protected",
+            "ejected",
+        }
+        unknown = set(fields) - allowed
+        if unknown:
+            raise ValueError(f"not tape fields: {sorted(unknown)}")
+        sets = ", ".join(f"{k}=?" for k in fields)
+        async with self._write() as db:
+            await db.execute(
+                f"UPDATE tapes SET {sets} WHERE barcode=?",  # noqa: S608 - keys checked above
+                (*[int(v) if isinstance(v, bool) else v for v in fields.values()], barcode),
+            )
+
+    # -- operator actions ------------------------------------------------------------
+    # Each one changes the state and journals who did it and why, in one transaction,
+    # as an event of source "operator" (so `tapeworker events` lists them too).
+
+    async def operator_action(
+        self,
+        action: str,
+        *,
+        who: str,
+        reason: str | None,
+        now: float,
+        target: str,
+        drive: int | None = None,
+        barcode: str | None = None,
+        tape_fields: dict[str, bool] | None = None,
+        drive_up: bool | None = None,
+        draining: bool | None = None,
+    ) -> bool:
+        """Apply one operator action; False when its drive or tape does not exist."""
+        async with self._write() as db:
+            if drive is not None and drive_up is not None:
+                cursor = await db.execute(
+                    "UPDATE drives SET up=?, failures=0, reason=? WHERE idx=?",
+                    (int(drive_up), None if drive_up else f"operator: {reason}", drive),
+                )
+                if not cursor.rowcount:
+                    return False
+            if barcode is not None and tape_fields:
+                allowed = {"need_to_check", "locked"}
+                if set(tape_fields) - allowed:
+                    raise ValueError(f"not operator tape fields: {sorted(tape_fields)}")
+                sets = ", ".join(f"{k}=?" for k in tape_fields)
+                cursor = await db.execute(
+                    f"UPDATE tapes SET {sets} WHERE barcode=?",  # noqa: S608 - keys checked
+                    (*[int(v) for v in tape_fields.values()], barcode),
+                )
+                if not cursor.rowcount:
+                    return False
+                if "locked" in tape_fields:
+                    locks = await self._operator_locks()
+                    locks = (locks | {barcode}) if tape_fields["locked"] else (locks - {barcode})
+                    await db.execute(
+                        "INSERT INTO meta(key, value) VALUES('operator_locks', ?) "
+                        "ON CONFLICT(key) DO UPDATE SET value=excluded.value",
+                        (json.dumps(sorted(locks)),),
+                    )
+            if draining is not None:
+                if draining:
+                    await db.execute(
+                        "INSERT INTO meta(key, value) VALUES('draining', ?) "
+                        "ON CONFLICT(key) DO UPDATE SET value=excluded.value",
+                        (json.dumps({"by": who, "reason": reason, "since": now}),),
+                    )
+                else:
+                    await db.execute("DELETE FROM meta WHERE key='draining'")
+            await self._operator_event(db, action, who, reason, now, target)
+        return True
+
+    async def _operator_event(
+        self,
+        db: aiosqlite.Connection,
+        action: str,
+        who: str,
+        reason: str | None,
+        now: float,
+        target: str,
+    ) -> None:
+        """An operator's action as an event: who and why, in the caller's transaction."""
+        await Transaction(self, db).insert_event(
+            source="operator",
+            received=now,
+            topic=target,
+            verb=action,
+            payload=json.dumps({"by": who, "reason": reason}),
+            status="applied",
+            reason=f"{who}: {reason}" if reason else who,
+        )
+
+    async def _operator_locks(self) -> set[str]:
+        row = await self._one("SELECT value FROM meta WHERE key='operator_locks'")
+        return set(json.loads(row[0])) if row else set()
+
+    async def draining(self) -> dict[str, Any] | None:
+        """Who drained the library, why and since when; None when it is not draining."""
+        row = await self._one("SELECT value FROM meta WHERE key='draining'")
+        return json.loads(row[0]) if row else None
+
+    # -- events --------------------------------------------------------------------
+
+    async def event_with_dedup_key(self, dedup_key: str) -> EventRecord | None:
+        """The event journaled under a publisher's event-id, if any."""
+        row = await self._one("SELECT * FROM events WHERE dedup_key=?", (dedup_key,))
+        return _from_row(EventRecord, row) if row else None
+
+    async def events(
+        self, status: str | None = None, limit: int = 1000, since: float | None = None
+    ) -> list[EventRecord]:
+        """The latest events first; `since` keeps those received at or after it."""
+        sql = "SELECT * FROM events WHERE 1=1"
+        params: list[Any] = []
+        if status is not None:
+            sql += " AND status=?"
+            params.append(status)
+        if since is not None:
+            sql += " AND received>=?"
+            params.append(since)
+        sql += " ORDER BY seq DESC LIMIT ?"
+        params.append(limit)
+        return [_from_row(EventRecord, r) for r in await self._all(sql, params)]
+
+    # -- idempotency keys ----------------------------------------------------------
+
+    async def idempotent_result(self, scope: str, key: str, now: float) -> IdempotentResult | None:
+        """The first result of a create under this key, unless it has expired."""
+        row = await self._one(
+            "SELECT fingerprint, status, destination_id, reason, response FROM idempotency_keys "
+            "WHERE scope=? AND key=? AND expires>?",
+            (scope, key, now),
+        )
+        return _from_row(IdempotentResult, row) if row else None
+
+    async def save_idempotent_response(
+        self, scope: str, key: str, status: int, response: str
+    ) -> None:
+        """The response body as sent, for retries to get the very same answer."""
+        async with self._write() as db:
+            await db.execute(
+                "UPDATE idempotency_keys SET status=?, response=? WHERE scope=? AND key=?",
+                (status, response, scope, key),
+            )
+
+    # -- destinations ----------------------------------------------------------------
+
+    async def destination(self, destination_id: int) -> DestinationRecord | None:
+        row = await self._one("SELECT * FROM destinations WHERE id=?", (destination_id,))
+        return _destination(row) if row else None
+
+    async def destinations(self, task_id: str | None = None) -> list[DestinationRecord]:
+        if task_id is None:
+            rows = await self._all("SELECT * FROM destinations WHERE deleted=0 ORDER BY id")
+        else:
+            rows = await self._all(
+                "SELECT * FROM destinations WHERE deleted=0 AND task_id=? ORDER BY id",
+                (task_id,),
+            )
+        return [_destination(r) for r in rows]
+
+    async def destination_page(self, task_id: str, query: IndexQuery) -> tuple[int, list[int]]:
+        """An index query: how many destinations match, and the ids of the page, in order."""
+        where, params = _where(task_id, query.filters)
+        row = await self._one(
+            f"SELECT COUNT(*) FROM destinations WHERE {where}",  # noqa: S608 - whitelisted
+            params,
+        )
+        count = int(row[0]) if row else 0
+        # LIMIT -1 is SQLite's "no limit".
+        rows = await self._all(
+            f"SELECT id FROM destinations WHERE {where} "  # noqa: S608 - whitelisted
+            f"ORDER BY {_order(query.sort)} LIMIT ? OFFSET ?",
+            [*params, -1 if query.limit is None else query.limit, query.offset],
+        )
+        return count, [int(r[0]) for r in rows]
+
+    async def destinations_by_ids(self, ids: Sequence[int]) -> list[DestinationRecord]:
+        """The destinations of these ids, in the order given (missing ones left out)."""
+        found: dict[int, DestinationRecord] = {}
+        for start in range(0, len(ids), _BATCH):
+            chunk = ids[start : start + _BATCH]
+            marks = ",".join("?" * len(chunk))
+            rows = await self._all(
+                f"SELECT * FROM destinations WHERE id IN ({marks})",  # noqa: S608
+                chunk,
+            )
+            found.update((r["id"], _destination(r)) for r in rows)
+        return [found[i] for i in ids if i in found]
+
+    async def latest_requests_for(self, destination_ids: Sequence[int]) -> dict[int, RequestRecord]:
+        """Each destination's latest request (as `latest_request_for`, for many at once)."""
+        latest: dict[int, RequestRecord] = {}
+        for start in range(0, len(destination_ids), _BATCH):
+            chunk = destination_ids[start : start + _BATCH]
+            marks = ",".join("?" * len(chunk))
+            rows = await self._all(
+                "SELECT * FROM requests WHERE id IN (SELECT MAX(id) FROM requests "  # noqa: S608
+                f"WHERE destination_id IN ({marks}) GROUP BY destination_id)",
+                chunk,
+            )
+            latest.update((r["destination_id"], _request(r)) for r in rows)
+        return latest
+
+    async def tapes_by_barcode(self, barcodes: Sequence[str]) -> dict[str, TapeRecord]:
+        found: dict[str, TapeRecord] = {}
+        unique = sorted(set(barcodes))
+        for start in range(0, len(unique), _BATCH):
+            chunk = unique[start : start + _BATCH]
+            marks = ",".join("?" * len(chunk))
+            rows = await self._all(
+                f"SELECT * FROM tapes WHERE barcode IN ({marks})",  # noqa: S608
+                chunk,
+            )
+            found.update((r["barcode"], _tape(r)) for r in rows)
+        return found
+
+    # -- API keys ----------------------------------------------------------------------
+
+    async def add_api_key(
+        self,
+        name: str,
+        key_id: str,
+        digest: str,
+        scopes: Sequence[str],
+        now: float,
+        *,
+        who: str | None = None,
+        reason: str | None = None,
+    ) -> bool:
+        """Store a new key; False when the name is taken (by a live or revoked key).
+        With `who`, the operator's event "api-key create" in the same transaction."""
+        async with self._write() as db:
+            cur = await db.execute(
+                "INSERT INTO api_keys(name, key_id, digest, scopes, created) VALUES(?,?,?,?,?) "
+                "ON CONFLICT(name) DO NOTHING",
+                (name, key_id, digest, json.dumps(sorted(scopes)), now),
+            )
+            if cur.rowcount and who is not None:
+                await self._operator_event(
+                    db, "api-key create", who, reason, now, f"api key {name}"
+                )
+            return bool(cur.rowcount)
+
+    async def api_key(self, key_id: str) -> ApiKeyRecord | None:
+        row = await self._one("SELECT * FROM api_keys WHERE key_id=?", (key_id,))
+        return (
+            _from_row(ApiKeyRecord, row, scopes=tuple(json.loads(row["scopes"]))) if row else None
+        )
+
+    async def api_keys(self) -> list[ApiKeyRecord]:
+        rows = await self._all("SELECT * FROM api_keys ORDER BY name")
+        return [_from_row(ApiKeyRecord, r, scopes=tuple(json.loads(r["scopes"]))) for r in rows]
+
+    async def revoke_api_key(
+        self, name: str, now: float, *, who: str | None = None, reason: str | None = None
+    ) -> bool:
+        """Revoke a live key; False when there is no live key of that name.
+        With `who`, the operator's event "api-key revoke" in the same transaction."""
+        async with self._write() as db:
+            cur = await db.execute(
+                "UPDATE api_keys SET revoked=? WHERE name=? AND revoked IS NULL", (now, name)
+            )
+            if cur.rowcount and who is not None:
+                await self._operator_event(
+                    db, "api-key revoke", who, reason, now, f"api key {name}"
+                )
+            return bool(cur.rowcount)
+
+    async def next_destination_id(self) -> int:
+        # Past the highest id ever given, also when retention pruned it.
+        row = await self._one(
+            "SELECT MAX(COALESCE((SELECT MAX(id) FROM destinations), 0), "
+            "COALESCE((SELECT CAST(value AS INTEGER) FROM meta "
+            "WHERE key='destination_high_water'), 0)) + 1"
+        )
+        return int(row[0]) if row else 1
+
+    # -- retention -------------------------------------------------------------------
+
+    async def prune(self, before: float, *, batch: int = 200) -> PruneCounts:
+        """Forget what ended before `before`: events, ended requests (the latest of a
+        live destination stays, it is what its view shows), finished operations and
+        destroyed destinations. Live desired state, active requests, operations in
+        flight, tapes and drives are never touched.
+
+        Small transactions, one batch each, so intake takes turns with the pruning.
+        """
+        counts = {"events": 0, "requests": 0, "operations": 0, "destinations": 0}
+        selections = {
+            "events": "DELETE FROM events WHERE seq IN "
+            "(SELECT seq FROM events WHERE received < ? LIMIT ?)",
+            "operations": "DELETE FROM operations WHERE id IN "
+            "(SELECT id FROM operations WHERE state NOT IN ('intent', 'moved') "
+            "AND finished IS NOT NULL AND finished < ? LIMIT ?)",
+            "requests": "DELETE FROM requests WHERE id IN "
+            "(SELECT r.id FROM requests r WHERE r.state IN ('released', 'failed') "
+            "AND r.updated < ? AND (EXISTS (SELECT 1 FROM destinations d "
+            "WHERE d.id = r.destination_id AND d.deleted = 1) "
+            "OR NOT EXISTS (SELECT 1 FROM destinations d WHERE d.id = r.destination_id) "
+            "OR r.id < (SELECT MAX(r2.id) FROM requests r2 "
+            "WHERE r2.destination_id = r.destination_id)) LIMIT ?)",
+            "destinations": "DELETE FROM destinations WHERE id IN "
+            "(SELECT d.id FROM destinations d WHERE d.deleted = 1 AND d.updated < ? "
+            "AND NOT EXISTS (SELECT 1 FROM requests r WHERE r.destination_id = d.id) LIMIT ?)",
+        }
+        for table, sql in selections.items():
+            while True:
+                async with self._write() as db:
+                    if table == "destinations":
+                        await db.execute(
+                            "INSERT INTO meta(key, value) SELECT 'destination_high_water', "
+                            "MAX(id) FROM destinations WHERE true HAVING MAX(id) IS NOT NULL "
+                            "ON CONFLICT(key) DO UPDATE SET value=MAX(CAST(value AS INTEGER), "
+                            "CAST(excluded.value AS INTEGER))"
+                        )
+                    cur = await db.execute(sql, (before, batch))
+                    deleted = cur.rowcount
+                counts[table] += deleted
+                if deleted < batch:
+                    break
+        if any(counts.values()):
+            await self._checkpoint()
+        return PruneCounts(**counts)
+
+    async def _checkpoint(self) -> None:
+        """Copy the write-ahead log into the file and empty it, so that what pruning
+        freed shows on disk (freed pages are reused by the next writes)."""
+        async with self._tx_lock:
+            try:
+                await self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            except sqlite3.Error as exc:
+                if fault_kind(exc) is None:
+                    raise
+                raise self._faulted(exc) from exc
+
+    def size_bytes(self) -> int:
+        """The journal's size on disk: the file and its write-ahead log."""
+        total = 0
+        for suffix in ("", "-wal"):
+            with contextlib.suppress(FileNotFoundError):
+                total += Path(f"{self.path}{suffix}").stat().st_size
+        return total
+
+    # -- requests ----------------------------------------------------------------------
+
+    async def request(self, request_id: int) -> RequestRecord | None:
+        row = await self._one("SELECT * FROM requests WHERE id=?", (request_id,))
+        return _request(row) if row else None
+
+    async def requests(self, states: Iterable[RequestState] | None = None) -> list[RequestRecord]:
+        if states is None:
+            return [_request(r) for r in await self._all("SELECT * FROM requests ORDER BY id")]
+        wanted = [s.value for s in states]
+        marks = ",".join("?" * len(wanted))
+        rows = await self._all(
+            f"SELECT * FROM requests WHERE state IN ({marks}) ORDER BY id",  # noqa: S608
+            wanted,
+        )
+        return [_request(r) for r in rows]
+
+    async def active_request_for(self, destination_id: int) -> RequestRecord | None:
+        marks = ",".join("?" * len(ACTIVE))
+        row = await self._one(
+            f"SELECT * FROM requests WHERE destination_id=? AND state IN ({marks}) "  # noqa: S608
+            "ORDER BY id DESC LIMIT 1",
+            (destination_id, *[s.value for s in ACTIVE]),
+        )
+        return _request(row) if row else None
+
+    async def latest_request_for(self, destination_id: int) -> RequestRecord | None:
+        row = await self._one(
+            "SELECT * FROM requests WHERE destination_id=? ORDER BY id DESC LIMIT 1",
+            (destination_id,),
+        )
+        return _request(row) if row else None
+
+    # -- operations ------------------------------------------------------------------
+
+    async def begin_operation(
+        self,
+        kind: str,
+        now: float,
+        *,
+        barcode: str | None = None,
+        slot: int | None = None,
+        drive: int | None = None,
+        request_ids: Sequence[int] = (),
+    ) -> int:
+        """The write-ahead intent: committed before the command runs."""
+        async with self._write() as db:
+            cur = await db.execute(
+                "INSERT INTO operations(kind, barcode, slot, drive, request_ids, state, started) "
+                "VALUES(?,?,?,?,?, 'intent', ?)",
+                (kind, barcode, slot, drive, json.dumps(list(request_ids)), now),
+            )
+            assert cur.lastrowid is not None
+            return cur.lastrowid
+
+    async def operations(self, state: str | None = None) -> list[OperationRecord]:
+        if state is None:
+            rows = await self._all("SELECT * FROM operations ORDER BY id")
+        else:
+            rows = await self._all("SELECT * FROM operations WHERE state=? ORDER BY id", (state,))
+        return [_operation(r) for r in rows]
+
+
+class Transaction:
+    """The unit of work of one journal transaction: each write is a method named for
+    what it means. Reads through it see the transaction's own writes."""
+
+    def __init__(self, journal: Journal, db: aiosqlite.Connection) -> None:
+        self._journal = journal
+        self._db = db
+
+    async def request(self, request_id: int) -> RequestRecord | None:
+        return await self._journal.request(request_id)
+
+    @asynccontextmanager
+    async def savepoint(self) -> AsyncIterator[None]:
+        """Inside a caller's transaction: undo just this part when it raises."""
+        await self._db.execute("SAVEPOINT part")
+        try:
+            yield
+        except BaseException:
+            # After a refused write SQLite may have ended the transaction already.
+            with contextlib.suppress(sqlite3.Error):
+                await self._db.execute("ROLLBACK TO part")
+                await self._db.execute("RELEASE part")
+            raise
+        await self._db.execute("RELEASE part")
+
+    async def insert_event(
+        self,
+        *,
+        source: str,
+        received: float,
+        topic: str | None = None,
+        verb: str | None = None,
+        task_id: str | None = None,
+        destination_id: int | None = None,
+        payload: str | None = None,
+        status: str = "applied",
+        reason: str | None = None,
+        dedup_key: str | None = None,
+        digest: str | None = None,
+    ) -> int | None:
+        """Insert inside a caller's transaction; None when the dedup key was seen."""
+        cur = await self._db.execute(
+            "INSERT INTO events(source, dedup_key, topic, verb, task_id, destination_id, "
+            "payload, received, status, reason, digest) VALUES(?,?,?,?,?,?,?,?,?,?,?) "
+            "ON CONFLICT(dedup_key) DO NOTHING",
+            (
+                source,
+                dedup_key,
+                topic,
+                verb,
+                task_id,
+                destination_id,
+                cap_payload(payload, self._journal.max_payload_bytes),
+                received,
+                status,
+                reason,
+                digest,
+            ),
+        )
+        return cur.lastrowid if cur.rowcount else None
+
+    async def remember_idempotent_result(
+        self,
+        *,
+        scope: str,
+        key: str,
+        fingerprint: str,
+        status: int,
+        destination_id: int | None,
+        reason: str | None,
+        now: float,
+        keep_s: float,
+    ) -> None:
+        """Inside the event's own transaction: the key and what it did commit together."""
+        # Expired keys go as new ones come: the table holds one keep_s of creates.
+        await self._db.execute("DELETE FROM idempotency_keys WHERE expires<=?", (now,))
+        await self._db.execute(
+            "INSERT OR REPLACE INTO idempotency_keys(scope, key, fingerprint, status, "
+            "destination_id, reason, created, expires) VALUES(?,?,?,?,?,?,?,?)",
+            (scope, key, fingerprint, status, destination_id, reason, now, now + keep_s),
+        )
+
+    async def insert_destination(
+        self,
+        destination_id: int,
+        *,
+        task_id: str,
+        body: str,
+        barcode: str | None,
+        pool: str | None,
+        status: str,
+        reason: str | None,
+        sequence: int | None,
+        now: float,
+        nested: dict[str, Any] | None = None,
+    ) -> None:
+        """A new destination's desired state (inside the caller's transaction)."""
+        await self._db.execute(
+            "INSERT INTO destinations(id, task_id, body, barcode, pool, status, reason, "
+            "created, updated, sequence, folder_id, folder_path, tape_id, tape_barcode, "
+            "pool_id, pool_name, nested) VALUES(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+            (
+                destination_id,
+                task_id,
+                body,
+                barcode,
+                pool,
+                status,
+                reason,
+                now,
+                now,
+                sequence,
+                *_flat(body),
+                json.dumps(nested) if nested else None,
+            ),
+        )
+
+    async def insert_destinations(self, writes: Sequence[DestinationWrite], now: float) -> None:
+        """Many new destinations in one statement (an import, a benchmark's journal)."""
+        await self._db.executemany(
+            "INSERT INTO destinations(id, task_id, body, barcode, pool, status, reason, "
+            "created, updated, folder_id, folder_path, tape_id, tape_barcode, pool_id, "
+            "pool_name, nested) VALUES(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+            [
+                (
+                    w.destination_id,
+                    w.task_id,
+                    json.dumps(w.body),
+                    w.barcode,
+                    w.pool,
+                    w.status,
+                    w.reason,
+                    now,
+                    now,
+                    *[w.body.get(name) for name in _FLAT],
+                    json.dumps(w.nested) if w.nested else None,
+                )
+                for w in writes
+            ],
+        )
+
+    async def update_destination(
+        self,
+        destination_id: int,
+        *,
+        body: str,
+        barcode: str | None,
+        pool: str | None,
+        status: str,
+        reason: str | None,
+        sequence: int | None,
+        now: float,
+        nested: dict[str, Any] | None = None,
+    ) -> None:
+        """Replace a destination's desired state; an event without an order keeps the
+        order of the last one that had it. The whole body is replaced, as the seed's
+        PUT does; the nested folder and container of an earlier event are kept unless
+        the new one carries them."""
+        await self._db.execute(
+            "UPDATE destinations SET body=?, barcode=?, pool=?, status=?, reason=?, updated=?, "
+            "sequence=COALESCE(?, sequence), folder_id=?, folder_path=?, tape_id=?, "
+            "tape_barcode=?, pool_id=?, pool_name=?, nested=COALESCE(?, nested) WHERE id=?",
+            (
+                body,
+                barcode,
+                pool,
+                status,
+                reason,
+                now,
+                sequence,
+                *_flat(body),
+                json.dumps(nested) if nested else None,
+                destination_id,
+            ),
+        )
+
+    async def destroy_destination(
+        self, destination_id: int, *, sequence: int | None, now: float
+    ) -> None:
+        """Mark a destination destroyed for good (inside the caller's transaction)."""
+        await self._db.execute(
+            "UPDATE destinations SET deleted=1, status='destroyed', updated=?, "
+            "sequence=COALESCE(?, sequence) WHERE id=?",
+            (now, sequence, destination_id),
+        )
+
+    async def destroy_unknown_destination(
+        self,
+        destination_id: int,
+        *,
+        task_id: str,
+        sequence: int | None,
+        now: float,
+    ) -> None:
+        """Record a destroy that arrived before any create, so that a create delayed
+        behind it (a redelivery) cannot bring the destination back."""
+        await self._db.execute(
+            "INSERT INTO destinations(id, task_id, body, status, reason, deleted, created, "
+            "updated, sequence) VALUES(?,?,'{}','destroyed',?,1,?,?,?)",
+            (destination_id, task_id, "destroyed before it was created", now, now, sequence),
+        )
+
+    async def set_request_state(
+        self,
+        request_id: int,
+        new: RequestState,
+        now: float,
+        **fields: Any,
+    ) -> RequestRecord:
+        """Move a request along the state table (inside a caller's transaction)."""
+        current = await self._journal.request(request_id)
+        if current is None:
+            raise KeyError(request_id)
+        transition(current.state, new)
+        allowed = {"drive", "reason", "barcode", "attempts", "lease_expires"}
+        unknown = set(fields) - allowed
+        if unknown:
+            raise ValueError(f"not request fields: {sorted(unknown)}")
+        sets = "".join(f", {k}=?" for k in fields)
+        await self._db.execute(
+            f"UPDATE requests SET state=?, updated=?{sets} WHERE id=?",  # noqa: S608
+            (new.value, now, *fields.values(), request_id),
+        )
+        updated = await self._journal.request(request_id)
+        assert updated is not None
+        return updated
+
+    async def finish_operation(
+        self,
+        operation_id: int,
+        state: str,
+        now: float,
+        *,
+        error: str | None = None,
+        error_class: str | None = None,
+    ) -> None:
+        await self._db.execute(
+            "UPDATE operations SET state=?, error=?, error_class=?, finished=? WHERE id=?",
+            (state, error, error_class, now, operation_id),
+        )
+
+    async def release(self, request: RequestRecord, now: float, reason: str) -> None:
+        """End a request (inside the caller's transaction): its drive starts idling,
+        and a write that was ready counts its size onto the tape, so that the
+        planner's estimate of the free space follows what was written."""
+        await self.set_request_state(request.id, RequestState.RELEASED, now, reason=reason)
+        if (
+            request.state is RequestState.READY
+            and request.write
+            and request.size_bytes
+            and request.barcode is not None
+        ):
+            await self._db.execute(
+                "UPDATE tapes SET used_bytes=used_bytes+? WHERE barcode=?",
+                (request.size_bytes, request.barcode),
+            )
+        if request.drive is not None:
+            await self.drive_freed(request.drive, now)
+
+    async def drive_freed(self, drive: int, now: float) -> None:
+        """Start a drive's idle clock when its last holder lets go (in the caller's transaction)."""
+        async with self._db.execute(
+            "SELECT COUNT(*) FROM requests WHERE drive=? AND state IN ('ready','mounting')",
+            (drive,),
+        ) as cur:
+            row = await cur.fetchone()
+        if row is not None and row[0] == 0:
+            await self._db.execute("UPDATE drives SET idle_since=? WHERE idx=?", (now, drive))
+
+    async def move_tape(
+        self,
+        barcode: str,
+        *,
+        slot: int | None,
+        drive: int | None,
+        now: float,
+        mounted: bool = False,
+    ) -> None:
+        """Record a completed move (inside the caller's transaction)."""
+        await self._db.execute(
+            "UPDATE tapes SET slot=?, drive=?, date_move=?, "
+            "mount_count = mount_count + ? WHERE barcode=?",
+            (slot, drive, now, int(mounted), barcode),
+        )
+        if drive is not None:
+            await self._db.execute("UPDATE drives SET barcode=? WHERE idx=?", (barcode, drive))
+        else:
+            await self._db.execute("UPDATE drives SET barcode=NULL WHERE barcode=?", (barcode,))
+
+    # -- requests ----------------------------------------------------------------------
+
+    async def add_request(
+        self,
+        destination_id: int,
+        *,
+        barcode: str | None,
+        pool: str | None,
+        now: float,
+        size_bytes: int | None = None,
+    ) -> int:
+        """A new pending write request for a destination; its id."""
+        cur = await self._db.execute(
+            "INSERT INTO requests(destination_id, barcode, pool, write, state, arrival, updated, "
+            "size_bytes) VALUES(?,?,?,1,'pending',?,?,?)",
+            (destination_id, barcode, pool, now, now, size_bytes),
+        )
+        assert cur.lastrowid is not None
+        return cur.lastrowid
+
+    async def assign_tape(self, request_id: int, barcode: str, now: float) -> None:
+        """The tape the planner chose for a pool request, while it is still pending."""
+        await self._db.execute(
+            "UPDATE requests SET barcode=?, updated=? WHERE id=? AND state='pending'",
+            (barcode, now, request_id),
+        )
+
+    async def make_ready(
+        self, request_id: int, drive: int, now: float, hold_seconds: float
+    ) -> RequestRecord:
+        """The tape is online in `drive`: the request holds it for one lease."""
+        return await self.set_request_state(
+            request_id,
+            RequestState.READY,
+            now,
+            drive=drive,
+            lease_expires=lease_expiry(now, hold_seconds),
+            reason=None,
+        )
+
+    async def renew_lease(self, request_id: int, now: float, hold_seconds: float) -> None:
+        """A repeated create or update: the ready request holds its drive one lease more."""
+        await self._db.execute(
+            "UPDATE requests SET lease_expires=? WHERE id=? AND state='ready'",
+            (lease_expiry(now, hold_seconds), request_id),
+        )
+
+    # -- drives and tapes --------------------------------------------------------------
+
+    async def drive_in_use(self, drive: int) -> None:
+        """A mount starts on the drive: it is no longer idling."""
+        await self._db.execute("UPDATE drives SET idle_since=NULL WHERE idx=?", (drive,))
+
+    async def drive_succeeded(self, drive: int) -> None:
+        """A command on the drive worked: its count of consecutive failures restarts."""
+        await self._db.execute("UPDATE drives SET failures=0 WHERE idx=?", (drive,))
+
+    async def drive_emptied(self, drive: int) -> None:
+        """An unload worked: the drive is empty, sound and not idling."""
+        await self._db.execute(
+            "UPDATE drives SET idle_since=NULL, failures=0 WHERE idx=?", (drive,)
+        )
+
+    async def count_drive_failure(self, drive: int, message: str, down_after: int) -> str | None:
+        """One more consecutive failure of the drive; the reason when this one marks it
+        down (the drive-health rule), None otherwise."""
+        await self._db.execute("UPDATE drives SET failures = failures + 1 WHERE idx=?", (drive,))
+        async with self._db.execute("SELECT failures, up FROM drives WHERE idx=?", (drive,)) as cur:
+            row = await cur.fetchone()
+        if row is None or not row[1] or not drive_health.goes_down(row[0], down_after):
+            return None
+        reason = drive_health.down_reason(message)
+        await self._db.execute("UPDATE drives SET up=0, reason=? WHERE idx=?", (reason, drive))
+        return reason
+
+    async def tape_needs_check(self, barcode: str) -> None:
+        """An operator must look at the cartridge before it is used again."""
+        await self._db.execute("UPDATE tapes SET need_to_check=1 WHERE barcode=?", (barcode,))
+
+    async def cleaning_done(self, barcode: str, drive: int, now: float) -> None:
+        """A cleaning cycle ran: one use less on the cartridge, the drive is clean."""
+        await self._db.execute(
+            "UPDATE tapes SET cleaning_uses_left = MAX(cleaning_uses_left - 1, 0), "
+            "mount_count = mount_count + 1, date_move=? WHERE barcode=?",
+            (now, barcode),
+        )
+        await self._db.execute("UPDATE drives SET needs_cleaning=0 WHERE idx=?", (drive,))
