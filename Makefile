@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: run test lint bench bench-seeds bench-scsi bench-broker bench-http bench-api fuzz-api soak deps system-deps clean
+.PHONY: run test lint bench bench-seeds bench-scsi bench-broker bench-http bench-api bench-intake fuzz-api soak deps system-deps clean
 
 $(BIN)/python:
 	scripts/ensure-system-deps python
@@ -58,6 +58,11 @@ bench-http: deps
 # The index at scale: 100,000 destinations, a page, a filtered page, a 50,000 listing.
 bench-api: deps
 	$(BIN)/python -m tests.benchmarks.index_bench --destinations 100000 --listing 50000
+
+# MQTT and HTTP intake against bare consumers, side by side (several minutes).
+bench-intake: deps
+	scripts/ensure-system-deps mosquitto
+	$(BIN)/python -m tests.benchmarks.intake_bench --messages 50000 --requests 2000
 
 # Schemathesis against the daemon with many examples per operation (make test runs 10).
 fuzz-api: deps

@@ -1,0 +1,501 @@
+"""Intake at the speed of the disk: the daemon side by side with bare consumers.
+
+    python -m tests.benchmarks.intake_bench --messages 50000 --requests 2000
+
+(`make bench-intake`) measures, in one run on this machine:
+
+- MQTT durable intake: N barcode creates are queued in a persistent session of a
+  real mosquitto (on a free loopback port) before the consumer starts; then the
+  consumer drains them. The reference is a bare aiomqtt subscriber that commits
+  each batch (at most the daemon's batch) to SQLite with `synchronous=FULL` and
+  acknowledges after each commit; the daemon is the real one, as a subprocess, on
+  the simulated library. Rates are from the commit times (the journal's `received`),
+  overall and per tenth of the run, so one sees whether the rate falls as the
+  backlog grows; the daemon's peak RSS is sampled during its drain.
+- HTTP create through the daemon against a trivial FastAPI + aiosqlite app doing
+  one INSERT and COMMIT per request (also a uvicorn subprocess), at concurrency 1,
+  8 and 32: throughput and p50/p99 latency.
+
+Ratios are daemon / reference, measured in the same run: the machine's speed and
+load cancel out, roughly.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aiomqtt
+import aiosqlite
+import httpx
+import paho.mqtt.client as paho
+import uvicorn
+from fastapi import FastAPI, Request
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+
+from tests.integration.broker import Broker, free_port, wait_for_port
+from tests.integration.daemon import DEFINITION, Daemon, writable_tapes
+from worker.intake import mqtt as daemon_mqtt
+
+PREFIX = "tw"
+TASK = "1"
+CONCURRENCY = (1, 8, 32)
+#: Bounds for a busy 2-core machine: far above what a run needs.
+DRAIN_TIMEOUT_S = 3600.0
+
+
+def _connect_properties(receive_maximum: int | None) -> Properties:
+    properties = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
+    properties.SessionExpiryInterval = 3600
+    if receive_maximum is not None:
+        properties.ReceiveMaximum = receive_maximum
+    return properties
+
+
+def _session_client(
+    port: int, client_id: str, receive_maximum: int | None = None
+) -> aiomqtt.Client:
+    return aiomqtt.Client(
+        "127.0.0.1",
+        port,
+        identifier=client_id,
+        protocol=aiomqtt.ProtocolVersion.V5,
+        clean_start=False,
+        properties=_connect_properties(receive_maximum),
+    )
+
+
+def payload_for(n: int, barcodes: list[str]) -> bytes:
+    return json.dumps(
+        {
+            "folder_id": n,
+            "folder_path": f"/container/folder-{n}",
+            "tape_barcode": barcodes[n % len(barcodes)],
+        }
+    ).encode()
+
+
+async def queue_backlog(port: int, client_id: str, messages: int) -> None:
+    """Create the consumer's session, leave, and queue `messages` creates in it."""
+    async with _session_client(port, client_id) as client:
+        await client.subscribe(f"{PREFIX}/tasks/#", qos=1)
+    barcodes = writable_tapes(DEFINITION)
+    async with aiomqtt.Client(
+        "127.0.0.1",
+        port,
+        identifier="archive-manager",
+        protocol=aiomqtt.ProtocolVersion.V5,
+        max_inflight_messages=1000,
+    ) as publisher:
+        # A thousand in flight is the point here, not a warning sign.
+        publisher.pending_calls_threshold = 1000
+        for start in range(0, messages, 1000):
+            await asyncio.gather(
+                *(
+                    publisher.publish(
+                        f"{PREFIX}/tasks/{TASK}/task_destinations/{n}/create",
+                        payload_for(n, barcodes),
+                        qos=1,
+                    )
+                    for n in range(start + 1, min(messages, start + 1000) + 1)
+                )
+            )
+
+
+@dataclass
+class Drain:
+    """One consumer's drain of the backlog, from its commit times."""
+
+    consumer: str
+    commits: list[float]
+    peak_rss_bytes: int | None = None
+    largest_batch: int | None = None
+    #: The daemon's planning rounds during the drain (its /metrics before and after).
+    planning_rounds: int | None = None
+
+    @property
+    def messages(self) -> int:
+        return len(self.commits)
+
+    @property
+    def seconds(self) -> float:
+        return max(self.commits[-1] - self.commits[0], 1e-6)
+
+    @property
+    def rate(self) -> float:
+        return (self.messages - 1) / self.seconds
+
+    def tenths(self) -> list[float]:
+        """The rate in each tenth of the messages (commit times of its first and last)."""
+        n = self.messages
+        rates = []
+        for k in range(10):
+            first, last = k * n // 10, (k + 1) * n // 10 - 1
+            begin = self.commits[max(first - 1, 0)]
+            span = self.commits[last] - begin
+            count = last - max(first - 1, 0)
+            rates.append(count / span if span > 0 else float("inf"))
+        return rates
+
+
+async def bare_drain(port: int, folder: Path, messages: int) -> Drain:
+    """The reference: aiomqtt, batches of at most the daemon's, SQLite FULL, ack after commit."""
+    client_id = "bare-consumer"
+    await queue_backlog(port, client_id, messages)
+    db = sqlite3.connect(folder / "bare.sqlite3", isolation_level=None)
+    db.execute("PRAGMA journal_mode=WAL")
+    db.execute("PRAGMA synchronous=FULL")
+    db.execute(
+        "CREATE TABLE events (seq INTEGER PRIMARY KEY, topic TEXT, payload TEXT, received REAL)"
+    )
+    commits: list[float] = []
+    largest = 0
+    client = _session_client(port, client_id, getattr(daemon_mqtt, "RECEIVE_MAXIMUM", None))
+    acks: paho.Client = client._client  # as the daemon does: no public manual-ack API
+    acks.manual_ack_set(True)
+    async with client:
+        await client.subscribe(f"{PREFIX}/tasks/#", qos=1)
+        async with asyncio.timeout(DRAIN_TIMEOUT_S):
+            while len(commits) < messages:
+                batch = [await anext(client.messages)]
+                while len(batch) < daemon_mqtt.MAX_BATCH and len(client.messages):
+                    batch.append(await anext(client.messages))
+                now = time.time()
+                db.execute("BEGIN")
+                db.executemany(
+                    "INSERT INTO events (topic, payload, received) VALUES (?, ?, ?)",
+                    [(m.topic.value, bytes(m.payload), now) for m in batch],
+                )
+                db.execute("COMMIT")
+                for message in batch:
+                    acks.ack(message.mid, message.qos)
+                commits.extend([now] * len(batch))
+                largest = max(largest, len(batch))
+    db.close()
+    return Drain("bare aiomqtt + sqlite3 (FULL)", commits, largest_batch=largest)
+
+
+def rss_bytes(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    return 0
+
+
+def _received_times(daemon: Daemon) -> list[float]:
+    rows = daemon.query("SELECT received FROM events WHERE source='mqtt' ORDER BY seq")
+    return [row[0] for row in rows]
+
+
+async def daemon_drain(port: int, folder: Path, messages: int) -> Drain:
+    """The real daemon draining the same backlog; RSS sampled meanwhile."""
+    daemon = Daemon(folder / "daemon", mqtt_port=port, prefix=PREFIX)
+    await queue_backlog(port, f"tapeworker-{daemon.http_port}", messages)
+    daemon.start()
+    peak = 0
+    try:
+        rounds_before = planning_rounds(daemon)
+        assert daemon.process is not None
+        pid = daemon.process.pid
+        deadline = time.monotonic() + DRAIN_TIMEOUT_S
+        while True:
+            peak = max(peak, rss_bytes(pid))
+            count = daemon.query("SELECT count(*) FROM events WHERE source='mqtt'")[0][0]
+            if count >= messages:
+                break
+            if daemon.process.poll() is not None:
+                raise AssertionError(f"daemon exited:\n{daemon.log_tail()}")
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{count} of {messages} events after {DRAIN_TIMEOUT_S}s")
+            await asyncio.sleep(0.1)
+        rounds = planning_rounds(daemon) - rounds_before
+        commits = _received_times(daemon)
+        batches: dict[float, int] = {}
+        for when in commits:
+            batches[when] = batches.get(when, 0) + 1
+    finally:
+        daemon.stop()
+    return Drain(
+        "daemon",
+        commits,
+        peak_rss_bytes=peak,
+        largest_batch=max(batches.values()),
+        planning_rounds=rounds,
+    )
+
+
+def planning_rounds(daemon: Daemon) -> int:
+    """The daemon's count of planning rounds, from its /metrics."""
+    response = httpx.get(f"http://127.0.0.1:{daemon.http_port}/metrics", timeout=60)
+    for line in response.text.splitlines():
+        if line.startswith("tapeworker_planning_rounds_total "):
+            return int(float(line.split()[1]))
+    raise AssertionError("no tapeworker_planning_rounds_total in /metrics")
+
+
+@dataclass
+class HttpLoad:
+    server: str
+    concurrency: int
+    seconds: float
+    latencies: list[float]
+    statuses: dict[int, int] = field(default_factory=dict)
+
+    @property
+    def rate(self) -> float:
+        """Creates done per second (a 503 asked the client to come back: not done)."""
+        return self.statuses.get(201, 0) / self.seconds
+
+    def percentile(self, q: float) -> float:
+        ordered = sorted(self.latencies)
+        return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+async def http_load(
+    base_url: str,
+    auth: tuple[str, str] | None,
+    server: str,
+    concurrency: int,
+    requests: int,
+    first_id: int,
+) -> HttpLoad:
+    barcodes = writable_tapes(DEFINITION)
+    counter = iter(range(first_id, first_id + requests))
+    latencies: list[float] = []
+    statuses: dict[int, int] = {}
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    async with httpx.AsyncClient(base_url=base_url, auth=auth, timeout=60, limits=limits) as client:
+
+        async def worker() -> None:
+            for n in counter:
+                started = time.perf_counter()
+                response = await client.post(
+                    f"/api/v2/tasks/{TASK}/task_destinations",
+                    content=payload_for(n, barcodes),
+                    headers={"Content-Type": "application/json"},
+                )
+                latencies.append(time.perf_counter() - started)
+                statuses[response.status_code] = statuses.get(response.status_code, 0) + 1
+
+        started = time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+        seconds = time.perf_counter() - started
+    return HttpLoad(server, concurrency, seconds, latencies, statuses)
+
+
+def trivial_app(db_path: str) -> Any:
+    """The reference app: FastAPI, aiosqlite, one INSERT and COMMIT per create."""
+    state: dict[str, aiosqlite.Connection] = {}
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        async with aiosqlite.connect(db_path) as db:
+            await db.execute("PRAGMA journal_mode=WAL")
+            await db.execute("PRAGMA synchronous=FULL")
+            await db.execute(
+                "CREATE TABLE IF NOT EXISTS destinations "
+                "(id INTEGER PRIMARY KEY, task TEXT, body TEXT)"
+            )
+            await db.commit()
+            state["db"] = db
+            yield
+
+    app = FastAPI(lifespan=lifespan)
+
+    @app.post("/api/v2/tasks/{task_id}/task_destinations", status_code=201)
+    async def create(task_id: str, request: Request) -> dict[str, Any]:
+        body = await request.json()
+        db = state["db"]
+        cursor = await db.execute(
+            "INSERT INTO destinations (task, body) VALUES (?, ?)", (task_id, json.dumps(body))
+        )
+        await db.commit()
+        return {"id": cursor.lastrowid, **body}
+
+    return app
+
+
+def serve_trivial(port: int, db_path: str) -> None:
+    uvicorn.run(trivial_app(db_path), host="127.0.0.1", port=port, log_level="warning")
+
+
+def start_trivial(folder: Path) -> tuple[subprocess.Popen[bytes], int]:
+    port = free_port()
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "tests.benchmarks.intake_bench",
+            "--serve-trivial",
+            str(port),
+            str(folder / "trivial.sqlite3"),
+        ],
+        cwd=Path(__file__).resolve().parents[2],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    wait_for_port(port, timeout=120)
+    return process, port
+
+
+async def http_runs(folder: Path, requests: int) -> list[HttpLoad]:
+    """Both servers at each concurrency, alternating, on the same machine."""
+    results: list[HttpLoad] = []
+    trivial, trivial_port = start_trivial(folder)
+    daemon = Daemon(folder / "http-daemon")
+    daemon.start()
+    try:
+        first_id = 1
+        for concurrency in CONCURRENCY:
+            results.append(
+                await http_load(
+                    f"http://127.0.0.1:{trivial_port}",
+                    None,
+                    "trivial FastAPI + aiosqlite",
+                    concurrency,
+                    requests,
+                    first_id,
+                )
+            )
+            results.append(
+                await http_load(
+                    f"http://127.0.0.1:{daemon.http_port}",
+                    ("tester", "secret-for-tests"),
+                    "daemon",
+                    concurrency,
+                    requests,
+                    first_id,
+                )
+            )
+            first_id += requests
+    finally:
+        daemon.stop()
+        trivial.terminate()
+        trivial.wait(timeout=30)
+    return results
+
+
+@dataclass
+class Figures:
+    bare: Drain
+    daemon: Drain
+    http: list[HttpLoad]
+
+    @property
+    def mqtt_ratio(self) -> float:
+        return self.daemon.rate / self.bare.rate
+
+    def http_pairs(self) -> list[tuple[HttpLoad, HttpLoad]]:
+        by = {(h.server == "daemon", h.concurrency): h for h in self.http}
+        return [(by[(False, c)], by[(True, c)]) for c in CONCURRENCY if (True, c) in by]
+
+    def lines(self) -> list[str]:
+        def verdict(ok: bool) -> str:
+            return "met" if ok else "MISSED"
+
+        lines = [
+            f"MQTT durable intake of {self.daemon.messages} queued barcode creates "
+            f"(batch at most {daemon_mqtt.MAX_BATCH}):"
+        ]
+        for drain in (self.bare, self.daemon):
+            per_tenth = " ".join(f"{r:.0f}" for r in drain.tenths())
+            lines.append(
+                f"  {drain.consumer:<30} {drain.rate:8.0f} msg/s  largest batch "
+                f"{drain.largest_batch}  per tenth: {per_tenth}"
+            )
+        lines.append(
+            f"  daemon / bare = {self.mqtt_ratio:.2f}x (target >= 0.5x): "
+            f"{verdict(self.mqtt_ratio >= 0.5)}"
+        )
+        tenths = self.daemon.tenths()
+        fall = min(tenths) / max(tenths)
+        lines.append(f"  daemon's slowest tenth / fastest tenth = {fall:.2f}")
+        commits = len(set(self.daemon.commits))
+        lines.append(
+            f"  daemon: {commits} commits, {self.daemon.planning_rounds} planning rounds "
+            f"during the drain ({self.daemon.seconds:.1f} s)"
+        )
+        rss = (self.daemon.peak_rss_bytes or 0) / 1e6
+        lines.append(
+            f"  daemon peak RSS during the drain: {rss:.0f} MB (target < 150 MB): "
+            f"{verdict(rss < 150)}"
+        )
+        lines.append("HTTP create (barcode destinations), daemon against the trivial app:")
+        for trivial, daemon in self.http_pairs():
+            ratio = daemon.rate / trivial.rate
+            p99 = daemon.percentile(0.99) / trivial.percentile(0.99)
+            lines.append(
+                f"  concurrency {daemon.concurrency:>2}: trivial {trivial.rate:6.0f}/s "
+                f"p50 {trivial.percentile(0.5) * 1000:6.1f} ms p99 "
+                f"{trivial.percentile(0.99) * 1000:7.1f} ms | daemon {daemon.rate:6.0f}/s "
+                f"p50 {daemon.percentile(0.5) * 1000:6.1f} ms p99 "
+                f"{daemon.percentile(0.99) * 1000:7.1f} ms {daemon.statuses}"
+            )
+            lines.append(
+                f"    throughput {ratio:.2f}x (target >= 0.6x): {verdict(ratio >= 0.6)}; "
+                f"p99 {p99:.2f}x"
+                + (
+                    f" (target <= 2x): {verdict(p99 <= 2)}"
+                    if daemon.concurrency == max(CONCURRENCY)
+                    else ""
+                )
+            )
+        return lines
+
+
+async def measure(messages: int, requests: int) -> Figures:
+    with tempfile.TemporaryDirectory(prefix="tw-intake-bench-") as tmp:
+        folder = Path(tmp)
+        drains = []
+        for name, drain in (("bare", bare_drain), ("daemon", daemon_drain)):
+            broker = Broker(port=free_port(), folder=folder / f"mosquitto-{name}")
+            broker.start()
+            try:
+                drains.append(await drain(broker.port, folder, messages))
+            finally:
+                broker.stop()
+        http = await http_runs(folder, requests) if requests else []
+    return Figures(drains[0], drains[1], http)
+
+
+def _main_trivial(argv: list[str]) -> int:
+    serve_trivial(int(argv[0]), argv[1])
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] == "--serve-trivial":
+        return _main_trivial(argv[1:])
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument("--messages", type=int, default=50000)
+    parser.add_argument("--requests", type=int, default=2000, help="HTTP creates per level")
+    args = parser.parse_args(argv)
+    figures = asyncio.run(measure(args.messages, args.requests))
+    print(f"CPU: {_cpu_model()}, {os.cpu_count()} cores, load {os.getloadavg()[0]:.1f}")
+    print("\n".join(figures.lines()))
+    return 0
+
+
+def _cpu_model() -> str:
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip()
+    return "unknown"
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,34 @@
+"""The intake benchmark, small (`make bench-intake` for the full size).
+
+Rates and ratios are printed, never asserted: they depend on the disk and on the
+machine's load. What is asserted is that the machinery measured what it claims.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from tests.benchmarks.intake_bench import CONCURRENCY, measure
+
+pytestmark = [pytest.mark.benchmark, pytest.mark.integration, pytest.mark.timeout(600)]
+
+
+def test_print_intake_against_the_bare_consumers() -> None:
+    figures = asyncio.run(measure(messages=300, requests=40))
+    print()
+    print("\n".join(figures.lines()))
+    # Both consumers drained the whole backlog, each event committed once.
+    assert figures.bare.messages == figures.daemon.messages == 300
+    assert len(figures.daemon.tenths()) == 10
+    assert figures.daemon.peak_rss_bytes is not None
+    assert figures.daemon.peak_rss_bytes > 0
+    assert figures.daemon.planning_rounds is not None
+    # Every HTTP create got an answer from both servers, at every concurrency.
+    pairs = figures.http_pairs()
+    assert [daemon.concurrency for _, daemon in pairs] == list(CONCURRENCY)
+    for trivial, daemon in pairs:
+        assert sum(trivial.statuses.values()) == sum(daemon.statuses.values()) == 40
+        assert trivial.statuses.get(201) == 40
+        assert set(daemon.statuses) <= {201, 503}, daemon.statuses
