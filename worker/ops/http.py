@@ -13,9 +13,9 @@ from fastapi import APIRouter, Response
 from fastapi.responses import JSONResponse
 
 from worker.core.requests import ACTIVE
-from worker.intake.http.errors import error_response
 from worker.ops import metrics
 from worker.ops.health import readiness
+from worker.seed.error_details import error_body
 
 if TYPE_CHECKING:
     from worker.ops.daemon import RunningDaemon
@@ -35,10 +35,14 @@ def health_router(service: "RunningDaemon") -> APIRouter:
         checks = await readiness(service)
         failed = [c for c in checks if not c.ok]
         if failed:
-            return error_response(
-                503,
-                [f"not ready: {c.name}: {c.reason}" for c in failed],
-                {c.name: [{"error": "not ready", "value": c.reason or ""}] for c in failed},
+            # The API's error shape, built from the seed's vocabulary: ops sits below
+            # the intakes and does not import the API's handlers.
+            return JSONResponse(
+                error_body(
+                    [f"not ready: {c.name}: {c.reason}" for c in failed],
+                    {c.name: [{"error": "not ready", "value": c.reason or ""}] for c in failed},
+                ),
+                status_code=503,
             )
         return {"status": "ready", "checks": {c.name: "ok" for c in checks}}
 

@@ -1,7 +1,8 @@
-"""Per-attribute error details in the archive manager's vocabulary.
+"""Per-attribute error details and the one error body, in the archive manager's
+vocabulary.
 
-Pure helpers shared by the intakes: the HTTP API answers with them, the journal
-keeps the reason they add up to.
+Pure helpers shared by every HTTP route and the intakes: the API and the operator's
+routes answer with them, the journal keeps the reason they add up to.
 """
 
 from __future__ import annotations
@@ -55,3 +56,15 @@ def validation_details(errors: Sequence[Mapping[str, Any]]) -> dict[str, list[di
         kind = _KINDS.get(str(error.get("type")), "invalid")
         details.setdefault(name, []).append(detail(kind, error.get("input", "")))
     return details
+
+
+def error_body(messages: str | Sequence[str], details: Details | None = None) -> dict[str, object]:
+    """The one error shape: `{"messages": [...], "details": {attribute: [...]}}`."""
+    listed = [messages] if isinstance(messages, str) else list(messages)
+    return {
+        "messages": [printable(m) for m in listed],
+        "details": {
+            printable(name): [{k: printable(v) for k, v in item.items()} for item in items]
+            for name, items in (details or {}).items()
+        },
+    }

@@ -10,6 +10,7 @@ from pydantic import ValidationError
 from worker.seed.error_details import (
     VALUE_CHARS,
     detail,
+    error_body,
     printable,
     shown_value,
     validation_details,
@@ -82,3 +83,15 @@ def test_lone_surrogates_are_escaped_so_the_answer_encodes() -> None:
     shown.encode("utf-8")  # would raise UnicodeEncodeError on the raw text
     assert detail("invalid", sent)["value"] == "a\\udcff"
     assert printable("tape ü") == "tape ü"
+
+
+def test_the_one_error_body_lists_messages_and_details() -> None:
+    assert error_body("Not found.") == {"messages": ["Not found."], "details": {}}
+    body = error_body(
+        ["bad \udcff", "worse"],
+        {"tape_barcode\udcff": [{"error": "invalid", "value": "x\udcff"}]},
+    )
+    assert body == {
+        "messages": ["bad \\udcff", "worse"],
+        "details": {"tape_barcode\\udcff": [{"error": "invalid", "value": "x\\udcff"}]},
+    }

@@ -1,6 +1,7 @@
 """The HTTP API's one error shape, the archive manager's own.
 
-Every 4xx and 5xx body the daemon sends is built here, so a client parses one shape:
+Every 4xx and 5xx body the daemon sends is built by `error_body` (in the seed's
+vocabulary, where the operator's routes reach it too), so a client parses one shape:
 ``{"messages": ["..."], "details": {"<attribute>": [{"error": "<kind>", "value": "..."}]}}``.
 The handlers installed by `install_error_handlers` turn the framework's own errors
 (routing, path and query validation) into that shape too.
@@ -17,7 +18,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 
-from worker.seed.error_details import Details, detail, printable, validation_details
+from worker.seed.error_details import Details, detail, error_body, validation_details
 
 log = structlog.get_logger("tapeworker.http")
 
@@ -51,17 +52,6 @@ class ApiError(Exception):
         self.messages = messages
         self.details = details
         self.headers = headers
-
-
-def error_body(messages: str | Sequence[str], details: Details | None = None) -> dict[str, object]:
-    listed = [messages] if isinstance(messages, str) else list(messages)
-    return {
-        "messages": [printable(m) for m in listed],
-        "details": {
-            printable(name): [{k: printable(v) for k, v in item.items()} for item in items]
-            for name, items in (details or {}).items()
-        },
-    }
 
 
 def error_response(

@@ -30,7 +30,8 @@ from typing import TYPE_CHECKING, Any
 
 from worker.errors import JournalFaultError
 from worker.intake.destinations import Outcome
-from worker.intake.http.errors import error_body, error_response, journal_unavailable
+from worker.intake.http.errors import error_response, journal_unavailable
+from worker.seed.error_details import error_body
 from worker.state.journal import IdempotentResult, Journal, Transaction
 
 if TYPE_CHECKING:

@@ -17,8 +17,7 @@ from typing import TYPE_CHECKING
 import structlog
 from prometheus_client import Counter
 
-from worker.intake.http.errors import error_body
-from worker.seed.error_details import detail
+from worker.seed.error_details import detail, error_body
 
 if TYPE_CHECKING:
     from starlette.types import ASGIApp, Message, Receive, Scope, Send

@@ -1,0 +1,47 @@
+"""The view of a running daemon that ops reads (what the service satisfies), built
+from real parts: a journal, the executor's in-flight record, an asyncio event for
+the broker link."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from worker.runtime.in_flight import InFlight
+from worker.settings import Settings
+from worker.state.journal import Journal
+
+
+@dataclass
+class Broker:
+    connected: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+@dataclass
+class Loop:
+    heartbeat: float = field(default_factory=time.monotonic)
+
+
+@dataclass
+class Executing:
+    in_flight: InFlight = field(default_factory=InFlight)
+
+
+@dataclass
+class Daemon:
+    """The view of a running daemon that health reads (what the service satisfies)."""
+
+    journal: Journal | None
+    settings: Settings = field(default_factory=Settings)
+    mqtt: Broker | None = None
+    reconciler: Loop | None = field(default_factory=Loop)
+    executor: Executing | None = field(default_factory=Executing)
+    journal_fault: str | None = None
+
+    async def operator_changed(self, action: dict[str, Any]) -> None:
+        return None
+
+    async def destinations_changed(self, destination_ids: set[int]) -> None:
+        return None
