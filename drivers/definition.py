@@ -95,6 +95,8 @@ class PoolDefinition(_Strict):
 
 class LibraryDefinition(_Strict):
     name: str = "library0"
+    #: The archive manager's numeric id of this library (its tapes' `tape_library_id`).
+    tape_library_id: Annotated[int, Field(ge=1, le=2**31 - 1)] = 1
     changer: str = Field(default="/dev/sg0", description="media changer generic SCSI device")
     slots: Annotated[int, Field(ge=1, le=10000)] = Field(description="storage slots")
     import_export: Annotated[int, Field(ge=0, le=256)] = 0

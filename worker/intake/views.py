@@ -24,9 +24,6 @@ from worker.state.journal import (
     TapeRecord,
 )
 
-#: The library's id in the archive manager (one daemon per library).
-LIBRARY_ID = 1
-
 
 def _when(epoch: float | None) -> str | None:
     """ISO-8601 with milliseconds and `Z`, as the seed writes dates."""
@@ -48,7 +45,7 @@ def tape_type(tape: TapeRecord) -> str:
     return f"data_lto{7 if media.type_m else media.generation}"
 
 
-def tape_json(tape: TapeRecord, pool_id: int | None) -> dict[str, Any]:
+def tape_json(tape: TapeRecord, pool_id: int | None, tape_library_id: int) -> dict[str, Any]:
     location = (
         f"Drive {tape.drive}"
         if tape.drive is not None
@@ -67,7 +64,7 @@ def tape_json(tape: TapeRecord, pool_id: int | None) -> dict[str, Any]:
     capacity = media.capacity_bytes if media is not None and not tape.cleaning else None
     return {
         "id": tape.tape_id,
-        "tape_library_id": LIBRARY_ID,
+        "tape_library_id": tape_library_id,
         "pool_id": pool_id,
         "barcode": tape.barcode,
         "location": location,
@@ -181,6 +178,7 @@ def destination_json(
     tapes: Mapping[str, TapeRecord],
     pools: Mapping[str, PoolRecord],
     drives: Mapping[int, DriveRecord],
+    tape_library_id: int = 1,
 ) -> dict[str, Any]:
     """One destination in the seed's shape plus `state` (pure: records in, JSON out)."""
     barcode = request.barcode if request is not None and request.barcode else destination.barcode
@@ -201,7 +199,9 @@ def destination_json(
         "id": destination.id,
         "folder": folder_json(body, nested),
         "container": dict(nested["container"]) if nested and nested.get("container") else None,
-        "tape": tape_json(tape, tape_pool.pool_id if tape_pool else None) if tape else None,
+        "tape": tape_json(tape, tape_pool.pool_id if tape_pool else None, tape_library_id)
+        if tape
+        else None,
         "pool": pool_json(pool) if pool is not None else None,
         "state": state_json(destination, request, drives),
     }
@@ -217,7 +217,10 @@ async def destination_views(
     tapes = await journal.tapes_by_barcode(barcodes)
     pools = {p.name: p for p in await journal.pools()}
     drives = {d.index: d for d in await journal.drives()}
-    return [destination_json(d, requests.get(d.id), tapes, pools, drives) for d in destinations]
+    library = await journal.tape_library_id()
+    return [
+        destination_json(d, requests.get(d.id), tapes, pools, drives, library) for d in destinations
+    ]
 
 
 async def destination_view(journal: Journal, destination: DestinationRecord) -> TaskDestination:

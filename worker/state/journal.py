@@ -883,6 +883,11 @@ class Journal:
     async def sync_catalog(self, definition: LibraryDefinition, now: float) -> None:
         """Bring pools, drives and tapes in from the definition; keep what we learnt."""
         async with self._write() as db:
+            await db.execute(
+                "INSERT INTO meta(key, value) VALUES('tape_library_id', ?) "
+                "ON CONFLICT(key) DO UPDATE SET value=excluded.value",
+                (str(definition.tape_library_id),),
+            )
             for pool in definition.pools:
                 await db.execute(
                     "INSERT INTO pools(name, pool_id, content, type, comment, "
@@ -1172,6 +1177,12 @@ class Journal:
     async def _operator_locks(self) -> set[str]:
         row = await self._one("SELECT value FROM meta WHERE key='operator_locks'")
         return set(json.loads(row[0])) if row else set()
+
+    async def tape_library_id(self) -> int:
+        """The archive manager's id of this library, as the definition gives it (1 until
+        the catalog is first synced)."""
+        row = await self._one("SELECT value FROM meta WHERE key='tape_library_id'")
+        return int(row[0]) if row else 1
 
     async def draining(self) -> dict[str, Any] | None:
         """Who drained the library, why and since when; None when it is not draining."""
