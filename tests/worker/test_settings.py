@@ -3,13 +3,27 @@
 from __future__ import annotations
 
 import tomllib
+from dataclasses import fields, replace
 from pathlib import Path
 
 import pytest
+from pydantic import ValidationError
 
+from drivers.definition import load_definition
+from drivers.mtx.backend import MtxLibrary
+from drivers.sim.library import SimulatedLibrary
 from worker import settings as settings_module
+from worker.core.planner import PlanPolicy
 from worker.errors import ConfigError
-from worker.settings import BUILTIN_CONFIG, SYSTEM_STATE_DIR, find_config, load_settings
+from worker.settings import (
+    BUILTIN_CONFIG,
+    DEFAULTS,
+    SYSTEM_STATE_DIR,
+    PlannerSettings,
+    Settings,
+    find_config,
+    load_settings,
+)
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -98,3 +112,81 @@ def test_the_example_configuration_matches_the_shipped_default() -> None:
     shipped = tomllib.loads(BUILTIN_CONFIG.read_text())
     assert example.pop("state_dir") == "../state"
     assert example == shipped, "keep config/tapeworker.toml and worker/defaults/ in step"
+
+
+def test_the_environment_overrides_the_file_key_by_key(
+    no_system_config: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config = tmp_path / "tapeworker.toml"
+    config.write_text('hold_seconds = 60\n[mqtt]\nhost = "file-broker"\nport = 1884\n')
+    monkeypatch.setenv("TAPEWORKER_MQTT__HOST", "env-broker")
+    monkeypatch.setenv("TAPEWORKER_HOLD_SECONDS", "90")
+    settings = load_settings(config)
+    assert (settings.mqtt.host, settings.mqtt.port, settings.hold_seconds) == (
+        "env-broker",
+        1884,
+        90,
+    )
+
+
+@pytest.mark.parametrize(
+    ("text", "problem"),
+    [
+        ("colour = 1\n", "colour: Extra inputs are not permitted"),
+        ("[mqtt]\nport = 0\n", "mqtt.port: Input should be greater than or equal to 1"),
+        ('[planner]\nmax_age_s = "soon"\n', "planner.max_age_s: Input should be a valid number"),
+        ('[http.users]\nann = 1\n[[http.tasks]]\nid = -1\nname = "a"\n', "http.tasks.0.id"),
+        ("library_id = 'a/b'\n", "library_id: String should match pattern"),
+        ("[mqtt\n", "tapeworker.toml: "),
+    ],
+)
+def test_a_bad_file_is_reported_with_the_file_the_key_and_the_problem(
+    no_system_config: Path, tmp_path: Path, text: str, problem: str
+) -> None:
+    config = tmp_path / "tapeworker.toml"
+    config.write_text(text)
+    with pytest.raises(ConfigError) as raised:
+        load_settings(config)
+    assert str(raised.value).startswith(f"{config}: ")
+    assert problem in str(raised.value)
+
+
+def test_a_relative_library_is_found_beside_the_file_unless_the_environment_names_it(
+    no_system_config: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config = tmp_path / "etc" / "tapeworker.toml"
+    config.parent.mkdir()
+    config.write_text('library = "libraries/hall3.toml"\nstate_dir = "/srv/tapeworker"\n')
+    settings = load_settings(config)
+    assert settings.library == tmp_path / "etc" / "libraries" / "hall3.toml"
+    assert settings.state_dir == Path("/srv/tapeworker")
+    monkeypatch.setenv("TAPEWORKER_LIBRARY", "relative.toml")
+    assert load_settings(config).library == Path("relative.toml")
+
+
+def test_the_state_directory_holds_the_journal_the_simulator_and_the_changer_lock() -> None:
+    settings = Settings(state_dir=Path("/srv/tw"))
+    assert settings.journal_path == Path("/srv/tw/journal.sqlite3")
+    assert settings.sim_state_path == Path("/srv/tw/sim-library.json")
+    assert settings.changer_lock_path == Path("/srv/tw/changer.lock")
+
+
+def test_the_planner_section_is_the_planners_policy_with_its_defaults() -> None:
+    assert PlannerSettings().policy() == PlanPolicy()
+    policy = PlannerSettings(dismount_delay_s=30, spare_drives=None).policy()
+    assert policy == replace(PlanPolicy(), dismount_delay_s=30, spare_drives=None)
+    with pytest.raises(ValidationError, match="dismount_delay_s"):
+        PlannerSettings(dismount_delay_s=-1)
+    # Only what an operator may set: the rest of PlanPolicy stays the planner's.
+    assert set(PlannerSettings.model_fields) <= {f.name for f in fields(PlanPolicy)}
+
+
+async def test_the_backend_is_picked_in_one_place(tmp_path: Path) -> None:
+    definition = load_definition(DEFAULTS / "demo-library.toml")
+    settings = Settings(state_dir=tmp_path, backend="sim")
+    async with settings.open_library(definition) as sim:
+        assert isinstance(sim, SimulatedLibrary)
+        # The simulated library keeps its cartridges where the state directory says.
+        assert settings.sim_state_path.is_file()
+    async with Settings(state_dir=tmp_path / "mtx", backend="mtx").open_library(definition) as mtx:
+        assert isinstance(mtx, MtxLibrary)
