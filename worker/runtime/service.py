@@ -207,6 +207,8 @@ class Service:
                 log.error("start-up check", problem=problem)
             try:
                 await journal.sync_catalog(definition, time.time())
+                # From here on, the library and the requests are read from memory.
+                await journal.load_model()
             except JournalFaultError as exc:
                 raise StartupError(f"{exc}: the journal must take writes to start") from exc
             self.executor = executor = Executor(

@@ -34,9 +34,23 @@ from drivers.base import Inventory
 from drivers.definition import LibraryDefinition
 from drivers.media import is_cleaning, media_of
 from worker.core import drive_health
+from worker.core.requests import ACTIVE, RequestState, lease_expiry, transition
 from worker.errors import JournalDamagedError, JournalError, JournalFaultError
 from worker.seed.query import FILTERABLE, SORTABLE, Filter, IndexQuery, SortKey
-from worker.core.requests import ACTIVE, RequestState, lease_expiry, transition
+from worker.state.model import StateModel
+# The records are the journal's vocabulary: callers import them from here too.
+from worker.state.records import (
+    ApiKeyRecord as ApiKeyRecord,
+    DestinationRecord as DestinationRecord,
+    DestinationWrite as DestinationWrite,
+    DriveRecord as DriveRecord,
+    EventRecord as EventRecord,
+    IdempotentResult as IdempotentResult,
+    OperationRecord as OperationRecord,
+    PoolRecord as PoolRecord,
+    RequestRecord as RequestRecord,
+    TapeRecord as TapeRecord,
+)
 
 SCHEMA_VERSION = 5
 #: How many inventory surprises the journal keeps for the status command.
@@ -253,160 +267,41 @@ CREATE TABLE IF NOT EXISTS api_keys (
 )
 
 
-@dataclass(frozen=True, slots=True)
-class EventRecord:
-    seq: int
-    source: str
-    topic: str | None
-    verb: str | None
-    task_id: str | None
-    destination_id: int | None
-    payload: str | None
-    received: float
-    status: str
-    reason: str | None
-    #: sha256 of the topic and the whole payload: tells a redelivery from a reused
-    #: event-id even when the stored payload is cut short.
-    digest: str | None
-
-
-@dataclass(frozen=True, slots=True)
-class DestinationRecord:
-    id: int
-    task_id: str
-    body: dict[str, Any]
-    barcode: str | None
-    pool: str | None
-    status: str
-    reason: str | None
-    deleted: bool
-    created: float
-    updated: float
-    #: The publisher's order of the last change applied (MQTT `sequence`), if it said.
-    sequence: int | None
-    #: The nested `folder` and `container` a full TaskDestination event carried.
-    nested: dict[str, Any] | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class DestinationWrite:
-    """A new destination's desired state (see `insert_destinations`)."""
-
-    destination_id: int
-    task_id: str
-    body: dict[str, Any]
-    nested: dict[str, Any] | None
-    barcode: str | None
-    pool: str | None
-    status: str
-    reason: str | None
-
-
-@dataclass(frozen=True, slots=True)
-class RequestRecord:
-    id: int
-    destination_id: int
-    barcode: str | None
-    pool: str | None
-    write: bool
-    state: RequestState
-    drive: int | None
-    reason: str | None
-    attempts: int
-    arrival: float
-    updated: float
-    lease_expires: float | None
-    #: What the destination will write, when its event told us (the folder's size).
-    size_bytes: int | None
-
-
-@dataclass(frozen=True, slots=True)
-class OperationRecord:
-    id: int
-    kind: str
-    barcode: str | None
-    slot: int | None
-    drive: int | None
-    request_ids: tuple[int, ...]
-    state: str
-    error: str | None
-    error_class: str | None
-    started: float
-    finished: float | None
-
-
-@dataclass(frozen=True, slots=True)
-class TapeRecord:
-    barcode: str
-    tape_id: int
-    pool: str | None
-    media: str | None
-    cleaning: bool
-    locked: bool
-    write_protected: bool
-    full: bool
-    need_to_check: bool
-    ejected: bool
-    used_bytes: int
-    cleaning_uses_left: int
-    slot: int | None
-    home_slot: int | None
-    drive: int | None
-    mount_count: int
-    date_in: float | None
-    date_move: float | None
-    known: bool
-
-
-@dataclass(frozen=True, slots=True)
-class DriveRecord:
-    index: int
-    generation: int
-    device: str
-    barcode: str | None
-    up: bool
-    failures: int
-    reason: str | None
-    idle_since: float | None
-    needs_cleaning: bool
-
-
-@dataclass(frozen=True, slots=True)
-class PoolRecord:
-    name: str
-    pool_id: int
-    content: str
-    type: str | None
-    comment: str | None
-    write_protect_when_full: bool = True
-
-
-@dataclass(frozen=True, slots=True)
-class ApiKeyRecord:
-    """An API key as stored: its name, the public part of the key, a digest of the
-    secret part (never the secret), its scopes."""
-
-    name: str
-    key_id: str
-    digest: str
-    scopes: tuple[str, ...]
-    created: float
-    revoked: float | None
-
-
-@dataclass(frozen=True, slots=True)
-class IdempotentResult:
-    """What a create with an Idempotency-Key did, kept to answer its retries alike."""
-
-    fingerprint: str
-    status: int
-    destination_id: int | None
-    reason: str | None
-    #: The response body as first sent; None if the daemon stopped before saving it.
-    response: str | None
-
-
 Record = TypeVar("Record")
+
+
+class ModelNotes:
+    """The state model's changes noted by one write, in order, to apply once it
+    commits; nothing is collected while no model is loaded."""
+
+    __slots__ = ("_items",)
+
+    def __init__(self) -> None:
+        self._items: list[tuple[Callable[..., None], tuple[Any, ...]]] | None = None
+
+    @property
+    def collecting(self) -> bool:
+        return self._items is not None
+
+    def start(self, *, collect: bool) -> None:
+        self._items = [] if collect else None
+
+    def note(self, change: Callable[..., None], *args: Any) -> None:
+        if self._items is not None:
+            self._items.append((change, args))
+
+    def mark(self) -> int:
+        return len(self._items) if self._items is not None else 0
+
+    def drop_after(self, mark: int) -> None:
+        """A savepoint rolled back: its notes go with it."""
+        if self._items is not None:
+            del self._items[mark:]
+
+    def take(self) -> list[tuple[Callable[..., None], tuple[Any, ...]]]:
+        """The notes of the write that just committed; collecting stops."""
+        items, self._items = self._items or [], None
+        return items
 
 
 #: Ids per `IN (...)` list: far below SQLite's limit on bound parameters.
@@ -701,6 +596,14 @@ class Journal:
         #: Told each commit's duration in seconds; the service hands it to the metrics,
         #: so the journal needs to know nothing of them.
         self.on_commit: Callable[[float], None] = _ignore
+        #: The state in memory, once `load_model` built it; written through after
+        #: each commit by the changes its writes noted.
+        self.model: StateModel | None = None
+        #: The model changes noted by the write in progress, applied once it commits.
+        self._notes = ModelNotes()
+        #: The model missed a change (a fault, or a change it could not take): it is
+        #: rebuilt from the file at the end of the next write that works.
+        self._model_stale = False
 
     @classmethod
     async def open(cls, path: Path, *, check: bool = True) -> Journal:
@@ -791,15 +694,18 @@ class Journal:
             if os.path.exists(f"{self.path}{suffix}")
         )
 
-    def _healthy(self) -> None:
-        if self.fault is not None:
-            log.warning(
-                "journal writable again",
-                path=str(self.path),
-                was=self.fault.kind,
-                after_s=round(time.time() - self.fault.since, 1),
-            )
-            self.fault = None
+    def _healthy(self) -> bool:
+        """Clear a fault after a write that worked; True when there was one."""
+        if self.fault is None:
+            return False
+        log.warning(
+            "journal writable again",
+            path=str(self.path),
+            was=self.fault.kind,
+            after_s=round(time.time() - self.fault.since, 1),
+        )
+        self.fault = None
+        return True
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[Transaction]:
@@ -809,11 +715,14 @@ class Journal:
         A write the journal refuses raises JournalFaultError (nothing committed).
         """
         async with self._write() as db:
-            yield Transaction(self, db)
+            yield Transaction(self, db, self._notes)
 
     @asynccontextmanager
     async def _write(self) -> AsyncIterator[aiosqlite.Connection]:
-        """The connection inside BEGIN IMMEDIATE ... COMMIT; it never leaves this module."""
+        """The connection inside BEGIN IMMEDIATE ... COMMIT; it never leaves this module.
+
+        The model changes the writes noted are applied once COMMIT succeeded, still
+        under the lock, so the model sees commits in their order."""
         async with self._tx_lock:
             try:
                 await self._db.execute("BEGIN IMMEDIATE")
@@ -821,19 +730,92 @@ class Journal:
                 if fault_kind(exc) is None:
                     raise
                 raise self._faulted(exc) from exc
+            self._notes.start(collect=self.model is not None)
             try:
                 yield self._db
                 committing = time.monotonic()
                 await self._db.execute("COMMIT")
                 self.on_commit(time.monotonic() - committing)
             except BaseException as exc:
+                self._notes.start(collect=False)
                 # SQLite has already rolled back after some errors (SQLITE_FULL).
                 with contextlib.suppress(sqlite3.Error):
                     await self._db.execute("ROLLBACK")
                 if isinstance(exc, sqlite3.Error) and fault_kind(exc) is not None:
                     raise self._faulted(exc) from exc
                 raise
-        self._healthy()
+            if not self._apply_changes():
+                self._model_stale = True
+        if self._healthy():
+            self._model_stale = self.model is not None
+        if self._model_stale:
+            # After a fault (or a change the model could not take) the file is the
+            # truth again: the model is read anew from it.
+            try:
+                await self._rebuild_model()
+            except (JournalFaultError, sqlite3.Error) as exc:
+                # The write itself committed; the next write tries the rebuild again.
+                log.warning("state model rebuild failed", error=str(exc))
+            else:
+                self._model_stale = False
+
+    def _apply_changes(self) -> bool:
+        """Apply the committed write's noted changes; False if the model failed to."""
+        changes = self._notes.take()
+        model = self.model
+        if model is None or not changes:
+            return True
+        try:
+            for change, args in changes:
+                change(model, *args)
+        except Exception:
+            log.exception("state model update failed: rebuilding it from the journal")
+            return False
+        model.version += 1
+        return True
+
+    async def load_model(self) -> StateModel:
+        """Build the state in memory from the file (at start-up), and from then on
+        keep it written through after each commit."""
+        fresh = await self.read_model()
+        if self.model is None:
+            self.model = fresh
+        else:
+            self.model.replace_with(fresh)
+        self._model_stale = False
+        return self.model
+
+    async def _rebuild_model(self) -> None:
+        if self.model is not None:
+            await self.load_model()
+
+    async def read_model(self) -> StateModel:
+        """A new state model read from the file (the one kept is not touched)."""
+        # Under the lock, in one read transaction: no write lands halfway through.
+        async with self._tx_lock:
+            await self._db.execute("BEGIN")
+            try:
+                tapes = await self.tapes()
+                drives = await self.drives()
+                pools = await self.pools()
+                destinations = [
+                    _destination(r) for r in await self._all("SELECT * FROM destinations")
+                ]
+                marks = ",".join("?" * len(ACTIVE))
+                requests = [
+                    _request(r)
+                    for r in await self._all(
+                        f"SELECT * FROM requests WHERE state IN ({marks}) "  # noqa: S608
+                        "OR id IN (SELECT MAX(id) FROM requests GROUP BY destination_id)",
+                        [s.value for s in ACTIVE],
+                    )
+                ]
+            finally:
+                with contextlib.suppress(sqlite3.Error):
+                    await self._db.execute("COMMIT")
+        return StateModel(
+            tapes=tapes, drives=drives, pools=pools, destinations=destinations, requests=requests
+        )
 
     async def probe(self, now: float) -> bool:
         """A tiny write: does the journal take writes again? (clears `fault` if so)"""
@@ -950,6 +932,19 @@ class Journal:
                     ),
                 )
                 next_id += 1
+            await self._note_library(tapes=True, drives=True, pools=True)
+
+    async def _note_library(self, *, tapes: bool, drives: bool, pools: bool) -> None:
+        """Inside a write: whole tables as it leaves them, for the model (these writes
+        are rare and touch many rows: a catalog sync, an inventory)."""
+        if not self._notes.collecting:
+            return
+        self._notes.note(
+            StateModel.apply_library,
+            await self.tapes() if tapes else None,
+            await self.drives() if drives else None,
+            await self.pools() if pools else None,
+        )
 
     async def apply_inventory(self, inventory: Inventory, now: float) -> list[str]:
         """Record where the library says each cartridge is; return what surprised us."""
@@ -987,6 +982,7 @@ class Journal:
                         "UPDATE tapes SET slot=NULL, drive=NULL, known=0 WHERE barcode=?",
                         (row["barcode"],),
                     )
+            await self._note_library(tapes=True, drives=True, pools=False)
         return surprises
 
     async def _place(
@@ -1095,6 +1091,7 @@ class Journal:
                 f"UPDATE tapes SET {sets} WHERE barcode=?",  # noqa: S608 - keys checked above
                 (*[int(v) if isinstance(v, bool) else v for v in fields.values()], barcode),
             )
+            self._notes.note(StateModel.apply_tape_fields, barcode, dict(fields))
 
     # -- operator actions ------------------------------------------------------------
     # Each one changes the state and journals who did it and why, in one transaction,
@@ -1123,6 +1120,15 @@ class Journal:
                 )
                 if not cursor.rowcount:
                     return False
+                self._notes.note(
+                    StateModel.apply_drive_fields,
+                    drive,
+                    {
+                        "up": drive_up,
+                        "failures": 0,
+                        "reason": None if drive_up else f"operator: {reason}",
+                    },
+                )
             if barcode is not None and tape_fields:
                 allowed = {"need_to_check", "locked"}
                 if set(tape_fields) - allowed:
@@ -1134,6 +1140,7 @@ class Journal:
                 )
                 if not cursor.rowcount:
                     return False
+                self._notes.note(StateModel.apply_tape_fields, barcode, dict(tape_fields))
                 if "locked" in tape_fields:
                     locks = await self._operator_locks()
                     locks = (locks | {barcode}) if tape_fields["locked"] else (locks - {barcode})
@@ -1164,7 +1171,7 @@ class Journal:
         target: str,
     ) -> None:
         """An operator's action as an event: who and why, in the caller's transaction."""
-        await Transaction(self, db).insert_event(
+        await Transaction(self, db, self._notes).insert_event(
             source="operator",
             received=now,
             topic=target,
@@ -1389,10 +1396,12 @@ class Journal:
             "WHERE d.id = r.destination_id AND d.deleted = 1) "
             "OR NOT EXISTS (SELECT 1 FROM destinations d WHERE d.id = r.destination_id) "
             "OR r.id < (SELECT MAX(r2.id) FROM requests r2 "
-            "WHERE r2.destination_id = r.destination_id)) LIMIT ?)",
+            "WHERE r2.destination_id = r.destination_id)) LIMIT ?) "
+            "RETURNING id, destination_id",
             "destinations": "DELETE FROM destinations WHERE id IN "
             "(SELECT d.id FROM destinations d WHERE d.deleted = 1 AND d.updated < ? "
-            "AND NOT EXISTS (SELECT 1 FROM requests r WHERE r.destination_id = d.id) LIMIT ?)",
+            "AND NOT EXISTS (SELECT 1 FROM requests r WHERE r.destination_id = d.id) LIMIT ?) "
+            "RETURNING id",
         }
         for table, sql in selections.items():
             while True:
@@ -1405,13 +1414,42 @@ class Journal:
                             "CAST(excluded.value AS INTEGER))"
                         )
                     cur = await db.execute(sql, (before, batch))
-                    deleted = cur.rowcount
+                    if table == "requests":
+                        rows = list(await cur.fetchall())
+                        deleted = len(rows)
+                        await self._note_pruned_requests(rows)
+                    elif table == "destinations":
+                        rows = list(await cur.fetchall())
+                        deleted = len(rows)
+                        self._notes.note(StateModel.apply_pruned, [int(r[0]) for r in rows], [], [])
+                    else:
+                        deleted = cur.rowcount
                 counts[table] += deleted
                 if deleted < batch:
                     break
         if any(counts.values()):
             await self._checkpoint()
         return PruneCounts(**counts)
+
+    async def _note_pruned_requests(self, rows: Sequence[aiosqlite.Row]) -> None:
+        """Inside a prune's write: the requests it deleted and, for the model, the
+        latest request left to each of their destinations."""
+        if not self._notes.collecting or not rows:
+            return
+        destination_ids = sorted({int(r[1]) for r in rows})
+        latest: list[RequestRecord] = []
+        for start in range(0, len(destination_ids), _BATCH):
+            chunk = destination_ids[start : start + _BATCH]
+            marks = ",".join("?" * len(chunk))
+            latest += [
+                _request(r)
+                for r in await self._all(
+                    "SELECT * FROM requests WHERE id IN (SELECT MAX(id) FROM requests "  # noqa: S608
+                    f"WHERE destination_id IN ({marks}) GROUP BY destination_id)",
+                    chunk,
+                )
+            ]
+        self._notes.note(StateModel.apply_pruned, [], [int(r[0]) for r in rows], latest)
 
     async def _checkpoint(self) -> None:
         """Copy the write-ahead log into the file and empty it, so that what pruning
@@ -1499,9 +1537,10 @@ class Transaction:
     """The unit of work of one journal transaction: each write is a method named for
     what it means. Reads through it see the transaction's own writes."""
 
-    def __init__(self, journal: Journal, db: aiosqlite.Connection) -> None:
+    def __init__(self, journal: Journal, db: aiosqlite.Connection, notes: ModelNotes) -> None:
         self._journal = journal
         self._db = db
+        self._notes = notes
 
     async def request(self, request_id: int) -> RequestRecord | None:
         return await self._journal.request(request_id)
@@ -1510,9 +1549,11 @@ class Transaction:
     async def savepoint(self) -> AsyncIterator[None]:
         """Inside a caller's transaction: undo just this part when it raises."""
         await self._db.execute("SAVEPOINT part")
+        mark = self._notes.mark()
         try:
             yield
         except BaseException:
+            self._notes.drop_after(mark)
             # After a refused write SQLite may have ended the transaction already.
             with contextlib.suppress(sqlite3.Error):
                 await self._db.execute("ROLLBACK TO part")
@@ -1611,6 +1652,19 @@ class Transaction:
                 json.dumps(nested) if nested else None,
             ),
         )
+        self._notes.note(
+            StateModel.apply_insert_destination,
+            destination_id,
+            task_id,
+            body,
+            barcode,
+            pool,
+            status,
+            reason,
+            sequence,
+            now,
+            nested,
+        )
 
     async def insert_destinations(self, writes: Sequence[DestinationWrite], now: float) -> None:
         """Many new destinations in one statement (an import, a benchmark's journal)."""
@@ -1635,6 +1689,7 @@ class Transaction:
                 for w in writes
             ],
         )
+        self._notes.note(StateModel.apply_insert_destinations, list(writes), now)
 
     async def update_destination(
         self,
@@ -1670,6 +1725,18 @@ class Transaction:
                 destination_id,
             ),
         )
+        self._notes.note(
+            StateModel.apply_update_destination,
+            destination_id,
+            body,
+            barcode,
+            pool,
+            status,
+            reason,
+            sequence,
+            now,
+            nested,
+        )
 
     async def destroy_destination(
         self, destination_id: int, *, sequence: int | None, now: float
@@ -1680,6 +1747,7 @@ class Transaction:
             "sequence=COALESCE(?, sequence) WHERE id=?",
             (now, sequence, destination_id),
         )
+        self._notes.note(StateModel.apply_destroy_destination, destination_id, sequence, now)
 
     async def destroy_unknown_destination(
         self,
@@ -1695,6 +1763,9 @@ class Transaction:
             "INSERT INTO destinations(id, task_id, body, status, reason, deleted, created, "
             "updated, sequence) VALUES(?,?,'{}','destroyed',?,1,?,?,?)",
             (destination_id, task_id, "destroyed before it was created", now, now, sequence),
+        )
+        self._notes.note(
+            StateModel.apply_destroy_unknown_destination, destination_id, task_id, sequence, now
         )
 
     async def set_request_state(
@@ -1718,6 +1789,7 @@ class Transaction:
             f"UPDATE requests SET state=?, updated=?{sets} WHERE id=?",  # noqa: S608
             (new.value, now, *fields.values(), request_id),
         )
+        self._notes.note(StateModel.apply_request_state, request_id, new, now, dict(fields))
         updated = await self._journal.request(request_id)
         assert updated is not None
         return updated
@@ -1751,6 +1823,7 @@ class Transaction:
                 "UPDATE tapes SET used_bytes=used_bytes+? WHERE barcode=?",
                 (request.size_bytes, request.barcode),
             )
+            self._notes.note(StateModel.apply_tape_written, request.barcode, request.size_bytes)
         if request.drive is not None:
             await self.drive_freed(request.drive, now)
 
@@ -1763,6 +1836,7 @@ class Transaction:
             row = await cur.fetchone()
         if row is not None and row[0] == 0:
             await self._db.execute("UPDATE drives SET idle_since=? WHERE idx=?", (now, drive))
+        self._notes.note(StateModel.apply_drive_freed, drive, now)
 
     async def move_tape(
         self,
@@ -1783,6 +1857,7 @@ class Transaction:
             await self._db.execute("UPDATE drives SET barcode=? WHERE idx=?", (barcode, drive))
         else:
             await self._db.execute("UPDATE drives SET barcode=NULL WHERE barcode=?", (barcode,))
+        self._notes.note(StateModel.apply_move_tape, barcode, slot, drive, now, mounted)
 
     # -- requests ----------------------------------------------------------------------
 
@@ -1802,6 +1877,15 @@ class Transaction:
             (destination_id, barcode, pool, now, now, size_bytes),
         )
         assert cur.lastrowid is not None
+        self._notes.note(
+            StateModel.apply_add_request,
+            cur.lastrowid,
+            destination_id,
+            barcode,
+            pool,
+            now,
+            size_bytes,
+        )
         return cur.lastrowid
 
     async def assign_tape(self, request_id: int, barcode: str, now: float) -> None:
@@ -1810,6 +1894,7 @@ class Transaction:
             "UPDATE requests SET barcode=?, updated=? WHERE id=? AND state='pending'",
             (barcode, now, request_id),
         )
+        self._notes.note(StateModel.apply_assign_tape, request_id, barcode, now)
 
     async def make_ready(
         self, request_id: int, drive: int, now: float, hold_seconds: float
@@ -1830,27 +1915,32 @@ class Transaction:
             "UPDATE requests SET lease_expires=? WHERE id=? AND state='ready'",
             (lease_expiry(now, hold_seconds), request_id),
         )
+        self._notes.note(StateModel.apply_renew_lease, request_id, now, hold_seconds)
 
     # -- drives and tapes --------------------------------------------------------------
 
     async def drive_in_use(self, drive: int) -> None:
         """A mount starts on the drive: it is no longer idling."""
         await self._db.execute("UPDATE drives SET idle_since=NULL WHERE idx=?", (drive,))
+        self._notes.note(StateModel.apply_drive_fields, drive, {"idle_since": None})
 
     async def drive_succeeded(self, drive: int) -> None:
         """A command on the drive worked: its count of consecutive failures restarts."""
         await self._db.execute("UPDATE drives SET failures=0 WHERE idx=?", (drive,))
+        self._notes.note(StateModel.apply_drive_fields, drive, {"failures": 0})
 
     async def drive_emptied(self, drive: int) -> None:
         """An unload worked: the drive is empty, sound and not idling."""
         await self._db.execute(
             "UPDATE drives SET idle_since=NULL, failures=0 WHERE idx=?", (drive,)
         )
+        self._notes.note(StateModel.apply_drive_fields, drive, {"idle_since": None, "failures": 0})
 
     async def count_drive_failure(self, drive: int, message: str, down_after: int) -> str | None:
         """One more consecutive failure of the drive; the reason when this one marks it
         down (the drive-health rule), None otherwise."""
         await self._db.execute("UPDATE drives SET failures = failures + 1 WHERE idx=?", (drive,))
+        self._notes.note(StateModel.apply_drive_failure, drive, message, down_after)
         async with self._db.execute("SELECT failures, up FROM drives WHERE idx=?", (drive,)) as cur:
             row = await cur.fetchone()
         if row is None or not row[1] or not drive_health.goes_down(row[0], down_after):
@@ -1862,6 +1952,7 @@ class Transaction:
     async def tape_needs_check(self, barcode: str) -> None:
         """An operator must look at the cartridge before it is used again."""
         await self._db.execute("UPDATE tapes SET need_to_check=1 WHERE barcode=?", (barcode,))
+        self._notes.note(StateModel.apply_tape_fields, barcode, {"need_to_check": True})
 
     async def cleaning_done(self, barcode: str, drive: int, now: float) -> None:
         """A cleaning cycle ran: one use less on the cartridge, the drive is clean."""
@@ -1871,3 +1962,4 @@ class Transaction:
             (now, barcode),
         )
         await self._db.execute("UPDATE drives SET needs_cleaning=0 WHERE idx=?", (drive,))
+        self._notes.note(StateModel.apply_cleaning_done, barcode, drive, now)
