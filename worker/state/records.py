@@ -1,0 +1,175 @@
+"""The journal's records: frozen rows of its tables, as the journal reads them and
+the state model keeps them."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from worker.core.requests import RequestState
+
+__all__ = [
+    "ApiKeyRecord",
+    "DestinationRecord",
+    "DestinationWrite",
+    "DriveRecord",
+    "EventRecord",
+    "IdempotentResult",
+    "OperationRecord",
+    "PoolRecord",
+    "RequestRecord",
+    "TapeRecord",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class EventRecord:
+    seq: int
+    source: str
+    topic: str | None
+    verb: str | None
+    task_id: str | None
+    destination_id: int | None
+    payload: str | None
+    received: float
+    status: str
+    reason: str | None
+    #: sha256 of the topic and the whole payload: tells a redelivery from a reused
+    #: event-id even when the stored payload is cut short.
+    digest: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class DestinationRecord:
+    id: int
+    task_id: str
+    body: dict[str, Any]
+    barcode: str | None
+    pool: str | None
+    status: str
+    reason: str | None
+    deleted: bool
+    created: float
+    updated: float
+    #: The publisher's order of the last change applied (MQTT `sequence`), if it said.
+    sequence: int | None
+    #: The nested `folder` and `container` a full TaskDestination event carried.
+    nested: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class DestinationWrite:
+    """A new destination's desired state (see `insert_destinations`)."""
+
+    destination_id: int
+    task_id: str
+    body: dict[str, Any]
+    nested: dict[str, Any] | None
+    barcode: str | None
+    pool: str | None
+    status: str
+    reason: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class RequestRecord:
+    id: int
+    destination_id: int
+    barcode: str | None
+    pool: str | None
+    write: bool
+    state: RequestState
+    drive: int | None
+    reason: str | None
+    attempts: int
+    arrival: float
+    updated: float
+    lease_expires: float | None
+    #: What the destination will write, when its event told us (the folder's size).
+    size_bytes: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class OperationRecord:
+    id: int
+    kind: str
+    barcode: str | None
+    slot: int | None
+    drive: int | None
+    request_ids: tuple[int, ...]
+    state: str
+    error: str | None
+    error_class: str | None
+    started: float
+    finished: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class TapeRecord:
+    barcode: str
+    tape_id: int
+    pool: str | None
+    media: str | None
+    cleaning: bool
+    locked: bool
+    write_protected: bool
+    full: bool
+    need_to_check: bool
+    ejected: bool
+    used_bytes: int
+    cleaning_uses_left: int
+    slot: int | None
+    home_slot: int | None
+    drive: int | None
+    mount_count: int
+    date_in: float | None
+    date_move: float | None
+    known: bool
+
+
+@dataclass(frozen=True, slots=True)
+class DriveRecord:
+    index: int
+    generation: int
+    device: str
+    barcode: str | None
+    up: bool
+    failures: int
+    reason: str | None
+    idle_since: float | None
+    needs_cleaning: bool
+
+
+@dataclass(frozen=True, slots=True)
+class PoolRecord:
+    name: str
+    pool_id: int
+    content: str
+    type: str | None
+    comment: str | None
+    write_protect_when_full: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class ApiKeyRecord:
+    """An API key as stored: its name, the public part of the key, a digest of the
+    secret part (never the secret), its scopes."""
+
+    name: str
+    key_id: str
+    digest: str
+    scopes: tuple[str, ...]
+    created: float
+    revoked: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class IdempotentResult:
+    """What a create with an Idempotency-Key did, kept to answer its retries alike."""
+
+    fingerprint: str
+    status: int
+    destination_id: int | None
+    reason: str | None
+    #: The response body as first sent; None if the daemon stopped before saving it.
+    response: str | None
