@@ -38,19 +38,45 @@ from worker.core.requests import ACTIVE, RequestState, lease_expiry, transition
 from worker.errors import JournalDamagedError, JournalError, JournalFaultError
 from worker.seed.query import FILTERABLE, SORTABLE, Filter, IndexQuery, SortKey
 from worker.state.model import StateModel
-# The records are the journal's vocabulary: callers import them from here too.
 from worker.state.records import (
-    ApiKeyRecord as ApiKeyRecord,
-    DestinationRecord as DestinationRecord,
-    DestinationWrite as DestinationWrite,
-    DriveRecord as DriveRecord,
-    EventRecord as EventRecord,
-    IdempotentResult as IdempotentResult,
-    OperationRecord as OperationRecord,
-    PoolRecord as PoolRecord,
-    RequestRecord as RequestRecord,
-    TapeRecord as TapeRecord,
+    ApiKeyRecord,
+    DestinationRecord,
+    DestinationWrite,
+    DriveRecord,
+    EventRecord,
+    IdempotentResult,
+    OperationRecord,
+    PoolRecord,
+    RequestRecord,
+    TapeRecord,
 )
+
+# The records are the journal's vocabulary: callers import them from here too.
+__all__ = [
+    "DEFAULT_MAX_PAYLOAD_BYTES",
+    "SCHEMA_VERSION",
+    "SURPRISES_KEPT",
+    "ApiKeyRecord",
+    "DestinationRecord",
+    "DestinationWrite",
+    "DriveRecord",
+    "EventRecord",
+    "IdempotentResult",
+    "Journal",
+    "JournalFault",
+    "ModelNotes",
+    "OperationRecord",
+    "PoolRecord",
+    "PruneCounts",
+    "RequestRecord",
+    "TapeRecord",
+    "Transaction",
+    "cap_payload",
+    "check_file",
+    "damaged_message",
+    "fault_kind",
+    "salvage",
+]
 
 SCHEMA_VERSION = 5
 #: How many inventory surprises the journal keeps for the status command.

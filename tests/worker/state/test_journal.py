@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 
 from tests.worker.harness import CATALOG
+from worker.core.requests import RequestState
 from worker.errors import IllegalTransitionError
 from worker.state.journal import DriveRecord, Journal, RequestRecord
-from worker.core.requests import RequestState
 
 
 @pytest.fixture
