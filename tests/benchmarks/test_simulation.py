@@ -9,22 +9,18 @@ impossible actions, runs traces and library files).
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
 
-from worker.core.actions import Action, Load
-from worker.core.requests import MountRequest
-from worker.core.snapshot import LibrarySnapshot
 from worker.simulation.cli import main as simulate_main
-from worker.simulation.engine import Simulation, SimulationError, simulate
+from worker.simulation.engine import simulate
 from worker.simulation.headroom import headroom
 from worker.simulation.metrics import measure
-from worker.simulation.model import SimDrive, SimLibrary, SimTape, profile_p2
-from worker.simulation.policies import Fcfs, baselines, planner
+from worker.simulation.model import profile_p2
+from worker.simulation.policies import baselines, planner
 from worker.simulation.report import Case, Progress, run_case
-from worker.simulation.workloads import SimRequest, Workload, w1, w2
+from worker.simulation.workloads import Workload, w1, w2
 
 LIBRARY = profile_p2(1)
 
@@ -74,81 +70,6 @@ def test_under_heavy_load_the_planner_halves_fcfs_latency_and_matches_cta_like()
 def test_under_light_load_the_planner_is_no_worse_than_the_best_baseline() -> None:
     figures = _compare(w2(LIBRARY, 0.3, seed=3, hours=4))
     assert figures["planner"] <= 1.1 * _best(figures)
-
-
-def test_the_same_seed_gives_the_same_run() -> None:
-    workload = w2(LIBRARY, 0.6, seed=5, hours=1)
-    first = measure(simulate(LIBRARY, workload, planner(), seed=2))
-    second = measure(simulate(LIBRARY, workload, planner(), seed=2))
-    same = ("mounts", "makespan_s", "mean_latency_s", "p99_latency_s", "max_wait_s")
-    assert [getattr(first, f) for f in same] == [getattr(second, f) for f in same]
-
-
-class _Reckless:
-    """A policy that loads the first pending request's tape into drive 0, always."""
-
-    name = "reckless"
-
-    def decide(
-        self, snapshot: LibrarySnapshot, pending: Sequence[MountRequest], now: float
-    ) -> list[Action]:
-        if not pending or not snapshot.drives[0].idle:
-            return []
-        request = pending[0]
-        assert request.barcode is not None
-        tape = snapshot.tapes[request.barcode]
-        assert tape.slot is not None
-        return [Load(request.barcode, tape.slot, 0, (request.id,))]
-
-    def next_wake(
-        self, snapshot: LibrarySnapshot, pending: Sequence[MountRequest], now: float
-    ) -> float | None:
-        return None
-
-
-def test_the_engine_refuses_a_tape_in_an_incompatible_drive() -> None:
-    library = SimLibrary(
-        "tiny", (SimDrive(0, 9),), (SimTape("OLD001L7", 1, capacity_bytes=10**12),), slots=4
-    )
-    workload = Workload("one", (SimRequest(0, 0.0, "OLD001L7", None, False, 10**9, 0.5),))
-    with pytest.raises(SimulationError, match="LTO-9"):
-        simulate(library, workload, _Reckless())
-
-
-def test_the_engine_refuses_loading_a_full_drive() -> None:
-    library = SimLibrary(
-        "tiny",
-        (SimDrive(0, 9),),
-        (SimTape("A00001L9", 1), SimTape("A00002L9", 2)),
-        slots=4,
-    )
-    workload = Workload(
-        "two",
-        (
-            SimRequest(0, 0.0, "A00001L9", None, False, 10**9, 0.5),
-            SimRequest(1, 1000.0, "A00002L9", None, False, 10**9, 0.5),
-        ),
-    )
-    with pytest.raises(SimulationError, match="full drive"):
-        simulate(library, workload, _Reckless())
-
-
-def test_drives_asking_for_cleaning_are_cleaned_and_every_request_is_served() -> None:
-    tapes = (
-        *(SimTape(f"A{i:05d}L9", i + 1, pool="p", capacity_bytes=18 * 10**12) for i in range(20)),
-        SimTape("CLN001L1", 30, cleaning_uses_left=50),
-    )
-    library = SimLibrary("clean", (SimDrive(0, 9), SimDrive(1, 9)), tapes, slots=40)
-    workload = w2(library, 0.5, seed=1, hours=2, warmup_h=0.0)
-    engine = Simulation(library, workload, planner(), seed=1, clean_every_mounts=5)
-    result = engine.run()
-    assert result.unserved == 0
-    assert engine.tapes["CLN001L1"].uses_left < 50
-
-
-def test_fcfs_without_batching_mounts_once_per_request() -> None:
-    result = simulate(LIBRARY, w1(LIBRARY, 0.0, seed=1, n=100), Fcfs("B0", 0.0), seed=1)
-    assert len(result.mounts) == 100
 
 
 # -- the command -------------------------------------------------------------------
