@@ -7,8 +7,6 @@ import argparse
 import asyncio
 import json
 import uuid
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import aiomqtt
@@ -18,14 +16,6 @@ from tests.integration.broker import Broker, free_port
 from worker.fleet import fleet_topic, gone_summary, library_summary
 from worker.fleet.status import EXIT_UNREACHABLE, add_command, read_summaries, render, run
 from worker.settings import MqttSettings, Settings
-
-
-@pytest.fixture
-def broker(tmp_path: Path) -> Iterator[Broker]:
-    broker = Broker(port=free_port(), folder=tmp_path / "mosquitto")
-    broker.start()
-    yield broker
-    broker.stop()
 
 
 def settings_for(port: int, prefix: str) -> Settings:
