@@ -2,18 +2,16 @@
 
 from __future__ import annotations
 
-from types import SimpleNamespace
-from typing import Any
-
 import pytest
 from pydantic import ValidationError
 
+from tests.worker.records import drive_record, request_record, tape_record
 from worker.core.requests import RequestState
 from worker.errors import ConfigError
 from worker.fleet import gone_summary, library_summary, library_topic, resolve_library_id
 from worker.fleet.status import render
 from worker.settings import Settings
-from worker.state.journal import DriveRecord, TapeRecord
+from worker.state.records import DriveRecord, RequestRecord, TapeRecord
 
 
 @pytest.mark.parametrize("library_id", ["demo", "lib-2", "CERN_A.1", "x" * 64])
@@ -70,33 +68,12 @@ def test_the_table_shows_a_gone_library_beside_the_live_ones() -> None:
 
 
 def drive(index: int, *, up: bool, barcode: str | None) -> DriveRecord:
-    return DriveRecord(index, 8, f"/dev/nst{index}", barcode, up, 0, None, None, False)
+    return drive_record(index, up=up, barcode=barcode, generation=8)
 
 
 def tape(barcode: str, pool: str | None, *, used: int = 0, locked: bool = False) -> TapeRecord:
-    return TapeRecord(
-        barcode=barcode,
-        tape_id=1,
-        pool=pool,
-        media=barcode[-2:],
-        cleaning=barcode.startswith("CLN"),
-        locked=locked,
-        write_protected=False,
-        full=False,
-        need_to_check=False,
-        ejected=False,
-        used_bytes=used,
-        cleaning_uses_left=0,
-        slot=1,
-        home_slot=1,
-        drive=None,
-        mount_count=0,
-        date_in=None,
-        date_move=None,
-        known=True,
-    )
+    return tape_record(barcode, pool=pool, used_bytes=used, locked=locked)
 
 
-def request(state: RequestState) -> Any:
-    # Only the state is read by the summary.
-    return SimpleNamespace(state=state)
+def request(state: RequestState) -> RequestRecord:
+    return request_record(state=state)

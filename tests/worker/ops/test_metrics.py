@@ -5,41 +5,18 @@ from __future__ import annotations
 from prometheus_client import REGISTRY
 from prometheus_client.parser import text_string_to_metric_families
 
+from tests.worker.records import drive_record, request_record
 from worker.core.requests import RequestState
 from worker.ops import metrics
-from worker.state.journal import DriveRecord, RequestRecord
+from worker.state.records import DriveRecord, RequestRecord
 
 
 def request(rid: int, state: RequestState, arrival: float) -> RequestRecord:
-    return RequestRecord(
-        id=rid,
-        destination_id=rid,
-        barcode="NOD400L9",
-        pool=None,
-        write=True,
-        state=state,
-        drive=None,
-        reason=None,
-        attempts=0,
-        arrival=arrival,
-        updated=arrival,
-        lease_expires=None,
-        size_bytes=None,
-    )
+    return request_record(rid, state=state, arrival=arrival)
 
 
 def drive(index: int, *, up: bool, barcode: str | None) -> DriveRecord:
-    return DriveRecord(
-        index=index,
-        generation=9,
-        device=f"/dev/nst{index}",
-        barcode=barcode,
-        up=up,
-        failures=0,
-        reason=None,
-        idle_since=None,
-        needs_cleaning=False,
-    )
+    return drive_record(index, up=up, barcode=barcode)
 
 
 def sample(name: str, **labels: str) -> float | None:

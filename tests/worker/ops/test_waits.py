@@ -4,15 +4,13 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+from tests.worker.records import drive_record, request_record, tape_record
 from worker.core.requests import RequestState
 from worker.ops.waits import why_waiting
-from worker.state.journal import DriveRecord, RequestRecord, TapeRecord
+from worker.state.records import RequestRecord
 
-DRIVES = [DriveRecord(i, 9, f"/dev/nst{i}", None, True, 0, None, None, False) for i in range(2)]
-TAPE = TapeRecord(
-    "NOD400L9", 1, "p", "L9", False, False, False, False, False, False, 0, 0, 5, 5, None, 0,
-    None, None, True,
-)  # fmt: skip
+DRIVES = [drive_record(i) for i in range(2)]
+TAPE = tape_record("NOD400L9", pool="p", slot=5, home_slot=5)
 
 
 def request(
@@ -23,7 +21,7 @@ def request(
     barcode: str | None = "NOD400L9",
     pool: str | None = None,
 ) -> RequestRecord:
-    return RequestRecord(rid, rid, barcode, pool, True, state, drive, None, 0, 0.0, 0.0, None, None)
+    return request_record(rid, state=state, drive=drive, barcode=barcode, pool=pool)
 
 
 def test_reasons() -> None:
