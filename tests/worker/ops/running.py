@@ -7,8 +7,11 @@ from __future__ import annotations
 import asyncio
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
+from drivers.sim.library import SimulatedLibrary
+from tests.worker.harness import definition
 from worker.runtime.in_flight import InFlight
 from worker.settings import Settings
 from worker.state.journal import Journal
@@ -45,3 +48,11 @@ class Daemon:
 
     async def destinations_changed(self, destination_ids: set[int]) -> None:
         return None
+
+
+async def inventoried(journal: Journal, folder: Path) -> Journal:
+    """The journal after a first inventory of a simulated library (harness.definition())."""
+    library = SimulatedLibrary.open(definition(), state_file=folder / "sim.json", speed=1000)
+    async with library:
+        await journal.apply_inventory(await library.inventory(), time.time())
+    return journal

@@ -11,9 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from drivers.sim.library import SimulatedLibrary
 from tests.worker.harness import definition
-from tests.worker.ops.running import Broker, Daemon, Loop
+from tests.worker.ops.running import Broker, Daemon, Loop, inventoried
 from worker.ops.health import STUCK_AFTER_S, Check, alive_for_watchdog, planning_stuck, readiness
 from worker.settings import MqttSettings, Settings
 from worker.state.journal import Journal
@@ -27,13 +26,6 @@ async def journal(tmp_path: Path) -> AsyncIterator[Journal]:
         yield journal
     finally:
         await journal.close()
-
-
-async def inventoried(journal: Journal, tmp_path: Path) -> Journal:
-    library = SimulatedLibrary.open(definition(), state_file=tmp_path / "sim.json", speed=1000)
-    async with library:
-        await journal.apply_inventory(await library.inventory(), time.time())
-    return journal
 
 
 def by_name(checks: list[Check]) -> dict[str, Check]:

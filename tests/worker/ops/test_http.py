@@ -11,10 +11,9 @@ import httpx
 from fastapi import FastAPI
 from prometheus_client.parser import text_string_to_metric_families
 
-from drivers.sim.library import SimulatedLibrary
 from tests.worker.harness import definition
 from tests.worker.intake.http.api_client import assert_error_shape
-from tests.worker.ops.running import Broker, Daemon
+from tests.worker.ops.running import Broker, Daemon, inventoried
 from worker.intake.destinations import DestinationEvent, record_events
 from worker.ops.http import health_router
 from worker.seed.models import TaskDestinationBody
@@ -32,16 +31,12 @@ async def routes(daemon: Daemon) -> AsyncIterator[httpx.AsyncClient]:
 
 
 @asynccontextmanager
-async def journal_of(tmp_path: Path, *, inventoried: bool) -> AsyncIterator[Journal]:
+async def journal_of(tmp_path: Path, *, with_inventory: bool) -> AsyncIterator[Journal]:
     journal = await Journal.open(tmp_path / "journal.sqlite3")
     try:
         await journal.sync_catalog(definition(), time.time())
-        if inventoried:
-            library = SimulatedLibrary.open(
-                definition(), state_file=tmp_path / "sim.json", speed=1000
-            )
-            async with library:
-                await journal.apply_inventory(await library.inventory(), time.time())
+        if with_inventory:
+            await inventoried(journal, tmp_path)
         yield journal
     finally:
         await journal.close()
@@ -55,7 +50,10 @@ async def test_healthz_answers_whatever_the_state(tmp_path: Path) -> None:
 
 
 async def test_readyz_lists_each_check(tmp_path: Path) -> None:
-    async with journal_of(tmp_path, inventoried=True) as journal, routes(Daemon(journal)) as client:
+    async with (
+        journal_of(tmp_path, with_inventory=True) as journal,
+        routes(Daemon(journal)) as client,
+    ):
         response = await client.get("/readyz")
     assert response.status_code == 200, response.text
     assert response.json() == {
@@ -66,7 +64,7 @@ async def test_readyz_lists_each_check(tmp_path: Path) -> None:
 
 async def test_not_ready_is_a_503_in_the_apis_error_shape(tmp_path: Path) -> None:
     settings = Settings(mqtt=MqttSettings(host="broker.example"))
-    async with journal_of(tmp_path, inventoried=False) as journal:
+    async with journal_of(tmp_path, with_inventory=False) as journal:
         daemon = Daemon(journal, settings=settings, mqtt=Broker(), journal_fault="journal full: x")
         async with routes(daemon) as client:
             body = assert_error_shape(await client.get("/readyz"), 503)
@@ -83,7 +81,7 @@ async def test_not_ready_is_a_503_in_the_apis_error_shape(tmp_path: Path) -> Non
 
 
 async def test_metrics_read_the_levels_from_the_journal_at_scrape(tmp_path: Path) -> None:
-    async with journal_of(tmp_path, inventoried=True) as journal:
+    async with journal_of(tmp_path, with_inventory=True) as journal:
         body = TaskDestinationBody.model_validate({"folder_id": 1, "tape_barcode": "AAA001L9"})
         await record_events(
             journal,
