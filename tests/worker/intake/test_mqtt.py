@@ -1,0 +1,148 @@
+"""The MQTT intake's reading of one message: topic, verb, order and identity, and the
+rejections that name what is wrong. The intake against a real mosquitto is in
+tests/integration/test_mqtt_acks.py and test_mqtt_commands.py."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import aiomqtt
+import pytest
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+
+from worker.errors import RejectedEventError
+from worker.intake.destinations import DestinationEvent, RejectedInput, message_digest
+from worker.intake.mqtt import (
+    MAX_SEQUENCE,
+    RETAINED_REASON,
+    message_to_event,
+    parse_sequence,
+    parse_topic,
+    to_event,
+)
+
+PREFIX = "tw"
+CREATE = f"{PREFIX}/tasks/7/task_destinations/3/create"
+BODY = json.dumps({"folder_id": 1, "tape_barcode": "NOD400L9"}).encode()
+
+
+@pytest.mark.parametrize(
+    ("topic", "parsed"),
+    [
+        (CREATE, ("7", 3, "create")),
+        (f"{PREFIX}/tasks/007/task_destinations/3/update", ("7", 3, "update")),
+        (
+            f"{PREFIX}/tasks/nightly-backup/task_destinations/0/destroy",
+            ("nightly-backup", 0, "destroy"),
+        ),
+        (f"{PREFIX}/tasks/7/task_destinations/{'9' * 15}/release", ("7", 10**15 - 1, "release")),
+    ],
+)
+def test_a_topic_names_the_task_the_destination_and_the_verb(
+    topic: str, parsed: tuple[str, int, str]
+) -> None:
+    assert parse_topic(PREFIX, topic) == parsed
+
+
+@pytest.mark.parametrize(
+    ("topic", "problem"),
+    [
+        ("other/tasks/7/task_destinations/3/create", "is not under 'tw/tasks/'"),
+        (f"{PREFIX}/tasks/7/destinations/3/create", "is not <prefix>/tasks/"),
+        (f"{PREFIX}/tasks/7/task_destinations/3/create/x", "is not <prefix>/tasks/"),
+        (f"{PREFIX}/tasks/../task_destinations/3/create", "invalid task id '..'"),
+        (f"{PREFIX}/tasks/a b/task_destinations/3/create", "invalid task id"),
+        (f"{PREFIX}/tasks/7/task_destinations/-3/create", "invalid destination id '-3'"),
+        (f"{PREFIX}/tasks/7/task_destinations/{'9' * 16}/create", "invalid destination id"),
+        (f"{PREFIX}/tasks/7/task_destinations/\u0663/create", "invalid destination id"),
+        (f"{PREFIX}/tasks/7/task_destinations/3/delete", "unknown verb 'delete'"),
+    ],
+)
+def test_a_topic_that_is_not_a_destination_is_rejected_with_why(topic: str, problem: str) -> None:
+    with pytest.raises(RejectedEventError) as raised:
+        parse_topic(PREFIX, topic)
+    assert problem in raised.value.reason
+
+
+def test_the_order_is_a_whole_number_in_range() -> None:
+    assert parse_sequence("0") == 0
+    assert parse_sequence(str(MAX_SEQUENCE)) == MAX_SEQUENCE
+    for bad in ("", "-1", "1.0", " 1", str(MAX_SEQUENCE + 1), "1" * 20):
+        with pytest.raises(RejectedEventError, match="is not a whole number"):
+            parse_sequence(bad)
+
+
+def test_a_create_becomes_an_event_with_its_identity_and_order() -> None:
+    event = to_event(PREFIX, CREATE, BODY, "evt-1", sequence="42")
+    assert isinstance(event, DestinationEvent)
+    assert (event.verb, event.task_id, event.destination_id) == ("create", "7", 3)
+    assert event.body is not None
+    assert event.body.tape_barcode == "NOD400L9"
+    assert (event.source, event.topic, event.sequence) == ("mqtt", CREATE, 42)
+    assert event.dedup_key == "mqtt:evt-1"
+    assert event.digest == message_digest(CREATE, BODY)
+    without_id = to_event(PREFIX, CREATE, BODY)
+    assert isinstance(without_id, DestinationEvent)
+    assert without_id.dedup_key is None
+
+
+@pytest.mark.parametrize(
+    ("topic", "payload", "kwargs", "problem"),
+    [
+        (CREATE, BODY, {"retained": True}, RETAINED_REASON),
+        (f"{PREFIX}/tasks/7/task_destinations/3/destroy", b"{}", {}, "takes an empty payload"),
+        (CREATE, BODY, {"sequence": "soon"}, "is not a whole number"),
+        (CREATE, b"not json", {}, ""),
+        ("tw/other", BODY, {}, "is not under"),
+    ],
+)
+def test_what_cannot_be_applied_is_kept_as_rejected_input(
+    topic: str, payload: bytes, kwargs: dict[str, Any], problem: str
+) -> None:
+    rejected = to_event(PREFIX, topic, payload, "evt-2", **kwargs)
+    assert isinstance(rejected, RejectedInput)
+    assert problem in rejected.reason
+    assert rejected.reason
+    # Nothing is lost: the rejection keeps the message, to journal it with the reason.
+    assert (rejected.source, rejected.topic, rejected.payload) == ("mqtt", topic, payload.decode())
+    assert rejected.dedup_key == "mqtt:evt-2"
+    assert rejected.digest == message_digest(topic, payload)
+
+
+def test_an_empty_payload_is_how_destroy_and_release_come() -> None:
+    for verb in ("destroy", "release"):
+        event = to_event(PREFIX, f"{PREFIX}/tasks/7/task_destinations/3/{verb}", b"  ")
+        assert isinstance(event, DestinationEvent)
+        assert event.verb == verb
+        assert event.body is None
+
+
+def message(
+    topic: str, payload: bytes, *, retain: bool = False, user: dict[str, str] | None = None
+) -> aiomqtt.Message:
+    properties = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
+    if user:
+        properties.UserProperty = list(user.items())
+    return aiomqtt.Message(topic, payload, qos=1, retain=retain, mid=1, properties=properties)
+
+
+def test_a_delivered_message_carries_its_event_id_and_sequence_as_user_properties() -> None:
+    event = message_to_event(
+        PREFIX, message(CREATE, BODY, user={"sequence": "7", "event-id": "e-9"})
+    )
+    assert isinstance(event, DestinationEvent)
+    assert (event.dedup_key, event.sequence) == ("mqtt:e-9", 7)
+
+
+def test_an_event_id_outside_its_alphabet_is_ignored_not_trusted() -> None:
+    event = message_to_event(PREFIX, message(CREATE, BODY, user={"event-id": "a b/c"}))
+    assert isinstance(event, DestinationEvent)
+    assert event.dedup_key is None
+
+
+def test_a_retained_delivery_is_refused() -> None:
+    rejected = message_to_event(PREFIX, message(CREATE, BODY, retain=True))
+    assert isinstance(rejected, RejectedInput)
+    assert rejected.reason == RETAINED_REASON
