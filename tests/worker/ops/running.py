@@ -34,7 +34,8 @@ class Executing:
 
 @dataclass
 class Daemon:
-    """The view of a running daemon that health reads (what the service satisfies)."""
+    """The view of a running daemon that ops and the admin routes read (what the
+    service satisfies)."""
 
     journal: Journal | None
     settings: Settings = field(default_factory=Settings)
@@ -42,12 +43,15 @@ class Daemon:
     reconciler: Loop | None = field(default_factory=Loop)
     executor: Executing | None = field(default_factory=Executing)
     journal_fault: str | None = None
+    #: What the daemon was told, in order: operator actions and changed destinations.
+    operator_actions: list[dict[str, Any]] = field(default_factory=list)
+    changed: list[set[int]] = field(default_factory=list)
 
     async def operator_changed(self, action: dict[str, Any]) -> None:
-        return None
+        self.operator_actions.append(action)
 
     async def destinations_changed(self, destination_ids: set[int]) -> None:
-        return None
+        self.changed.append(destination_ids)
 
 
 async def inventoried(journal: Journal, folder: Path) -> Journal:
