@@ -39,6 +39,11 @@ class Figures:
     filtered_page_s: float
     listing_s: float
     listing_bytes: int
+    #: The process's CPU time over each: on a machine busy with other work, the share of
+    #: the wall time that was ours.
+    page_cpu_s: float
+    filtered_page_cpu_s: float
+    listing_cpu_s: float
 
     @property
     def filtered_ratio(self) -> float:
@@ -55,12 +60,15 @@ class Figures:
 
         return [
             f"destinations in the journal: {self.destinations}",
-            f"page of 100 (sort by id):                  {self.page_s * 1000:8.1f} ms",
-            f"filtered page of 100 (pool_id=6, half):    {self.filtered_page_s * 1000:8.1f} ms",
+            f"page of 100 (sort by id):                  {self.page_s * 1000:8.1f} ms "
+            f"(CPU {self.page_cpu_s * 1000:.1f} ms)",
+            f"filtered page of 100 (pool_id=6, half):    {self.filtered_page_s * 1000:8.1f} ms "
+            f"(CPU {self.filtered_page_cpu_s * 1000:.1f} ms)",
             f"unpaged listing of {self.listing} (task 8):  {self.listing_s:8.2f} s, "
-            f"{self.listing_bytes / 1e6:.1f} MB",
+            f"{self.listing_bytes / 1e6:.1f} MB (CPU {self.listing_cpu_s:.2f} s)",
             f"filtered page / page = {self.filtered_ratio:.2f} (target <= 3): "
-            f"{verdict(self.filtered_ratio <= 3)}",
+            f"{verdict(self.filtered_ratio <= 3)}; in CPU time "
+            f"{self.filtered_page_cpu_s / self.page_cpu_s:.2f}",
             f"page / unpaged listing = 1/{1 / self.page_ratio:.0f} (target <= 1/100): "
             f"{verdict(self.page_ratio <= 0.01)}",
             f"listing of {self.listing} in {self.listing_s:.2f} s (target < 2 s): "
@@ -89,13 +97,15 @@ async def fill(journal: Journal, task_id: str, count: int, first_id: int) -> Non
             await tx.insert_destinations(writes, now=1000.0)
 
 
-async def _median(repeat: int, call: Callable[[], Awaitable[object]]) -> float:
-    times = []
+async def _median(repeat: int, call: Callable[[], Awaitable[object]]) -> tuple[float, float]:
+    """The median wall time of a call, and the median CPU time of this process over it."""
+    times, cpu = [], []
     for _ in range(repeat):
-        start = time.perf_counter()
+        start, start_cpu = time.perf_counter(), time.process_time()
         await call()
         times.append(time.perf_counter() - start)
-    return statistics.median(times)
+        cpu.append(time.process_time() - start_cpu)
+    return statistics.median(times), statistics.median(cpu)
 
 
 async def measure(destinations: int, listing: int, repeat: int = 15) -> Figures:
@@ -115,30 +125,51 @@ async def measure(destinations: int, listing: int, repeat: int = 15) -> Figures:
                 transport=transport, base_url="http://bench", auth=AUTH, timeout=600
             ) as client:
 
-                async def get(task: str, **params: str | int) -> int:
+                async def get(task: str, **params: str | int) -> bytes:
                     url = f"/api/v2/tasks/{task}/task_destinations"
                     response = await client.get(url, params=params)
                     assert response.status_code == 200, response.text[:300]
-                    data = response.json()
-                    assert data["count"] >= len(data["task_destinations"])
-                    return len(response.content)
+                    return response.content
+
+                def check(body: bytes, count: int, rows: int) -> None:
+                    # Outside the timings: parsing is the client's cost, not the daemon's.
+                    data = json.loads(body)
+                    assert data["count"] == count, data["count"]
+                    assert len(data["task_destinations"]) == rows
 
                 # Interleaved, so that a busy neighbour slows both sides alike.
-                page_s = await _median(repeat, lambda: get("7", limit=100, offset=500))
-                filtered_s = await _median(
+                page_s, page_cpu_s = await _median(repeat, lambda: get("7", limit=100, offset=500))
+                filtered_s, filtered_cpu_s = await _median(
                     repeat, lambda: get("7", limit=100, offset=500, pool_id="6")
                 )
-                page_s = min(page_s, await _median(repeat, lambda: get("7", limit=100, offset=500)))
-                size = 0
+                again_s, again_cpu_s = await _median(
+                    repeat, lambda: get("7", limit=100, offset=500)
+                )
+                page_s, page_cpu_s = min(page_s, again_s), min(page_cpu_s, again_cpu_s)
+                check(await get("7", limit=100, offset=500), destinations, 100)
+                check(await get("7", limit=100, offset=500, pool_id="6"), destinations // 2, 100)
+                body = b""
 
                 async def whole() -> None:
-                    nonlocal size
-                    size = await get("8")
+                    nonlocal body
+                    body = await get("8")
 
-                listing_s = await _median(1 if listing > 10_000 else 3, whole)
+                listing_s, listing_cpu_s = await _median(1 if listing > 10_000 else 3, whole)
+                check(body, listing, listing)
+                size = len(body)
         finally:
             await journal.close()
-    return Figures(destinations, listing, page_s, filtered_s, listing_s, size)
+    return Figures(
+        destinations,
+        listing,
+        page_s,
+        filtered_s,
+        listing_s,
+        size,
+        page_cpu_s,
+        filtered_cpu_s,
+        listing_cpu_s,
+    )
 
 
 def main(argv: list[str] | None = None) -> int:

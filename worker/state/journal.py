@@ -78,7 +78,7 @@ __all__ = [
     "salvage",
 ]
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 #: How many inventory surprises the journal keeps for the status command.
 SURPRISES_KEPT = 50
 
@@ -168,6 +168,36 @@ CREATE TABLE IF NOT EXISTS idempotency_keys (
 """
 _IDEMPOTENCY_INDEX = (
     "CREATE INDEX IF NOT EXISTS idempotency_keys_expires ON idempotency_keys(expires)"
+)
+
+#: Each task's number of live destinations (schema 6), kept by triggers in the same
+#: transaction as the change: an unfiltered index's `count` without a scan of the task.
+_TASK_COUNTS = """
+CREATE TABLE IF NOT EXISTS task_counts (
+    task_id TEXT PRIMARY KEY,
+    live INTEGER NOT NULL
+);
+CREATE TRIGGER IF NOT EXISTS task_counts_insert AFTER INSERT ON destinations
+WHEN NEW.deleted = 0 BEGIN
+    INSERT INTO task_counts(task_id, live) VALUES(NEW.task_id, 1)
+        ON CONFLICT(task_id) DO UPDATE SET live = live + 1;
+END;
+CREATE TRIGGER IF NOT EXISTS task_counts_update AFTER UPDATE OF deleted, task_id ON destinations
+WHEN (OLD.deleted = 0) != (NEW.deleted = 0) OR OLD.task_id IS NOT NEW.task_id BEGIN
+    UPDATE task_counts SET live = live - 1 WHERE task_id = OLD.task_id AND OLD.deleted = 0;
+    INSERT INTO task_counts(task_id, live) SELECT NEW.task_id, 1 WHERE NEW.deleted = 0
+        ON CONFLICT(task_id) DO UPDATE SET live = live + 1;
+END;
+CREATE TRIGGER IF NOT EXISTS task_counts_delete AFTER DELETE ON destinations
+WHEN OLD.deleted = 0 BEGIN
+    UPDATE task_counts SET live = live - 1 WHERE task_id = OLD.task_id;
+END;
+"""
+#: Counts from the destinations themselves (a migration, a salvaged journal).
+_RECOUNT = (
+    "DELETE FROM task_counts",
+    "INSERT INTO task_counts(task_id, live) "
+    "SELECT task_id, COUNT(*) FROM destinations WHERE deleted = 0 GROUP BY task_id",
 )
 
 _SCHEMA = (
@@ -290,6 +320,7 @@ CREATE TABLE IF NOT EXISTS api_keys (
 );
 """
     + f"{_IDEMPOTENCY_TABLE};\n{_IDEMPOTENCY_INDEX};\n"
+    + _TASK_COUNTS
 )
 
 
@@ -424,6 +455,171 @@ def _order(sort: Sequence[SortKey]) -> str:
     return ", ".join(keys)
 
 
+def _iso_json(epoch: str) -> str:
+    """SQL for an epoch column as the views write dates, a JSON string (ISO-8601,
+    milliseconds, `Z`): rounded to microseconds, then cut to milliseconds, as Python's
+    datetime does."""
+    micros = (
+        f"(CAST({epoch} AS INTEGER) * 1000000 "
+        f"+ CAST(round(({epoch} - CAST({epoch} AS INTEGER)) * 1000000.0) AS INTEGER))"
+    )
+    return (
+        f"strftime('\"%Y-%m-%dT%H:%M:%S', {micros} / 1000000, 'unixepoch') "
+        f"|| printf('.%03dZ\"', {micros} / 1000 % 1000)"
+    )
+
+
+def _scalar(expr: str) -> str:
+    """A column's value as JSON (a string quoted and escaped, a number, null)."""
+    return f"json_quote({expr})"
+
+
+def _integer(expr: str) -> str:
+    """An INTEGER column's value as JSON: its digits, or null (cheaper than quoting)."""
+    return f"ifnull({expr}, 'null')"
+
+
+def _raw(expr: str) -> str:
+    """JSON text as it is, or null."""
+    return f"COALESCE({expr}, 'null')"
+
+
+def _object_sql(fields: Sequence[tuple[str, str | None]]) -> str:
+    """SQL that writes a JSON object's text, keys in the order given.
+
+    One `printf` over `json_quote`d values costs SQLite a fraction of what `json_object`
+    (a tree per row) or a chain of `||` (a copy per piece) does; a value of None is a
+    constant null. Keys are our own names.
+    """
+    template = "{"
+    values: list[str] = []
+    for index, (key, expr) in enumerate(fields):
+        template += ("," if index else "") + json.dumps(key) + ":"
+        if expr is None:
+            template += "null"
+        else:
+            template += "%s"
+            values.append(expr)
+    template = template.replace("%", "%%").replace("%%s", "%s") + "}"
+    return f"printf({', '.join([_sql_text(template), *values])})"
+
+
+def _sql_text(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
+#: The folder a flat body tells of (`worker.intake.views.folder_json`): its id, its path
+#: and the path's last element as its name; what only the archive manager knows is null.
+_TRIMMED = "rtrim(d.folder_path, '/')"
+_BASENAME = f"substr({_TRIMMED}, length(rtrim({_TRIMMED}, replace({_TRIMMED}, '/', ''))) + 1)"
+_FLAT_FOLDER = _object_sql(
+    [
+        ("id", _integer("d.folder_id")),
+        (
+            "name",
+            _scalar(
+                "CASE WHEN d.folder_path IS NULL OR d.folder_path = '' THEN NULL "
+                f"WHEN {_TRIMMED} = '' THEN d.folder_path ELSE {_BASENAME} END"
+            ),
+        ),
+        *(
+            (name, None)
+            for name in (
+                "parent",
+                "primary_id",
+                "type",
+                "permission",
+                "size",
+                "change_date",
+                "modification_date",
+                "access_date",
+                "uid",
+                "gid",
+                "in_cache",
+                "offline",
+                "extern",
+            )
+        ),
+        *((name, "'[]'") for name in ("checksums", "tapes", "cloud_buckets", "nas_shares")),
+        ("file_path", _scalar("d.folder_path")),
+    ]
+)
+
+
+def _state_sql(prefix: str, device: str) -> str:
+    """The `state` attribute: a request's (`r`), or the destination's own (`d`)."""
+    return _object_sql(
+        [
+            ("state", _scalar(f"{prefix}.{'state' if prefix == 'r' else 'status'}")),
+            ("barcode", _scalar("r.barcode") if prefix == "r" else None),
+            ("drive", _integer("r.drive") if prefix == "r" else None),
+            ("device", _scalar(device) if prefix == "r" else None),
+            ("reason", _scalar(f"{prefix}.reason")),
+            ("updated", _iso_json(f"{prefix}.updated")),
+            ("sequence", _integer("d.sequence")),
+        ]
+    )
+
+
+_DESTINATION_JSON = _object_sql(
+    [
+        *(
+            (name, _integer(f"d.{name}") if name.endswith("_id") else _scalar(f"d.{name}"))
+            for name in _FLAT
+        ),
+        ("id", _integer("d.id")),
+        (
+            "folder",
+            _raw(
+                "CASE WHEN d.nested IS NOT NULL AND json_extract(d.nested, '$.folder') "
+                "IS NOT NULL THEN json_extract(d.nested, '$.folder') "
+                f"WHEN d.folder_id IS NULL THEN NULL ELSE {_FLAT_FOLDER} END"
+            ),
+        ),
+        (
+            "container",
+            _raw("CASE WHEN d.nested IS NOT NULL THEN json_extract(d.nested, '$.container') END"),
+        ),
+        ("tape", _raw("""json_extract(?2, '$."' || t.tape_id || '"')""")),
+        ("pool", _raw("""json_extract(?3, '$."' || COALESCE(dp.pool_id, tp.pool_id) || '"')""")),
+        (
+            "state",
+            _raw(
+                f"CASE WHEN r.id IS NULL THEN {_state_sql('d', '')} "
+                f"ELSE {_state_sql('r', 'dr.device')} END"
+            ),
+        ),
+    ]
+)
+
+#: Each destination of a list of ids (`?1`, a JSON array) as the index shows it, its
+#: JSON built by SQLite: a long listing costs no Python per row. The tapes' and pools'
+#: objects come as JSON maps by id (`?2`, `?3`), built by the views from the same records
+#: as a single destination's, so that the two cannot drift apart. The shape is the one
+#: of `worker.intake.views.destination_json`, field for field.
+_LISTING_SQL = f"""
+SELECT CAST({_DESTINATION_JSON} AS BLOB)
+FROM json_each(?1) AS k
+JOIN destinations AS d ON d.id = k.value AND d.deleted = 0
+LEFT JOIN requests AS r
+    ON r.id = (SELECT MAX(id) FROM requests WHERE destination_id = d.id)
+LEFT JOIN tapes AS t ON t.barcode = COALESCE(NULLIF(r.barcode, ''), d.barcode)
+LEFT JOIN pools AS dp ON dp.name = d.pool
+LEFT JOIN pools AS tp ON tp.name = t.pool
+LEFT JOIN drives AS dr ON dr.idx = r.drive
+ORDER BY k.key
+"""
+
+#: The tapes the destinations of a list of ids show (their own, or the one chosen).
+_LISTING_TAPES_SQL = """
+SELECT DISTINCT t.* FROM json_each(?1) AS k
+JOIN destinations AS d ON d.id = k.value AND d.deleted = 0
+LEFT JOIN requests AS r
+    ON r.id = (SELECT MAX(id) FROM requests WHERE destination_id = d.id)
+JOIN tapes AS t ON t.barcode = COALESCE(NULLIF(r.barcode, ''), d.barcode)
+"""
+
+
 def _operation(row: aiosqlite.Row) -> OperationRecord:
     return _from_row(OperationRecord, row, request_ids=tuple(json.loads(row["request_ids"])))
 
@@ -459,6 +655,8 @@ _MIGRATIONS: dict[int, tuple[str, ...]] = {
         "pool_name=json_extract(body, '$.pool_name')",
         "ALTER TABLE pools ADD COLUMN write_protect_when_full INTEGER NOT NULL DEFAULT 1",
     ),
+    # task_counts and its triggers come with the schema script; the counts so far:
+    5: _RECOUNT,
 }
 
 
@@ -514,6 +712,10 @@ def salvage(damaged: Path, into: Path) -> dict[str, int]:
         target.execute("BEGIN")
         for table in tables:
             copied[table] = _salvage_table(source, target, table)
+        # The triggers counted the copied destinations, and the copied counts may be
+        # of rows that were lost: counted again from what was saved.
+        for statement in _RECOUNT:
+            target.execute(statement)
         # The new file has the current schema, whatever the damaged one said.
         target.execute(
             "INSERT INTO meta(key, value) VALUES('schema', ?) "
@@ -1285,10 +1487,13 @@ class Journal:
     async def destination_page(self, task_id: str, query: IndexQuery) -> tuple[int, list[int]]:
         """An index query: how many destinations match, and the ids of the page, in order."""
         where, params = _where(task_id, query.filters)
-        row = await self._one(
-            f"SELECT COUNT(*) FROM destinations WHERE {where}",  # noqa: S608 - whitelisted
-            params,
-        )
+        if query.filters:
+            row = await self._one(
+                f"SELECT COUNT(*) FROM destinations WHERE {where}",  # noqa: S608 - whitelisted
+                params,
+            )
+        else:
+            row = await self._one("SELECT live FROM task_counts WHERE task_id=?", (task_id,))
         count = int(row[0]) if row else 0
         # LIMIT -1 is SQLite's "no limit".
         rows = await self._all(
@@ -1310,6 +1515,22 @@ class Journal:
             )
             found.update((r["id"], _destination(r)) for r in rows)
         return [found[i] for i in ids if i in found]
+
+    async def listing_tapes(self, ids: Sequence[int]) -> list[TapeRecord]:
+        """The tapes that the destinations of these ids show (see `destination_listing`)."""
+        rows = await self._all(_LISTING_TAPES_SQL, (json.dumps(list(ids)),))
+        return [_tape(r) for r in rows]
+
+    async def destination_listing(
+        self, ids: Sequence[int], tapes_json: str, pools_json: str
+    ) -> list[bytes]:
+        """The JSON of each live destination of these ids (UTF-8), in the order given,
+        as the index shows it; `tapes_json` and `pools_json` map tape and pool ids to
+        their objects (JSON objects keyed by the id as text)."""
+        # Bytes, not text: the response is bytes, and 40 MB decoded to be encoded again
+        # cost as much as building them.
+        rows = await self._all(_LISTING_SQL, (json.dumps(list(ids)), tapes_json, pools_json))
+        return [r[0] for r in rows]
 
     async def latest_requests_for(self, destination_ids: Sequence[int]) -> dict[int, RequestRecord]:
         """Each destination's latest request (as `latest_request_for`, for many at once)."""

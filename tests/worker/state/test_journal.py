@@ -3,6 +3,8 @@ name says, and a transaction commits all of it or none of it."""
 
 from __future__ import annotations
 
+import contextlib
+import sqlite3
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -11,7 +13,8 @@ import pytest
 from tests.worker.harness import CATALOG
 from worker.core.requests import RequestState
 from worker.errors import IllegalTransitionError
-from worker.state.journal import DriveRecord, Journal, RequestRecord
+from worker.seed.query import Filter, IndexQuery
+from worker.state.journal import DriveRecord, Journal, RequestRecord, salvage
 
 
 @pytest.fixture
@@ -179,3 +182,72 @@ async def test_a_savepoint_undoes_its_part_only(journal: Journal) -> None:
         with pytest.raises(RuntimeError):
             await part()
     assert [r.id for r in await journal.requests()] == [kept]
+
+
+async def _count(journal: Journal, task_id: str) -> int:
+    count, _ = await journal.destination_page(task_id, IndexQuery())
+    return count
+
+
+async def _create(journal: Journal, destination_id: int, task_id: str = "7") -> None:
+    async with journal.transaction() as tx:
+        await tx.insert_destination(
+            destination_id,
+            task_id=task_id,
+            body='{"folder_id": 1}',
+            barcode=None,
+            pool=None,
+            status="applied",
+            reason=None,
+            sequence=None,
+            now=1000.0,
+        )
+
+
+async def test_a_tasks_count_follows_creates_destroys_and_pruning(journal: Journal) -> None:
+    for destination_id in (1, 2, 3):
+        await _create(journal, destination_id)
+    await _create(journal, 4, task_id="8")
+    assert (await _count(journal, "7"), await _count(journal, "8")) == (3, 1)
+    async with journal.transaction() as tx:
+        await tx.destroy_destination(2, sequence=None, now=1001.0)
+        # Destroyed twice, counted once.
+        await tx.destroy_destination(2, sequence=None, now=1002.0)
+        await tx.destroy_unknown_destination(9, task_id="7", sequence=None, now=1001.0)
+    assert await _count(journal, "7") == 2
+    await journal.prune(before=5000.0)
+    assert await _count(journal, "7") == 2
+    assert await _count(journal, "nothing here") == 0
+    # The same count as a filter that every destination matches, which counts rows.
+    filtered = IndexQuery(filters=(Filter("id", ">=", (0,)),))
+    assert (await journal.destination_page("7", filtered))[0] == 2
+
+
+async def test_an_older_journal_and_a_salvaged_one_count_their_destinations(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "journal.sqlite3"
+    journal = await Journal.open(path)
+    for destination_id in (1, 2):
+        await _create(journal, destination_id)
+    await journal.close()
+    # A journal of schema 5 had no counts.
+    with contextlib.closing(sqlite3.connect(path)) as db:
+        db.execute("DROP TABLE task_counts")
+        db.execute("UPDATE meta SET value='5' WHERE key='schema'")
+        db.commit()
+    journal = await Journal.open(path)
+    try:
+        assert await _count(journal, "7") == 2
+    finally:
+        await journal.close()
+    # A salvaged copy counts what it saved, not what the copied counts said.
+    with contextlib.closing(sqlite3.connect(path)) as db:
+        db.execute("UPDATE task_counts SET live = 40")
+        db.commit()
+    salvage(path, tmp_path / "salvaged.sqlite3")
+    journal = await Journal.open(tmp_path / "salvaged.sqlite3")
+    try:
+        assert await _count(journal, "7") == 2
+    finally:
+        await journal.close()

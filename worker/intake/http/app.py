@@ -7,8 +7,6 @@ Every error leaves in the archive manager's one shape (`worker.intake.http.error
 
 # No `from __future__ import annotations`: FastAPI must see the local caller aliases.
 
-import json
-from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, FastAPI, Path, Query, Request, Response, status
@@ -29,10 +27,11 @@ from worker.intake.http.auth import Authenticator, Principal
 from worker.intake.http.errors import ApiError, install_error_handlers, journal_unavailable
 from worker.intake.http.idempotency import remember_create
 from worker.intake.http.limits import RequestLimits
+from worker.intake.http.listing import index_listing
 from worker.intake.http.openapi import install_openapi
 from worker.intake.views import destination_views
 from worker.seed.error_details import detail
-from worker.seed.query import IndexQuery, QueryError, describe, parse_index_query
+from worker.seed.query import QueryError, describe, parse_index_query
 from worker.seed.tasks import AmbiguousTaskError, UnknownTaskError, resolve_task
 from worker.settings import Settings
 from worker.state.journal import DestinationRecord, Journal
@@ -42,9 +41,6 @@ ITEM = PREFIX + "/{task_destination_id}"
 
 #: Ids as the models bound them; beyond SQLite's integer range they were a 500.
 DestinationId = Annotated[int, Path(ge=0, le=2**53, description="Numeric ID of task destination.")]
-
-#: Views per journal read while an index streams: memory stays flat on long listings.
-_STREAM_BATCH = 500
 
 SORT_DESCRIPTION = (
     "Sort results by attribute.\n"
@@ -183,25 +179,6 @@ class TaskDestinations:
         [view] = await destination_views(self.journal, [record])
         return view
 
-    async def listing(self, task_id: str, query: IndexQuery) -> tuple[int, AsyncIterator[bytes]]:
-        """The index: the count, and the page as JSON chunks of a few hundred views."""
-        count, ids = await self.journal.destination_page(task_id, query)
-
-        async def chunks() -> AsyncIterator[bytes]:
-            yield b'{"count": %d, "task_destinations": [' % count
-            first = True
-            for start in range(0, len(ids), _STREAM_BATCH):
-                records = await self.journal.destinations_by_ids(ids[start : start + _STREAM_BATCH])
-                views = await destination_views(self.journal, records)
-                if views:
-                    # One dumps per batch: the list's brackets cut off, its items kept.
-                    text = json.dumps(views, separators=(",", ":"))[1:-1]
-                    yield (text if first else "," + text).encode()
-                    first = False
-            yield b"]}"
-
-        return count, chunks()
-
 
 def task_destinations_router(api: TaskDestinations) -> APIRouter:
     """The seed's five endpoints, and the release extension."""
@@ -253,7 +230,7 @@ def task_destinations_router(api: TaskDestinations) -> APIRouter:
             )
         except QueryError as exc:
             raise ApiError(status.HTTP_400_BAD_REQUEST, describe(exc.details), exc.details) from exc
-        _count, chunks = await api.listing(task_id, query)
+        _count, chunks = await index_listing(api.journal, task_id, query)
         return StreamingResponse(chunks, media_type="application/json")
 
     @router.post(PREFIX, status_code=status.HTTP_201_CREATED)
