@@ -608,7 +608,7 @@ LEFT JOIN pools AS dp ON dp.name = d.pool
 LEFT JOIN pools AS tp ON tp.name = t.pool
 LEFT JOIN drives AS dr ON dr.idx = r.drive
 ORDER BY k.key
-"""
+"""  # noqa: S608 - our own columns and constants; every value is bound
 
 #: The tapes the destinations of a list of ids show (their own, or the one chosen).
 _LISTING_TAPES_SQL = """

@@ -23,12 +23,16 @@ def _pools_by_id(pools: Sequence[PoolRecord]) -> str:
     return json.dumps({str(pool.pool_id): pool_json(pool) for pool in pools})
 
 
-async def _tapes_by_id(journal: Journal, ids: Sequence[int], pools: Sequence[PoolRecord]) -> str:
+async def _tapes_by_id(
+    journal: Journal, ids: Sequence[int], pools: Sequence[PoolRecord], library_id: int
+) -> str:
     pool_ids = {pool.name: pool.pool_id for pool in pools}
     tapes = await journal.listing_tapes(ids)
     return json.dumps(
         {
-            str(tape.tape_id): tape_json(tape, pool_ids.get(tape.pool) if tape.pool else None)
+            str(tape.tape_id): tape_json(
+                tape, pool_ids.get(tape.pool) if tape.pool else None, library_id
+            )
             for tape in tapes
         }
     )
@@ -41,13 +45,14 @@ async def index_listing(
     count, ids = await journal.destination_page(task_id, query)
     pools = await journal.pools()
     pools_json = _pools_by_id(pools)
+    library_id = await journal.tape_library_id()
 
     async def chunks() -> AsyncIterator[bytes]:
         yield b'{"count":%d,"task_destinations":[' % count
         separator = b""
         for start in range(0, len(ids), CHUNK):
             chunk = ids[start : start + CHUNK]
-            tapes_json = await _tapes_by_id(journal, chunk, pools)
+            tapes_json = await _tapes_by_id(journal, chunk, pools, library_id)
             rows = await journal.destination_listing(chunk, tapes_json, pools_json)
             if rows:
                 yield separator + b",".join(rows)
