@@ -68,10 +68,9 @@ of the groups it serves or fails. Given a plain list, `plan` groups it first
 from __future__ import annotations
 
 import math
-from collections import Counter
 from collections.abc import Container, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from operator import attrgetter, itemgetter
+from operator import attrgetter
 from typing import NamedTuple, cast
 
 from drivers.media import Media, can_read, can_write
@@ -190,7 +189,6 @@ class _Group:
 
 
 _ID = attrgetter("id")
-_OLDEST = itemgetter(1)  # _Key.oldest
 _PRIORITY = attrgetter("priority")
 _WRITE = attrgetter("write")
 
@@ -237,14 +235,20 @@ class _Round:
             self._some_drive[key] = known
         return known
 
-    def media_fine(self, tape: TapeView | None) -> bool:
-        """The slow half of the fast path: no flag refuses any request of this tape,
-        and some drive reads and writes its media (memoised in `media_ok`)."""
-        if tape is None or not tape.writable:
+    def media_fine(self, tape: TapeView | None, writes: bool) -> bool:
+        """The slow half of the fast path: no flag refuses any request of this tape
+        (a write flag only when some request writes), and some drive reads and
+        writes its media (memoised in `media_ok`, whatever the tape's flags)."""
+        if tape is None:
             return False
         fine = self.some_drive_can(tape.media, False) and self.some_drive_can(tape.media, True)
         self.media_ok[_media_key(tape.media)] = fine
-        return fine
+        return fine and not (
+            tape.cleaning
+            or tape.need_to_check
+            or tape.ejected
+            or (writes and (tape.locked or tape.write_protected or tape.full))
+        )
 
     def cap(self, pool: str | None) -> int:
         if pool is None:
@@ -367,7 +371,8 @@ def _tape_keys(state: _Round, groups: _Groups) -> list[_Key]:
     overrides = groups.overrides
     # The hot loop: once per tape with requests, never per request. Flags are read
     # inline and the media check is memoised per media, because a call costs more
-    # than the test.
+    # than the test. A tape that refuses writes (full, locked, write-protected) is
+    # looked at closely only when some of its requests write.
     for barcode, group in groups.queue.by_tape.items():
         tape = tapes.get(barcode)
         media = tape.media if tape is not None else None
@@ -376,13 +381,11 @@ def _tape_keys(state: _Round, groups: _Groups) -> list[_Key]:
             or tape.cleaning
             or tape.need_to_check
             or tape.ejected
-            or tape.locked
-            or tape.write_protected
-            or tape.full
+            or (group.writes and (tape.locked or tape.write_protected or tape.full))
             or not media_ok.get(
                 -1 if media is None else media.generation + 100 * media.type_m, False
             )
-        ) and not state.media_fine(tape):
+        ) and not state.media_fine(tape, group.writes > 0):
             requests = group.ordered()
             kept = _check_tape_group(state, barcode, requests)
             if not kept:
@@ -392,24 +395,18 @@ def _tape_keys(state: _Round, groups: _Groups) -> list[_Key]:
                 overrides[(_TAPE, barcode)] = kept
                 oldest = kept[0].arrival
                 priority = max(map(_PRIORITY, kept))
-                key = _Key(-priority, oldest, 0, _TAPE, barcode)
+                key = _Key(-priority, oldest, -(_bytes(kept) + len(kept)), _TAPE, barcode)
                 keys.append(key)
                 key_of[barcode] = key
                 continue
         cached = cast("_Key | None", group.key)
         if cached is None:
             stats = group.stats()
-            # The work term only breaks ties on the oldest arrival; it is filled in
-            # below for the groups that tie (a batch).
-            cached = group.key = _Key(-stats.priority, stats.oldest, 0, _TAPE, barcode)
+            # The work term only breaks ties on the oldest arrival (a batch); it is
+            # kept up to date with the group, so it costs nothing to carry.
+            cached = group.key = _Key(-stats.priority, stats.oldest, -stats.work, _TAPE, barcode)
         keys.append(cached)
         key_of[barcode] = cached
-    ties = Counter(map(_OLDEST, keys))
-    if len(ties) < len(keys):
-        for i, key in enumerate(keys):
-            if ties[key.oldest] > 1:
-                work = groups.work(_TAPE, key.name)
-                keys[i] = key_of[key.name] = key._replace(neg_work=-work)
     return keys
 
 

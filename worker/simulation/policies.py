@@ -16,13 +16,16 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from operator import attrgetter
 
 from drivers.media import Media, can_read, can_write
 from worker.core.actions import Action, Assign, Attach, Fail, Load, Unload
-from worker.core.planner import PlanPolicy, dismount_due, plan
+from worker.core.planner import PendingRequests, PlanPolicy, dismount_due, plan
 from worker.core.requests import MountRequest
 from worker.core.snapshot import DriveView, LibrarySnapshot, TapeView
 from worker.simulation.model import GB
+
+_ARRIVAL_ORDER = attrgetter("arrival", "id")
 
 
 def _compatible(generation: int, media: Media | None, write: bool) -> bool:
@@ -38,15 +41,34 @@ def _check_reason(barcode: str) -> str:
 
 @dataclass
 class PlannerPolicy:
-    """The daemon's own planner, unchanged."""
+    """The daemon's own planner, unchanged, fed as the daemon feeds it: a
+    `PendingRequests` kept up to date as requests come and go, not rebuilt from
+    the list each round (the same actions either way; the rebuild was most of a
+    recall storm's run time)."""
 
     policy: PlanPolicy = field(default_factory=PlanPolicy)
     name: str = "planner"
+    #: The requests in `queue`, by object identity: a request changed in place of
+    #: another under the same id is a new object, so it is discarded and added.
+    _known: dict[int, MountRequest] = field(default_factory=dict, repr=False)
+    _queue: PendingRequests = field(default_factory=PendingRequests, repr=False)
 
     def decide(
         self, snapshot: LibrarySnapshot, pending: Sequence[MountRequest], now: float
     ) -> list[Action]:
-        return plan(snapshot, pending, self.policy, now)
+        return plan(snapshot, self._sync(pending), self.policy, now)
+
+    def _sync(self, pending: Sequence[MountRequest]) -> PendingRequests:
+        current = {id(r): r for r in pending}
+        known = self._known
+        queue = self._queue
+        for gone in known.keys() - current.keys():
+            queue.discard(known[gone].id)
+        for new in current.keys() - known.keys():
+            queue.add(current[new])
+        # Holding the objects keeps their identities from being reused.
+        self._known = current
+        return queue
 
     def next_wake(
         self, snapshot: LibrarySnapshot, pending: Sequence[MountRequest], now: float
@@ -70,9 +92,14 @@ class _Round:
         self.claimed_drives: set[int] = set()
         self.claimed_tapes: set[str] = set()
         self.free = set(snapshot.free_slots)
+        self.idle_drives = {d.index for d in snapshot.drives if d.idle}
 
     def free_drive(self, drive: DriveView) -> bool:
         return drive.idle and drive.index not in self.claimed_drives
+
+    def any_free_drive(self) -> bool:
+        # A set comparison: this is asked once per pending request.
+        return not self.idle_drives <= self.claimed_drives
 
     def unload(self, drive: DriveView) -> bool:
         assert drive.barcode is not None
@@ -173,8 +200,8 @@ class Fcfs:
     ) -> list[Action]:
         state = _Round(snapshot)
         keep_mounted = self.dismount_delay_s != 0
-        for request in sorted(pending, key=lambda r: (r.arrival, r.id)):
-            if not any(state.free_drive(d) for d in snapshot.drives):
+        for request in sorted(pending, key=_ARRIVAL_ORDER):
+            if not state.any_free_drive():
                 break
             self._one(state, request, keep_mounted)
         for drive in snapshot.drives:
@@ -260,7 +287,7 @@ class QueuePerTape:
     ) -> tuple[dict[str, list[MountRequest]], dict[str, list[MountRequest]]]:
         by_tape: dict[str, list[MountRequest]] = {}
         by_pool: dict[str, list[MountRequest]] = {}
-        for request in sorted(pending, key=lambda r: (r.arrival, r.id)):
+        for request in sorted(pending, key=_ARRIVAL_ORDER):
             if request.barcode is not None:
                 by_tape.setdefault(request.barcode, []).append(request)
             elif request.pool is not None:
