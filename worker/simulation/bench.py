@@ -6,10 +6,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
-import statistics
 import sys
+import time
 from collections.abc import Sequence
+from pathlib import Path
 
 from worker.core.planner import PlanPolicy
 from worker.simulation.cost import (
@@ -23,6 +23,7 @@ from worker.simulation.model import profile_p2
 from worker.simulation.policies import planner
 from worker.simulation.report import (
     GOALS_HEADING,
+    TARGETS_HEADING,
     W2_90_P99_RATIO,
     W2_90_RATIO,
     WORKLOADS,
@@ -36,6 +37,7 @@ from worker.simulation.report import (
     run_case,
     table,
 )
+from worker.simulation.seeds import BaselineCache, code_fingerprint, run_seeds, summarise
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -48,6 +50,20 @@ def main(argv: list[str] | None = None) -> int:
         default=1,
         help="run this many seeds (seed, seed+1, ...) and summarise each target "
         "over them: mean, 95%% interval, how many seeds met it",
+    )
+    parser.add_argument(
+        "--jobs",
+        type=int,
+        default=None,
+        help="with --seeds: simulations run in this many processes (default: one per CPU)",
+    )
+    parser.add_argument(
+        "--cache",
+        default=".cache/bench",
+        help="with --seeds: where baseline runs are kept, keyed by the code that ran them",
+    )
+    parser.add_argument(
+        "--no-cache", action="store_true", help="with --seeds: rerun every baseline"
     )
     parser.add_argument("--json", action="store_true")
     parser.add_argument("--no-progress", action="store_true")
@@ -181,53 +197,51 @@ def _headroom(results: Sequence[CaseResult], seed: int, quick: bool) -> Headroom
     return headroom(result, planner(), seed=seed, drive_counts=counts)
 
 
-def _run_targets(seed: int, quick: bool) -> list[Target]:
-    library = profile_p2(seed)
-    max_age = PlanPolicy().max_age_s
-    cases = builtin_cases(library, WORKLOADS, seed, quick=quick)
-    chosen = policies()
-    results = [run_case(library, c, chosen, seed=seed, max_age_s=max_age) for c in cases]
-    return judge(results, max_age)
-
-
 def _many(args: argparse.Namespace) -> int:
     """Paired over seeds: every policy sees the same trace and draws per seed."""
     seeds = list(range(args.seed, args.seed + args.seeds))
-    per_seed: list[list[Target]] = []
-    for n, seed in enumerate(seeds):
-        if not args.no_progress and sys.stderr.isatty():
-            sys.stderr.write(f"\rseed {seed} ({n + 1}/{len(seeds)})")
+    cache = None
+    if not args.no_cache:
+        # Imported before hashing, so that the fingerprint covers what the runs use.
+        cache = BaselineCache(Path(args.cache), code_fingerprint())
+    show = not args.no_progress and sys.stderr.isatty()
+
+    def progress(done: int, total: int) -> None:
+        if show:
+            sys.stderr.write(f"\rsimulations {done}/{total}")
             sys.stderr.flush()
-        per_seed.append(_run_targets(seed, args.quick))
-    if not args.no_progress and sys.stderr.isatty():
+
+    started = time.monotonic()
+    per_seed, cached = run_seeds(
+        seeds, quick=args.quick, jobs=args.jobs, cache=cache, progress=progress
+    )
+    simulated_s = time.monotonic() - started
+    if show:
         sys.stderr.write("\r" + " " * 40 + "\r")
-    summary = []
-    for index, first in enumerate(per_seed[0]):
-        values = [targets[index].value for targets in per_seed]
-        met = sum(1 for targets in per_seed if targets[index].met)
-        mean = statistics.fmean(values)
-        half = (
-            _T95.get(len(values) - 1, 1.96) * statistics.stdev(values) / math.sqrt(len(values))
-            if len(values) > 1
-            else 0.0
-        )
-        summary.append((first, mean, half, met))
+    summary = summarise(per_seed)
     cost = measure_cost(requests=10_000, big_requests=100_000) if args.quick else measure_cost()
+    runs = len(per_seed) * len(WORKLOADS) * len(policies())
     if args.json:
         print(
             json.dumps(
                 {
                     "seeds": seeds,
+                    "cpu": cost.cpu,
+                    "simulations": runs,
+                    "from_cache": cached,
+                    "simulated_s": simulated_s,
                     "targets": [
                         {
-                            "name": t.name,
-                            "limit": t.limit,
-                            "judged": t.judged,
-                            "mean": mean,
-                            "ci95": half,
-                            "met_seeds": met,
+                            "name": s.target.name,
+                            "limit": s.target.limit,
+                            "judged": s.target.judged,
+                            "mean": s.mean,
+                            "ci95": s.half_width,
+                            "values": list(s.values),
+                            "met_seeds": s.met_seeds,
+                            "met": s.met,
                         }
-                        for t, mean, half, met in summary
+                        for s in summary
                     ],
                     "planning_cost": cost.as_dict(),
                 },
@@ -235,27 +249,31 @@ def _many(args: argparse.Namespace) -> int:
             )
         )
         return 0
-    print(f"targets over seeds {seeds[0]}..{seeds[-1]} (mean, 95% interval):")
+    print(
+        f"targets over seeds {seeds[0]}..{seeds[-1]} on {cost.cpu}: mean ± half-width of "
+        f"the 95% interval, each seed's value; met only if met on every seed"
+    )
+    print(
+        f"({runs} simulations, {cached} baseline runs from the cache {args.cache}; "
+        f"{simulated_s:.0f} s wall clock)"
+    )
+    for judged in (True, False):
+        print(TARGETS_HEADING if judged else GOALS_HEADING)
+        for s in summary:
+            if s.target.judged is not judged:
+                continue
+            verdict = "met   " if s.met else "MISSED"
+            print(
+                f"  [{verdict}] {s.target.name}: {s.mean:.3g} ± {s.half_width:.2g} "
+                f"(limit {s.target.limit:g}); per seed "
+                f"{' '.join(f'{v:.3g}' for v in s.values)}; met in {s.met_seeds}/{len(seeds)}"
+            )
+    print()
     print(render_cost(cost))
     for target in cost_targets(cost, judged=not args.quick):
         verdict = "met   " if target.met else "MISSED"
         print(f"  [{verdict}] {target.name}: {target.value:.3g} (limit {target.limit:g})")
-    for judged in (True, False):
-        if not judged:
-            print(GOALS_HEADING)
-        for target, mean, half, met in summary:
-            if target.judged is not judged:
-                continue
-            verdict = "met   " if met == len(seeds) else ("MISSED" if met == 0 else "mixed ")
-            print(
-                f"  [{verdict}] {target.name}: {mean:.3g} ± {half:.2g} "
-                f"(limit {target.limit:g}); met in {met}/{len(seeds)} seeds"
-            )
     return 0
-
-
-#: Student's t, 97.5th percentile, by degrees of freedom (for n <= 10 seeds).
-_T95 = {1: 12.71, 2: 4.30, 3: 3.18, 4: 2.78, 5: 2.57, 6: 2.45, 7: 2.36, 8: 2.31, 9: 2.26}
 
 
 if __name__ == "__main__":
