@@ -22,7 +22,7 @@ from worker.simulation.seeds import (
     summarise,
 )
 
-SMALL = ("w2-0.3", "w4")
+SMALL = ("w2-0.3",)
 
 
 def test_the_interval_is_students_t_over_the_seeds() -> None:
@@ -56,7 +56,8 @@ def test_the_cache_answers_only_for_the_same_code(tmp_path: Path) -> None:
     run = Run(1, "w2-0.3", "B1 fcfs-lazy", True)
     metrics = simulate_run(run)
     BaselineCache(tmp_path, "code A").put(run, metrics)
-    assert BaselineCache(tmp_path, "code A").get(run) == metrics
+    # Compared by repr: some figures are NaN (no makespan outside a batch).
+    assert repr(BaselineCache(tmp_path, "code A").get(run)) == repr(metrics)
     assert BaselineCache(tmp_path, "code B").get(run) is None
     assert BaselineCache(tmp_path, "code A").get(Run(2, "w2-0.3", "B1 fcfs-lazy", True)) is None
     assert run.policy != PLANNER
