@@ -1,0 +1,138 @@
+"""The seed's task_destinations endpoints in-process on a real journal file, through a
+real HTTP client: each verb's answer, what it journals, and whom it tells."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+from pydantic import SecretStr
+
+from tests.worker.harness import CATALOG
+from tests.worker.intake.http.api_client import assert_error_shape
+from worker.core.requests import RequestState
+from worker.intake.http.app import create_app
+from worker.seed.models import TaskDestination
+from worker.settings import HttpSettings, Settings
+from worker.state.journal import Journal
+
+BASE = "/api/v2/tasks/7/task_destinations"
+NOW = 2000.0
+
+
+@dataclass
+class Api:
+    client: httpx.AsyncClient
+    journal: Journal
+    #: Destinations the app said changed, in order (the planner's wake-up).
+    changed: list[set[int]] = field(default_factory=list)
+
+    async def create(self, body: dict[str, Any]) -> dict[str, Any]:
+        response = await self.client.post(BASE, json=body)
+        assert response.status_code == 201, response.text
+        return dict(response.json())
+
+
+@asynccontextmanager
+async def api(tmp_path: Path) -> AsyncIterator[Api]:
+    journal = await Journal.open(tmp_path / "journal.sqlite3")
+    try:
+        await journal.sync_catalog(CATALOG, now=1000.0)
+        settings = Settings(http=HttpSettings(users={"archive": SecretStr("pw")}))
+        changed: list[set[int]] = []
+
+        async def on_change(ids: set[int]) -> None:
+            changed.append(set(ids))
+
+        app = create_app(journal, settings, on_change=on_change, clock=lambda: NOW)
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(
+            transport=transport, base_url="http://tapeworker", auth=("archive", "pw")
+        ) as client:
+            yield Api(client, journal, changed)
+    finally:
+        await journal.close()
+
+
+async def test_create_answers_the_seeds_resource_with_its_state(tmp_path: Path) -> None:
+    async with api(tmp_path) as a:
+        created = await a.create({"folder_id": 1, "tape_barcode": "NOD400L9"})
+        TaskDestination.model_validate(created)
+        assert created["tape_barcode"] == "NOD400L9"
+        assert created["state"]["state"] == "pending"
+        assert a.changed == [{created["id"]}]
+        request = await a.journal.latest_request_for(created["id"])
+        assert request is not None
+        assert (request.barcode, request.state, request.arrival) == (
+            "NOD400L9",
+            RequestState.PENDING,
+            NOW,
+        )
+
+
+async def test_show_update_release_and_destroy(tmp_path: Path) -> None:
+    async with api(tmp_path) as a:
+        created = await a.create({"folder_id": 1, "tape_barcode": "NOD400L9"})
+        item = f"{BASE}/{created['id']}"
+        shown = await a.client.get(item)
+        assert shown.status_code == 200
+        assert shown.json() == created
+
+        updated = await a.client.put(item, json={"folder_id": 1, "pool_name": "offline-tapes"})
+        assert updated.status_code == 200, updated.text
+        assert updated.json()["pool_name"] == "offline-tapes"
+        assert updated.json()["tape_barcode"] is None, "the whole body is replaced"
+        request = await a.journal.latest_request_for(created["id"])
+        assert request is not None
+        assert request.pool == "offline-tapes"
+
+        released = await a.client.post(f"{item}/release")
+        assert released.status_code == 204
+        assert released.content == b""
+
+        destroyed = await a.client.delete(item)
+        assert destroyed.status_code == 204
+        assert_error_shape(await a.client.get(item), 404)
+        assert a.changed == [{created["id"]}] * 4, "create, update, release, destroy"
+
+
+async def test_another_tasks_destination_is_not_found_here(tmp_path: Path) -> None:
+    async with api(tmp_path) as a:
+        created = await a.create({"folder_id": 1})
+        other = f"/api/v2/tasks/8/task_destinations/{created['id']}"
+        for method in ("GET", "DELETE"):
+            body = assert_error_shape(await a.client.request(method, other), 404)
+            assert body["details"] == {
+                "task_destination_id": [{"error": "not_found", "value": str(created["id"])}]
+            }
+        assert_error_shape(await a.client.put(other, json={"folder_id": 2}), 404)
+        assert_error_shape(await a.client.post(f"{other}/release"), 404)
+        assert a.changed == [{created["id"]}], "nothing else happened"
+
+
+async def test_a_rejected_create_is_a_400_journaled_in_the_inbox_only(
+    tmp_path: Path,
+) -> None:
+    async with api(tmp_path) as a:
+        response = await a.client.post(
+            BASE, json={"folder_id": 1, "tape_barcode": "NOD400L9", "pool_name": "online-tapes"}
+        )
+        assert_error_shape(response, 400)
+        assert (await a.client.get(BASE)).json()["count"] == 0
+        events = await a.journal.events()
+        assert [e.status for e in events] == ["rejected"], "journaled with its reason"
+
+
+async def test_an_update_that_is_rejected_keeps_the_destination_as_it_was(
+    tmp_path: Path,
+) -> None:
+    async with api(tmp_path) as a:
+        created = await a.create({"folder_id": 1, "tape_barcode": "NOD400L9"})
+        item = f"{BASE}/{created['id']}"
+        bad = await a.client.put(item, json={"folder_id": 1, "tape_barcode": "NOD 400"})
+        assert_error_shape(bad, 400)
+        assert (await a.client.get(item)).json() == created
