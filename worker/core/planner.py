@@ -79,7 +79,7 @@ from worker.core.pending import PendingRequests
 from worker.core.requests import MountRequest
 from worker.core.snapshot import DriveView, LibrarySnapshot, TapeView
 
-__all__ = ["PendingRequests", "PlanPolicy", "dismount_due", "plan"]
+__all__ = ["PendingRequests", "PlanPolicy", "dismount_due", "next_change", "plan"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -623,6 +623,37 @@ def dismount_due(drive: DriveView, snapshot: LibrarySnapshot, policy: PlanPolicy
     if tape is not None and tape.pool is not None and tape.writable:
         return drive.idle_since + policy.pool_dismount_delay_s
     return drive.idle_since + policy.dismount_delay_s
+
+
+def next_change(
+    snapshot: LibrarySnapshot,
+    pending: Sequence[MountRequest] | PendingRequests,
+    policy: PlanPolicy,
+    now: float,
+) -> float:
+    """When `plan` of these same inputs could first come out other than at `now`
+    (math.inf: never): a tape idle in a drive falls due to go home, a group of
+    requests reaches the maximum age, or a pool's queue has waited long enough to
+    open another tape. Those are the planner's only uses of the clock; the shell
+    need not plan again before then unless its inputs change."""
+    due = math.inf
+    for drive in snapshot.drives:
+        if drive.barcode is not None and _free(drive):
+            at = dismount_due(drive, snapshot, policy)
+            if at is not None and now < at < due:
+                due = at
+    queue = pending if isinstance(pending, PendingRequests) else PendingRequests(pending)
+    for groups, limits in (
+        (queue.by_tape, (policy.max_age_s,)),
+        (queue.by_pool, (policy.max_age_s, policy.pool_open_after_s)),
+    ):
+        for group in groups.values():
+            oldest = group.stats().oldest
+            for limit in limits:
+                at = oldest + limit
+                if now < at < due:
+                    due = at
+    return due
 
 
 def _check_tape_group(

@@ -20,11 +20,14 @@ class InFlight:
         self._heading: dict[str, int] = {}
         self._to_verify: set[str] = set()
         self._suspect = False
+        #: Bumped by every change: equal values mean the planner's view is unchanged.
+        self.changes = 0
 
     # -- claims ----------------------------------------------------------------------
 
     def claim(self, drive: int, tapes: Iterable[str], *, loading: Iterable[str] = ()) -> None:
         """A chain starts on `drive` with `tapes`; those in `loading` are headed there."""
+        self.changes += 1
         self._drives.add(drive)
         self._tapes.update(tapes)
         for barcode in loading:
@@ -32,6 +35,7 @@ class InFlight:
 
     def release(self, drive: int, tapes: Iterable[str]) -> None:
         """The chain on `drive` ended: its drive and tapes are the planner's again."""
+        self.changes += 1
         self._drives.discard(drive)
         for barcode in tapes:
             self._tapes.discard(barcode)
@@ -52,6 +56,10 @@ class InFlight:
     def busy_drives(self) -> frozenset[int]:
         return frozenset(self._drives)
 
+    @property
+    def claimed_tapes(self) -> frozenset[str]:
+        return frozenset(self._tapes)
+
     def position(
         self, barcode: str, slot: int | None, drive: int | None
     ) -> tuple[int | None, int | None]:
@@ -67,6 +75,7 @@ class InFlight:
     def suspect(self, barcodes: Iterable[str] = ()) -> None:
         """A command's outcome is uncertain: re-inventory before the next move, and
         look for these cartridges then."""
+        self.changes += 1
         self._suspect = True
         self._to_verify.update(barcodes)
 
@@ -80,6 +89,7 @@ class InFlight:
 
     def inventory_taken(self) -> None:
         """The changer answered an inventory: no move waits for another."""
+        self.changes += 1
         self._suspect = False
 
     def verified(self, barcodes: Iterable[str]) -> None:

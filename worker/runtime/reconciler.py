@@ -1,7 +1,8 @@
-"""The shell around the planner: journal -> snapshot -> plan -> executor -> journal.
+"""The shell around the planner: state model -> snapshot -> plan -> executor -> journal.
 
-Rule: only this module turns journal rows into the planner's frozen values and the
-planner's actions into journal changes and driver work. The planner itself never
+Rule: only this module turns the state the journal keeps (in memory, as the model)
+into the planner's frozen values and the planner's actions into journal changes and
+driver work. A round reads the model, never the file. The planner itself never
 awaits and never reads a clock; `now` comes from here.
 """
 
@@ -9,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import time
 
 import structlog
@@ -16,16 +18,17 @@ import structlog
 from drivers.base import Inventory, TapeLibrary
 from drivers.definition import LibraryDefinition
 from drivers.errors import DriverError, RetryableError
-from drivers.media import media_of
 from worker.callbacks import ChangeListener, Clock
 from worker.core.actions import Action, Assign, Attach, Clean, Fail, Load, Unload
-from worker.core.planner import PlanPolicy, plan
-from worker.core.requests import ACTIVE, MountRequest, RequestState, lease_expired
-from worker.core.snapshot import DriveView, LibrarySnapshot, TapeView
+from worker.core.pending import PendingRequests
+from worker.core.planner import PlanPolicy, next_change, plan
+from worker.core.requests import RequestState, lease_expired
+from worker.core.snapshot import LibrarySnapshot, TapeViews, build_snapshot, drive_view
 from worker.errors import JournalFaultError
 from worker.ops import metrics
 from worker.runtime.executor import ChainNotEndedError, DriveWork, Executor
 from worker.state.journal import Journal, RequestRecord
+from worker.state.model import StateModel
 
 log = structlog.get_logger("tapeworker.reconciler")
 
@@ -72,6 +75,15 @@ class Reconciler:
         self.draining = False
         #: time.monotonic() at the start of the planning loop's latest round.
         self.heartbeat = time.monotonic()
+        #: The planner's view of each tape, built again only when the tape changes.
+        self._views = TapeViews()
+        #: The inputs of the last round, when it planned nothing (see `_inputs`), and
+        #: when the same inputs could first plan something else (a dismount or an
+        #: age limit falls due).
+        self._last_inputs: tuple[object, ...] | None = None
+        self._replan_at = math.inf
+        #: How many rounds ran the planner (the others found nothing changed).
+        self.plans = 0
 
     def set_policy(self, policy: PlanPolicy) -> None:
         self._policy = policy
@@ -278,11 +290,16 @@ class Reconciler:
 
     # -- one round -------------------------------------------------------------------
 
+    async def _model(self) -> StateModel:
+        """The state in memory (read from the journal the first time it is asked for)."""
+        return self._journal.model or await self._journal.load_model()
+
     async def expire_leases(self) -> None:
         now = self._clock()
+        model = await self._model()
         expired = [
             r
-            for r in await self._journal.requests((RequestState.READY,))
+            for r in model.requests((RequestState.READY,))
             if lease_expired(r.state, r.lease_expires, now)
         ]
         if not expired:
@@ -292,72 +309,60 @@ class Reconciler:
                 await tx.release(request, now, "lease expired")
         await self._on_change({r.destination_id for r in expired})
 
-    async def snapshot(self) -> tuple[LibrarySnapshot, list[MountRequest]]:
+    async def snapshot(self) -> tuple[LibrarySnapshot, PendingRequests]:
+        """The planner's input, from the state in memory: the library as the in-flight
+        work leaves it, and the pending requests as the model keeps them (requests
+        handed to the executor are held back by `round`)."""
+        model = await self._model()
         in_flight = self._executor.in_flight
-        active = await self._journal.requests(ACTIVE)
-        holders: dict[int, list[int]] = {}
-        for request in active:
-            if request.state is not RequestState.PENDING and request.drive is not None:
-                holders.setdefault(request.drive, []).append(request.id)
-        drives = tuple(
-            DriveView(
-                index=d.index,
-                generation=d.generation,
-                barcode=d.barcode,
-                holders=tuple(holders.get(d.index, ())),
-                busy=in_flight.drive_busy(d.index),
-                idle_since=d.idle_since,
-                available=d.up,
-                needs_cleaning=d.needs_cleaning,
-            )
-            for d in await self._journal.drives()
-        )
-        tapes: dict[str, TapeView] = {}
-        occupied: set[int] = set()
-        for t in await self._journal.tapes():
-            if t.slot is not None:
-                occupied.add(t.slot)
-            if not t.known:
-                continue
-            slot, drive = in_flight.position(t.barcode, t.slot, t.drive)
-            media = media_of(t.barcode)
-            tapes[t.barcode] = TapeView(
-                barcode=t.barcode,
-                media=media,
-                slot=slot,
-                drive=drive,
-                home_slot=t.home_slot,
-                pool=t.pool,
-                cleaning=t.cleaning,
-                locked=t.locked,
-                write_protected=t.write_protected,
-                need_to_check=t.need_to_check,
-                ejected=t.ejected,
-                full=t.full,
-                used_bytes=t.used_bytes,
-                capacity_bytes=media.capacity_bytes if media is not None else 0,
-                cleaning_uses_left=t.cleaning_uses_left,
-            )
-        free_slots = tuple(n for n in range(1, self._definition.slots + 1) if n not in occupied)
-        pending = [
-            MountRequest(
-                id=r.id,
-                barcode=r.barcode,
-                pool=r.pool,
-                arrival=r.arrival,
-                write=r.write,
-                size_bytes=r.size_bytes,
-            )
-            for r in active
-            if r.state is RequestState.PENDING and r.id not in self._dispatched
+        drives = [
+            drive_view(d, holders=model.holders(d.index), busy=in_flight.drive_busy(d.index))
+            for d in model.drives.values()
         ]
-        snapshot = LibrarySnapshot(
-            drives=drives,
-            tapes=tapes,
-            free_slots=free_slots,
+        all_tapes = model.tapes.values()
+        moving: dict[str, tuple[int | None, int | None]] = {}
+        for barcode in in_flight.claimed_tapes:
+            tape = model.tape(barcode)
+            if tape is not None and tape.known:
+                moving[barcode] = in_flight.position(barcode, tape.slot, tape.drive)
+        tapes = self._views.views((t for t in all_tapes if t.known), moving)
+        occupied = {t.slot for t in all_tapes if t.slot is not None}
+        snapshot = build_snapshot(
+            drives,
+            tapes,
+            free_slots=(n for n in range(1, self._definition.slots + 1) if n not in occupied),
             robot_busy=self._executor.robot_busy,
         )
-        return snapshot, pending
+        return snapshot, model.pending
+
+    def _inputs(self, model: StateModel) -> tuple[object, ...]:
+        """What a plan depends on besides the clock: a round with the same inputs as
+        the last one, before the plan's next time-bound change, plans nothing new."""
+        return (
+            model.version,
+            self._executor.in_flight.changes,
+            frozenset(self._dispatched),
+            self._executor.robot_busy,
+            self.draining,
+            self._policy,
+        )
+
+    async def plan_round(self, now: float) -> tuple[list[Action], float]:
+        """The planner's actions for the state in memory, and when the same state
+        could first plan otherwise (see `next_change`)."""
+        snapshot, pending = await self.snapshot()
+        # Requests handed to the executor are still pending in the journal until their
+        # mount starts; the planner must not see them. Taken out of the kept queue
+        # for this plan only and put back at once (nothing awaits in between).
+        held_back = [r for r in map(pending.discard, self._dispatched) if r is not None]
+        self.plans += 1
+        try:
+            actions = plan(snapshot, pending, self._policy, now)
+            replan_at = next_change(snapshot, pending, self._policy, now)
+        finally:
+            for request in held_back:
+                pending.add(request)
+        return actions, replan_at
 
     async def round(self) -> list[Action]:
         """Plan once and hand the work out; returns what was planned."""
@@ -377,14 +382,23 @@ class Reconciler:
                 await self._periodic_inventory()
         await self.expire_leases()
         now = self._clock()
-        snapshot, pending = await self.snapshot()
-        actions = plan(snapshot, pending, self._policy, now)
+        model = await self._model()
+        inputs = self._inputs(model)
+        if inputs == self._last_inputs and now < self._replan_at:
+            # Nothing changed since a round that planned nothing, and no deadline
+            # has passed: the plan would be the same empty one. An idle daemon with
+            # a large backlog that cannot be served costs next to nothing.
+            return []
+        actions, replan_at = await self.plan_round(now)
         if self.draining:
             # Drained for maintenance: what is mounted stays and serves, nothing new
             # goes into a drive; unloads still run, so the library can empty.
             actions = [a for a in actions if not isinstance(a, Load | Clean)]
         if actions:
+            self._last_inputs = None
             await self._dispatch(actions, now)
+        else:
+            self._last_inputs, self._replan_at = inputs, replan_at
         return actions
 
     async def _periodic_inventory(self) -> None:
@@ -397,13 +411,15 @@ class Reconciler:
             log.warning("periodic inventory failed", error=str(exc))
 
     async def _dispatch(self, actions: list[Action], now: float) -> None:
+        model = await self._model()
         changed: set[int] = set()
         chains: dict[int, list[DriveWork]] = {}
         async with self._journal.transaction() as tx:
             for action in actions:
                 if isinstance(action, Assign):
                     await tx.assign_tape(action.request_id, action.barcode, now)
-                    record = await tx.request(action.request_id)
+                    # The model has the request (pending); its destination never changes.
+                    record = model.request(action.request_id)
                     if record is not None:
                         changed.add(record.destination_id)
                 elif isinstance(action, Fail):

@@ -141,12 +141,14 @@ class Service:
         while True:
             # A journal fault is reported on /readyz; the next round tries again.
             with contextlib.suppress(JournalFaultError):
+                # From memory: a large backlog must not cost a read of every request.
+                model = journal.model or await journal.load_model()
                 mqtt.publish_summary(
                     library_summary(
                         mqtt.library_id,
-                        drives=await journal.drives(),
-                        tapes=await journal.tapes(),
-                        requests=await journal.requests(ACTIVE_STATES),
+                        drives=list(model.drives.values()),
+                        tapes=list(model.tapes.values()),
+                        requests=model.requests(ACTIVE_STATES),
                         draining=self.reconciler is not None and self.reconciler.draining,
                         journal_fault=self.journal_fault,
                     )
@@ -156,7 +158,8 @@ class Service:
     async def _publish_drives(self, mqtt: MqttIntake) -> None:
         """Drive states, retained, whenever one changes (a drive marked down above all)."""
         assert self._journal is not None
-        for drive in await self._journal.drives():
+        model = self._journal.model or await self._journal.load_model()
+        for drive in list(model.drives.values()):
             data = {
                 "index": drive.index,
                 "device": drive.device,

@@ -20,11 +20,17 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from drivers.media import media_of
 from worker.core.pending import PendingRequests
 from worker.core.planner import PlanPolicy, plan
 from worker.core.requests import MountRequest
-from worker.core.snapshot import DriveView, LibrarySnapshot, TapeView
+from worker.core.snapshot import (
+    DriveView,
+    LibrarySnapshot,
+    Tape,
+    TapeView,
+    build_snapshot,
+    tape_view,
+)
 
 #: One round at 100,000 requests, at most this many times sorted() over 100,000 keys.
 SORT_RATIO_LIMIT = 2.0
@@ -114,14 +120,15 @@ def scenario(
     for i in range(tapes):
         barcode = f"T{i:06d}{'L8' if i % 4 == 0 else 'L9'}"
         in_drive = i if i < drives else None
-        views[barcode] = TapeView(
-            barcode,
-            media_of(barcode),
-            slot=None if in_drive is not None else i + 1,
-            drive=in_drive,
-            home_slot=i + 1,
-            pool=f"pool{i % 10}",
-            used_bytes=rng.randrange(0, 10**13),
+        views[barcode] = tape_view(
+            Tape(
+                barcode,
+                slot=None if in_drive is not None else i + 1,
+                drive=in_drive,
+                home_slot=i + 1,
+                pool=f"pool{i % 10}",
+                used_bytes=rng.randrange(0, 10**13),
+            ),
             capacity_bytes=18 * 10**12,
         )
         names.append(barcode)
@@ -143,9 +150,7 @@ def scenario(
         else MountRequest(i, picks[i], None, float(i), write=False, size_bytes=2 * 10**9)
         for i in range(requests)
     ]
-    snapshot = LibrarySnapshot(
-        drives=drive_views, tapes=views, free_slots=tuple(range(1, drives + 1))
-    )
+    snapshot = build_snapshot(drive_views, views, free_slots=range(1, drives + 1))
     return snapshot, pending
 
 

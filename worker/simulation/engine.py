@@ -31,7 +31,14 @@ from typing import Protocol
 from drivers.media import Media, can_read, can_write
 from worker.core.actions import Action, Assign, Attach, Clean, Fail, Load, Unload
 from worker.core.requests import MountRequest
-from worker.core.snapshot import DriveView, LibrarySnapshot, TapeView
+from worker.core.snapshot import (
+    LibrarySnapshot,
+    Tape,
+    TapeView,
+    build_snapshot,
+    drive_view,
+    tape_view,
+)
 from worker.simulation.faults import NO_FAULTS, FaultPlan
 from worker.simulation.model import TB, SimLibrary
 from worker.simulation.workloads import SimRequest, Workload
@@ -89,11 +96,10 @@ class _Tape:
     mounts: list[float] = field(default_factory=list)
 
     def refresh(self, locked: bool, write_protected: bool, need_to_check: bool) -> None:
-        self.view = TapeView(
+        facts = Tape(
             barcode=self.barcode,
-            media=self.media,
-            slot=None if self.headed is not None else self.slot,
-            drive=self.headed if self.headed is not None else self.drive,
+            slot=self.slot,
+            drive=self.drive,
             home_slot=self.home,
             pool=self.pool,
             cleaning=self.cleaning,
@@ -102,9 +108,11 @@ class _Tape:
             need_to_check=need_to_check,
             full=self.capacity > 0 and self.used >= self.capacity,
             used_bytes=self.used,
-            capacity_bytes=self.capacity,
             cleaning_uses_left=self.uses_left,
         )
+        # A tape a queued load takes to a drive is already on its way there.
+        where = (None, self.headed) if self.headed is not None else None
+        self.view = tape_view(facts, where=where, capacity_bytes=self.capacity)
 
 
 @dataclass(slots=True)
@@ -136,6 +144,10 @@ class _Drive:
     attempt: int = 0
     #: Why the drive is down, or None: down drives get no work, ever.
     down: str | None = None
+
+    @property
+    def up(self) -> bool:
+        return self.down is None
 
 
 @dataclass(frozen=True, slots=True)
@@ -308,23 +320,13 @@ class Simulation:
         drive.segment = (self.now, kind) if kind is not None else None
 
     def snapshot(self) -> LibrarySnapshot:
-        drives = tuple(
-            DriveView(
-                index=d.index,
-                generation=d.generation,
-                barcode=d.barcode,
-                holders=tuple(d.holders),
-                busy=d.op or bool(d.chain),
-                idle_since=d.idle_since,
-                available=d.down is None,
-                needs_cleaning=d.needs_cleaning,
-            )
-            for d in self.drives.values()
-        )
-        return LibrarySnapshot(
-            drives=drives,
-            tapes=self.tape_views,
-            free_slots=tuple(sorted(self.free_slots)),
+        return build_snapshot(
+            (
+                drive_view(d, holders=d.holders, busy=d.op or bool(d.chain))
+                for d in self.drives.values()
+            ),
+            self.tape_views,
+            free_slots=self.free_slots,
             robot_busy=any(r > self.now for r in self.robots),
         )
 

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from drivers.media import can_read, can_write, media_of
 from worker.core.actions import Action, Assign, Attach, Clean, Fail, Load, Unload
 from worker.core.pending import PendingRequests
-from worker.core.planner import PlanPolicy, plan
+from worker.core.planner import PlanPolicy, next_change, plan
 from worker.core.requests import MountRequest
 from worker.core.snapshot import DriveView, LibrarySnapshot, TapeView
 from worker.settings import PlannerSettings
@@ -766,3 +766,56 @@ def test_a_write_goes_to_a_cheaper_tape_of_its_pool_only_past_the_margin() -> No
     }
     # Scratch needs no locate at all: 94 s saved is past a 60 s margin, not a 120 s one.
     assert chosen == {60.0: "P00003L9", 120.0: "P00001L9", math.inf: "P00001L9"}
+
+
+# -- when a plan can change with the clock alone --------------------------------------
+
+
+def test_the_next_change_is_a_dismount_falling_due() -> None:
+    snap = library(
+        [DriveView(0, 9, barcode="A00001L9", idle_since=100)],
+        [tape("A00001L9", drive=0, home_slot=3)],
+    )
+    assert next_change(snap, [], POLICY, 150) == 200
+    assert math.isinf(next_change(snap, [], POLICY, 200))
+
+
+def test_the_next_change_is_a_group_reaching_the_maximum_age() -> None:
+    snap = library([DriveView(0, 9, available=False)], [tape("A00001L9", 1)])
+    policy = replace(POLICY, max_age_s=300)
+    assert next_change(snap, [read(1, "A00001L9", at=50)], policy, 60) == 350
+
+
+def test_the_next_change_is_a_pool_queue_waiting_long_enough() -> None:
+    snap = library(
+        [DriveView(0, 9, barcode="P00001L9", holders=(1,)), DriveView(1, 9)],
+        [tape("P00001L9", drive=0, pool="p", used_bytes=5), tape("P00002L9", 2, pool="p")],
+    )
+    small = [to_pool(2, "p", 100, size=10**9)]
+    due = next_change(snap, small, POLICY, 200)
+    assert due == 100 + POLICY.pool_open_after_s
+    assert plan(snap, small, POLICY, due - 0.001) == []
+    assert plan(snap, small, POLICY, due) != []
+
+
+CLOCKED = PlanPolicy(dismount_delay_s=100.0, pool_dismount_delay_s=250.0, max_age_s=300.0)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    scenarios(),
+    st.floats(0, 5000),
+    st.floats(0, 1, exclude_max=True),
+    st.sampled_from([POLICY, CLOCKED]),
+)
+def test_before_the_next_change_the_plan_is_the_same(
+    scenario: tuple[LibrarySnapshot, list[MountRequest]],
+    now: float,
+    fraction: float,
+    policy: PlanPolicy,
+) -> None:
+    snap, pending = scenario
+    due = next_change(snap, pending, policy, now)
+    assert due > now
+    later = now + fraction * (due - now) if math.isfinite(due) else now + 10**6 * (1 + fraction)
+    assert plan(snap, pending, policy, later) == plan(snap, pending, policy, now)

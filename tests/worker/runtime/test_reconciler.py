@@ -12,7 +12,7 @@ import pytest
 from drivers.sim.library import SimulatedLibrary
 from tests.worker.harness import SETTINGS, definition
 from tests.worker.harness import SettableClock as Clock
-from worker.core.actions import Load
+from worker.core.actions import Load, Unload
 from worker.core.planner import PlanPolicy
 from worker.core.requests import RequestState
 from worker.intake.destinations import DestinationEvent, record_events
@@ -135,3 +135,55 @@ async def test_no_round_moves_anything_while_the_changer_is_in_doubt_and_busy(ri
     loaded = await rig.journal.latest_request_for(1)
     assert loaded is not None
     assert loaded.state is RequestState.READY
+
+
+async def test_a_round_with_nothing_changed_does_not_plan_again(rig: Rig) -> None:
+    assert await rig.reconciler.round() == []
+    plans = rig.reconciler.plans
+    rig.clock.now += 10
+    assert await rig.reconciler.round() == []
+    assert rig.reconciler.plans == plans
+    # A new request is a change: the next round plans, and mounts it.
+    body = TaskDestinationBody.model_validate({"tape_barcode": "AAA001L9"})
+    await record_events(
+        rig.journal,
+        [DestinationEvent("create", "7", 1, body, "test")],
+        now=rig.clock(),
+        hold_seconds=HOLD_S,
+    )
+    actions = await rig.reconciler.round()
+    assert rig.reconciler.plans == plans + 1
+    assert [type(a) for a in actions] == [Load]
+
+
+async def test_a_dismount_falling_due_is_planned_with_nothing_else_changed(rig: Rig) -> None:
+    request = await rig.ready(1, "AAA001L9", 1, 0)
+    async with rig.journal.transaction() as tx:
+        await tx.release(await rig.request(request), rig.clock(), "done")
+    assert await rig.reconciler.round() == []
+    plans = rig.reconciler.plans
+    # A pool's writable tape goes home after the pool's dismount delay.
+    rig.clock.now += PlanPolicy().pool_dismount_delay_s - 1
+    assert await rig.reconciler.round() == []
+    assert rig.reconciler.plans == plans
+    rig.clock.now += 1
+    actions = await rig.reconciler.round()
+    assert [type(a) for a in actions] == [Unload]
+
+
+async def test_a_request_handed_to_the_executor_is_not_planned_twice(rig: Rig) -> None:
+    body = TaskDestinationBody.model_validate({"tape_barcode": "AAA001L9"})
+    await record_events(
+        rig.journal,
+        [DestinationEvent("create", "7", 1, body, "test")],
+        now=rig.clock(),
+        hold_seconds=HOLD_S,
+    )
+    model = rig.journal.model or await rig.journal.load_model()
+    [pending] = list(model.pending)
+    rig.reconciler._dispatched.add(pending.id)
+    assert await rig.reconciler.round() == []
+    # ...and the kept queue still has it, for when the chain hands it back.
+    assert pending.id in model.pending
+    rig.reconciler._dispatched.discard(pending.id)
+    assert [type(a) for a in await rig.reconciler.round()] == [Load]
