@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: run test lint bench bench-seeds bench-scsi bench-broker bench-http bench-api bench-intake fuzz-api soak deps system-deps clean
+.PHONY: run test lint bench bench-round bench-seeds bench-scsi bench-broker bench-http bench-api bench-intake fuzz-api soak deps system-deps clean
 
 $(BIN)/python:
 	scripts/ensure-system-deps python
@@ -58,6 +58,11 @@ bench-http: deps
 # The index at scale: 100,000 destinations, a page, a filtered page, a 50,000 listing.
 bench-api: deps
 	$(BIN)/python -m tests.benchmarks.index_bench --destinations 100000 --listing 50000
+
+# A daemon round against plan() alone at 100,000 pending requests, and an idle daemon
+# with 50,000 and 100,000 it cannot serve (about five minutes).
+bench-round: deps
+	$(BIN)/python -m tests.benchmarks.round_bench
 
 # MQTT and HTTP intake against bare consumers, side by side (several minutes).
 bench-intake: deps
