@@ -131,6 +131,25 @@ class MqttSettings(BaseModel):
     fleet_interval_s: Annotated[float, Field(gt=0)] = 5.0
 
 
+class FleetSettings(BaseModel):
+    """`[fleet]`: how a library shares the destinations of a fleet (docs/failover.md)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    #: Take part in a fleet's routing (needs [mqtt]): a destination naming a tape
+    #: another library holds is journaled as not ours, and destinations naming only a
+    #: pool are taken from `<prefix>/pools/<pool>/tasks/...` by one library of the pool.
+    routing: bool = False
+    #: The MQTT 5 shared subscription group of the pools (`$share/<group>/...`).
+    share_group: str = Field(default="tapeworker", pattern=r"^[A-Za-z0-9_\-]{1,64}$")
+    #: A pool destination that no library could serve is failed after this many
+    #: hand-offs (each library that cannot serve it passes it on once).
+    max_hand_offs: Annotated[int, Field(ge=0, le=100)] = 3
+    #: Pool commands the broker may send before we claim them: what a crash of the
+    #: daemon can lose for the publisher to send again.
+    receive_maximum: Annotated[int, Field(ge=1, le=65535)] = 10
+
+
 class ExecutorSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -234,10 +253,17 @@ class Settings(BaseSettings):
     log_format: Literal["json", "console", "journald"] = "console"
     http: HttpSettings = Field(default_factory=HttpSettings)
     mqtt: MqttSettings = Field(default_factory=MqttSettings)
+    fleet: FleetSettings = Field(default_factory=FleetSettings)
     executor: ExecutorSettings = Field(default_factory=ExecutorSettings)
     planner: PlannerSettings = Field(default_factory=PlannerSettings)
     journal: JournalSettings = Field(default_factory=JournalSettings)
     mtx: MtxSettings = Field(default_factory=MtxSettings)
+
+    @model_validator(mode="after")
+    def _routing_needs_the_broker(self) -> Settings:
+        if self.fleet.routing and not self.mqtt.host:
+            raise ValueError("fleet.routing needs the fleet's broker: set [mqtt] host")
+        return self
 
     @model_validator(mode="after")
     def _retention_outlives_the_broker_session(self) -> Settings:

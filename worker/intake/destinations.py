@@ -27,6 +27,7 @@ from drivers.errors import InvalidArgumentError
 from drivers.media import validate_barcode
 from worker.core.requests import RequestState
 from worker.errors import JournalFaultError, RejectedEventError
+from worker.fleet import routing
 from worker.ops import metrics
 from worker.seed.error_details import VALUE_CHARS, Details, detail, validation_details
 from worker.seed.models import Container, Folder, TaskDestinationBody
@@ -64,6 +65,8 @@ class DestinationEvent:
     digest: str | None = None
     #: The nested `folder` and `container` of a full TaskDestination payload.
     nested: dict[str, Any] | None = None
+    #: In a fleet, whether this library applies it (worker/fleet/routing.py).
+    route: routing.Route | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -378,6 +381,9 @@ async def _apply(
         )
     if existing is not None and existing.deleted:
         return Outcome("ignored", destination_id, f"destination {destination_id} was destroyed")
+    route = event.route
+    if route is not None and route.via == "pass":
+        return Outcome("ignored", destination_id, route.reason)
     body_json = event.body.model_dump_json(exclude_none=False) if event.body else None
     if existing is not None:
         _check_order(existing, event, body_json)
@@ -403,11 +409,21 @@ async def _apply(
 
     if event.body is None or body_json is None:
         raise RejectedEventError(f"{event.verb} needs a body")
-    if event.verb == "update" and existing is None and event.sequence is None:
-        # With a sequence, an update that overtook its create is the newest desired
-        # state and applies; the create, arriving later, is then stale.
+    # With a sequence, an update that overtook its create is the newest desired
+    # state and applies; the create, arriving later, is then stale.
+    unknown_update = event.verb == "update" and existing is None and event.sequence is None
+    if unknown_update and route is None:
         raise RejectedEventError(f"update of unknown destination {destination_id}")
     target = await resolve_target(journal, event.body)
+    if route is not None:
+        # In a fleet, another library's destination is journaled as such first: an
+        # update of one we never saw is most likely theirs.
+        routed = _route_target(event, route, existing, target)
+        if isinstance(routed, str):
+            return await _not_ours(journal, tx, event, existing, destination_id, now, routed)
+        if unknown_update:
+            raise RejectedEventError(f"update of unknown destination {destination_id}")
+        target = routed
     if existing is None:
         await tx.insert_destination(
             destination_id,
@@ -456,6 +472,62 @@ async def _apply(
         )
         await tx.set_request_state(failed, RequestState.FAILED, now, reason=target.reason)
     return Outcome("applied", destination_id, target.reason)
+
+
+def _route_target(
+    event: DestinationEvent,
+    route: routing.Route,
+    existing: DestinationRecord | None,
+    target: Target,
+) -> Target | str:
+    """The target as this library of a fleet applies it, or why it is not ours."""
+    if route.via == "fail":
+        return Target(None, target.pool, "failed", route.reason)
+    if route.via == "take":
+        return target
+    if target.barcode is not None:
+        held = not (target.status == "failed" and (target.reason or "").startswith("unknown"))
+        return target if held else routing.not_ours_barcode(target.barcode, route.library_id)
+    if target.pool is None:
+        return target
+    unknown_pool = target.status == "failed"
+    if event.verb == "create" and existing is None and not unknown_pool:
+        raise RejectedEventError(routing.pool_create_on_common_topic(route.prefix, target.pool))
+    owned = existing is not None and existing.status != "ignored"
+    if owned and not unknown_pool:
+        return target
+    return routing.not_ours_pool(target.pool, route.library_id)
+
+
+async def _not_ours(
+    journal: Journal,
+    tx: Transaction,
+    event: DestinationEvent,
+    existing: DestinationRecord | None,
+    destination_id: int,
+    now: float,
+    reason: str,
+) -> Outcome:
+    """Journal another library's destination: the row says so, and nothing is asked of
+    the hardware (an update may make it ours later)."""
+    body_json = event.body.model_dump_json(exclude_none=False) if event.body else None
+    assert body_json is not None
+    fields: dict[str, Any] = {
+        "body": body_json,
+        "barcode": None,
+        "pool": None,
+        "status": "ignored",
+        "reason": reason,
+        "sequence": event.sequence,
+        "now": now,
+        "nested": event.nested,
+    }
+    if existing is None:
+        await tx.insert_destination(destination_id, task_id=event.task_id, **fields)
+    else:
+        await _release_active(journal, tx, destination_id, now, "now another library's")
+        await tx.update_destination(destination_id, **fields)
+    return Outcome("ignored", destination_id, reason)
 
 
 def _check_order(

@@ -17,6 +17,7 @@ it wraps (the one private attribute we touch, kept here with its own test).
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import re
 from typing import Any
@@ -31,6 +32,7 @@ from paho.mqtt.subscribeoptions import SubscribeOptions
 from worker.callbacks import ChangeListener, Clock
 from worker.errors import JournalFaultError, RejectedEventError
 from worker.fleet import fleet_topic, gone_summary, library_topic
+from worker.fleet.routing import Route
 from worker.intake.destinations import (
     VERBS,
     DestinationEvent,
@@ -206,9 +208,12 @@ class MqttIntake:
         clock: Clock,
         library_id: str = "library0",
         journal_retry_s: tuple[float, float] = JOURNAL_RETRY_S,
+        route: Route | None = None,
     ) -> None:
         self._settings = settings
         self.library_id = library_id
+        #: In a fleet, every library reads these topics and applies only what is its own.
+        self._route = route
         #: Everything this library publishes is under it: fleet members never collide.
         self.library_prefix = library_topic(settings.prefix, library_id)
         self.client_id = settings.client_id or f"tapeworker-{library_id}"
@@ -366,6 +371,11 @@ class MqttIntake:
 
     async def _commit(self, batch: list[aiomqtt.Message]) -> None:
         events = [message_to_event(self.prefix, message) for message in batch]
+        if self._route is not None:
+            events = [
+                dataclasses.replace(e, route=self._route) if isinstance(e, DestinationEvent) else e
+                for e in events
+            ]
         outcomes = await record_events(
             self._journal, events, now=self._clock(), hold_seconds=self._hold_seconds
         )

@@ -30,6 +30,8 @@ from drivers.definition import load_definition
 from drivers.errors import DefinitionError, DriverError
 from worker.errors import ConfigError, JournalFaultError, StartupError
 from worker.fleet import ACTIVE_STATES, library_summary, resolve_library_id
+from worker.fleet.pools import PoolIntake
+from worker.fleet.routing import Route, pools_held
 from worker.intake.admin import admin_router
 from worker.intake.http.app import create_app
 from worker.intake.http.guard import GuardedServer, server_config
@@ -64,6 +66,8 @@ class Service:
         self.executor: Executor | None = None
         self.http_port: int | None = None
         self.library_id: str | None = None
+        #: In a fleet, the pools whose destinations this library may take.
+        self._routed_pools: tuple[str, ...] = ()
         self._published_drives: dict[int, dict[str, object]] = {}
         self._journal: Journal | None = None
         self._health = HealthFile(health_path(settings.state_dir))
@@ -136,6 +140,28 @@ class Service:
             view = await destination_view(self._journal, record)
             self.mqtt.publish_state(destination_id, view.to_json())
 
+    def _pool_intake(self, journal: Journal, mqtt: MqttIntake) -> PoolIntake:
+        """The fleet's pool intake: the pools this library holds tapes of."""
+        assert self.library_id is not None
+        return PoolIntake(
+            self.settings.mqtt,
+            self.settings.fleet,
+            journal,
+            library_id=self.library_id,
+            client_id=mqtt.client_id,
+            pools=self._routed_pools,
+            hold_seconds=self.settings.hold_seconds,
+            on_change=self._changed,
+            dead_letter=lambda data: mqtt.publish_nowait(
+                f"{mqtt.prefix}/dead-letter", data, retain=False
+            ),
+            clock=time.time,
+            journal_retry_s=(
+                self.settings.journal.retry_first_s,
+                self.settings.journal.retry_max_s,
+            ),
+        )
+
     async def _publish_summary(self, journal: Journal, mqtt: MqttIntake) -> None:
         """This library's summary for the fleet view, refreshed on a timer."""
         while True:
@@ -182,6 +208,7 @@ class Service:
         except DefinitionError as exc:
             raise ConfigError(str(exc)) from exc
         self.library_id = resolve_library_id(settings.library_id, definition.name)
+        self._routed_pools = pools_held(definition)
         # Every line this daemon logs names its library: a fleet's logs meet in one place.
         structlog.contextvars.bind_contextvars(library=self.library_id)
         metrics.LIBRARY.info({"library_id": self.library_id})
@@ -261,8 +288,17 @@ class Service:
                     clock=time.time,
                     library_id=self.library_id,
                     journal_retry_s=(settings.journal.retry_first_s, settings.journal.retry_max_s),
+                    route=(
+                        Route(self.library_id, "common", prefix=settings.mqtt.prefix)
+                        if settings.fleet.routing
+                        else None
+                    ),
                 )
                 background.append(group.create_task(self.mqtt.run(), name="mqtt"))
+                if settings.fleet.routing:
+                    background.append(
+                        group.create_task(self._pool_intake(journal, self.mqtt).run(), name="pools")
+                    )
                 background.append(
                     group.create_task(self._publish_summary(journal, self.mqtt), name="fleet")
                 )

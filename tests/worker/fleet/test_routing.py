@@ -1,0 +1,255 @@
+"""Routing in a fleet: the pure rules, then what the journal makes of a routed event."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from tests.worker.harness import CATALOG
+from worker.errors import RejectedEventError
+from worker.fleet import routing
+from worker.fleet.routing import Claim, HandOff, Route, decide, why_not_here
+from worker.intake.destinations import DestinationEvent, Outcome, Verb, record_events
+from worker.seed.models import TaskDestinationBody
+from worker.state.journal import DriveRecord, Journal, TapeRecord
+
+
+def tape(barcode: str, pool: str = "p", **flags: object) -> TapeRecord:
+    fields: dict[str, object] = {
+        "barcode": barcode,
+        "tape_id": 1,
+        "pool": pool,
+        "media": None,
+        "cleaning": False,
+        "locked": False,
+        "write_protected": False,
+        "full": False,
+        "need_to_check": False,
+        "ejected": False,
+        "used_bytes": 0,
+        "cleaning_uses_left": 0,
+        "slot": 1,
+        "home_slot": 1,
+        "drive": None,
+        "mount_count": 0,
+        "date_in": None,
+        "date_move": None,
+        "known": True,
+    }
+    return TapeRecord(**{**fields, **flags})  # type: ignore[arg-type]
+
+
+def drive(generation: int = 9, *, up: bool = True) -> DriveRecord:
+    return DriveRecord(0, generation, "/dev/nst0", None, up, 0, None, None, False)
+
+
+def test_a_library_with_a_writable_tape_and_a_drive_for_it_can_serve() -> None:
+    assert why_not_here("p", None, [tape("AAA001L9")], [drive()], draining=False) is None
+
+
+@pytest.mark.parametrize(
+    ("tapes", "drives", "draining", "reason"),
+    [
+        ([tape("AAA001L9")], [drive()], True, "draining"),
+        ([tape("AAA001L9", pool="q")], [drive()], False, "no tape of pool 'p'"),
+        ([tape("AAA001L9")], [drive(up=False)], False, "every drive is down"),
+        ([tape("AAA001L9", full=True)], [drive()], False, "no writable tape"),
+        ([tape("AAA001L9", locked=True)], [drive()], False, "no writable tape"),
+        ([tape("AAA001L9", used_bytes=18 * 10**12)], [drive()], False, "with room for 1 bytes"),
+        # An LTO-9 drive cannot write LTO-7: the only drive that is up is not for it.
+        ([tape("AAA001L7")], [drive(9), drive(7, up=False)], False, "every drive that can"),
+    ],
+)
+def test_why_a_library_cannot_serve_a_pool(
+    tapes: list[TapeRecord], drives: list[DriveRecord], draining: bool, reason: str
+) -> None:
+    found = why_not_here("p", None, tapes, drives, draining=draining)
+    assert found is not None
+    assert reason in found
+
+
+def test_a_declared_size_needs_a_tape_with_that_much_room() -> None:
+    nearly_full = [tape("AAA001L9", used_bytes=17 * 10**12)]
+    assert why_not_here("p", 10**12, nearly_full, [drive()], draining=False) is None
+    found = why_not_here("p", 2 * 10**12, nearly_full, [drive()], draining=False)
+    assert found is not None
+    assert "room for 2000000000000 bytes" in found
+
+
+def test_a_library_that_can_serve_takes_it_unless_another_claimed_it() -> None:
+    take = decide("a", "p", why_not=None, hand_off=HandOff(), max_hand_offs=3, claimed_by=None)
+    assert take.kind == "take"
+    mine = decide("a", "p", why_not=None, hand_off=HandOff(), max_hand_offs=3, claimed_by="a")
+    assert mine.kind == "take"
+    theirs = decide("a", "p", why_not=None, hand_off=HandOff(), max_hand_offs=3, claimed_by="b")
+    assert (theirs.kind, theirs.reason) == ("not_ours", "not ours: library b took it")
+
+
+def test_hand_offs_are_bounded_and_the_failure_names_every_reason() -> None:
+    hand_off = HandOff()
+    hops = []
+    for library in ("a", "b", "a"):
+        decision = decide(
+            library,
+            "p",
+            why_not=f"{library} is full",
+            hand_off=hand_off,
+            max_hand_offs=2,
+            claimed_by=None,
+        )
+        hops.append(decision.kind)
+        if decision.hand_off is not None:
+            hand_off = decision.hand_off
+    assert hops == ["hand_on", "hand_on", "fail"]
+    assert decision.reason == (
+        "no library of pool 'p' can serve it after 2 hand-offs: "
+        "a: a is full; b: b is full; a: a is full"
+    )
+
+
+def test_hand_off_properties_round_trip_and_bad_ones_are_refused() -> None:
+    hand_off = HandOff(2, ("a: full", "b: draining"))
+    properties = dict(routing.hand_off_properties(hand_off))
+    assert routing.parse_hand_off(properties["hand-offs"], properties["declined"]) == hand_off
+    assert routing.parse_hand_off(None, None) == HandOff()
+    for count, declined in (("-1", None), ("x", None), ("1", "[1]"), ("1", "not json")):
+        with pytest.raises(RejectedEventError):
+            routing.parse_hand_off(count, declined)
+
+
+def test_each_hop_of_a_hand_off_is_its_own_message() -> None:
+    assert routing.dedup_key("e1", HandOff()) == "mqtt:e1"
+    assert routing.dedup_key("e1", HandOff(2)) == "mqtt:e1#2"
+
+
+def test_pool_topics() -> None:
+    assert routing.pool_subscription("tw", "offline-tapes", "g") == (
+        "$share/g/tw/pools/offline-tapes/tasks/#"
+    )
+    assert routing.split_pool_topic("tw", "tw/pools/p/tasks/9/task_destinations/4/create") == (
+        "p",
+        "tw/tasks/9/task_destinations/4/create",
+    )
+    for bad in ("tw/tasks/9/task_destinations/4/create", "tw/pools/../tasks/x", "tw/pools/p/"):
+        with pytest.raises(RejectedEventError):
+            routing.split_pool_topic("tw", bad)
+
+
+def test_only_tape_pools_with_tapes_here_are_taken() -> None:
+    # nas-copies holds no tapes and is not tape; online-tapes and offline-tapes are.
+    assert routing.pools_held(CATALOG) == ("offline-tapes", "online-tapes")
+
+
+def test_a_claim_round_trips_and_a_foreign_payload_is_no_claim() -> None:
+    claim = Claim(
+        "a", 4, "taken", "tw/pools/p/tasks/9/task_destinations/4/create", "{}", "e", "7", 1
+    )
+    assert routing.parse_claim(claim.to_json()) == claim
+    assert routing.parse_claim(b"{}") is None
+    assert routing.parse_claim(b"\xff") is None
+
+
+# -- what the journal makes of routed events ------------------------------------------
+
+
+@pytest.fixture
+async def journal(tmp_path: Path) -> AsyncIterator[Journal]:
+    journal = await Journal.open(tmp_path / "journal.sqlite3")
+    await journal.sync_catalog(CATALOG, now=1000.0)
+    yield journal
+    await journal.close()
+
+
+COMMON = Route("lib-a", "common", prefix="tw")
+
+
+def event(
+    verb: Verb, destination_id: int = 1, route: Route | None = COMMON, **body: object
+) -> DestinationEvent:
+    parsed = TaskDestinationBody.model_validate(body) if verb in ("create", "update") else None
+    return DestinationEvent(verb, "7", destination_id, parsed, "mqtt", route=route)
+
+
+async def apply(journal: Journal, *events: DestinationEvent) -> list[Outcome]:
+    return await record_events(journal, list(events), now=2000.0, hold_seconds=60)
+
+
+async def test_a_tape_held_here_is_applied(journal: Journal) -> None:
+    [outcome] = await apply(journal, event("create", tape_barcode="NOD400L9"))
+    assert outcome.status == "applied"
+    [request] = await journal.requests()
+    assert request.barcode == "NOD400L9"
+
+
+async def test_a_tape_held_elsewhere_is_not_ours_not_a_rejection(journal: Journal) -> None:
+    [outcome] = await apply(journal, event("create", tape_barcode="ZZZ900L9"))
+    assert (outcome.status, outcome.reason) == (
+        "ignored",
+        "not ours: tape ZZZ900L9 is not in library lib-a",
+    )
+    assert await journal.requests() == []
+    record = await journal.destination(1)
+    assert record is not None
+    assert (record.status, record.reason) == ("ignored", outcome.reason)
+    # Alone (no fleet), the same tape is a failure to report.
+    [alone] = await apply(journal, event("create", 2, route=None, tape_barcode="ZZZ900L9"))
+    assert alone.status == "applied"
+    assert "not in this library" in (alone.reason or "")
+
+
+async def test_an_update_moving_a_destination_to_a_tape_held_here_makes_it_ours(
+    journal: Journal,
+) -> None:
+    await apply(journal, event("create", tape_barcode="ZZZ900L9"))
+    [outcome] = await apply(journal, event("update", tape_barcode="NOD400L9"))
+    assert outcome.status == "applied"
+    [request] = await journal.requests()
+    assert request.barcode == "NOD400L9"
+    # And away again: our request is released, the destination is another library's.
+    [away] = await apply(journal, event("update", tape_barcode="ZZZ901L9"))
+    assert away.status == "ignored"
+    [released] = await journal.requests()
+    assert released.state.value == "released"
+
+
+async def test_a_pool_create_on_the_common_topic_is_refused_with_the_right_topic(
+    journal: Journal,
+) -> None:
+    [outcome] = await apply(journal, event("create", pool_name="offline-tapes"))
+    assert outcome.status == "rejected"
+    assert "tw/pools/offline-tapes/tasks/..." in (outcome.reason or "")
+
+
+async def test_a_pool_destination_is_updated_by_the_library_that_took_it_only(
+    journal: Journal,
+) -> None:
+    take = dataclasses.replace(COMMON, via="take")
+    await apply(journal, event("create", 1, route=take, pool_name="offline-tapes"))
+    [ours] = await apply(journal, event("update", 1, pool_name="online-tapes"))
+    assert ours.status == "applied"
+    # Destination 2 was taken by another library: its update here is not ours.
+    [theirs] = await apply(journal, event("update", 2, pool_name="online-tapes"))
+    assert (theirs.status, theirs.reason) == (
+        "ignored",
+        "not ours: library lib-a did not take this destination of pool 'online-tapes'",
+    )
+    assert {r.destination_id for r in await journal.requests()} == {1}
+
+
+async def test_a_pool_destination_passed_on_is_journaled_without_a_row(journal: Journal) -> None:
+    passed = dataclasses.replace(COMMON, via="pass", reason="handed on (1 of 3): full")
+    [outcome] = await apply(journal, event("create", 1, route=passed, pool_name="offline-tapes"))
+    assert (outcome.status, outcome.reason) == ("ignored", "handed on (1 of 3): full")
+    assert await journal.destination(1) is None
+    [journaled] = await journal.events()
+    assert journaled.reason == "handed on (1 of 3): full"
+
+
+async def test_a_pool_destination_nobody_can_serve_fails_with_the_reason(journal: Journal) -> None:
+    failed = dataclasses.replace(COMMON, via="fail", reason="no library of pool ...")
+    await apply(journal, event("create", 1, route=failed, pool_name="offline-tapes"))
+    [request] = await journal.requests()
+    assert (request.state.value, request.reason) == ("failed", "no library of pool ...")
