@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import json
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -26,7 +27,7 @@ from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from worker.callbacks import ChangeListener, Clock
 from worker.errors import JournalFaultError, RejectedEventError
-from worker.fleet import routing
+from worker.fleet import fleet_topic, routing
 from worker.intake.destinations import (
     DestinationEvent,
     Outcome,
@@ -72,6 +73,8 @@ class PoolIntake:
         self._journal_retry_s = journal_retry_s
         #: Which library claimed each pool destination, as the retained claims say.
         self.claims: dict[int, str] = {}
+        #: The pools of each library the fleet view shows alive (none when gone).
+        self.members: dict[str, set[str]] = {}
         self.connected = asyncio.Event()
 
     @property
@@ -105,9 +108,14 @@ class PoolIntake:
             acks = ManualAcks(client)
             try:
                 async with client:
-                    # Claims first: on one connection the broker sends the retained
-                    # claims before any pool command of the later subscriptions.
+                    # Claims and the fleet view first: on one connection the broker
+                    # sends their retained messages before any pool command of the
+                    # later subscriptions.
                     await client.subscribe(routing.claims_subscription(self.prefix), qos=1)
+                    await client.subscribe(fleet_topic(self.prefix, "+"), qos=1)
+                    await client.subscribe(
+                        routing.hand_off_subscription(self.prefix, self.library_id), qos=1
+                    )
                     for pool in self.pools:
                         await client.subscribe(
                             routing.pool_subscription(self.prefix, pool, self._fleet.share_group),
@@ -142,6 +150,9 @@ class PoolIntake:
         payload = _raw(message.payload)
         if message.topic.matches(routing.claims_subscription(self.prefix)):
             await self._on_claim(topic, payload)
+            return
+        if message.topic.matches(fleet_topic(self.prefix, "+")):
+            self._on_summary(payload)
             return
         try:
             pool, command = routing.split_pool_topic(self.prefix, topic)
@@ -218,8 +229,15 @@ class PoolIntake:
             ]
             # Out before the commit: a crash in between loses nothing, and the next
             # library knows this hop by its count.
-            await client.publish(topic, payload, qos=1, properties=properties)
-            log.info("pool destination handed on", destination=event.destination_id, pool=pool)
+            tail = command.removeprefix(f"{self.prefix}/tasks/")
+            to = f"{routing.hand_off_commands(self.prefix, pool, decision.to or '')}/{tail}"
+            await client.publish(to, payload, qos=1, properties=properties)
+            log.info(
+                "pool destination handed on",
+                destination=event.destination_id,
+                pool=pool,
+                to=decision.to,
+            )
         await self._record(dataclasses.replace(event, route=route))
 
     async def _decide(
@@ -239,6 +257,7 @@ class PoolIntake:
             hand_off=hand_off,
             max_hand_offs=self._fleet.max_hand_offs,
             claimed_by=self.claims.get(event.destination_id or 0),
+            members=[library for library, pools in self.members.items() if pool in pools],
         )
 
     async def _check_pool_command(self, event: DestinationEvent, pool: str) -> None:
@@ -263,6 +282,16 @@ class PoolIntake:
             named = by_id.name if by_id is not None else named
         if named != pool:
             raise RejectedEventError(f"the destination names pool {named!r}, the topic {pool!r}")
+
+    def _on_summary(self, payload: bytes) -> None:
+        try:
+            summary = json.loads(payload) if payload else None
+        except ValueError:
+            return
+        found = routing.pool_members(summary) if isinstance(summary, dict) else None
+        if found is not None:
+            library, pools = found
+            self.members[library] = pools
 
     async def _on_claim(self, topic: str, payload: bytes) -> None:
         destination = topic.rsplit("/", 1)[-1]

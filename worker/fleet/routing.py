@@ -33,7 +33,6 @@ HAND_OFFS = "hand-offs"
 DECLINED = "declined"
 #: A pool is one topic level, as the library definition names it.
 _POOL_RE = re.compile(r"^[A-Za-z0-9_.\-]{1,128}$")
-MAX_DECLINED_CHARS = 4000
 
 
 def pool_commands(prefix: str, pool: str) -> str:
@@ -44,6 +43,15 @@ def pool_commands(prefix: str, pool: str) -> str:
 def pool_subscription(prefix: str, pool: str, group: str) -> str:
     """The shared subscription through which one library of the pool takes each."""
     return f"$share/{group}/{pool_commands(prefix, pool)}/#"
+
+
+def hand_off_commands(prefix: str, pool: str, library_id: str) -> str:
+    """Where a pool destination is handed to one library of the pool by name."""
+    return f"{prefix}/pools/{pool}/libraries/{library_id}/tasks"
+
+
+def hand_off_subscription(prefix: str, library_id: str) -> str:
+    return f"{prefix}/pools/+/libraries/{library_id}/tasks/#"
 
 
 def claim_topic(prefix: str, pool: str, destination_id: int) -> str:
@@ -70,11 +78,17 @@ def pools_held(definition: LibraryDefinition) -> tuple[str, ...]:
 
 
 def split_pool_topic(prefix: str, topic: str) -> tuple[str, str]:
-    """(pool, the same command's topic under `<prefix>/tasks/`) of a pool command."""
+    """(pool, the same command's topic under `<prefix>/tasks/`) of a pool command, sent
+    to the pool or handed to one of its libraries."""
     head = f"{prefix}/pools/"
     rest = topic[len(head) :] if topic.startswith(head) else ""
-    pool, _, command = rest.partition("/tasks/")
-    if not rest or not routable_pool(pool) or not command:
+    pool, _, command = rest.partition("/")
+    if command.startswith("libraries/"):
+        _, library, command = command.split("/", 2) if command.count("/") >= 2 else ("", "", "")
+        if not routable_pool(library):
+            command = ""
+    kind, _, command = command.partition("/")
+    if not routable_pool(pool) or kind != "tasks" or not command:
         raise RejectedEventError(
             f"topic {topic[:200]!r} is not <prefix>/pools/<pool>/tasks/<task>/"
             "task_destinations/<id>/create"
@@ -117,11 +131,15 @@ def pool_create_on_common_topic(prefix: str, pool: str) -> str:
 
 @dataclass(frozen=True, slots=True)
 class HandOff:
-    """How far a pool destination has travelled: hand-offs so far, and why."""
+    """How far a pool destination has travelled: hand-offs so far, and who declined why."""
 
     count: int = 0
-    #: One "<library>: <reason>" per library that passed it on.
-    declined: tuple[str, ...] = ()
+    #: (library, reason) for each library that passed it on.
+    declined: tuple[tuple[str, str], ...] = ()
+
+    @property
+    def libraries(self) -> set[str]:
+        return {library for library, _ in self.declined}
 
 
 def parse_hand_off(count: str | None, declined: str | None) -> HandOff:
@@ -130,23 +148,23 @@ def parse_hand_off(count: str | None, declined: str | None) -> HandOff:
         return HandOff()
     if not count.isdigit() or len(count) > 4:
         raise RejectedEventError(f"{HAND_OFFS} {count[:32]!r} is not a small whole number")
-    reasons: list[Any] = []
+    pairs: Any = []
     if declined:
         try:
-            reasons = json.loads(declined)
+            pairs = json.loads(declined)
         except ValueError:
-            reasons = [None]
-        if not isinstance(reasons, list) or not all(isinstance(r, str) for r in reasons):
-            raise RejectedEventError(f"{DECLINED} must be a JSON list of strings")
-    return HandOff(int(count), tuple(reasons))
+            pairs = None
+    well_formed = isinstance(pairs, list) and all(
+        isinstance(p, list) and len(p) == 2 and all(isinstance(x, str) for x in p) for p in pairs
+    )
+    if not well_formed:
+        raise RejectedEventError(f"{DECLINED} must be a JSON list of [library, reason] pairs")
+    return HandOff(int(count), tuple((library, reason) for library, reason in pairs))
 
 
 def hand_off_properties(hand_off: HandOff) -> list[tuple[str, str]]:
-    declined = json.dumps(list(hand_off.declined))
-    if len(declined) > MAX_DECLINED_CHARS:
-        # The reasons are for people; the count is what bounds the travel.
-        declined = json.dumps([*hand_off.declined[:1], "...", *hand_off.declined[-2:]])
-    return [(HAND_OFFS, str(hand_off.count)), (DECLINED, declined)]
+    pairs = [[library, reason[:500]] for library, reason in hand_off.declined]
+    return [(HAND_OFFS, str(hand_off.count)), (DECLINED, json.dumps(pairs))]
 
 
 def dedup_key(event_id: str, hand_off: HandOff) -> str:
@@ -197,8 +215,9 @@ def why_not_here(
 class Decision:
     kind: Literal["take", "hand_on", "fail", "not_ours"]
     reason: str | None = None
-    #: For `hand_on`, what the passed-on message carries.
+    #: For `hand_on`, what the passed-on message carries, and to which library.
     hand_off: HandOff | None = None
+    to: str | None = None
 
 
 def decide(
@@ -209,21 +228,44 @@ def decide(
     hand_off: HandOff,
     max_hand_offs: int,
     claimed_by: str | None,
+    members: Iterable[str],
 ) -> Decision:
-    """What this library does with a pool destination the broker handed it."""
+    """What this library does with a pool destination the broker handed it.
+
+    `members` are the libraries of the pool the fleet view shows alive. A destination
+    this library cannot serve goes by name to one that has not declined it yet, so
+    that the hand-offs end after each member had its turn, or at `max_hand_offs`.
+    """
     if claimed_by is not None and claimed_by != library_id:
         return Decision("not_ours", f"not ours: library {claimed_by} took it")
     if why_not is None:
         return Decision("take")
-    declined = (*hand_off.declined, f"{library_id}: {why_not}")
-    if hand_off.count >= max_hand_offs:
+    declined = (*hand_off.declined, (library_id, why_not))
+    passed = HandOff(hand_off.count + 1, declined)
+    candidates = sorted(set(members) - passed.libraries)
+    if not candidates or hand_off.count >= max_hand_offs:
         return Decision(
             "fail",
             f"no library of pool {pool!r} can serve it after {hand_off.count} hand-offs: "
-            + "; ".join(declined),
+            + "; ".join(f"{library}: {reason}" for library, reason in declined),
         )
-    passed = HandOff(hand_off.count + 1, declined)
-    return Decision("hand_on", f"handed on ({passed.count} of {max_hand_offs}): {why_not}", passed)
+    return Decision(
+        "hand_on",
+        f"handed on to library {candidates[0]} ({passed.count} of at most {max_hand_offs}): "
+        f"{why_not}",
+        passed,
+        candidates[0],
+    )
+
+
+def pool_members(summary: dict[str, Any]) -> tuple[str, set[str]] | None:
+    """(library, the pools it holds tapes of) from a fleet summary; an empty set for a
+    library that is gone; None for what is no summary."""
+    library = summary.get("library_id")
+    if not isinstance(library, str):
+        return None
+    pools = summary.get("pools") if summary.get("alive") is True else None
+    return library, set(pools) if isinstance(pools, dict) else set()
 
 
 @dataclass(frozen=True, slots=True)

@@ -80,44 +80,88 @@ def test_a_declared_size_needs_a_tape_with_that_much_room() -> None:
 
 
 def test_a_library_that_can_serve_takes_it_unless_another_claimed_it() -> None:
-    take = decide("a", "p", why_not=None, hand_off=HandOff(), max_hand_offs=3, claimed_by=None)
-    assert take.kind == "take"
-    mine = decide("a", "p", why_not=None, hand_off=HandOff(), max_hand_offs=3, claimed_by="a")
-    assert mine.kind == "take"
-    theirs = decide("a", "p", why_not=None, hand_off=HandOff(), max_hand_offs=3, claimed_by="b")
+    def deciding(claimed_by: str | None) -> routing.Decision:
+        return decide(
+            "a",
+            "p",
+            why_not=None,
+            hand_off=HandOff(),
+            max_hand_offs=3,
+            claimed_by=claimed_by,
+            members=["a", "b"],
+        )
+
+    assert deciding(None).kind == "take"
+    assert deciding("a").kind == "take"
+    theirs = deciding("b")
     assert (theirs.kind, theirs.reason) == ("not_ours", "not ours: library b took it")
 
 
-def test_hand_offs_are_bounded_and_the_failure_names_every_reason() -> None:
+def test_a_destination_goes_to_each_member_once_then_fails_with_every_reason() -> None:
     hand_off = HandOff()
+    library = "a"
     hops = []
-    for library in ("a", "b", "a"):
+    for _ in range(4):
         decision = decide(
             library,
             "p",
             why_not=f"{library} is full",
             hand_off=hand_off,
-            max_hand_offs=2,
+            max_hand_offs=5,
             claimed_by=None,
+            members=["c", "b", "a"],
         )
-        hops.append(decision.kind)
-        if decision.hand_off is not None:
-            hand_off = decision.hand_off
-    assert hops == ["hand_on", "hand_on", "fail"]
+        hops.append((library, decision.kind))
+        if decision.kind != "hand_on":
+            break
+        assert decision.hand_off is not None
+        assert decision.to is not None
+        hand_off, library = decision.hand_off, decision.to
+    # Declined libraries are skipped; the last member fails it.
+    assert hops == [("a", "hand_on"), ("b", "hand_on"), ("c", "fail")]
     assert decision.reason == (
         "no library of pool 'p' can serve it after 2 hand-offs: "
-        "a: a is full; b: b is full; a: a is full"
+        "a: a is full; b: b is full; c: c is full"
     )
 
 
+def test_hand_offs_stop_at_the_bound_even_with_members_left() -> None:
+    decision = decide(
+        "a",
+        "p",
+        why_not="full",
+        hand_off=HandOff(1, (("b", "full"),)),
+        max_hand_offs=1,
+        claimed_by=None,
+        members=["a", "b", "c"],
+    )
+    assert decision.kind == "fail"
+    assert decision.reason is not None
+    assert decision.reason.startswith("no library of pool 'p' can serve it after 1 hand-offs")
+
+
+def test_alone_in_its_pool_a_library_fails_what_it_cannot_serve() -> None:
+    decision = decide(
+        "a", "p", why_not="full", hand_off=HandOff(), max_hand_offs=3, claimed_by=None, members=[]
+    )
+    assert decision.kind == "fail"
+
+
 def test_hand_off_properties_round_trip_and_bad_ones_are_refused() -> None:
-    hand_off = HandOff(2, ("a: full", "b: draining"))
+    hand_off = HandOff(2, (("a", "full"), ("b", "draining")))
     properties = dict(routing.hand_off_properties(hand_off))
     assert routing.parse_hand_off(properties["hand-offs"], properties["declined"]) == hand_off
     assert routing.parse_hand_off(None, None) == HandOff()
     for count, declined in (("-1", None), ("x", None), ("1", "[1]"), ("1", "not json")):
         with pytest.raises(RejectedEventError):
             routing.parse_hand_off(count, declined)
+
+
+def test_the_fleet_view_tells_the_members_of_each_pool() -> None:
+    alive = {"library_id": "a", "alive": True, "pools": {"p": {}, "q": {}}}
+    assert routing.pool_members(alive) == ("a", {"p", "q"})
+    assert routing.pool_members({"library_id": "a", "alive": False}) == ("a", set())
+    assert routing.pool_members({"probe": 1}) is None
 
 
 def test_each_hop_of_a_hand_off_is_its_own_message() -> None:
@@ -133,7 +177,15 @@ def test_pool_topics() -> None:
         "p",
         "tw/tasks/9/task_destinations/4/create",
     )
-    for bad in ("tw/tasks/9/task_destinations/4/create", "tw/pools/../tasks/x", "tw/pools/p/"):
+    handed = "tw/pools/p/libraries/b/tasks/9/task_destinations/4/create"
+    assert routing.split_pool_topic("tw", handed) == ("p", "tw/tasks/9/task_destinations/4/create")
+    for bad in (
+        "tw/tasks/9/task_destinations/4/create",
+        "tw/pools/../tasks/x",
+        "tw/pools/p/",
+        "tw/pools/p/libraries/+/tasks/x",
+        "tw/pools/p/libraries/b",
+    ):
         with pytest.raises(RejectedEventError):
             routing.split_pool_topic("tw", bad)
 

@@ -81,9 +81,7 @@ async def test_a_chain_error_fails_the_request_once_its_budget_is_spent(tmp_path
 
 
 async def _mounting(worker: Harness) -> bool:
-    return (
-        await worker.request(1)
-    ).state is RequestState.MOUNTING and not worker.reconciler.busy
+    return (await worker.request(1)).state is RequestState.MOUNTING and not worker.reconciler.busy
 
 
 async def test_a_chain_that_cannot_record_its_end_is_ended_before_the_next_round(

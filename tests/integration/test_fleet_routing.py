@@ -1,0 +1,208 @@
+"""Three daemons, three simulated libraries, one mosquitto: every destination is applied
+by exactly one library, the right one, even when a daemon is SIGKILLed mid-run.
+
+1,000 destination events by default (about 75 s); `FLEET_EVENTS=150` for a quicker run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sqlite3
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import aiomqtt
+import pytest
+
+from tests.integration.broker import Broker
+from tests.integration.daemon import Daemon, wait_until
+from tests.integration.fleet_run import (
+    HOPELESS_POOL,
+    SHARED_POOL,
+    TIGHT_POOL,
+    ArchiveManager,
+    Destination,
+    fleet_daemon,
+    own_barcodes,
+)
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(900)]
+
+EVENTS = int(os.environ.get("FLEET_EVENTS", "1000"))
+LIBRARIES = {
+    "a": (1, [SHARED_POOL, TIGHT_POOL, HOPELESS_POOL]),
+    "b": (2, [SHARED_POOL, TIGHT_POOL, HOPELESS_POOL]),
+    "c": (3, []),
+}
+
+
+@pytest.fixture
+def fleet(tmp_path: Path, broker: Broker) -> Iterator[dict[str, Daemon]]:
+    daemons = {
+        name: fleet_daemon(tmp_path / name, name, number, broker.port, pools)
+        for name, (number, pools) in LIBRARIES.items()
+    }
+    try:
+        for daemon in daemons.values():
+            daemon.start()
+        wait_until(
+            lambda: (
+                all(
+                    "pool intake connected" in d.log_tail(400)
+                    for n, d in daemons.items()
+                    if n != "c"
+                )
+                and "mqtt connected" in daemons["c"].log_tail(400)
+            ),
+            timeout=120,
+            what="every daemon subscribed",
+        )
+        yield daemons
+    finally:
+        for daemon in daemons.values():
+            daemon.stop()
+
+
+def workload(count: int) -> list[Destination]:
+    """Barcode destinations of each library and pool destinations, interleaved."""
+    barcodes = [b for name in LIBRARIES for b in own_barcodes(name)]
+    found = []
+    for i in range(count):
+        destination_id = 1000 + i
+        if i % 5 in (1, 3):
+            found.append(Destination(destination_id, None, SHARED_POOL))
+        else:
+            found.append(Destination(destination_id, barcodes[i % len(barcodes)], None))
+    return found
+
+
+def owner_of_barcode(barcode: str) -> str:
+    return next(name for name in LIBRARIES if barcode in own_barcodes(name))
+
+
+def journal_rows(daemon: Daemon, sql: str) -> list[sqlite3.Row]:
+    try:
+        return daemon.query(sql)
+    except sqlite3.OperationalError:
+        return []  # the daemon is restarting, or the journal is being created
+
+
+def taken(daemons: dict[str, Daemon]) -> dict[int, list[str]]:
+    """Which libraries applied each destination (a row that is theirs, with a request)."""
+    owners: dict[int, list[str]] = {}
+    for name, daemon in daemons.items():
+        for row in journal_rows(
+            daemon,
+            "SELECT DISTINCT d.id FROM destinations d JOIN requests r ON r.destination_id = d.id "
+            "WHERE d.status != 'ignored'",
+        ):
+            owners.setdefault(row["id"], []).append(name)
+    return owners
+
+
+def test_every_destination_is_applied_by_exactly_one_library_through_a_kill(
+    fleet: dict[str, Daemon], broker: Broker
+) -> None:
+    destinations = workload(EVENTS)
+    kill_at = len(destinations) // 3
+    pool_destinations = [d for d in destinations if d.barcode is None]
+    extra = [
+        Destination(900, None, TIGHT_POOL),
+        Destination(901, None, TIGHT_POOL),
+        Destination(902, None, HOPELESS_POOL),
+    ]
+    manager = ArchiveManager(broker.port)
+    killed_at = restarted_at = 0.0
+
+    async def run() -> None:
+        nonlocal killed_at, restarted_at
+        async with aiomqtt.Client(
+            "127.0.0.1", broker.port, identifier="archive", protocol=aiomqtt.ProtocolVersion.V5
+        ) as client:
+            watcher = asyncio.create_task(manager.watch_claims(client))
+            for index, destination in enumerate([*extra, *destinations]):
+                if index == kill_at + len(extra):
+                    # A SIGKILL mid-run: no goodbye, whatever was in flight is in flight.
+                    fleet["b"].kill()
+                    killed_at = time.time()
+                await manager.publish(client, destination)
+            await asyncio.to_thread(fleet["b"].start)
+            restarted_at = time.time()
+            await manager.until_every_pool_destination_is_claimed(
+                client, [*pool_destinations, *extra], quiet_s=15, timeout=600
+            )
+            watcher.cancel()
+
+    asyncio.run(run())
+
+    everything = {d.id for d in [*extra, *destinations]}
+    print(f"fleet: {len(everything)} destinations, {len(manager.republished)} published again")
+
+    def settled() -> dict[int, list[str]] | None:
+        owners = taken(fleet)
+        return owners if owners.keys() >= everything else None
+
+    owners = wait_until(settled, timeout=600, what="every destination applied by a library")
+    # None twice: one library each.
+    assert {i: o for i, o in owners.items() if len(o) != 1} == {}
+    for destination in destinations:
+        [owner] = owners[destination.id]
+        if destination.barcode is not None:
+            assert owner == owner_of_barcode(destination.barcode), destination
+        else:
+            assert owner in ("a", "b"), destination
+    # The claims on the broker agree with the journals.
+    assert all(manager.claims[d.id] == owners[d.id][0] for d in pool_destinations)
+
+    # b's barcode destinations published while it was dead waited and were served
+    # after its restart; the pool's went to a meanwhile.
+    after_kill = destinations[kill_at + 1 :]
+    b_received = {
+        row["destination_id"]: row["received"]
+        for row in journal_rows(
+            fleet["b"], "SELECT destination_id, received FROM events WHERE status='applied'"
+        )
+    }
+    waited = [d for d in after_kill if d.barcode and owner_of_barcode(d.barcode) == "b"]
+    assert waited, "the workload gives b barcode destinations after the kill"
+    assert all(b_received[d.id] >= restarted_at - 1 for d in waited)
+    pool_after_kill = [d for d in after_kill if d.barcode is None]
+    assert all(owners[d.id] == ["a"] for d in pool_after_kill if d.id not in b_received)
+    assert sum(owners[d.id] == ["a"] for d in pool_after_kill) >= len(pool_after_kill) // 2
+    assert killed_at > 0
+
+    # The others journaled each barcode destination as not theirs, with the reason.
+    c_rows = {
+        row["id"]: row["reason"]
+        for row in journal_rows(fleet["c"], "SELECT id, reason FROM destinations")
+    }
+    a_barcode = next(d for d in destinations if d.barcode and owner_of_barcode(d.barcode) == "a")
+    assert c_rows[a_barcode.id] == f"not ours: tape {a_barcode.barcode} is not in library c"
+
+    # The tight pool: a cannot write to it, so it is b's; the hopeless pool fails with
+    # every library's reason after the hand-offs.
+    assert (owners[900], owners[901]) == (["b"], ["b"])
+    [failed] = [
+        row
+        for daemon in fleet.values()
+        for row in journal_rows(
+            daemon, "SELECT state, reason FROM requests WHERE destination_id=902"
+        )
+    ]
+    assert failed["state"] == "failed"
+    assert failed["reason"].startswith(
+        "no library of pool 'hopeless' can serve it after 1 hand-offs"
+    )
+    assert "a: no writable tape of pool 'hopeless'" in failed["reason"]
+    assert "b: no writable tape of pool 'hopeless'" in failed["reason"]
+
+    # Each library's tapes show its own number in the archive manager's terms.
+    c_destination = next(
+        d for d in destinations if d.barcode and owner_of_barcode(d.barcode) == "c"
+    )
+    with fleet["c"].http() as http:
+        shown = http.get(f"/tasks/9/task_destinations/{c_destination.id}")
+    assert shown.status_code == 200, shown.text
+    assert shown.json()["tape"]["tape_library_id"] == 3
