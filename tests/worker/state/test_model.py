@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 
 from tests.worker.harness import CATALOG
 from worker.core.requests import ACTIVE, RequestState
-from worker.errors import IllegalTransitionError
+from worker.errors import IllegalTransitionError, JournalFaultError
 from worker.state.journal import Journal, Transaction
 from worker.state.model import StateModel
 
@@ -216,6 +216,40 @@ async def test_a_change_the_model_cannot_take_rebuilds_it(
     assert tape is not None
     assert tape.need_to_check
     await _same_as_file(journal)
+
+
+async def _too_big_for_the_disk(journal: Journal) -> None:
+    async with journal.transaction() as tx:
+        for i in range(40):
+            await tx.insert_event(source="test", received=1000.0, payload="x" * 60_000)
+            await tx.add_request(i + 1, barcode="NOD400L9", pool=None, now=1000.0)
+
+
+async def test_after_a_journal_fault_the_model_is_read_from_the_file_again(
+    journal: Journal,
+) -> None:
+    model = _model(journal)
+    async with journal._db.execute("PRAGMA page_count") as cur:
+        row = await cur.fetchone()
+    assert row is not None
+    # A disk that is full for this journal: no page beyond those it has.
+    await journal._db.execute(f"PRAGMA max_page_count={row[0]}")
+    before = model.export()
+    with pytest.raises(JournalFaultError):
+        await _too_big_for_the_disk(journal)
+    assert journal.fault is not None
+    assert model.export() == before
+    version = model.version
+    await journal._db.execute("PRAGMA max_page_count=1073741823")
+    assert await journal.probe(1001.0)
+    assert journal.fault is None
+    # Read anew once the fault cleared (the same object: readers keep theirs).
+    assert journal.model is model
+    assert model.version > version
+    await _same_as_file(journal)
+    async with journal.transaction() as tx:
+        rid = await tx.add_request(1, barcode="NOD400L9", pool=None, now=1002.0)
+    assert rid in model.pending
 
 
 async def test_requests_of_ended_states_are_not_kept(journal: Journal) -> None:
