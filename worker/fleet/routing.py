@@ -9,7 +9,7 @@ the broker hands each message to one member of the group. The member that takes 
 first retains a *claim* (`<prefix>/pools/<pool>/claims/<id>`, the whole message in
 it) and only then journals it; a member that cannot serve it publishes it again on
 the pool topic with one more hand-off, until `max_hand_offs`, where it is failed
-with every library's reason. Nothing here does I/O: the intake (worker/fleet/pools.py)
+with every library's reason. Nothing here does I/O: the intake (worker/intake/pools.py)
 asks, and does what the answer says.
 """
 

@@ -30,13 +30,13 @@ from drivers.definition import load_definition
 from drivers.errors import DefinitionError, DriverError
 from worker.errors import ConfigError, JournalFaultError, StartupError
 from worker.fleet import ACTIVE_STATES, library_summary, resolve_library_id
-from worker.fleet.pools import PoolIntake
 from worker.fleet.routing import Route, pools_held
 from worker.intake.admin import admin_router
 from worker.intake.http.app import create_app
 from worker.intake.http.guard import GuardedServer, server_config
 from worker.intake.http.idempotency import IdempotentCreates
 from worker.intake.mqtt import MqttIntake
+from worker.intake.pools import PoolIntake
 from worker.intake.views import destination_view
 from worker.logging import set_level
 from worker.ops import metrics

@@ -8,7 +8,7 @@ a persistent member while it is away). What the connection had received and not 
 claimed when it died is lost with its session: the archive manager publishes a pool
 destination again when no claim appears for it (the README, "A fleet of libraries").
 What it had claimed is not: the claim holds the message, and the library journals it
-when it meets its own claim again after a restart. The rules are in routing.py.
+when it meets its own claim again after a restart. The rules are in worker/fleet/routing.py.
 """
 
 from __future__ import annotations
