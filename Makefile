@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: run test lint bench bench-round bench-seeds bench-scsi bench-broker bench-http bench-api bench-intake fuzz-api soak deps system-deps clean
+.PHONY: run test lint bench bench-round bench-seeds bench-scsi bench-broker bench-http bench-api bench-intake bench-fleet fuzz-api soak deps system-deps clean
 
 $(BIN)/python:
 	scripts/ensure-system-deps python
@@ -68,6 +68,11 @@ bench-round: deps
 bench-intake: deps
 	scripts/ensure-system-deps mosquitto
 	$(BIN)/python -m tests.benchmarks.intake_bench --messages 50000 --requests 2000
+
+# A fleet on one broker: intake rate and end-to-end latency with 1, 2 and 4 daemons.
+bench-fleet: deps
+	scripts/ensure-system-deps mosquitto
+	$(BIN)/python -m tests.benchmarks.fleet_bench --events 1000 --daemons 1,2,4
 
 # Schemathesis against the daemon with many examples per operation (make test runs 10).
 fuzz-api: deps
