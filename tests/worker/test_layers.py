@@ -30,10 +30,6 @@ EXCEPTIONS = {
         "the configuration checks a library id with the fleet's pattern; the pattern "
         "belongs below both (in the settings, or a module of library identity)"
     ),
-    ("worker/fleet/pools.py", "worker.intake"): (
-        "the fleet's pool subscription takes destination events with the MQTT intake's "
-        "parsing and journaling: it is an intake, and belongs in intake/"
-    ),
 }
 
 
@@ -90,8 +86,6 @@ def test_no_import_runs_back_up_a_layer() -> None:
 def test_the_known_exceptions_still_exist() -> None:
     """An exception that was fixed is taken off the list, so it cannot come back."""
     for shown, module in EXCEPTIONS:
-        if not (REPO / shown).exists():
-            continue  # not merged yet
         modules = {m for _, m in imported(REPO / shown)}
         assert any(m == module or m.startswith(module + ".") for m in modules), (shown, module)
 
