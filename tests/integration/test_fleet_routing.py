@@ -7,6 +7,7 @@ by exactly one library, the right one, even when a daemon is SIGKILLed mid-run.
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import sqlite3
 import time
@@ -20,6 +21,7 @@ from tests.integration.broker import Broker
 from tests.integration.daemon import Daemon, wait_until
 from tests.integration.fleet_run import (
     HOPELESS_POOL,
+    PREFIX,
     SHARED_POOL,
     TIGHT_POOL,
     ArchiveManager,
@@ -27,6 +29,8 @@ from tests.integration.fleet_run import (
     fleet_daemon,
     own_barcodes,
 )
+from worker.fleet import routing
+from worker.fleet.routing import Claim
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(900)]
 
@@ -206,3 +210,58 @@ def test_every_destination_is_applied_by_exactly_one_library_through_a_kill(
         shown = http.get(f"/tasks/9/task_destinations/{c_destination.id}")
     assert shown.status_code == 200, shown.text
     assert shown.json()["tape"]["tape_library_id"] == 3
+
+
+def test_a_claim_of_its_own_missing_from_its_journal_is_journaled_at_start(
+    tmp_path: Path, broker: Broker
+) -> None:
+    # As if library a claimed destination 77 and was killed before its commit: the
+    # retained claim is on the broker, the journal has nothing of it.
+    claim = Claim(
+        library_id="a",
+        destination_id=77,
+        status="taken",
+        topic=f"{PREFIX}/pools/{SHARED_POOL}/tasks/9/task_destinations/77/create",
+        payload=json.dumps({"folder_id": 77, "pool_name": SHARED_POOL}),
+        event_id="td-77-v1",
+        sequence="1",
+        hand_offs=0,
+    )
+    no_event_id = Destination(78, None, SHARED_POOL)
+
+    async def publish() -> None:
+        async with aiomqtt.Client(
+            "127.0.0.1", broker.port, identifier="archive", protocol=aiomqtt.ProtocolVersion.V5
+        ) as client:
+            await client.publish(
+                routing.claim_topic(PREFIX, SHARED_POOL, 77), claim.to_json(), qos=1, retain=True
+            )
+
+    asyncio.run(publish())
+    daemon = fleet_daemon(tmp_path / "a", "a", 1, broker.port, [SHARED_POOL])
+    try:
+        daemon.start()
+        row = daemon.wait_request(77, "ready", timeout=120)
+        assert row["pool"] == SHARED_POOL
+        [event] = daemon.query("SELECT dedup_key, status FROM events WHERE destination_id=77")
+        assert (event["dedup_key"], event["status"]) == ("mqtt:td-77-v1", "applied")
+
+        # A pool command without an event-id could not be found again: refused, said why.
+        async def publish_without_event_id() -> None:
+            async with aiomqtt.Client(
+                "127.0.0.1", broker.port, identifier="archive", protocol=aiomqtt.ProtocolVersion.V5
+            ) as client:
+                await client.publish(no_event_id.topic, no_event_id.body, qos=1)
+
+        asyncio.run(publish_without_event_id())
+
+        def rejected() -> list[sqlite3.Row]:
+            return daemon.query(
+                "SELECT reason FROM events WHERE status='rejected' AND topic=?",
+                (no_event_id.topic,),
+            )
+
+        [refused] = wait_until(rejected, timeout=60, what="the pool command refused")
+        assert refused["reason"].startswith("a pool destination needs an event-id")
+    finally:
+        daemon.stop()
