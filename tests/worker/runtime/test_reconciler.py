@@ -3,17 +3,18 @@ journal file, the simulated library for the robot, a clock the test moves."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
 from drivers.sim.library import SimulatedLibrary
-from tests.worker.harness import SETTINGS, definition
+from tests.worker.harness import SETTINGS, Harness, definition, running_worker
 from tests.worker.harness import SettableClock as Clock
 from worker.core.actions import Load, Unload
-from worker.core.planner import PlanPolicy
+from worker.core.planner import PlanPolicy, plan
 from worker.core.requests import RequestState
 from worker.intake.destinations import DestinationEvent, record_events
 from worker.runtime.executor import DriveWork, Executor
@@ -187,3 +188,50 @@ async def test_a_request_handed_to_the_executor_is_not_planned_twice(rig: Rig) -
     assert pending.id in model.pending
     rig.reconciler._dispatched.discard(pending.id)
     assert [type(a) for a in await rig.reconciler.round()] == [Load]
+
+
+async def test_a_tape_released_by_a_destroy_stays_for_its_dismount_delay(tmp_path: Path) -> None:
+    """A destroy's transaction releases the request, then starts the drive's idle
+    clock. A round that read the journal between the two (one connection, shared
+    by every task) saw a drive with no holder and no idle clock, which the planner
+    rightly unloads at once (idle since before start-up). The planner now reads the
+    state in memory, which changes only when a transaction commits: the tape stays
+    until its dismount delay (a pool's writable tape: `pool_dismount_delay_s`)."""
+    policy = PlanPolicy(dismount_delay_s=3600, spare_drives=0)
+    async with running_worker(tmp_path, definition(drives=2), policy=policy) as worker:
+        # Each cycle races a round (woken by the ready) against the destroy.
+        for destination in range(1, 21):
+            await worker.submit("create", destination, tape_barcode="AAA001L9")
+            await worker.wait_for(destination, "ready")
+            await worker.submit("destroy", destination)
+            released = await worker.wait_for(destination, "released")
+            await _two_rounds_after(worker, time.monotonic())
+            kinds = [op.kind for op in await worker.journal.operations()]
+            assert "unload" not in kinds, f"unloaded after destroy {destination}: {kinds}"
+            [drive, _] = await worker.journal.drives()
+            assert drive.barcode == "AAA001L9"
+            assert drive.idle_since == released.updated
+            snapshot, pending = await worker.reconciler.snapshot()
+            # A pool's writable tape: it goes home once idle for the pool's delay.
+            stays = released.updated + policy.pool_dismount_delay_s - 1
+            assert plan(snapshot, pending, policy, stays) == []
+            due = plan(snapshot, pending, policy, stays + 1)
+            assert due == [Unload(drive=0, barcode="AAA001L9", slot=1)]
+
+
+async def _two_rounds_after(worker: Harness, moment: float) -> None:
+    """Until a planning round that began after `moment` has ended."""
+    reconciler = worker.reconciler
+    first = await worker.wait_until(
+        "a round after the release", _heartbeat_after(reconciler, moment)
+    )
+    await worker.wait_until("the next round", _heartbeat_after(reconciler, first))
+
+
+def _heartbeat_after(
+    reconciler: Reconciler, moment: float
+) -> Callable[[], Awaitable[float | None]]:
+    async def check() -> float | None:
+        return reconciler.heartbeat if reconciler.heartbeat > moment else None
+
+    return check
