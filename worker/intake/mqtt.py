@@ -407,6 +407,10 @@ class MqttIntake:
                 # publishing their new state ran into.
                 log.exception("state publication failed", destinations=sorted(changed))
 
+    def clear_retained(self, topic: str) -> None:
+        """Delete a retained message from the broker (an empty retained one does)."""
+        self._enqueue(topic, b"", retain=True)
+
     def publish_nowait(self, topic: str, data: dict[str, Any], *, retain: bool) -> None:
         self._enqueue(topic, json.dumps(data).encode(), retain=retain)
 

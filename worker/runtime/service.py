@@ -30,7 +30,7 @@ from drivers.definition import load_definition
 from drivers.errors import DefinitionError, DriverError
 from worker.errors import ConfigError, JournalFaultError, StartupError
 from worker.fleet import ACTIVE_STATES, library_summary, resolve_library_id
-from worker.fleet.routing import Route, pools_held
+from worker.fleet.routing import Route, claim_topic, pools_held
 from worker.intake.admin import admin_router
 from worker.intake.http.app import create_app
 from worker.intake.http.guard import GuardedServer, server_config
@@ -136,6 +136,12 @@ class Service:
                     destination_id,
                     {"id": destination_id, "state": "destroyed", "sequence": record.sequence},
                 )
+                pool = record.pool
+                if record.barcode is None and pool is not None and pool in self._routed_pools:
+                    # A pool destination we took: its claim has served its purpose.
+                    self.mqtt.clear_retained(
+                        claim_topic(self.settings.mqtt.prefix, pool, destination_id)
+                    )
                 continue
             view = await destination_view(self._journal, record)
             self.mqtt.publish_state(destination_id, view.to_json())
@@ -208,7 +214,7 @@ class Service:
         except DefinitionError as exc:
             raise ConfigError(str(exc)) from exc
         self.library_id = resolve_library_id(settings.library_id, definition.name)
-        self._routed_pools = pools_held(definition)
+        self._routed_pools = pools_held(definition) if settings.fleet.routing else ()
         # Every line this daemon logs names its library: a fleet's logs meet in one place.
         structlog.contextvars.bind_contextvars(library=self.library_id)
         metrics.LIBRARY.info({"library_id": self.library_id})
