@@ -48,6 +48,11 @@ class RunningDaemon(Protocol):
     def mqtt(self) -> BrokerLink | None: ...
 
     @property
+    def pools(self) -> BrokerLink | None:
+        """In a fleet, the pool intake's own connection."""
+        ...
+
+    @property
     def reconciler(self) -> PlanningLoop | None: ...
 
     @property

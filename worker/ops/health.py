@@ -41,6 +41,11 @@ async def readiness(service: RunningDaemon) -> list[Check]:
         connected = service.mqtt is not None and service.mqtt.connected.is_set()
         reason = None if connected else f"not connected to {service.settings.mqtt.host}"
         checks.append(Check("mqtt", connected, reason))
+    if service.settings.fleet.routing:
+        # Without it the library takes none of its pools' destinations.
+        pools = service.pools is not None and service.pools.connected.is_set()
+        reason = None if pools else "the pool intake is not connected"
+        checks.append(Check("pools", pools, reason))
     stuck = planning_stuck(service)
     checks.append(Check("planner", stuck is None, stuck))
     return checks

@@ -62,6 +62,7 @@ class Service:
         self.config_path = config_path
         self.stopping = asyncio.Event()
         self.mqtt: MqttIntake | None = None
+        self.pools: PoolIntake | None = None
         self.reconciler: Reconciler | None = None
         self.executor: Executor | None = None
         self.http_port: int | None = None
@@ -302,9 +303,8 @@ class Service:
                 )
                 background.append(group.create_task(self.mqtt.run(), name="mqtt"))
                 if settings.fleet.routing:
-                    background.append(
-                        group.create_task(self._pool_intake(journal, self.mqtt).run(), name="pools")
-                    )
+                    self.pools = self._pool_intake(journal, self.mqtt)
+                    background.append(group.create_task(self.pools.run(), name="pools"))
                 background.append(
                     group.create_task(self._publish_summary(journal, self.mqtt), name="fleet")
                 )

@@ -40,6 +40,7 @@ class Daemon:
     journal: Journal | None
     settings: Settings = field(default_factory=Settings)
     mqtt: Broker | None = None
+    pools: Broker | None = None
     reconciler: Loop | None = field(default_factory=Loop)
     executor: Executing | None = field(default_factory=Executing)
     journal_fault: str | None = None

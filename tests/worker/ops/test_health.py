@@ -14,7 +14,7 @@ import pytest
 from tests.worker.harness import definition
 from tests.worker.ops.running import Broker, Daemon, Loop, inventoried
 from worker.ops.health import STUCK_AFTER_S, Check, alive_for_watchdog, planning_stuck, readiness
-from worker.settings import MqttSettings, Settings
+from worker.settings import FleetSettings, MqttSettings, Settings
 from worker.state.journal import Journal
 
 
@@ -109,3 +109,16 @@ async def test_the_watchdog_is_withheld_for_a_stuck_loop_or_a_journal_that_fails
     reason = await alive_for_watchdog(Daemon(closed))
     assert reason is not None
     assert reason.startswith("the journal failed to answer: ")
+
+
+async def test_the_pool_intake_is_checked_only_in_a_fleet(journal: Journal) -> None:
+    settings = Settings(mqtt=MqttSettings(host="broker.example"))
+    assert "pools" not in by_name(await readiness(Daemon(journal, settings=settings)))
+    fleet = Settings(mqtt=MqttSettings(host="broker.example"), fleet=FleetSettings(routing=True))
+    daemon = Daemon(journal, settings=fleet, mqtt=Broker(), pools=Broker())
+    assert by_name(await readiness(daemon))["pools"] == Check(
+        "pools", False, "the pool intake is not connected"
+    )
+    assert daemon.pools is not None
+    daemon.pools.connected.set()
+    assert by_name(await readiness(daemon))["pools"].ok
