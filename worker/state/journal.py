@@ -20,6 +20,7 @@ import hashlib
 import json
 import os
 import sqlite3
+import sys
 import time
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from contextlib import asynccontextmanager
@@ -379,6 +380,10 @@ def _columns(cls: type) -> tuple[tuple[str, bool], ...]:
     return tuple((spec.name, spec.type == "bool") for spec in fields(cls))
 
 
+#: Strings up to this long read from a row are interned (see `_from_row`).
+_INTERNED = 40
+
+
 def _from_row(cls: type[Record], row: aiosqlite.Row, **overrides: Any) -> Record:
     """A record from a row of the same column names; 0/1 columns become bools."""
     values: dict[str, Any] = {}
@@ -387,7 +392,13 @@ def _from_row(cls: type[Record], row: aiosqlite.Row, **overrides: Any) -> Record
             values[name] = overrides[name]
         else:
             value = row[name]
-            values[name] = bool(value) if is_bool else value
+            if is_bool:
+                value = bool(value)
+            elif type(value) is str and len(value) <= _INTERNED:
+                # Barcodes, pools, states and task ids repeat across many rows the
+                # state model keeps: one object each, not one per row.
+                value = sys.intern(value)
+            values[name] = value
     return cls(**values)
 
 
