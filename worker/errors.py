@@ -29,6 +29,12 @@ class RejectedEventError(WorkerError):
         self.details = details
 
 
+class ConflictingEventError(RejectedEventError):
+    """A well-formed event that contradicts what the library knows (a tape_id that is
+    another barcode's, a pool_id that is another pool's, a tape of another pool): the
+    client's view of the library is out of date; rejected, never guessed."""
+
+
 class JournalError(WorkerError):
     """The journal could not be opened or is from an incompatible version."""
 

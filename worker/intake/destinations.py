@@ -26,7 +26,7 @@ from pydantic import ValidationError
 from drivers.errors import InvalidArgumentError
 from drivers.media import validate_barcode
 from worker.core.requests import RequestState
-from worker.errors import JournalFaultError, RejectedEventError
+from worker.errors import ConflictingEventError, JournalFaultError, RejectedEventError
 from worker.fleet import routing
 from worker.ops import metrics
 from worker.seed.error_details import VALUE_CHARS, Details, detail, validation_details
@@ -91,6 +91,8 @@ class Outcome:
     #: Rejected because handling it raised a bug, not because of what it said.
     poison: bool = False
     details: Details | None = None
+    #: Rejected because it contradicts what the library knows (ConflictingEventError).
+    conflict: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -282,7 +284,13 @@ async def _record_one(
     try:
         outcome = await _apply(journal, tx, event, destination_id, now, hold_seconds)
     except RejectedEventError as exc:
-        outcome = Outcome("rejected", destination_id, exc.reason, details=exc.details)
+        outcome = Outcome(
+            "rejected",
+            destination_id,
+            exc.reason,
+            details=exc.details,
+            conflict=isinstance(exc, ConflictingEventError),
+        )
     seq = await tx.insert_event(
         source=event.source,
         received=now,
@@ -316,7 +324,7 @@ async def resolve_target(journal: Journal, body: TaskDestinationBody) -> Target:
             if barcode is None:
                 return Target(None, None, "failed", f"unknown tape_id {body.tape_id}")
         elif barcode is not None and tape.barcode != barcode:
-            raise RejectedEventError(
+            raise ConflictingEventError(
                 f"tape_id {body.tape_id} is tape {tape.barcode}, not {barcode}",
                 {"tape_id": [detail("invalid", body.tape_id)]},
             )
@@ -329,7 +337,7 @@ async def resolve_target(journal: Journal, body: TaskDestinationBody) -> Target:
         if by_id is None and pool_name is None:
             return Target(barcode, None, "failed", f"unknown pool_id {body.pool_id}")
         if by_id is not None and pool_name is not None and by_id.name != pool_name:
-            raise RejectedEventError(
+            raise ConflictingEventError(
                 f"pool_id {body.pool_id} is pool {by_id.name!r}, not {pool_name!r}",
                 {"pool_id": [detail("invalid", body.pool_id)]},
             )
@@ -351,7 +359,7 @@ async def resolve_target(journal: Journal, body: TaskDestinationBody) -> Target:
                 barcode, pool_name, "failed", f"unknown barcode {barcode}: not in this library"
             )
         if pool_name is not None and tape.pool != pool_name:
-            raise RejectedEventError(
+            raise ConflictingEventError(
                 f"tape {barcode} belongs to pool {tape.pool!r}, not {pool_name!r}",
                 {"pool_name" if body.pool_name else "pool_id": [detail("invalid", pool_name)]},
             )

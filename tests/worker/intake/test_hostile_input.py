@@ -546,8 +546,9 @@ async def http_session(journal: Journal, script: list[Call]) -> None:
                 assert response.status_code != 400 or (
                     "task_destination_id" in response.json().get("details", {})
                 )
+            # 409: a body that contradicts the library, journaled as rejected too.
             body_rejected = (
-                response.status_code == 400
+                response.status_code in (400, 409)
                 and "task_destination_id" not in response.json()["details"]
             )
             if response.status_code >= 400:

@@ -84,12 +84,14 @@ def _not_found(task_id: str, destination_id: int) -> ApiError:
 
 
 def _rejected(outcome: Outcome) -> ApiError:
-    """400 for input the API refuses; 500 for an event a bug could not handle."""
+    """400 for input the API refuses, 409 for input that contradicts the library; 500
+    for an event a bug could not handle."""
     if outcome.poison:
         # Our bug, not the client's input: journaled, skipped, and said so.
         return ApiError(500, f"the request could not be handled: {outcome.reason}")
     return ApiError(
-        status.HTTP_400_BAD_REQUEST,
+        # Well-formed, but the library says otherwise: the client's view is out of date.
+        status.HTTP_409_CONFLICT if outcome.conflict else status.HTTP_400_BAD_REQUEST,
         [outcome.reason or "The received resource was not correctly formatted."],
         outcome.details or {"body": [detail("invalid", "")]},
     )

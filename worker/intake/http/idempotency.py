@@ -78,7 +78,7 @@ async def remember_create(tx: Transaction, outcomes: list[Outcome]) -> None:
         scope=claim.scope,
         key=claim.key,
         fingerprint=claim.digest.hexdigest(),
-        status=201 if created else 400,
+        status=201 if created else 409 if outcome.conflict else 400,
         destination_id=outcome.destination_id,
         reason=outcome.reason,
         now=claim.now,

@@ -61,6 +61,10 @@ _ERRORS = {
     "503": "The journal cannot take writes now, or the daemon is busy: retry after Retry-After.",
 }
 _NOT_FOUND = "No such task destination in this task, or no task of that name."
+_CONFLICT = (
+    "The body contradicts the library: a tape_id that is another barcode's, a pool_id "
+    "that is another pool's, a tape of another pool than the one named."
+)
 
 #: operationId (FastAPI's function name) -> scope, statuses beyond the common errors.
 _OPERATIONS: dict[str, tuple[str, dict[str, str]]] = {
@@ -69,7 +73,7 @@ _OPERATIONS: dict[str, tuple[str, dict[str, str]]] = {
         "create",
         {
             "404": "No task of that name.",
-            "409": "A create with the same Idempotency-Key is still running.",
+            "409": f"{_CONFLICT} Or a create with the same Idempotency-Key is still running.",
             "415": "The body is declared as something else than application/json.",
             "422": "The Idempotency-Key was used for another request.",
         },
@@ -77,7 +81,11 @@ _OPERATIONS: dict[str, tuple[str, dict[str, str]]] = {
     "show": ("show", {"404": _NOT_FOUND}),
     "update": (
         "update",
-        {"404": _NOT_FOUND, "415": "The body is declared as something else than JSON."},
+        {
+            "404": _NOT_FOUND,
+            "409": _CONFLICT,
+            "415": "The body is declared as something else than JSON.",
+        },
     ),
     "destroy": ("destroy", {"404": _NOT_FOUND}),
     "release": ("release", {"404": _NOT_FOUND}),

@@ -96,6 +96,30 @@ async def test_invalid_attributes_are_named_with_their_kind(tmp_path: Path) -> N
         assert body["details"]["tape_barcode"] == [{"error": "invalid", "value": "$(reboot)"}]
 
 
+async def test_a_body_that_contradicts_the_library_is_a_409_and_journaled(
+    tmp_path: Path,
+) -> None:
+    """Well-formed (no schema can say which tape id is which barcode), but out of date."""
+    async with api_client(tmp_path) as (client, journal):
+        cases = [
+            ({"tape_id": 1, "tape_barcode": "NOD401L9"}, "tape_id"),
+            ({"pool_id": 6, "pool_name": "online-tapes"}, "pool_id"),
+            ({"tape_barcode": "NOD400L9", "pool_name": "online-tapes"}, "pool_name"),
+        ]
+        for body, attribute in cases:
+            response = await client.post(BASE, json=body)
+            error = assert_error_shape(response, 409)
+            assert error["details"][attribute][0]["error"] == "invalid", error
+            [event] = await journal.events(limit=1)
+            assert (event.status, event.reason) == ("rejected", error["messages"][0])
+        created = await client.post(BASE, json={"tape_id": 1})
+        assert created.status_code == 201, created.text
+        url = f"{BASE}/{created.json()['id']}"
+        response = await client.put(url, json={"tape_id": 1, "tape_barcode": "NOD401L9"})
+        assert_error_shape(response, 409)
+        assert (await client.get(url)).json()["tape_id"] == 1
+
+
 async def test_body_declared_as_another_media_type_is_a_415(tmp_path: Path) -> None:
     async with api_client(tmp_path) as (client, journal):
         for declared in ("application/x-www-form-urlencoded", "text/plain"):

@@ -114,6 +114,20 @@ async def test_a_rejected_create_is_replayed_as_rejected(journal: Journal) -> No
     assert await count(journal, "events") == 1
 
 
+async def test_a_create_that_contradicts_the_library_is_replayed_as_409(
+    journal: Journal,
+) -> None:
+    async with client_for(journal, Clock()) as client:
+        body = {"tape_id": 1, "tape_barcode": "NOD401L9"}
+        first = await client.post(URL, json=body, headers={"Idempotency-Key": "k"})
+        again = await client.post(URL, json=body, headers={"Idempotency-Key": "k"})
+    assert first.status_code == again.status_code == 409
+    assert again.json() == first.json()
+    assert again.headers["idempotent-replayed"] == "true"
+    [(status,)] = await journal._all("SELECT status FROM idempotency_keys")
+    assert status == 409
+
+
 async def test_a_key_expires_after_the_kept_time(journal: Journal) -> None:
     clock = Clock()
     async with client_for(journal, clock, keep_s=60) as client:
