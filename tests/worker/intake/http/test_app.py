@@ -114,17 +114,20 @@ async def test_another_tasks_destination_is_not_found_here(tmp_path: Path) -> No
         assert a.changed == [{created["id"]}], "nothing else happened"
 
 
-async def test_a_rejected_create_is_a_400_journaled_in_the_inbox_only(
+async def test_a_rejected_create_is_a_4xx_journaled_in_the_inbox_only(
     tmp_path: Path,
 ) -> None:
     async with api(tmp_path) as a:
+        # A contradiction with the library is a 409, a malformed body a 400: both rejected.
         response = await a.client.post(
             BASE, json={"folder_id": 1, "tape_barcode": "NOD400L9", "pool_name": "online-tapes"}
         )
+        assert_error_shape(response, 409)
+        response = await a.client.post(BASE, json={"folder_id": 1, "tape_barcode": "NOD 400"})
         assert_error_shape(response, 400)
         assert (await a.client.get(BASE)).json()["count"] == 0
         events = await a.journal.events()
-        assert [e.status for e in events] == ["rejected"], "journaled with its reason"
+        assert [e.status for e in events] == ["rejected"] * 2, "journaled with their reasons"
 
 
 async def test_an_update_that_is_rejected_keeps_the_destination_as_it_was(
