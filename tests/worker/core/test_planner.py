@@ -687,6 +687,14 @@ def test_a_queue_kept_up_to_date_plans_as_a_round_from_scratch(
         queue.add(request)
     now = 200.0
     for _ in range(60):
+        # As the daemon plans: requests handed to the executor are taken out of the
+        # kept queue for one round and put back (they are still pending).
+        held = {r.id for r in pending if rnd.random() < 0.2}
+        taken = [r for r in map(queue.discard, sorted(held)) if r is not None]
+        shown = [r for r in pending if r.id not in held]
+        assert plan(snap, queue, POLICY, now) == plan(snap, shown, POLICY, now)
+        for request in taken:
+            queue.add(request)
         from_scratch = plan(snap, rnd.sample(pending, len(pending)), POLICY, now)
         kept = plan(snap, queue, POLICY, now)
         assert kept == from_scratch
