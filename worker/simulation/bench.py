@@ -37,7 +37,13 @@ from worker.simulation.report import (
     run_case,
     table,
 )
-from worker.simulation.seeds import BaselineCache, code_fingerprint, run_seeds, summarise
+from worker.simulation.seeds import (
+    BaselineCache,
+    code_fingerprint,
+    realised_loads,
+    run_seeds,
+    summarise,
+)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -243,6 +249,9 @@ def _many(args: argparse.Namespace) -> int:
                         }
                         for s in summary
                     ],
+                    "realised_load": {
+                        key: realised_loads(seeds, key, args.quick) for key in ("w2-0.3", "w2-0.9")
+                    },
                     "planning_cost": cost.as_dict(),
                 },
                 indent=2,
@@ -268,6 +277,12 @@ def _many(args: argparse.Namespace) -> int:
                 f"(limit {s.target.limit:g}); per seed "
                 f"{' '.join(f'{v:.3g}' for v in s.values)}; met in {s.met_seeds}/{len(seeds)}"
             )
+    for key in ("w2-0.3", "w2-0.9"):
+        loads = realised_loads(seeds, key, args.quick)
+        print(
+            f"  (context) {key}: the load each seed's trace offers (requests that came x "
+            f"the drive time of a mount each / drive time): {' '.join(f'{x:.3f}' for x in loads)}"
+        )
     print()
     print(render_cost(cost))
     for target in cost_targets(cost, judged=not args.quick):

@@ -3,10 +3,11 @@ workload for each seed, spread over a process pool, each target summarised by it
 mean and 95 % interval over the seeds and judged on every seed.
 
 A run is one (seed, workload, policy): the simulation is deterministic given them
-and the code, so a baseline's figures are kept in a cache keyed by a hash of every
-source module the run imported (the planner's own two modules aside: the
-baselines never call them) and of the run's parameters. Changing the planner reruns
-only the planner; changing the simulator, a baseline or the workloads reruns all.
+and the code, so a baseline's figures are kept in a cache keyed by a hash of the
+run's parameters and of every source module the run imported, but the planner's
+own two and the reporting around the runs (a baseline's run never calls them).
+Changing the planner, or how the figures are reported, reruns only the planner;
+changing the simulator, a baseline or the workloads reruns all.
 """
 
 from __future__ import annotations
@@ -37,12 +38,26 @@ from worker.simulation.report import (
     judge,
     policies,
 )
+from worker.simulation.workloads import Workload, standalone_service_s
 
 #: Student's t, 97.5th percentile, by degrees of freedom (n - 1 for n seeds).
 T95 = {1: 12.71, 2: 4.30, 3: 3.18, 4: 2.78, 5: 2.57, 6: 2.45, 7: 2.36, 8: 2.31, 9: 2.26}
 
-#: Modules whose change does not alter a baseline's run: the planner's.
-PLANNER_MODULES = frozenset({"worker.core.planner", "worker.core.pending"})
+#: Modules whose change does not alter a baseline's run: the planner's, and the
+#: benchmark's reporting around the runs (this module runs one with `simulate`
+#: and `measure`, which are covered).
+NOT_IN_A_BASELINE_RUN = frozenset(
+    {
+        "worker.core.planner",
+        "worker.core.pending",
+        "worker.simulation.bench",
+        "worker.simulation.seeds",
+        "worker.simulation.cost",
+        "worker.simulation.headroom",
+        "worker.simulation.plot",
+        "worker.simulation.cli",
+    }
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,7 +112,7 @@ def simulate_run(run: Run) -> Metrics:
     return measure(result, PlanPolicy().max_age_s)
 
 
-def code_fingerprint(skip: frozenset[str] = PLANNER_MODULES) -> str:
+def code_fingerprint(skip: frozenset[str] = NOT_IN_A_BASELINE_RUN) -> str:
     """A hash of the source of every loaded module of this project but `skip`."""
     digest = hashlib.sha256(sys.version.encode())
     for name in sorted(sys.modules):
@@ -180,6 +195,23 @@ def run_seeds(
         ]
         per_seed.append(judge(results, PlanPolicy().max_age_s))
     return per_seed, cached
+
+
+def realised_load(library: SimLibrary, workload: Workload) -> float:
+    """The load a trace actually offers over its measured window, in the units of
+    its nominal rho: requests that arrived x `standalone_service_s` / (drives x
+    window). Poisson arrivals stray from the nominal rate by a few percent, and
+    near saturation the queueing grows steeply with it."""
+    start, length = workload.warmup_s, workload.horizon_s
+    if not library.drives or length <= 0 or math.isinf(length):
+        return math.nan
+    arrived = sum(1 for r in workload.requests if start <= r.arrival < start + length)
+    return arrived * standalone_service_s(library) / (len(library.drives) * length)
+
+
+def realised_loads(seeds: Sequence[int], key: str, quick: bool = False) -> list[float]:
+    """The load each seed's trace of a steady workload actually offers."""
+    return [realised_load(_library(s), _case(s, key, quick).workload) for s in seeds]
 
 
 def summarise(per_seed: Sequence[Sequence[Target]]) -> list[Summary]:

@@ -11,16 +11,19 @@ from pathlib import Path
 
 import pytest
 
+from worker.simulation.model import profile_p2
 from worker.simulation.report import PLANNER, policies
 from worker.simulation.seeds import (
     BaselineCache,
     Run,
     code_fingerprint,
     interval,
+    realised_load,
     run_seeds,
     simulate_run,
     summarise,
 )
+from worker.simulation.workloads import SimRequest, Workload, standalone_service_s
 
 SMALL = ("w2-0.3",)
 
@@ -79,3 +82,15 @@ def test_the_fingerprint_follows_the_source_but_not_the_planners(tmp_path: Path)
         assert code_fingerprint(skip=skipped) == unchanged
     finally:
         del sys.modules[module.__name__]
+
+
+def test_the_realised_load_counts_the_arrivals_of_the_measured_window() -> None:
+    library = profile_p2(1)
+    requests = tuple(
+        SimRequest(i, at, "A00000L9", None, False, 1)
+        for i, at in enumerate((5.0, 10.0, 20.0, 99.0))
+    )
+    workload = Workload("t", requests, warmup_s=10.0, horizon_s=50.0)
+    # Two of the four arrive in [10, 60).
+    expected = 2 * standalone_service_s(library) / (len(library.drives) * 50.0)
+    assert realised_load(library, workload) == pytest.approx(expected)
