@@ -17,6 +17,7 @@ from fastapi.openapi.utils import get_openapi
 from pydantic import BaseModel, Field
 from pydantic.json_schema import models_json_schema
 
+from worker.intake.http.idempotency import HEADER, KEY
 from worker.seed.models import TaskDestination, TaskDestinationBody, TaskDestinationIndex
 from worker.seed.query import MAX_LIST, SORTABLE
 
@@ -59,6 +60,7 @@ _ERRORS = {
     "414": "The query string is too long.",
     "431": "The request headers are too large.",
     "503": "The journal cannot take writes now, or the daemon is busy: retry after Retry-After.",
+    "500": "A bug in tapeworker: logged with its traceback, answered in the same shape.",
 }
 _NOT_FOUND = "No such task destination in this task, or no task of that name."
 _CONFLICT = (
@@ -148,6 +150,18 @@ def _operation(operation: dict[str, Any], path: str, method: str) -> None:
     else:
         responses.pop("200", None)
         responses["204"] = {"description": "Done. No content."}
+    if name == "create":
+        operation.setdefault("parameters", []).append(
+            {
+                "name": HEADER,
+                "in": "header",
+                "required": False,
+                "description": "Makes a retried create safe: the same key with the same "
+                "request gets the first answer (Idempotent-Replayed: true) and creates "
+                "nothing; with another request, a 422.",
+                "schema": {"type": "string", "pattern": KEY.pattern},
+            }
+        )
     if name in ("create", "update"):
         operation["requestBody"] = {
             "required": True,
