@@ -9,8 +9,9 @@ a large backlog costs, measured side by side in one run.
    Target: the round at most 1.5x `plan()`.
 2. The daemon idle: a real daemon (subprocess, simulated library of `--tapes` tapes
    and `--drives` drives) on a journal prepared with `--idle` pending requests (each
-   size in turn) that cannot be served (every drive is down); after a warm-up, the
-   CPU seconds it uses over `--seconds` of wall time, from /proc/<pid>/stat.
+   size in turn) that cannot be served (every drive is down); once its planning loop
+   has come round a few times, the CPU seconds it uses over `--seconds` of wall
+   time, from /proc/<pid>/stat.
    Targets: under 2% of one core at 50,000 pending, under 5% at 100,000.
 
     python -m tests.benchmarks.round_bench                  # full scale (make bench-round)
@@ -32,9 +33,11 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import httpx
+
 from drivers.definition import LibraryDefinition
 from drivers.sim.library import SimulatedLibrary
-from tests.integration.daemon import Daemon, wait_until
+from tests.integration.daemon import AUTH, Daemon, wait_until
 from worker.core.planner import PlanPolicy, plan
 from worker.core.requests import RequestState
 from worker.runtime.executor import Executor
@@ -284,6 +287,16 @@ class IdleFigures:
         )
 
 
+def _planning_rounds(daemon: Daemon) -> float:
+    """How many times the daemon's planning loop came round, from its /metrics."""
+    with httpx.Client(base_url=f"http://127.0.0.1:{daemon.http_port}", timeout=10) as client:
+        text = client.get("/metrics", auth=AUTH).text
+    for line in text.splitlines():
+        if line.startswith("tapeworker_planning_rounds_total"):
+            return float(line.split()[-1])
+    return 0.0
+
+
 def _cpu_seconds(pid: int) -> float:
     """utime + stime of a process (all its threads), from /proc/<pid>/stat."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
@@ -296,7 +309,7 @@ def measure_idle(
     tapes: int = 10_000,
     drives: int = 64,
     seconds: float = 30.0,
-    warmup_s: float = 5.0,
+    settled_rounds: int = 5,
 ) -> IdleFigures:
     """A real daemon on a prepared journal: its CPU share while nothing can be served."""
     library_definition = definition(tapes, drives)
@@ -320,9 +333,13 @@ def measure_idle(
             start_s = time.monotonic() - started
             process = daemon.process
             assert process is not None
-            # Settled: the first rounds are planned and the start-up work is done.
-            warm_until = time.monotonic() + warmup_s
-            wait_until(lambda: time.monotonic() >= warm_until, timeout=warmup_s + 5, what="warm-up")
+            # Settled: the planning loop has come round a few times (the first round
+            # plans the whole backlog once).
+            wait_until(
+                lambda: _planning_rounds(daemon) >= settled_rounds,
+                timeout=120,
+                what="the planning loop to come round",
+            )
             cpu_before, wall_before = _cpu_seconds(process.pid), time.monotonic()
             end = wall_before + seconds
             wait_until(lambda: time.monotonic() >= end, timeout=seconds + 5, what="the idle period")

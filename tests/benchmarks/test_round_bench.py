@@ -20,7 +20,7 @@ def test_a_round_costs_little_more_than_plan_alone() -> None:
 
 
 def test_an_idle_daemon_with_a_backlog_uses_next_to_no_cpu() -> None:
-    figures = measure_idle(20_000, tapes=1000, drives=16, seconds=5.0, warmup_s=3.0)
+    figures = measure_idle(20_000, tapes=1000, drives=16, seconds=5.0)
     print(figures.line())
     # A daemon that read its 20,000 pending requests from the journal every round
     # used most of a core; the full-scale targets are 2% at 50,000 and 5% at 100,000.

@@ -48,9 +48,13 @@ def health_router(service: "RunningDaemon") -> APIRouter:
 
     @router.get("/metrics")
     async def prometheus() -> Response:
-        """The Prometheus text format; levels are read from the journal now."""
+        """The Prometheus text format; levels are read from the state now."""
         journal = service.journal
-        if journal is not None:
+        if journal is not None and journal.model is not None:
+            # From memory: a scrape must not read a large backlog from the file.
+            model = journal.model
+            metrics.set_levels(model.requests(ACTIVE), list(model.drives.values()), time.time())
+        elif journal is not None:
             metrics.set_levels(await journal.requests(ACTIVE), await journal.drives(), time.time())
         connected = service.mqtt is not None and service.mqtt.connected.is_set()
         metrics.MQTT_CONNECTED.set(int(connected))
