@@ -110,6 +110,31 @@ async def test_listing_rows_are_the_views_of_single_destinations(tmp_path: Path)
     assert any(r["state"]["device"] == "/dev/nst0" for r in listed)
     assert any(r["container"] for r in listed)
     assert any(r["state"]["reason"] for r in listed)
+    # Null only where the README says tapeworker cannot know (a flat create with a path,
+    # a tape that has moved, a pool of the definition).
+    [flat] = [r for r in listed if r["id"] == 109]
+    assert _null(flat["folder"]) == NULL_FOLDER
+    assert flat["container"] is None
+    assert _null(flat["pool"]) == NULL_POOL
+    [mounted] = [r for r in listed if r["id"] == 1]
+    assert _null(mounted["tape"]) == NULL_TAPE
+    # A tape not moved since tapeworker knows it has no date_move yet.
+    assert _null(flat["tape"]) == NULL_TAPE | {"date_move"}
+
+
+NULL_FOLDER = {
+    "parent", "primary_id", "type", "permission", "size", "change_date",
+    "modification_date", "access_date", "uid", "gid", "in_cache", "offline", "extern",
+}  # fmt: skip
+NULL_TAPE = {
+    "last_size_update", "last_maintenance", "last_repack", "repack_status",
+    "force_import_type",
+}  # fmt: skip
+NULL_POOL = {"primary_id", "storage_id", "storage_extra_data"}
+
+
+def _null(view: dict[str, Any]) -> set[str]:
+    return {name for name, value in view.items() if value is None}
 
 
 async def test_a_listing_longer_than_a_chunk_keeps_the_order_asked(tmp_path: Path) -> None:
