@@ -163,7 +163,7 @@ async def bare_drain(port: int, folder: Path, messages: int) -> Drain:
     )
     commits: list[float] = []
     largest = 0
-    client = _session_client(port, client_id, getattr(daemon_mqtt, "RECEIVE_MAXIMUM", None))
+    client = _session_client(port, client_id, daemon_mqtt.RECEIVE_MAXIMUM)
     acks: paho.Client = client._client  # as the daemon does: no public manual-ack API
     acks.manual_ack_set(True)
     async with client:

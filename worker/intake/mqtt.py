@@ -11,7 +11,17 @@ user properties `event-id` and `sequence` let the journal recognise a redelivery
 and refuse a change older than the one it has applied.
 
 aiomqtt 2.x has no public manual-ack API, so `ManualAcks` reaches the paho client
-it wraps (the one private attribute we touch, kept here with its own test).
+it wraps, and `ReadPause` the socket reader both install (the private attributes we
+touch are all in these two classes, each with its own test).
+
+Flow control: a batch takes as many messages as have arrived, up to `MAX_BATCH`, and
+is committed in one transaction; the client asks the broker, with MQTT 5's Receive
+Maximum, for at most `RECEIVE_MAXIMUM` unacknowledged messages at a time. mosquitto
+2.0.11 (Debian 12) honours it only until acknowledgements start to flow (its
+bookkeeping of the quota is off after a PUBACK: with a Receive Maximum of 100, about
+4,000 messages were waiting in the client), so `ReadPause` also stops reading the
+socket while `QUEUE_LIMIT` messages wait: the backlog stays in the broker, TCP holds
+back the rest, and memory stays flat whatever the backlog.
 """
 
 from __future__ import annotations
@@ -60,9 +70,14 @@ RETAINED_REASON = (
     "retained message on a command topic: not applied, because the broker replays it "
     "at every reconnect, over later changes (publish commands with retain=false)"
 )
-#: mosquitto sends at most this many unacknowledged messages at a time, so a
-#: batch never needs to wait for more than this.
-MAX_BATCH = 20
+#: The most events one commit takes: a burst is journaled with one fsync and
+#: planned in one round, and the journal is not held long from the HTTP intake.
+MAX_BATCH = 200
+#: What we ask the broker to send before we acknowledge (MQTT 5 Receive Maximum):
+#: one batch being committed and the next one arriving meanwhile.
+RECEIVE_MAXIMUM = 2 * MAX_BATCH
+#: Messages waiting in the client at which we stop reading the socket.
+QUEUE_LIMIT = RECEIVE_MAXIMUM
 #: Back-off while the journal refuses writes: first retry, and the longest wait.
 JOURNAL_RETRY_S = (0.5, 30.0)
 
@@ -81,6 +96,67 @@ class ManualAcks:
     def ack(self, message: aiomqtt.Message) -> None:
         if message.qos > 0:
             self._paho.ack(message.mid, message.qos)
+
+
+class ReadPause:
+    """Stop reading the broker's socket while `limit` messages wait in the client.
+
+    Installed before the client connects. Every message paho parses lands in
+    aiomqtt's queue; at the limit we take the socket out of the event loop's
+    readers, and the consumer puts it back (`resume_if_drained`) once half the
+    queue is taken. The broker keeps what we did not read, TCP holds it back, and
+    our acknowledgements (writes) still go out. A pause lasts one commit; one held
+    longer (a journal fault) ends in a keepalive timeout and a reconnect, after
+    which the broker redelivers everything unacknowledged.
+    """
+
+    def __init__(self, client: aiomqtt.Client, limit: int) -> None:
+        self._client = client
+        self._paho: paho.Client = client._client  # noqa: SLF001 - see ManualAcks
+        self._limit = limit
+        self._paused_fd: int | None = None
+        self.pauses = 0
+        deliver = self._paho.on_message
+
+        def on_message(client_: paho.Client, userdata: Any, message: paho.MQTTMessage) -> None:
+            if deliver is not None:
+                deliver(client_, userdata, message)
+            if len(self._client.messages) >= self._limit:
+                self._pause()
+
+        self._paho.on_message = on_message
+
+    @property
+    def paused(self) -> bool:
+        return self._paused_fd is not None
+
+    def _pause(self) -> None:
+        sock = self._paho.socket()
+        if self._paused_fd is not None or sock is None:
+            return
+        fd = sock.fileno()
+        asyncio.get_running_loop().remove_reader(fd)
+        self._paused_fd = fd
+        self.pauses += 1
+
+    def resume_if_drained(self) -> None:
+        fd = self._paused_fd
+        if fd is None or len(self._client.messages) > self._limit // 2:
+            return
+        self._paused_fd = None
+        sock = self._paho.socket()
+        if sock is None or sock.fileno() != fd:
+            return  # the connection closed meanwhile: a new one has its own reader
+        asyncio.get_running_loop().add_reader(fd, self._read)
+
+    def _read(self) -> None:
+        # What aiomqtt's own reader does: a broken connection ends the session.
+        try:
+            self._paho.loop_read()
+        except Exception as exc:  # any failure here means a lost connection
+            disconnected = self._client._disconnected  # noqa: SLF001
+            if not disconnected.done():
+                disconnected.set_exception(exc)
 
 
 def parse_topic(prefix: str, topic: str) -> tuple[str, int, Verb]:
@@ -236,6 +312,7 @@ class MqttIntake:
     def _make_client(self) -> aiomqtt.Client:
         properties = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
         properties.SessionExpiryInterval = self._settings.session_expiry_s
+        properties.ReceiveMaximum = RECEIVE_MAXIMUM
         password = self._settings.password.get_secret_value() if self._settings.password else None
         return aiomqtt.Client(
             hostname=self._settings.host or "localhost",
@@ -265,6 +342,7 @@ class MqttIntake:
             client = self._make_client()
             # Before connecting: a resumed session delivers queued events at once.
             acks = ManualAcks(client)
+            pause = ReadPause(client, QUEUE_LIMIT)
             try:
                 async with client:
                     self._client = client
@@ -283,7 +361,7 @@ class MqttIntake:
                     log.info("mqtt connected", host=self._settings.host, port=self._settings.port)
                     async with asyncio.TaskGroup() as group:
                         group.create_task(self._publisher(client))
-                        await self._consume(client, acks)
+                        await self._consume(client, acks, pause)
             except* aiomqtt.MqttError as group_exc:
                 self.connected.clear()
                 self._client = None
@@ -293,14 +371,15 @@ class MqttIntake:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, self._settings.reconnect_max_s)
 
-    async def _consume(self, client: aiomqtt.Client, acks: ManualAcks) -> None:
+    async def _consume(self, client: aiomqtt.Client, acks: ManualAcks, pause: ReadPause) -> None:
         messages = client.messages
         while True:
             first = await anext(messages)
             batch = [first]
             # Take what has already arrived, so one commit covers a burst.
-            while len(batch) < MAX_BATCH and not client._queue.empty():  # noqa: SLF001
+            while len(batch) < MAX_BATCH and len(messages):
                 batch.append(await anext(messages))
+            pause.resume_if_drained()
             await self._commit_when_possible(batch)
             for message in batch:
                 acks.ack(message)
