@@ -282,10 +282,12 @@ def planted_bug(monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest)
     if request.param == "handling":
         real = destinations.resolve_target
 
-        async def buggy(journal: Journal, body: TaskDestinationBody) -> destinations.Target:
+        async def buggy(
+            journal: Journal, body: TaskDestinationBody, **kwargs: Any
+        ) -> destinations.Target:
             if body.tape_barcode == "NOD401L9":
                 raise KeyError("a bug in the handling of this event")
-            return await real(journal, body)
+            return await real(journal, body, **kwargs)
 
         monkeypatch.setattr(destinations, "resolve_target", buggy)
         return

@@ -126,6 +126,7 @@ async def test_a_backlog_waits_in_the_broker_not_in_the_client(
     pause = ReadPause(client, limit)
     peak = 0
     async with client, asyncio.timeout(120):
+        pause.arm()
         received = 0
         while received < count:
             batch = [await anext(client.messages)]

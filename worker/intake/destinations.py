@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -36,6 +36,7 @@ from worker.state.journal import (
     EventRecord,
     Journal,
     RequestRecord,
+    TapeRecord,
     Transaction,
     fault_kind,
 )
@@ -105,6 +106,43 @@ class Target:
     reason: str | None = None
 
 
+@dataclass
+class Prefetched:
+    """What a batch's events read, fetched for the whole batch in two queries.
+
+    A destination's record serves the first event of it in the batch only: the
+    events after that one see what it changed, so they read it again.
+    """
+
+    destinations: dict[int, DestinationRecord]
+    tapes: dict[str, TapeRecord]
+    unread: set[int]
+
+    @classmethod
+    async def read(
+        cls, journal: Journal, events: Sequence[DestinationEvent | RejectedInput]
+    ) -> Prefetched:
+        ids = {
+            e.destination_id
+            for e in events
+            if isinstance(e, DestinationEvent) and e.destination_id is not None
+        }
+        barcodes = {
+            e.body.tape_barcode
+            for e in events
+            if isinstance(e, DestinationEvent) and e.body is not None and e.body.tape_barcode
+        }
+        records = await journal.destinations_by_ids(sorted(ids)) if ids else []
+        tapes = await journal.tapes_by_barcode(sorted(barcodes)) if barcodes else {}
+        return cls({r.id: r for r in records}, tapes, ids)
+
+    async def destination(self, journal: Journal, destination_id: int) -> DestinationRecord | None:
+        if destination_id in self.unread:
+            self.unread.discard(destination_id)
+            return self.destinations.get(destination_id)
+        return await journal.destination(destination_id)
+
+
 #: Extra writes that must commit with a batch of events (see `record_events`).
 WithinTransaction = Callable[[Transaction, list[Outcome]], Awaitable[None]]
 
@@ -133,10 +171,12 @@ async def record_events(
     """
     outcomes: list[Outcome] = []
     async with journal.transaction() as tx:
+        # Inside the transaction: nothing can change what was read before we write.
+        prefetched = await Prefetched.read(journal, events)
         for event in events:
             try:
                 async with tx.savepoint():
-                    outcome = await _record_input(journal, tx, event, now, hold_seconds)
+                    outcome = await _record_input(journal, tx, event, now, hold_seconds, prefetched)
             except Exception as exc:
                 if isinstance(exc, JournalFaultError) or fault_kind(exc) is not None:
                     raise
@@ -182,6 +222,7 @@ async def _record_input(
     event: DestinationEvent | RejectedInput,
     now: float,
     hold_seconds: float,
+    prefetched: Prefetched,
 ) -> Outcome:
     if event.dedup_key is not None:
         prior = await journal.event_with_dedup_key(event.dedup_key)
@@ -201,7 +242,7 @@ async def _record_input(
         return Outcome(
             "rejected" if seq else "duplicate", reason=event.reason, details=event.details
         )
-    return await _record_one(journal, tx, event, now, hold_seconds)
+    return await _record_one(journal, tx, event, now, hold_seconds, prefetched)
 
 
 async def _record_poison(
@@ -277,12 +318,13 @@ async def _record_one(
     event: DestinationEvent,
     now: float,
     hold_seconds: float,
+    prefetched: Prefetched,
 ) -> Outcome:
     destination_id = event.destination_id
     if destination_id is None:
         destination_id = await journal.next_destination_id()
     try:
-        outcome = await _apply(journal, tx, event, destination_id, now, hold_seconds)
+        outcome = await _apply(journal, tx, event, destination_id, now, hold_seconds, prefetched)
     except RejectedEventError as exc:
         outcome = Outcome(
             "rejected",
@@ -308,8 +350,13 @@ async def _record_one(
     return outcome
 
 
-async def resolve_target(journal: Journal, body: TaskDestinationBody) -> Target:
-    """Which tape or pool a body names; contradictions are rejected, not guessed."""
+async def resolve_target(
+    journal: Journal, body: TaskDestinationBody, *, tapes: Mapping[str, TapeRecord] | None = None
+) -> Target:
+    """Which tape or pool a body names; contradictions are rejected, not guessed.
+
+    `tapes`: records already read (a batch's barcodes); others are read here.
+    """
     barcode = body.tape_barcode
     if barcode is not None:
         try:
@@ -353,7 +400,9 @@ async def resolve_target(journal: Journal, body: TaskDestinationBody) -> Target:
             f"pool {pool_name!r} holds {pools[pool_name].content}, not tape: not ours",
         )
     if barcode is not None:
-        tape = await journal.tape(barcode)
+        tape = tapes.get(barcode) if tapes is not None else None
+        if tape is None:
+            tape = await journal.tape(barcode)
         if tape is None:
             return Target(
                 barcode, pool_name, "failed", f"unknown barcode {barcode}: not in this library"
@@ -381,8 +430,9 @@ async def _apply(
     destination_id: int,
     now: float,
     hold_seconds: float,
+    prefetched: Prefetched,
 ) -> Outcome:
-    existing = await journal.destination(destination_id)
+    existing = await prefetched.destination(journal, destination_id)
     if existing is not None and existing.task_id != event.task_id:
         raise RejectedEventError(
             f"destination {destination_id} belongs to task {existing.task_id}, not {event.task_id}"
@@ -422,7 +472,7 @@ async def _apply(
     unknown_update = event.verb == "update" and existing is None and event.sequence is None
     if unknown_update and route is None:
         raise RejectedEventError(f"update of unknown destination {destination_id}")
-    target = await resolve_target(journal, event.body)
+    target = await resolve_target(journal, event.body, tapes=prefetched.tapes)
     if route is not None:
         # In a fleet, another library's destination is journaled as such first: an
         # update of one we never saw is most likely theirs.
@@ -458,7 +508,8 @@ async def _apply(
             nested=event.nested,
         )
 
-    active = await journal.active_request_for(destination_id)
+    # A destination we have just created has no request yet: one trip saved.
+    active = await journal.active_request_for(destination_id) if existing is not None else None
     if active is not None and _same_target(active, target):
         # A repeated create/update renews the lease; nothing else changes.
         if active.state is RequestState.READY:

@@ -76,8 +76,9 @@ MAX_BATCH = 200
 #: What we ask the broker to send before we acknowledge (MQTT 5 Receive Maximum):
 #: one batch being committed and the next one arriving meanwhile.
 RECEIVE_MAXIMUM = 2 * MAX_BATCH
-#: Messages waiting in the client at which we stop reading the socket.
-QUEUE_LIMIT = RECEIVE_MAXIMUM
+#: Messages waiting in the client at which we stop reading the socket: above the
+#: Receive Maximum, so that only a broker that overruns it is paused.
+QUEUE_LIMIT = RECEIVE_MAXIMUM + MAX_BATCH
 #: Back-off while the journal refuses writes: first retry, and the longest wait.
 JOURNAL_RETRY_S = (0.5, 30.0)
 
@@ -101,13 +102,15 @@ class ManualAcks:
 class ReadPause:
     """Stop reading the broker's socket while `limit` messages wait in the client.
 
-    Installed before the client connects. Every message paho parses lands in
-    aiomqtt's queue; at the limit we take the socket out of the event loop's
-    readers, and the consumer puts it back (`resume_if_drained`) once half the
-    queue is taken. The broker keeps what we did not read, TCP holds it back, and
-    our acknowledgements (writes) still go out. A pause lasts one commit; one held
-    longer (a journal fault) ends in a keepalive timeout and a reconnect, after
-    which the broker redelivers everything unacknowledged.
+    Installed before the client connects, armed once the consumer runs (until then
+    the socket must be read: the SUBACK arrives behind the queued messages). Every
+    message paho parses lands in aiomqtt's queue; at the limit we take the socket
+    out of the event loop's readers, and the consumer puts it back
+    (`resume_if_drained`) once half the queue is taken. The broker keeps what we
+    did not read, TCP holds it back, and our acknowledgements (writes) still go out.
+    A pause lasts about one commit: while the journal refuses writes nothing is
+    acknowledged, the broker keeps to the Receive Maximum, and the limit (above
+    it) is not reached.
     """
 
     def __init__(self, client: aiomqtt.Client, limit: int) -> None:
@@ -115,13 +118,14 @@ class ReadPause:
         self._paho: paho.Client = client._client  # noqa: SLF001 - see ManualAcks
         self._limit = limit
         self._paused_fd: int | None = None
+        self._armed = False
         self.pauses = 0
         deliver = self._paho.on_message
 
         def on_message(client_: paho.Client, userdata: Any, message: paho.MQTTMessage) -> None:
             if deliver is not None:
                 deliver(client_, userdata, message)
-            if len(self._client.messages) >= self._limit:
+            if self._armed and len(self._client.messages) >= self._limit:
                 self._pause()
 
         self._paho.on_message = on_message
@@ -129,6 +133,10 @@ class ReadPause:
     @property
     def paused(self) -> bool:
         return self._paused_fd is not None
+
+    def arm(self) -> None:
+        """From now on a full queue pauses the socket (the consumer takes from it)."""
+        self._armed = True
 
     def _pause(self) -> None:
         sock = self._paho.socket()
@@ -373,6 +381,7 @@ class MqttIntake:
 
     async def _consume(self, client: aiomqtt.Client, acks: ManualAcks, pause: ReadPause) -> None:
         messages = client.messages
+        pause.arm()
         while True:
             first = await anext(messages)
             batch = [first]

@@ -34,6 +34,12 @@ log = structlog.get_logger("tapeworker.reconciler")
 
 #: How long cancelled chains get to unwind at the end of a bounded drain.
 _CANCEL_GRACE_S = 5.0
+#: After a round, the planning loop rests this many times the round's duration
+#: (at most MAX_REST_S; not at all below MIN_REST_S): planning takes at most a
+#: quarter of the event loop while changes keep coming.
+COALESCE = 3.0
+MAX_REST_S = 5.0
+MIN_REST_S = 0.002
 
 
 class Reconciler:
@@ -459,10 +465,17 @@ class Reconciler:
             self.wake.set()
 
     async def run(self, tick_s: float = 1.0) -> None:
-        """Plan whenever something changes, and at least every tick."""
+        """Plan whenever something changes, and at least every tick.
+
+        Rounds are coalesced: after a round that took T seconds the loop rests
+        `COALESCE` x T before it looks for work again, so that the changes of a burst
+        (batches of MQTT events, concurrent HTTP creates, chains ending) are planned
+        together by one round, and the intakes get the event loop meanwhile. A cheap
+        round rests next to nothing: a lone change is planned at once.
+        """
         while True:
             # The watchdog pings systemd only while this loop keeps coming round.
-            self.heartbeat = time.monotonic()
+            self.heartbeat = started = time.monotonic()
             try:
                 await self.round()
                 metrics.PLANNING_ROUNDS.inc()
@@ -471,6 +484,9 @@ class Reconciler:
             except Exception:
                 # One bad round must not stop the daemon; the next tick tries again.
                 log.exception("planning round failed")
+            rest = min((time.monotonic() - started) * COALESCE, MAX_REST_S)
+            if rest >= MIN_REST_S:
+                await asyncio.sleep(rest)
             await self.wait_for_work(tick_s)
 
     async def wait_for_work(self, timeout_s: float) -> None:

@@ -37,7 +37,7 @@ from worker.intake.http.guard import GuardedServer, server_config
 from worker.intake.http.idempotency import IdempotentCreates
 from worker.intake.mqtt import MqttIntake
 from worker.intake.pools import PoolIntake
-from worker.intake.views import destination_view
+from worker.intake.views import destination_views
 from worker.logging import set_level
 from worker.ops import metrics
 from worker.ops.health import alive_for_watchdog
@@ -128,24 +128,22 @@ class Service:
         if self.mqtt is None or self._journal is None:
             return
         await self._publish_drives(self.mqtt)
-        for destination_id in destination_ids:
-            record = await self._journal.destination(destination_id)
-            if record is None:
-                continue
+        # A batch of events is published with a handful of queries, not a few per event.
+        records = await self._journal.destinations_by_ids(sorted(destination_ids))
+        for record in records:
             if record.deleted:
                 self.mqtt.publish_state(
-                    destination_id,
-                    {"id": destination_id, "state": "destroyed", "sequence": record.sequence},
+                    record.id, {"id": record.id, "state": "destroyed", "sequence": record.sequence}
                 )
                 pool = record.pool
                 if record.barcode is None and pool is not None and pool in self._routed_pools:
                     # A pool destination we took: its claim has served its purpose.
                     self.mqtt.clear_retained(
-                        claim_topic(self.settings.mqtt.prefix, pool, destination_id)
+                        claim_topic(self.settings.mqtt.prefix, pool, record.id)
                     )
-                continue
-            view = await destination_view(self._journal, record)
-            self.mqtt.publish_state(destination_id, view.to_json())
+        live = [record for record in records if not record.deleted]
+        for view in await destination_views(self._journal, live):
+            self.mqtt.publish_state(view["id"], view)
 
     def _pool_intake(self, journal: Journal, mqtt: MqttIntake) -> PoolIntake:
         """The fleet's pool intake: the pools this library holds tapes of."""

@@ -843,6 +843,9 @@ class Journal:
         #: The model missed a change (a fault, or a change it could not take): it is
         #: rebuilt from the file at the end of the next write that works.
         self._model_stale = False
+        #: The pools change only with the catalog (`sync_catalog`), and every event
+        #: that names a pool reads them: kept here instead of read each time.
+        self._pools: list[PoolRecord] | None = None
 
     @classmethod
     async def open(cls, path: Path, *, check: bool = True) -> Journal:
@@ -1082,18 +1085,20 @@ class Journal:
         return await _quick_check(self._db)
 
     async def _all(self, sql: str, params: Sequence[Any] = ()) -> list[aiosqlite.Row]:
+        # One trip to the database thread (execute, fetch and close would be three):
+        # on a busy machine each trip costs hundreds of microseconds.
         try:
-            async with self._db.execute(sql, params) as cur:
-                return list(await cur.fetchall())
+            return list(await self._db.execute_fetchall(sql, params))
         except sqlite3.Error as exc:
             if fault_kind(exc) is None:
                 raise
             raise self._faulted(exc) from exc
 
     async def _one(self, sql: str, params: Sequence[Any] = ()) -> aiosqlite.Row | None:
+        """The first row (callers ask for one: a key, or LIMIT 1), in one trip."""
         try:
-            async with self._db.execute(sql, params) as cur:
-                return await cur.fetchone()
+            rows = await self._db.execute_fetchall(sql, params)
+            return next(iter(rows), None)
         except sqlite3.Error as exc:
             if fault_kind(exc) is None:
                 raise
@@ -1103,6 +1108,13 @@ class Journal:
 
     async def sync_catalog(self, definition: LibraryDefinition, now: float) -> None:
         """Bring pools, drives and tapes in from the definition; keep what we learnt."""
+        try:
+            await self._write_catalog(definition, now)
+        finally:
+            # What was read of the pools meanwhile may never have been committed.
+            self._pools = None
+
+    async def _write_catalog(self, definition: LibraryDefinition, now: float) -> None:
         async with self._write() as db:
             await db.execute(
                 "INSERT INTO meta(key, value) VALUES('tape_library_id', ?) "
@@ -1304,8 +1316,10 @@ class Journal:
         return _tape(row) if row else None
 
     async def pools(self) -> list[PoolRecord]:
-        rows = await self._all("SELECT * FROM pools ORDER BY pool_id")
-        return [_from_row(PoolRecord, r) for r in rows]
+        if self._pools is None:
+            rows = await self._all("SELECT * FROM pools ORDER BY pool_id")
+            self._pools = [_from_row(PoolRecord, r) for r in rows]
+        return list(self._pools)
 
     async def drives(self) -> list[DriveRecord]:
         rows = await self._all("SELECT * FROM drives ORDER BY idx")

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -94,10 +95,12 @@ def planted_bug(monkeypatch: pytest.MonkeyPatch) -> None:
     """Handling any event for tape NOD401L9 raises, as a bug would."""
     real = destinations.resolve_target
 
-    async def buggy(journal: Journal, body: TaskDestinationBody) -> destinations.Target:
+    async def buggy(
+        journal: Journal, body: TaskDestinationBody, **kwargs: Any
+    ) -> destinations.Target:
         if body.tape_barcode == "NOD401L9":
             raise ZeroDivisionError("a bug in the handling of this event")
-        return await real(journal, body)
+        return await real(journal, body, **kwargs)
 
     monkeypatch.setattr(destinations, "resolve_target", buggy)
 
