@@ -132,6 +132,12 @@ class Prefetched:
             for e in events
             if isinstance(e, DestinationEvent) and e.body is not None and e.body.tape_barcode
         }
+        model = journal.current_model
+        if model is not None:
+            # We hold the journal's write lock: memory is what the file has committed.
+            found = [d for i in ids if (d := model.destination(i)) is not None]
+            known = {b: t for b in barcodes if (t := model.tape(b)) is not None}
+            return cls({d.id: d for d in found}, known, ids)
         records = await journal.destinations_by_ids(sorted(ids)) if ids else []
         tapes = await journal.tapes_by_barcode(sorted(barcodes)) if barcodes else {}
         return cls({r.id: r for r in records}, tapes, ids)

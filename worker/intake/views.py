@@ -210,7 +210,20 @@ def destination_json(
 async def destination_views(
     journal: Journal, destinations: Sequence[DestinationRecord]
 ) -> list[dict[str, Any]]:
-    """Many destinations at once: four queries, whatever their number."""
+    """Many destinations at once: from the state in memory when the journal keeps it
+    (no query at all), else four queries, whatever their number.
+
+    The model holds what is committed: call this after the commit of the change
+    shown, never inside its transaction.
+    """
+    model = journal.current_model
+    if model is not None:
+        library = await journal.tape_library_id()
+        latest = model.latest_requests_for(d.id for d in destinations)
+        return [
+            destination_json(d, latest.get(d.id), model.tapes, model.pools, model.drives, library)
+            for d in destinations
+        ]
     requests = await journal.latest_requests_for([d.id for d in destinations])
     barcodes = [d.barcode for d in destinations if d.barcode]
     barcodes += [r.barcode for r in requests.values() if r.barcode]
@@ -221,6 +234,14 @@ async def destination_views(
     return [
         destination_json(d, requests.get(d.id), tapes, pools, drives, library) for d in destinations
     ]
+
+
+async def destinations_by_ids(journal: Journal, ids: Sequence[int]) -> list[DestinationRecord]:
+    """The destinations of these ids (live or destroyed), from memory when it can."""
+    model = journal.current_model
+    if model is None:
+        return await journal.destinations_by_ids(ids)
+    return [record for i in ids if (record := model.destination(i)) is not None]
 
 
 async def destination_view(journal: Journal, destination: DestinationRecord) -> TaskDestination:

@@ -484,8 +484,8 @@ class Reconciler:
             except Exception:
                 # One bad round must not stop the daemon; the next tick tries again.
                 log.exception("planning round failed")
-            rest = min((time.monotonic() - started) * COALESCE, MAX_REST_S)
-            if rest >= MIN_REST_S:
+            rest = coalescing_rest(time.monotonic() - started)
+            if rest:
                 await asyncio.sleep(rest)
             await self.wait_for_work(tick_s)
 
@@ -529,6 +529,12 @@ class Reconciler:
     @property
     def busy(self) -> bool:
         return bool(self._tasks)
+
+
+def coalescing_rest(round_s: float) -> float:
+    """How long the planning loop rests after a round that took `round_s`."""
+    rest = min(round_s * COALESCE, MAX_REST_S)
+    return rest if rest >= MIN_REST_S else 0.0
 
 
 def _placement(inventory: Inventory) -> dict[str, tuple[int | None, int | None]]:

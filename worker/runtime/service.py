@@ -37,7 +37,7 @@ from worker.intake.http.guard import GuardedServer, server_config
 from worker.intake.http.idempotency import IdempotentCreates
 from worker.intake.mqtt import MqttIntake
 from worker.intake.pools import PoolIntake
-from worker.intake.views import destination_views
+from worker.intake.views import destination_views, destinations_by_ids
 from worker.logging import set_level
 from worker.ops import metrics
 from worker.ops.health import alive_for_watchdog
@@ -129,7 +129,7 @@ class Service:
             return
         await self._publish_drives(self.mqtt)
         # A batch of events is published with a handful of queries, not a few per event.
-        records = await self._journal.destinations_by_ids(sorted(destination_ids))
+        records = await destinations_by_ids(self._journal, sorted(destination_ids))
         for record in records:
             if record.deleted:
                 self.mqtt.publish_state(

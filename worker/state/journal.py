@@ -846,6 +846,7 @@ class Journal:
         #: The pools change only with the catalog (`sync_catalog`), and every event
         #: that names a pool reads them: kept here instead of read each time.
         self._pools: list[PoolRecord] | None = None
+        self._tape_library_id: int | None = None
 
     @classmethod
     async def open(cls, path: Path, *, check: bool = True) -> Journal:
@@ -1016,6 +1017,12 @@ class Journal:
         model.version += 1
         return True
 
+    @property
+    def current_model(self) -> StateModel | None:
+        """The state in memory when it is in step with the file: None before
+        `load_model`, and while a fault has left it behind (until rebuilt)."""
+        return None if self._model_stale else self.model
+
     async def load_model(self) -> StateModel:
         """Build the state in memory from the file (at start-up), and from then on
         keep it written through after each commit."""
@@ -1111,8 +1118,8 @@ class Journal:
         try:
             await self._write_catalog(definition, now)
         finally:
-            # What was read of the pools meanwhile may never have been committed.
-            self._pools = None
+            # What was read of the catalog meanwhile may never have been committed.
+            self._pools = self._tape_library_id = None
 
     async def _write_catalog(self, definition: LibraryDefinition, now: float) -> None:
         async with self._write() as db:
@@ -1441,8 +1448,11 @@ class Journal:
     async def tape_library_id(self) -> int:
         """The archive manager's id of this library, as the definition gives it (1 until
         the catalog is first synced)."""
-        row = await self._one("SELECT value FROM meta WHERE key='tape_library_id'")
-        return int(row[0]) if row else 1
+        if self._tape_library_id is None:
+            # A catalog fact, like the pools: read once, again after `sync_catalog`.
+            row = await self._one("SELECT value FROM meta WHERE key='tape_library_id'")
+            self._tape_library_id = int(row[0]) if row else 1
+        return self._tape_library_id
 
     async def draining(self) -> dict[str, Any] | None:
         """Who drained the library, why and since when; None when it is not draining."""

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from tests.worker.harness import CATALOG as DEFINITION
-from worker.core.requests import RequestState
+from worker.core.requests import ACTIVE, RequestState
 from worker.errors import RejectedEventError
 from worker.intake.destinations import (
     DestinationEvent,
@@ -28,10 +28,13 @@ from worker.seed.query import Filter, IndexQuery
 from worker.state.journal import SCHEMA_VERSION, Journal
 
 
-@pytest.fixture
-async def journal(tmp_path: Path) -> AsyncIterator[Journal]:
+@pytest.fixture(params=["file", "memory"])
+async def journal(tmp_path: Path, request: pytest.FixtureRequest) -> AsyncIterator[Journal]:
+    """Events read what they need from the file, or from the state in memory."""
     journal = await Journal.open(tmp_path / "journal.sqlite3")
     await journal.sync_catalog(DEFINITION, now=1000.0)
+    if request.param == "memory":
+        await journal.load_model()
     yield journal
     await journal.close()
 
@@ -483,3 +486,21 @@ async def test_a_journal_of_schema_4_gets_its_flat_columns_filled(tmp_path: Path
         assert pool.write_protect_when_full
     finally:
         await journal.close()
+
+
+async def test_a_batch_sees_its_own_changes_of_a_destination(journal: Journal) -> None:
+    """What a batch reads up front serves each destination's first event only."""
+    outcomes = await apply(
+        journal,
+        event("create", folder_id=1, tape_barcode="NOD400L9"),
+        event("update", folder_id=1, tape_barcode="NOD401L9"),
+        event("create", 2, folder_id=2, tape_barcode="NOD401L9"),
+        event("destroy", 2),
+        event("update", 2, folder_id=2, tape_barcode="NOD400L9"),
+    )
+    assert [o.status for o in outcomes] == ["applied"] * 4 + ["ignored"]
+    [active] = await journal.requests(ACTIVE)
+    assert (active.destination_id, active.barcode) == (1, "NOD401L9")
+    destination = await journal.destination(1)
+    assert destination is not None
+    assert destination.barcode == "NOD401L9"

@@ -18,7 +18,7 @@ from worker.core.planner import PlanPolicy, plan
 from worker.core.requests import RequestState
 from worker.intake.destinations import DestinationEvent, record_events
 from worker.runtime.executor import DriveWork, Executor
-from worker.runtime.reconciler import Reconciler
+from worker.runtime.reconciler import COALESCE, MAX_REST_S, MIN_REST_S, Reconciler, coalescing_rest
 from worker.seed.models import TaskDestinationBody
 from worker.state.journal import Journal, RequestRecord
 
@@ -235,3 +235,10 @@ def _heartbeat_after(
         return reconciler.heartbeat if reconciler.heartbeat > moment else None
 
     return check
+
+
+def test_a_round_is_followed_by_a_rest_in_proportion_capped_and_none_when_cheap() -> None:
+    # A burst's changes wait for one round instead of starting one each.
+    assert coalescing_rest(0.1) == pytest.approx(0.1 * COALESCE)
+    assert coalescing_rest(3600.0) == MAX_REST_S
+    assert coalescing_rest(MIN_REST_S / COALESCE / 2) == 0.0

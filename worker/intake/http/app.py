@@ -29,7 +29,7 @@ from worker.intake.http.idempotency import remember_create
 from worker.intake.http.limits import RequestLimits
 from worker.intake.http.listing import index_listing
 from worker.intake.http.openapi import install_openapi
-from worker.intake.views import destination_views
+from worker.intake.views import destination_views, destinations_by_ids
 from worker.seed.error_details import detail
 from worker.seed.query import QueryError, describe, parse_index_query
 from worker.seed.tasks import AmbiguousTaskError, UnknownTaskError, resolve_task
@@ -171,7 +171,8 @@ class TaskDestinations:
         return outcome
 
     async def existing(self, task_id: str, destination_id: int) -> DestinationRecord:
-        record = await self.journal.destination(destination_id)
+        found = await destinations_by_ids(self.journal, [destination_id])
+        record = found[0] if found else None
         if record is None or record.deleted or record.task_id != task_id:
             raise _not_found(task_id, destination_id)
         return record
