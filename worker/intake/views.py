@@ -14,7 +14,6 @@ from datetime import UTC, datetime
 from typing import Any
 
 from drivers.media import media_of
-from worker.seed.models import TaskDestination
 from worker.state.journal import (
     DestinationRecord,
     DriveRecord,
@@ -242,9 +241,3 @@ async def destinations_by_ids(journal: Journal, ids: Sequence[int]) -> list[Dest
     if model is None:
         return await journal.destinations_by_ids(ids)
     return [record for i in ids if (record := model.destination(i)) is not None]
-
-
-async def destination_view(journal: Journal, destination: DestinationRecord) -> TaskDestination:
-    """One destination as the seed's model (what MQTT publishes and show answers)."""
-    [data] = await destination_views(journal, [destination])
-    return TaskDestination.model_validate(data)
