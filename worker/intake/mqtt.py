@@ -11,17 +11,16 @@ user properties `event-id` and `sequence` let the journal recognise a redelivery
 and refuse a change older than the one it has applied.
 
 aiomqtt 2.x has no public manual-ack API, so `ManualAcks` reaches the paho client
-it wraps, and `ReadPause` the socket reader both install (the private attributes we
-touch are all in these two classes, each with its own test).
+it wraps (the one private attribute we touch, kept here with its own test).
 
 Flow control: a batch takes as many messages as have arrived, up to `MAX_BATCH`, and
 is committed in one transaction; the client asks the broker, with MQTT 5's Receive
 Maximum, for at most `RECEIVE_MAXIMUM` unacknowledged messages at a time. mosquitto
 2.0.11 (Debian 12) honours it only until acknowledgements start to flow (its
-bookkeeping of the quota is off after a PUBACK: with a Receive Maximum of 100, about
-4,000 messages were waiting in the client), so `ReadPause` also stops reading the
-socket while `QUEUE_LIMIT` messages wait: the backlog stays in the broker, TCP holds
-back the rest, and memory stays flat whatever the backlog.
+accounting of the quota goes wrong after a PUBACK: with a Receive Maximum of 100,
+about 4,000 messages were waiting in the client). Pausing the socket instead was
+tried and taken out: our own publications' PUBACKs arrive on the same socket,
+behind the backlog, and time out.
 """
 
 from __future__ import annotations
@@ -76,9 +75,6 @@ MAX_BATCH = 200
 #: What we ask the broker to send before we acknowledge (MQTT 5 Receive Maximum):
 #: one batch being committed and the next one arriving meanwhile.
 RECEIVE_MAXIMUM = 2 * MAX_BATCH
-#: Messages waiting in the client at which we stop reading the socket: above the
-#: Receive Maximum, so that only a broker that overruns it is paused.
-QUEUE_LIMIT = RECEIVE_MAXIMUM + MAX_BATCH
 #: Back-off while the journal refuses writes: first retry, and the longest wait.
 JOURNAL_RETRY_S = (0.5, 30.0)
 
@@ -97,74 +93,6 @@ class ManualAcks:
     def ack(self, message: aiomqtt.Message) -> None:
         if message.qos > 0:
             self._paho.ack(message.mid, message.qos)
-
-
-class ReadPause:
-    """Stop reading the broker's socket while `limit` messages wait in the client.
-
-    Installed before the client connects, armed once the consumer runs (until then
-    the socket must be read: the SUBACK arrives behind the queued messages). Every
-    message paho parses lands in aiomqtt's queue; at the limit we take the socket
-    out of the event loop's readers, and the consumer puts it back
-    (`resume_if_drained`) once half the queue is taken. The broker keeps what we
-    did not read, TCP holds it back, and our acknowledgements (writes) still go out.
-    A pause lasts about one commit: while the journal refuses writes nothing is
-    acknowledged, the broker keeps to the Receive Maximum, and the limit (above
-    it) is not reached.
-    """
-
-    def __init__(self, client: aiomqtt.Client, limit: int) -> None:
-        self._client = client
-        self._paho: paho.Client = client._client  # noqa: SLF001 - see ManualAcks
-        self._limit = limit
-        self._paused_fd: int | None = None
-        self._armed = False
-        self.pauses = 0
-        deliver = self._paho.on_message
-
-        def on_message(client_: paho.Client, userdata: Any, message: paho.MQTTMessage) -> None:
-            if deliver is not None:
-                deliver(client_, userdata, message)
-            if self._armed and len(self._client.messages) >= self._limit:
-                self._pause()
-
-        self._paho.on_message = on_message
-
-    @property
-    def paused(self) -> bool:
-        return self._paused_fd is not None
-
-    def arm(self) -> None:
-        """From now on a full queue pauses the socket (the consumer takes from it)."""
-        self._armed = True
-
-    def _pause(self) -> None:
-        sock = self._paho.socket()
-        if self._paused_fd is not None or sock is None:
-            return
-        fd = sock.fileno()
-        asyncio.get_running_loop().remove_reader(fd)
-        self._paused_fd = fd
-        self.pauses += 1
-
-    def resume_if_drained(self) -> None:
-        fd = self._paused_fd
-        if fd is None or len(self._client.messages) > self._limit // 2:
-            return
-        self._paused_fd = None
-        sock = self._paho.socket()
-        if sock is None or sock.fileno() != fd:
-            return  # the connection closed meanwhile: a new one has its own reader
-        asyncio.get_running_loop().add_reader(fd, self._read)
-
-    def _read(self) -> None:
-        # What aiomqtt's own reader does: a broken connection ends the session.
-        try:
-            self._paho.loop_read()
-        except Exception as exc:  # any failure here means a lost connection
-            disconnected = self._client._disconnected  # noqa: SLF001
-            if not disconnected.done():
-                disconnected.set_exception(exc)
 
 
 def parse_topic(prefix: str, topic: str) -> tuple[str, int, Verb]:
@@ -350,7 +278,6 @@ class MqttIntake:
             client = self._make_client()
             # Before connecting: a resumed session delivers queued events at once.
             acks = ManualAcks(client)
-            pause = ReadPause(client, QUEUE_LIMIT)
             try:
                 async with client:
                     self._client = client
@@ -369,7 +296,7 @@ class MqttIntake:
                     log.info("mqtt connected", host=self._settings.host, port=self._settings.port)
                     async with asyncio.TaskGroup() as group:
                         group.create_task(self._publisher(client))
-                        await self._consume(client, acks, pause)
+                        await self._consume(client, acks)
             except* aiomqtt.MqttError as group_exc:
                 self.connected.clear()
                 self._client = None
@@ -379,16 +306,14 @@ class MqttIntake:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, self._settings.reconnect_max_s)
 
-    async def _consume(self, client: aiomqtt.Client, acks: ManualAcks, pause: ReadPause) -> None:
+    async def _consume(self, client: aiomqtt.Client, acks: ManualAcks) -> None:
         messages = client.messages
-        pause.arm()
         while True:
             first = await anext(messages)
             batch = [first]
             # Take what has already arrived, so one commit covers a burst.
             while len(batch) < MAX_BATCH and len(messages):
                 batch.append(await anext(messages))
-            pause.resume_if_drained()
             await self._commit_when_possible(batch)
             for message in batch:
                 acks.ack(message)
