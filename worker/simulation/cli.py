@@ -87,6 +87,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--max-age", type=float, default=None, metavar="S", help="planner setting (default 7200)"
     )
+    parser.add_argument(
+        "--write-margin",
+        type=float,
+        default=None,
+        metavar="S",
+        help="planner setting write_margin_s (default 60; inf: fill one tape at a time)",
+    )
     parser.add_argument("--json", action="store_true", help="machine-readable output")
     parser.add_argument(
         "--plot",
@@ -177,6 +184,8 @@ def _plan_policy(args: argparse.Namespace, settings: Settings | None) -> PlanPol
         policy = replace(policy, max_age_s=args.max_age)
     if args.dismount_delay is not None:
         policy = replace(policy, dismount_delay_s=args.dismount_delay)
+    if args.write_margin is not None:
+        policy = replace(policy, write_margin_s=args.write_margin)
     return policy
 
 

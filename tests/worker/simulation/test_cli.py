@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from worker.simulation.cli import _plan_policy, build_parser
 from worker.simulation.cli import main as simulate_main
 
 _LIBRARY_TOML = """
@@ -145,3 +146,10 @@ def test_output_and_help_cite_no_internal_documents(capsys: pytest.CaptureFixtur
     out = capsys.readouterr().out
     for internal in ("SCHEDULING", ".md", "issue "):
         assert internal not in out
+
+
+def test_write_placement_is_a_flag_and_inf_fills_one_tape_at_a_time() -> None:
+    parser = build_parser()
+    assert _plan_policy(parser.parse_args([]), None).write_margin_s == 60.0
+    fill = _plan_policy(parser.parse_args(["--write-margin", "inf"]), None)
+    assert fill.write_margin_s == float("inf")
