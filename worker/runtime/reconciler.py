@@ -23,7 +23,14 @@ from worker.core.actions import Action, Assign, Attach, Clean, Fail, Load, Unloa
 from worker.core.pending import PendingRequests
 from worker.core.planner import PlanPolicy, next_change, plan
 from worker.core.requests import RequestState, lease_expired
-from worker.core.snapshot import LibrarySnapshot, TapeViews, build_snapshot, drive_view
+from worker.core.snapshot import (
+    LibrarySnapshot,
+    TapeView,
+    TapeViews,
+    build_snapshot,
+    drive_view,
+    tape_view,
+)
 from worker.errors import JournalFaultError
 from worker.ops import metrics
 from worker.runtime.executor import ChainNotEndedError, DriveWork, Executor
@@ -83,6 +90,10 @@ class Reconciler:
         self.heartbeat = time.monotonic()
         #: The planner's view of each tape, built again only when the tape changes.
         self._views = TapeViews()
+        #: The tapes' views and the free slots, kept while no tape changes (most rounds
+        #: follow a change of the requests alone), and the model's tapes they are of.
+        self._kept_tapes: tuple[dict[str, TapeView], tuple[int, ...]] = ({}, ())
+        self._kept_tapes_of: tuple[int, int] | None = None
         #: The inputs of the last round, when it planned nothing (see `_inputs`), and
         #: when the same inputs could first plan something else (a dismount or an
         #: age limit falls due).
@@ -325,21 +336,33 @@ class Reconciler:
             drive_view(d, holders=model.holders(d.index), busy=in_flight.drive_busy(d.index))
             for d in model.drives.values()
         ]
-        all_tapes = model.tapes.values()
-        moving: dict[str, tuple[int | None, int | None]] = {}
+        tapes, free_slots = self._tapes_and_slots(model)
+        overrides: dict[str, TapeView] = {}
         for barcode in in_flight.claimed_tapes:
             tape = model.tape(barcode)
-            if tape is not None and tape.known:
-                moving[barcode] = in_flight.position(barcode, tape.slot, tape.drive)
-        tapes = self._views.views((t for t in all_tapes if t.known), moving)
-        occupied = {t.slot for t in all_tapes if t.slot is not None}
+            if tape is None or not tape.known:
+                continue
+            where = in_flight.position(barcode, tape.slot, tape.drive)
+            if where != (tape.slot, tape.drive):
+                overrides[barcode] = tape_view(tape, where=where)
+        if overrides:
+            tapes = {**tapes, **overrides}
         snapshot = build_snapshot(
-            drives,
-            tapes,
-            free_slots=(n for n in range(1, self._definition.slots + 1) if n not in occupied),
-            robot_busy=self._executor.robot_busy,
+            drives, tapes, free_slots=free_slots, robot_busy=self._executor.robot_busy
         )
         return snapshot, model.pending
+
+    def _tapes_and_slots(self, model: StateModel) -> tuple[dict[str, TapeView], tuple[int, ...]]:
+        """The views of the known tapes and the free slots, built again only when a
+        tape changed. Never changed in place: a snapshot may hold them."""
+        key = (id(model), model.tapes_version)
+        if key != self._kept_tapes_of:
+            all_tapes = model.tapes.values()
+            views = self._views.views(t for t in all_tapes if t.known)
+            occupied = {t.slot for t in all_tapes if t.slot is not None}
+            free = tuple(n for n in range(1, self._definition.slots + 1) if n not in occupied)
+            self._kept_tapes, self._kept_tapes_of = (views, free), key
+        return self._kept_tapes
 
     def _inputs(self, model: StateModel) -> tuple[object, ...]:
         """What a plan depends on besides the clock: a round with the same inputs as

@@ -10,7 +10,7 @@ after a fault clears.
 Read API (synchronous, no I/O; records are the journal's frozen records):
 
 - `version`: bumped by each commit that changed the model (and by a rebuild); equal
-  versions mean nothing changed in between.
+  versions mean nothing changed in between. `tapes_version`: the same for the tapes.
 - Library: `tapes` (barcode -> TapeRecord, every catalog row, `known` or not),
   `tape(barcode)`, `tape_by_id(tape_id)`, `drives` (index -> DriveRecord),
   `pools` (name -> PoolRecord).
@@ -83,6 +83,9 @@ class StateModel:
         requests: Iterable[RequestRecord] = (),
     ) -> None:
         self.version = 0
+        #: Bumped by every change to a tape (and by a rebuild): equal values mean the
+        #: same tapes, so what is built from them alone can be kept.
+        self.tapes_version = 0
         self._tapes: dict[str, TapeRecord] = {}
         self._tape_ids: dict[int, str] = {}
         self._drives: dict[int, DriveRecord] = {}
@@ -153,6 +156,7 @@ class StateModel:
         self._holders = other._holders
         self.pending = other.pending
         self.version += 1
+        self.tapes_version += 1
 
     # -- reads: the library ----------------------------------------------------------
 
@@ -349,6 +353,7 @@ class StateModel:
         tape = self._tapes.get(barcode)
         if tape is not None:
             self._tapes[barcode] = dataclasses.replace(tape, **fields)
+            self.tapes_version += 1
 
     def _change_drive(self, index: int, **fields: Any) -> None:
         drive = self._drives.get(index)
@@ -422,6 +427,7 @@ class StateModel:
     ) -> None:
         """Whole tables as a catalog sync or an inventory left them."""
         if tapes is not None:
+            self.tapes_version += 1
             self._tapes = {t.barcode: t for t in tapes}
             self._tape_ids = {t.tape_id: t.barcode for t in tapes}
         if drives is not None:

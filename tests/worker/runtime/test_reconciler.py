@@ -242,3 +242,19 @@ def test_a_round_is_followed_by_a_rest_in_proportion_capped_and_none_when_cheap(
     assert coalescing_rest(0.1) == pytest.approx(0.1 * COALESCE)
     assert coalescing_rest(3600.0) == MAX_REST_S
     assert coalescing_rest(MIN_REST_S / COALESCE / 2) == 0.0
+
+
+async def test_the_tapes_views_are_kept_until_a_tape_changes(rig: Rig) -> None:
+    first, _ = await rig.reconciler.snapshot()
+    again, _ = await rig.reconciler.snapshot()
+    assert again.tapes is first.tapes
+    await rig.journal.update_tape("AAA001L9", need_to_check=True)
+    changed, _ = await rig.reconciler.snapshot()
+    assert changed.tapes["AAA001L9"].need_to_check
+    assert not first.tapes["AAA001L9"].need_to_check
+    async with rig.journal.transaction() as tx:
+        await tx.move_tape("AAA002L9", slot=None, drive=1, now=rig.clock(), mounted=True)
+    moved, _ = await rig.reconciler.snapshot()
+    assert (moved.tapes["AAA002L9"].slot, moved.tapes["AAA002L9"].drive) == (None, 1)
+    assert 2 in moved.free_slots
+    assert 2 not in first.free_slots
