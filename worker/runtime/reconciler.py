@@ -377,8 +377,9 @@ class Reconciler:
         )
 
     async def plan_round(self, now: float) -> tuple[list[Action], float]:
-        """The planner's actions for the state in memory, and when the same state
-        could first plan otherwise (see `next_change`)."""
+        """The planner's actions for the state in memory (none that load while the
+        library drains), and, when there are none, when the same state could first
+        plan otherwise (see `next_change`)."""
         snapshot, pending = await self.snapshot()
         # Requests handed to the executor are still pending in the journal until their
         # mount starts; the planner must not see them. Taken out of the kept queue
@@ -387,7 +388,13 @@ class Reconciler:
         self.plans += 1
         try:
             actions = plan(snapshot, pending, self._policy, now)
-            replan_at = next_change(snapshot, pending, self._policy, now)
+            if self.draining:
+                # Drained for maintenance: what is mounted stays and serves, nothing
+                # new goes into a drive; unloads still run, so the library can empty.
+                actions = [a for a in actions if not isinstance(a, Load | Clean)]
+            # Only a round that plans nothing is skipped after: the others change
+            # the state, and the next round plans again anyway.
+            replan_at = now if actions else next_change(snapshot, pending, self._policy, now)
         finally:
             for request in held_back:
                 pending.add(request)
@@ -419,10 +426,6 @@ class Reconciler:
             # a large backlog that cannot be served costs next to nothing.
             return []
         actions, replan_at = await self.plan_round(now)
-        if self.draining:
-            # Drained for maintenance: what is mounted stays and serves, nothing new
-            # goes into a drive; unloads still run, so the library can empty.
-            actions = [a for a in actions if not isinstance(a, Load | Clean)]
         if actions:
             self._last_inputs = None
             await self._dispatch(actions, now)
