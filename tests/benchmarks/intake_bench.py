@@ -125,6 +125,9 @@ class Drain:
     largest_batch: int | None = None
     #: The daemon's planning rounds during the drain (its /metrics before and after).
     planning_rounds: int | None = None
+    #: Times the daemon stopped reading the backlog, and its reconnections (its log).
+    read_pauses: int | None = None
+    reconnects: int | None = None
 
     @property
     def messages(self) -> int:
@@ -207,7 +210,7 @@ async def daemon_drain(port: int, folder: Path, messages: int) -> Drain:
     daemon.start()
     peak = 0
     try:
-        rounds_before = planning_rounds(daemon)
+        rounds_before = metric(daemon, "tapeworker_planning_rounds_total")
         assert daemon.process is not None
         pid = daemon.process.pid
         deadline = time.monotonic() + DRAIN_TIMEOUT_S
@@ -221,7 +224,9 @@ async def daemon_drain(port: int, folder: Path, messages: int) -> Drain:
             if time.monotonic() > deadline:
                 raise AssertionError(f"{count} of {messages} events after {DRAIN_TIMEOUT_S}s")
             await asyncio.sleep(0.1)
-        rounds = planning_rounds(daemon) - rounds_before
+        rounds = metric(daemon, "tapeworker_planning_rounds_total") - rounds_before
+        pauses = metric(daemon, "tapeworker_mqtt_read_pauses_total")
+        reconnects = daemon.log_tail(10**9).count("disconnected")
         commits = _received_times(daemon)
         batches: dict[float, int] = {}
         for when in commits:
@@ -234,16 +239,18 @@ async def daemon_drain(port: int, folder: Path, messages: int) -> Drain:
         peak_rss_bytes=peak,
         largest_batch=max(batches.values()),
         planning_rounds=rounds,
+        read_pauses=pauses,
+        reconnects=reconnects,
     )
 
 
-def planning_rounds(daemon: Daemon) -> int:
-    """The daemon's count of planning rounds, from its /metrics."""
+def metric(daemon: Daemon, name: str) -> int:
+    """A counter of the daemon's, from its /metrics."""
     response = httpx.get(f"http://127.0.0.1:{daemon.http_port}/metrics", timeout=60)
     for line in response.text.splitlines():
-        if line.startswith("tapeworker_planning_rounds_total "):
+        if line.startswith(name + " "):
             return int(float(line.split()[1]))
-    raise AssertionError("no tapeworker_planning_rounds_total in /metrics")
+    raise AssertionError(f"no {name} in /metrics")
 
 
 @dataclass
@@ -426,7 +433,8 @@ class Figures:
         commits = len(set(self.daemon.commits))
         lines.append(
             f"  daemon: {commits} commits, {self.daemon.planning_rounds} planning rounds "
-            f"during the drain ({self.daemon.seconds:.1f} s)"
+            f"during the drain ({self.daemon.seconds:.1f} s), "
+            f"{self.daemon.read_pauses} read pauses, {self.daemon.reconnects} reconnections"
         )
         rss = (self.daemon.peak_rss_bytes or 0) / 1e6
         lines.append(

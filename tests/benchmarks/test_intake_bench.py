@@ -25,6 +25,8 @@ def test_print_intake_against_the_bare_consumers() -> None:
     assert figures.daemon.peak_rss_bytes is not None
     assert figures.daemon.peak_rss_bytes > 0
     assert figures.daemon.planning_rounds is not None
+    assert figures.daemon.read_pauses is not None
+    assert figures.daemon.reconnects == 0
     # Every HTTP create got an answer from both servers, at every concurrency.
     pairs = figures.http_pairs()
     assert [daemon.concurrency for _, daemon in pairs] == list(CONCURRENCY)

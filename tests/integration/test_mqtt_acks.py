@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import signal
+import sqlite3
 import sys
 import textwrap
+from pathlib import Path
 
 import aiomqtt
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from tests.integration.broker import Broker
-from worker.intake.mqtt import ManualAcks
+from worker.intake.mqtt import ManualAcks, ReadPause
 
 TOPIC = "t/acks/one"
 
@@ -99,3 +101,49 @@ async def test_a_crash_before_the_ack_gets_the_message_again(broker: Broker) -> 
     async with client:
         message = await receive_one(client)
         assert message.payload == b"second", "an acknowledged message came back"
+
+
+async def test_a_backlog_waits_in_the_broker_not_in_the_client(
+    broker: Broker, tmp_path: Path
+) -> None:
+    """mosquitto 2.0.11 overruns the Receive Maximum once acknowledgements flow;
+    pausing the socket keeps what waits in the client at the limit."""
+    count, limit = 2000, 40
+    async with persistent_client(broker, "sub-backlog") as client:
+        await client.subscribe("t/backlog/#", qos=1)
+    async with aiomqtt.Client(
+        "127.0.0.1", broker.port, identifier="publisher", max_inflight_messages=500
+    ) as pub:
+        pub.pending_calls_threshold = count
+        await asyncio.gather(*(pub.publish(f"t/backlog/{n}", b"x", qos=1) for n in range(count)))
+
+    db = sqlite3.connect(tmp_path / "commits.sqlite3", isolation_level=None)
+    db.execute("PRAGMA journal_mode=WAL")
+    db.execute("PRAGMA synchronous=FULL")
+    db.execute("CREATE TABLE seen (topic TEXT PRIMARY KEY)")
+    client = persistent_client(broker, "sub-backlog")
+    acks = ManualAcks(client)
+    pause = ReadPause(client, limit)
+    peak = 0
+    async with client, asyncio.timeout(120):
+        pause.arm()
+        received = 0
+        while received < count:
+            batch = [await anext(client.messages)]
+            while len(batch) < 20 and len(client.messages):
+                batch.append(await anext(client.messages))
+            pause.resume_if_drained()
+            # A real commit per batch, as the daemon's, before the acknowledgements.
+            db.execute("BEGIN")
+            db.executemany("INSERT INTO seen VALUES (?)", [(m.topic.value,) for m in batch])
+            db.execute("COMMIT")
+            for message in batch:
+                acks.ack(message)
+            received += len(batch)
+            # What arrived while we committed: the broker would send thousands.
+            peak = max(peak, len(client.messages))
+    db.close()
+    assert received == count  # each once: the primary key refuses a duplicate
+    assert pause.pauses >= 1
+    # At the limit we stop reading; paho may finish the packet it was parsing.
+    assert peak <= limit + 2, peak

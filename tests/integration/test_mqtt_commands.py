@@ -18,8 +18,10 @@ import pytest
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
+from tests.benchmarks import intake_bench as bench
 from tests.integration.broker import Broker
 from tests.integration.daemon import DEFINITION, Daemon, wait_until, writable_tapes
+from worker.intake import mqtt
 from worker.intake.mqtt import RETAINED_REASON
 
 pytestmark = pytest.mark.integration
@@ -207,3 +209,41 @@ def test_a_reused_event_id_with_another_payload_is_rejected_and_journaled(
     asyncio.run(publish(broker, 65, "create", body(tape_barcode=TAPES[1]), event_id="ev-65"))
     daemon.wait_request(65, "ready")
     assert len(daemon.query("SELECT * FROM events WHERE destination_id=64")) == 2
+
+
+async def test_a_backlog_beyond_the_read_pause_drains_without_reconnecting(
+    tmp_path: Path, broker: Broker
+) -> None:
+    """The subscribing connection stops reading while a backlog waits in the client;
+    the state publications' acknowledgements come on the other one, so none of them
+    waits behind the backlog and times out (which dropped both before)."""
+    count = 3 * mqtt.QUEUE_LIMIT
+    daemon = Daemon(folder=tmp_path / "daemon", mqtt_port=broker.port, prefix=bench.PREFIX)
+    await bench.queue_backlog(broker.port, f"tapeworker-{daemon.http_port}", count)
+    daemon.start()
+    try:
+        await asyncio.to_thread(
+            wait_until,
+            lambda: daemon.query("SELECT count(*) FROM events WHERE source='mqtt'")[0][0] >= count,
+            timeout=600,
+            what=f"{count} queued events journaled",
+        )
+        state_topic = f"{bench.PREFIX}/libraries/demo/state/task_destinations/{count}"
+
+        async def last_state_retained() -> bytes:
+            while (state := await retained_on(broker, state_topic)) is None:
+                await asyncio.sleep(0.2)
+            return state
+
+        async with asyncio.timeout(60):
+            state = await last_state_retained()
+        assert json.loads(state)["id"] == count
+        # The broker overran the Receive Maximum, and the intake stopped reading.
+        assert bench.metric(daemon, "tapeworker_mqtt_read_pauses_total") >= 1
+        log = daemon.log_tail(100_000)
+        assert log.count("mqtt connected") == 1, log
+        assert "disconnected" not in log, log
+    finally:
+        daemon.stop()
+    # Each event journaled once: nothing was redelivered by a reconnect.
+    assert daemon.query("SELECT count(*) FROM events WHERE source='mqtt'")[0][0] == count

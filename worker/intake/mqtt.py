@@ -11,16 +11,22 @@ user properties `event-id` and `sequence` let the journal recognise a redelivery
 and refuse a change older than the one it has applied.
 
 aiomqtt 2.x has no public manual-ack API, so `ManualAcks` reaches the paho client
-it wraps (the one private attribute we touch, kept here with its own test).
+it wraps, and `ReadPause` the socket reader both install (the private attributes we
+touch are all in these two classes, each with its own test).
+
+Two connections: one subscribes (its persistent session holds the backlog), one
+publishes (state, summaries, dead letters, and the last will). The subscribing one
+can then stop reading while too many messages wait without holding back the
+PUBACKs of what we publish, which would otherwise queue behind the backlog.
 
 Flow control: a batch takes as many messages as have arrived, up to `MAX_BATCH`, and
 is committed in one transaction; the client asks the broker, with MQTT 5's Receive
 Maximum, for at most `RECEIVE_MAXIMUM` unacknowledged messages at a time. mosquitto
 2.0.11 (Debian 12) honours it only until acknowledgements start to flow (its
 accounting of the quota goes wrong after a PUBACK: with a Receive Maximum of 100,
-about 4,000 messages were waiting in the client). Pausing the socket instead was
-tried and taken out: our own publications' PUBACKs arrive on the same socket,
-behind the backlog, and time out.
+about 4,000 messages were waiting in the client), so `ReadPause` also stops reading
+the subscribing socket while `QUEUE_LIMIT` messages wait: the backlog stays in the
+broker, TCP holds back the rest, and memory stays flat whatever the backlog.
 """
 
 from __future__ import annotations
@@ -29,6 +35,7 @@ import asyncio
 import dataclasses
 import json
 import re
+from collections.abc import Callable
 from typing import Any
 
 import aiomqtt
@@ -51,6 +58,7 @@ from worker.intake.destinations import (
     parse_payload,
     record_events,
 )
+from worker.ops import metrics
 from worker.seed.tasks import canonical_task_id
 from worker.settings import MqttSettings
 from worker.state.journal import Journal
@@ -75,6 +83,9 @@ MAX_BATCH = 200
 #: What we ask the broker to send before we acknowledge (MQTT 5 Receive Maximum):
 #: one batch being committed and the next one arriving meanwhile.
 RECEIVE_MAXIMUM = 2 * MAX_BATCH
+#: Messages waiting in the client at which we stop reading the socket: above the
+#: Receive Maximum, so that only a broker that overruns it is paused.
+QUEUE_LIMIT = RECEIVE_MAXIMUM + MAX_BATCH
 #: Back-off while the journal refuses writes: first retry, and the longest wait.
 JOURNAL_RETRY_S = (0.5, 30.0)
 
@@ -93,6 +104,88 @@ class ManualAcks:
     def ack(self, message: aiomqtt.Message) -> None:
         if message.qos > 0:
             self._paho.ack(message.mid, message.qos)
+
+    def clear_retained(self, topic: str) -> None:
+        """Delete a retained message, on this connection, without waiting for its PUBACK.
+
+        On the subscribing connection so that its `noLocal` keeps the deletion from
+        coming back to us as a command; not awaited, because the PUBACK may wait
+        behind a paused backlog. If it is lost, the broker replays the retained
+        command at the next connection, and it is refused and cleared again.
+        """
+        self._paho.publish(topic, b"", qos=1, retain=True)
+
+
+class ReadPause:
+    """Stop reading the broker's socket while `limit` messages wait in the client.
+
+    Installed before the client connects, armed once the consumer runs (until then
+    the socket must be read: the SUBACK arrives behind the queued messages). Every
+    message paho parses lands in aiomqtt's queue; at the limit we take the socket
+    out of the event loop's readers, and the consumer puts it back
+    (`resume_if_drained`) once half the queue is taken. The broker keeps what we
+    did not read, TCP holds it back, and our acknowledgements (writes) still go out.
+    Only for a connection that awaits no answer from the broker while paused (the
+    subscribing one: what we publish goes on the other).
+    """
+
+    def __init__(
+        self, client: aiomqtt.Client, limit: int, on_pause: Callable[[], None] | None = None
+    ) -> None:
+        self._client = client
+        self._on_pause = on_pause
+        self._paho: paho.Client = client._client  # noqa: SLF001 - see ManualAcks
+        self._limit = limit
+        self._paused_fd: int | None = None
+        self._armed = False
+        self.pauses = 0
+        deliver = self._paho.on_message
+
+        def on_message(client_: paho.Client, userdata: Any, message: paho.MQTTMessage) -> None:
+            if deliver is not None:
+                deliver(client_, userdata, message)
+            if self._armed and len(self._client.messages) >= self._limit:
+                self._pause()
+
+        self._paho.on_message = on_message
+
+    @property
+    def paused(self) -> bool:
+        return self._paused_fd is not None
+
+    def arm(self) -> None:
+        """From now on a full queue pauses the socket (the consumer takes from it)."""
+        self._armed = True
+
+    def _pause(self) -> None:
+        sock = self._paho.socket()
+        if self._paused_fd is not None or sock is None:
+            return
+        fd = sock.fileno()
+        asyncio.get_running_loop().remove_reader(fd)
+        self._paused_fd = fd
+        self.pauses += 1
+        if self._on_pause is not None:
+            self._on_pause()
+
+    def resume_if_drained(self) -> None:
+        fd = self._paused_fd
+        if fd is None or len(self._client.messages) > self._limit // 2:
+            return
+        self._paused_fd = None
+        sock = self._paho.socket()
+        if sock is None or sock.fileno() != fd:
+            return  # the connection closed meanwhile: a new one has its own reader
+        asyncio.get_running_loop().add_reader(fd, self._read)
+
+    def _read(self) -> None:
+        # What aiomqtt's own reader does: a broken connection ends the session.
+        try:
+            self._paho.loop_read()
+        except Exception as exc:  # any failure here means a lost connection
+            disconnected = self._client._disconnected  # noqa: SLF001
+            if not disconnected.done():
+                disconnected.set_exception(exc)
 
 
 def parse_topic(prefix: str, topic: str) -> tuple[str, int, Verb]:
@@ -237,7 +330,11 @@ class MqttIntake:
         self._hold_seconds = hold_seconds
         self._on_change = on_change
         self._clock = clock
-        self._client: aiomqtt.Client | None = None
+        #: The publishing connection, while it is up (say_goodbye publishes on it).
+        self._publishing: aiomqtt.Client | None = None
+        self._acks: ManualAcks | None = None
+        self._subscribed = False
+        #: Both connections are up: events are read and their state published.
         self.connected = asyncio.Event()
         self._outbox: asyncio.Queue[tuple[str, bytes, bool]] = asyncio.Queue(maxsize=10000)
 
@@ -245,42 +342,66 @@ class MqttIntake:
     def prefix(self) -> str:
         return self._settings.prefix
 
-    def _make_client(self) -> aiomqtt.Client:
+    @property
+    def publishing_client_id(self) -> str:
+        return f"{self.client_id}-pub"
+
+    def _make_client(self, *, subscribing: bool) -> aiomqtt.Client:
         properties = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
-        properties.SessionExpiryInterval = self._settings.session_expiry_s
-        properties.ReceiveMaximum = RECEIVE_MAXIMUM
+        will = None
+        if subscribing:
+            properties.SessionExpiryInterval = self._settings.session_expiry_s
+            properties.ReceiveMaximum = RECEIVE_MAXIMUM
+        else:
+            # The will goes with the summaries it stands in for: published on one
+            # connection, a reconnect that republishes the summary always comes after
+            # the will it replaces. The publishing connection also never stops
+            # reading, so the broker does not lose it (and publish "gone") while a
+            # backlog holds the subscribing one paused; a killed daemon drops both.
+            # A hint that we are gone, never a lock (docs/failover.md).
+            will = aiomqtt.Will(
+                self.fleet_topic,
+                json.dumps(gone_summary(self.library_id)).encode(),
+                qos=1,
+                retain=True,
+            )
         password = self._settings.password.get_secret_value() if self._settings.password else None
         return aiomqtt.Client(
             hostname=self._settings.host or "localhost",
             port=self._settings.port,
             username=self._settings.username,
             password=password,
-            identifier=self.client_id,
+            identifier=self.client_id if subscribing else self.publishing_client_id,
             protocol=aiomqtt.ProtocolVersion.V5,
-            # Keep our session (and the events queued for us) across restarts.
-            clean_start=False,
+            # The subscriber keeps its session (and the events queued for it) across
+            # restarts; the publisher has nothing to keep (its outbox is in memory).
+            clean_start=not subscribing,
             properties=properties,
-            # The broker retains this for the fleet view when it loses us without a
-            # goodbye; a hint that we are gone, never a lock (docs/failover.md).
-            will=aiomqtt.Will(
-                self.fleet_topic,
-                json.dumps(gone_summary(self.library_id)).encode(),
-                qos=1,
-                retain=True,
-            ),
+            will=will,
             keepalive=self._settings.keepalive,
         )
 
+    def _set_connected(self) -> None:
+        if self._subscribed and self._publishing is not None:
+            self.connected.set()
+        else:
+            self.connected.clear()
+
     async def run(self) -> None:
-        """Consume forever; reconnect with back-off when the broker goes away."""
+        """Consume and publish forever, each connection reconnecting on its own."""
+        async with asyncio.TaskGroup() as group:
+            group.create_task(self._run_publishing(), name="mqtt-publish")
+            await self._run_subscribing()
+
+    async def _run_subscribing(self) -> None:
         delay = 1.0
         while True:
-            client = self._make_client()
+            client = self._make_client(subscribing=True)
             # Before connecting: a resumed session delivers queued events at once.
             acks = ManualAcks(client)
+            pause = ReadPause(client, QUEUE_LIMIT, metrics.MQTT_READ_PAUSES.inc)
             try:
                 async with client:
-                    self._client = client
                     await client.subscribe(
                         f"{self.prefix}/tasks/#",
                         # retainAsPublished: a retained command keeps its flag, so it
@@ -288,32 +409,52 @@ class MqttIntake:
                         # clearing of a retained command does not come back to us.
                         options=SubscribeOptions(qos=1, noLocal=True, retainAsPublished=True),
                     )
-                    self.connected.set()
+                    self._acks = acks
+                    self._subscribed = True
+                    self._set_connected()
+                    delay = 1.0
+                    log.info("mqtt connected", host=self._settings.host, port=self._settings.port)
+                    await self._consume(client, acks, pause)
+            except aiomqtt.MqttError as exc:
+                log.warning("mqtt disconnected", error=str(exc), retry_in_s=delay)
+            finally:
+                self._acks = None
+                self._subscribed = False
+                self._set_connected()
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, self._settings.reconnect_max_s)
+
+    async def _run_publishing(self) -> None:
+        delay = 1.0
+        while True:
+            client = self._make_client(subscribing=False)
+            try:
+                async with client:
+                    self._publishing = client
+                    self._set_connected()
                     if self._summary is not None:
                         # Our will may have replaced it while we were away.
                         self._enqueue(self.fleet_topic, self._summary, retain=True)
                     delay = 1.0
-                    log.info("mqtt connected", host=self._settings.host, port=self._settings.port)
-                    async with asyncio.TaskGroup() as group:
-                        group.create_task(self._publisher(client))
-                        await self._consume(client, acks)
-            except* aiomqtt.MqttError as group_exc:
-                self.connected.clear()
-                self._client = None
-                log.warning(
-                    "mqtt disconnected", error=str(group_exc.exceptions[0]), retry_in_s=delay
-                )
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, self._settings.reconnect_max_s)
+                    await self._publisher(client)
+            except aiomqtt.MqttError as exc:
+                log.warning("mqtt publisher disconnected", error=str(exc), retry_in_s=delay)
+            finally:
+                self._publishing = None
+                self._set_connected()
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, self._settings.reconnect_max_s)
 
-    async def _consume(self, client: aiomqtt.Client, acks: ManualAcks) -> None:
+    async def _consume(self, client: aiomqtt.Client, acks: ManualAcks, pause: ReadPause) -> None:
         messages = client.messages
+        pause.arm()
         while True:
             first = await anext(messages)
             batch = [first]
             # Take what has already arrived, so one commit covers a burst.
             while len(batch) < MAX_BATCH and len(messages):
                 batch.append(await anext(messages))
+            pause.resume_if_drained()
             await self._commit_when_possible(batch)
             for message in batch:
                 acks.ack(message)
@@ -411,7 +552,8 @@ class MqttIntake:
                 # Journaled above; now the broker must stop replaying it. An empty
                 # retained message deletes it (if the broker's ACL lets us publish there).
                 log.info("clearing a retained command", topic=message.topic.value)
-                self._enqueue(message.topic.value, b"", retain=True)
+                if self._acks is not None:
+                    self._acks.clear_retained(message.topic.value)
         if changed:
             try:
                 await self._on_change(changed)
@@ -442,8 +584,8 @@ class MqttIntake:
 
     async def say_goodbye(self, timeout_s: float) -> None:
         """Mark this library stopped in the fleet view, if the broker answers in time."""
-        client = self._client
-        if client is None or not self.connected.is_set():
+        client = self._publishing
+        if client is None:
             return  # the broker lost us already: it has published our will
         # No alive summary may follow the goodbye (see _publisher and publish_summary).
         self._stopped = True

@@ -58,6 +58,10 @@ EVENTS = Counter(
     "tapeworker_events", "Destination events by intake and outcome", ["intake", "outcome"]
 )
 MQTT_CONNECTED = Gauge("tapeworker_mqtt_connected", "1 while the MQTT intake is connected")
+MQTT_READ_PAUSES = Counter(
+    "tapeworker_mqtt_read_pauses",
+    "Times the MQTT intake stopped reading while a backlog waited in the client",
+)
 JOURNAL_COMMIT = Histogram(
     "tapeworker_journal_commit_seconds",
     "Duration of a journal commit (the fsync an event waits for)",
