@@ -122,6 +122,9 @@ class Drain:
     consumer: str
     commits: list[float]
     peak_rss_bytes: int | None = None
+    #: RSS once the daemon listens (it may have begun to read), and once all is journaled.
+    start_rss_bytes: int | None = None
+    end_rss_bytes: int | None = None
     largest_batch: int | None = None
     #: The daemon's planning rounds during the drain (its /metrics before and after).
     planning_rounds: int | None = None
@@ -213,6 +216,7 @@ async def daemon_drain(port: int, folder: Path, messages: int) -> Drain:
         rounds_before = metric(daemon, "tapeworker_planning_rounds_total")
         assert daemon.process is not None
         pid = daemon.process.pid
+        start_rss = rss_bytes(pid)
         deadline = time.monotonic() + DRAIN_TIMEOUT_S
         while True:
             peak = max(peak, rss_bytes(pid))
@@ -224,6 +228,7 @@ async def daemon_drain(port: int, folder: Path, messages: int) -> Drain:
             if time.monotonic() > deadline:
                 raise AssertionError(f"{count} of {messages} events after {DRAIN_TIMEOUT_S}s")
             await asyncio.sleep(0.1)
+        end_rss = rss_bytes(pid)
         rounds = metric(daemon, "tapeworker_planning_rounds_total") - rounds_before
         pauses = metric(daemon, "tapeworker_mqtt_read_pauses_total")
         reconnects = daemon.log_tail(10**9).count("disconnected")
@@ -237,6 +242,8 @@ async def daemon_drain(port: int, folder: Path, messages: int) -> Drain:
         "daemon",
         commits,
         peak_rss_bytes=peak,
+        start_rss_bytes=start_rss,
+        end_rss_bytes=end_rss,
         largest_batch=max(batches.values()),
         planning_rounds=rounds,
         read_pauses=pauses,
@@ -440,6 +447,11 @@ class Figures:
         lines.append(
             f"  daemon peak RSS during the drain: {rss:.0f} MB (target < 150 MB): "
             f"{verdict(rss < 150)}"
+        )
+        start = (self.daemon.start_rss_bytes or 0) / 1e6
+        end = (self.daemon.end_rss_bytes or 0) / 1e6
+        lines.append(
+            f"  daemon RSS when it listens: {start:.0f} MB; once all is journaled: {end:.0f} MB"
         )
         lines.append("HTTP create (barcode destinations), daemon against the trivial app:")
         for trivial, daemon in self.http_pairs():
