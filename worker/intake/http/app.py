@@ -166,7 +166,8 @@ class TaskDestinations:
             hold_seconds=self.settings.hold_seconds,
             within=within,
         )
-        if outcome.destination_id is not None:
+        # Only an applied event changes a destination; a refused create's id names nothing.
+        if outcome.status == "applied" and outcome.destination_id is not None:
             await self.on_change({outcome.destination_id})
         return outcome
 

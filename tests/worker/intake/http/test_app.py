@@ -128,6 +128,7 @@ async def test_a_rejected_create_is_a_4xx_journaled_in_the_inbox_only(
         assert (await a.client.get(BASE)).json()["count"] == 0
         events = await a.journal.events()
         assert [e.status for e in events] == ["rejected"] * 2, "journaled with their reasons"
+        assert a.changed == [], "a refused create changes no destination: no wake, no publish"
 
 
 async def test_an_update_that_is_rejected_keeps_the_destination_as_it_was(
@@ -139,3 +140,4 @@ async def test_an_update_that_is_rejected_keeps_the_destination_as_it_was(
         bad = await a.client.put(item, json={"folder_id": 1, "tape_barcode": "NOD 400"})
         assert_error_shape(bad, 400)
         assert (await a.client.get(item)).json() == created
+        assert a.changed == [{created["id"]}], "only the create changed it"
