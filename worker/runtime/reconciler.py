@@ -448,6 +448,12 @@ class Reconciler:
         chains: dict[int, list[DriveWork]] = {}
         async with self._journal.transaction() as tx:
             for action in actions:
+                if isinstance(action, Assign | Fail) and not _still_pending(
+                    model, action.request_id
+                ):
+                    # Released or changed by an event committed while this round planned:
+                    # the plan is stale for it, and the next round sees what is now true.
+                    continue
                 if isinstance(action, Assign):
                     await tx.assign_tape(action.request_id, action.barcode, now)
                     # The model has the request (pending); its destination never changes.
@@ -555,6 +561,12 @@ class Reconciler:
     @property
     def busy(self) -> bool:
         return bool(self._tasks)
+
+
+def _still_pending(model: StateModel, request_id: int) -> bool:
+    """Whether a request the round planned for is still waiting, as the last commit left it."""
+    record = model.request(request_id)
+    return record is not None and record.state is RequestState.PENDING
 
 
 def coalescing_rest(round_s: float) -> float:

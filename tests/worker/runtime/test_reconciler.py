@@ -13,7 +13,7 @@ import pytest
 from drivers.sim.library import SimulatedLibrary
 from tests.worker.harness import SETTINGS, Harness, definition, running_worker
 from tests.worker.harness import SettableClock as Clock
-from worker.core.actions import Load, Unload
+from worker.core.actions import Action, Fail, Load, Unload
 from worker.core.planner import PlanPolicy, plan
 from worker.core.requests import RequestState
 from worker.intake.destinations import DestinationEvent, record_events
@@ -258,3 +258,34 @@ async def test_the_tapes_views_are_kept_until_a_tape_changes(rig: Rig) -> None:
     assert (moved.tapes["AAA002L9"].slot, moved.tapes["AAA002L9"].drive) == (None, 1)
     assert 2 in moved.free_slots
     assert 2 not in first.free_slots
+
+
+async def test_a_plan_gone_stale_for_a_request_is_skipped_for_it_not_failed_whole(
+    rig: Rig,
+) -> None:
+    """An event that commits while a round plans (here a destroy) ends the request the
+    plan still names: that action is dropped, the rest of the plan is carried out."""
+    body = TaskDestinationBody.model_validate({"tape_barcode": "AAA001L9"})
+    await record_events(
+        rig.journal,
+        [
+            DestinationEvent("create", "7", 1, body, "test"),
+            DestinationEvent("create", "7", 2, body, "test"),
+        ],
+        now=rig.clock(),
+        hold_seconds=HOLD_S,
+    )
+    [gone, kept] = [await rig.journal.latest_request_for(d) for d in (1, 2)]
+    assert gone is not None
+    assert kept is not None
+    await record_events(
+        rig.journal,
+        [DestinationEvent("destroy", "7", 1, None, "test")],
+        now=rig.clock(),
+        hold_seconds=HOLD_S,
+    )
+    stale: list[Action] = [Fail(gone.id, "planned before the destroy"), Fail(kept.id, "still true")]
+    await rig.reconciler._dispatch(stale, rig.clock())
+    assert (await rig.request(gone.id)).state is RequestState.RELEASED
+    failed = await rig.request(kept.id)
+    assert (failed.state, failed.reason) == (RequestState.FAILED, "still true")
