@@ -217,7 +217,9 @@ async def test_a_backlog_beyond_the_read_pause_drains_without_reconnecting(
     """The subscribing connection stops reading while a backlog waits in the client;
     the state publications' acknowledgements come on the other one, so none of them
     waits behind the backlog and times out (which dropped both before)."""
-    count = 3 * mqtt.QUEUE_LIMIT
+    # Enough that on one connection a PUBACK would wait more than aiomqtt's 10 s
+    # behind the backlog at a few hundred events a second (it did, at this size).
+    count = 15 * mqtt.QUEUE_LIMIT
     daemon = Daemon(folder=tmp_path / "daemon", mqtt_port=broker.port, prefix=bench.PREFIX)
     await bench.queue_backlog(broker.port, f"tapeworker-{daemon.http_port}", count)
     daemon.start()
