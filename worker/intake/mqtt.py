@@ -609,3 +609,9 @@ class MqttIntake:
             if self._stopped and topic == self.fleet_topic:
                 continue  # an alive summary queued before the goodbye
             await client.publish(topic, payload, qos=1, retain=retain)
+            # asyncio.wait_for (inside aiomqtt's publish) can swallow a cancellation
+            # that lands as the PUBACK arrives (Python 3.11): without this a stop
+            # waited here forever for the next publication.
+            current = asyncio.current_task()
+            if current is not None and current.cancelling():
+                raise asyncio.CancelledError
