@@ -51,6 +51,22 @@ CATALOG = LibraryDefinition.model_validate(
 )
 
 
+async def create_for_tape(
+    journal: Journal, destination_id: int, barcode: str, *, now: float, hold_seconds: float
+) -> RequestRecord:
+    """A barcode destination created in task 7; its request as the journal made it."""
+    body = TaskDestinationBody.model_validate({"tape_barcode": barcode})
+    await record_events(
+        journal,
+        [DestinationEvent("create", "7", destination_id, body, "test")],
+        now=now,
+        hold_seconds=hold_seconds,
+    )
+    record = await journal.latest_request_for(destination_id)
+    assert record is not None
+    return record
+
+
 def definition(drives: int = 2, **extra: Any) -> LibraryDefinition:
     return LibraryDefinition.model_validate(
         {

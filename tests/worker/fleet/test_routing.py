@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from tests.worker.harness import CATALOG
+from tests.worker.records import drive_record, tape_record
 from worker.errors import RejectedEventError
 from worker.fleet import routing
 from worker.fleet.routing import Claim, HandOff, Route, decide, why_not_here
@@ -18,32 +19,11 @@ from worker.state.journal import DriveRecord, Journal, TapeRecord
 
 
 def tape(barcode: str, pool: str = "p", **flags: object) -> TapeRecord:
-    fields: dict[str, object] = {
-        "barcode": barcode,
-        "tape_id": 1,
-        "pool": pool,
-        "media": None,
-        "cleaning": False,
-        "locked": False,
-        "write_protected": False,
-        "full": False,
-        "need_to_check": False,
-        "ejected": False,
-        "used_bytes": 0,
-        "cleaning_uses_left": 0,
-        "slot": 1,
-        "home_slot": 1,
-        "drive": None,
-        "mount_count": 0,
-        "date_in": None,
-        "date_move": None,
-        "known": True,
-    }
-    return TapeRecord(**{**fields, **flags})  # type: ignore[arg-type]
+    return tape_record(barcode, pool=pool, media=None, **flags)
 
 
 def drive(generation: int = 9, *, up: bool = True) -> DriveRecord:
-    return DriveRecord(0, generation, "/dev/nst0", None, up, 0, None, None, False)
+    return drive_record(0, generation=generation, up=up)
 
 
 def test_a_library_with_a_writable_tape_and_a_drive_for_it_can_serve() -> None:

@@ -10,13 +10,11 @@ from pathlib import Path
 import pytest
 
 from drivers.sim.library import SimulatedLibrary
-from tests.worker.harness import SETTINGS, definition
+from tests.worker.harness import SETTINGS, create_for_tape, definition
 from tests.worker.harness import SettableClock as Clock
 from worker.core.actions import Load, Unload
 from worker.core.requests import RequestState
-from worker.intake.destinations import DestinationEvent, record_events
 from worker.runtime.executor import DriveWork, Executor
-from worker.seed.models import TaskDestinationBody
 from worker.state.journal import Journal, RequestRecord
 
 HOLD_S = 600.0
@@ -31,16 +29,9 @@ class Rig:
     changed: list[set[int]]
 
     async def create(self, destination_id: int, barcode: str) -> RequestRecord:
-        body = TaskDestinationBody.model_validate({"tape_barcode": barcode})
-        await record_events(
-            self.journal,
-            [DestinationEvent("create", "7", destination_id, body, "test")],
-            now=self.clock(),
-            hold_seconds=HOLD_S,
+        return await create_for_tape(
+            self.journal, destination_id, barcode, now=self.clock(), hold_seconds=HOLD_S
         )
-        record = await self.journal.latest_request_for(destination_id)
-        assert record is not None
-        return record
 
     async def run(self, drive: int, chain: list[DriveWork]) -> None:
         self.executor.claim(drive, chain)

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from drivers.sim.library import SimulatedLibrary
-from tests.worker.harness import SETTINGS, Harness, definition, running_worker
+from tests.worker.harness import SETTINGS, Harness, create_for_tape, definition, running_worker
 from tests.worker.harness import SettableClock as Clock
 from worker.core.actions import Action, Fail, Load, Unload
 from worker.core.planner import PlanPolicy, plan
@@ -34,15 +34,9 @@ class Rig:
     changed: list[set[int]]
 
     async def ready(self, destination_id: int, barcode: str, slot: int, drive: int) -> int:
-        body = TaskDestinationBody.model_validate({"tape_barcode": barcode})
-        await record_events(
-            self.journal,
-            [DestinationEvent("create", "7", destination_id, body, "test")],
-            now=self.clock(),
-            hold_seconds=HOLD_S,
+        request = await create_for_tape(
+            self.journal, destination_id, barcode, now=self.clock(), hold_seconds=HOLD_S
         )
-        request = await self.journal.latest_request_for(destination_id)
-        assert request is not None
         chain: list[DriveWork] = [Load(barcode, slot, drive, (request.id,))]
         self.executor.claim(drive, chain)
         await self.executor.run_chain(drive, chain)
@@ -265,19 +259,10 @@ async def test_a_plan_gone_stale_for_a_request_is_skipped_for_it_not_failed_whol
 ) -> None:
     """An event that commits while a round plans (here a destroy) ends the request the
     plan still names: that action is dropped, the rest of the plan is carried out."""
-    body = TaskDestinationBody.model_validate({"tape_barcode": "AAA001L9"})
-    await record_events(
-        rig.journal,
-        [
-            DestinationEvent("create", "7", 1, body, "test"),
-            DestinationEvent("create", "7", 2, body, "test"),
-        ],
-        now=rig.clock(),
-        hold_seconds=HOLD_S,
-    )
-    [gone, kept] = [await rig.journal.latest_request_for(d) for d in (1, 2)]
-    assert gone is not None
-    assert kept is not None
+    [gone, kept] = [
+        await create_for_tape(rig.journal, d, "AAA001L9", now=rig.clock(), hold_seconds=HOLD_S)
+        for d in (1, 2)
+    ]
     await record_events(
         rig.journal,
         [DestinationEvent("destroy", "7", 1, None, "test")],
