@@ -33,6 +33,7 @@ from worker.seed.error_details import VALUE_CHARS, Details, detail, validation_d
 from worker.seed.models import Container, Folder, TaskDestinationBody
 from worker.state.journal import (
     DestinationRecord,
+    DestinationWrite,
     EventRecord,
     Journal,
     RequestRecord,
@@ -448,9 +449,9 @@ async def _apply(
     route = event.route
     if route is not None and route.via == "pass":
         return Outcome("ignored", destination_id, route.reason)
-    body_json = event.body.model_dump_json(exclude_none=False) if event.body else None
+    body = event.body.model_dump(mode="json") if event.body else None
     if existing is not None:
-        _check_order(existing, event, body_json)
+        _check_order(existing, event, body)
     if event.verb == "release":
         if existing is None:
             return Outcome("ignored", destination_id, f"no destination {destination_id}")
@@ -471,7 +472,7 @@ async def _apply(
         await tx.destroy_destination(destination_id, sequence=event.sequence, now=now)
         return Outcome("applied", destination_id)
 
-    if event.body is None or body_json is None:
+    if event.body is None or body is None:
         raise RejectedEventError(f"{event.verb} needs a body")
     # With a sequence, an update that overtook its create is the newest desired
     # state and applies; the create, arriving later, is then stale.
@@ -488,31 +489,21 @@ async def _apply(
         if unknown_update:
             raise RejectedEventError(f"update of unknown destination {destination_id}")
         target = routed
+    write = DestinationWrite(
+        destination_id,
+        event.task_id,
+        body,
+        event.nested,
+        target.barcode,
+        target.pool,
+        target.status,
+        target.reason,
+        event.sequence,
+    )
     if existing is None:
-        await tx.insert_destination(
-            destination_id,
-            task_id=event.task_id,
-            body=body_json,
-            barcode=target.barcode,
-            pool=target.pool,
-            status=target.status,
-            reason=target.reason,
-            sequence=event.sequence,
-            now=now,
-            nested=event.nested,
-        )
+        await tx.insert_destination(write, now)
     else:
-        await tx.update_destination(
-            destination_id,
-            body=body_json,
-            barcode=target.barcode,
-            pool=target.pool,
-            status=target.status,
-            reason=target.reason,
-            sequence=event.sequence,
-            now=now,
-            nested=event.nested,
-        )
+        await tx.update_destination(write, now)
 
     # A destination we have just created has no request yet: one trip saved.
     active = await journal.active_request_for(destination_id) if existing is not None else None
@@ -575,28 +566,28 @@ async def _not_ours(
 ) -> Outcome:
     """Journal another library's destination: the row says so, and nothing is asked of
     the hardware (an update may make it ours later)."""
-    body_json = event.body.model_dump_json(exclude_none=False) if event.body else None
-    assert body_json is not None
-    fields: dict[str, Any] = {
-        "body": body_json,
-        "barcode": None,
-        "pool": None,
-        "status": "ignored",
-        "reason": reason,
-        "sequence": event.sequence,
-        "now": now,
-        "nested": event.nested,
-    }
+    assert event.body is not None
+    write = DestinationWrite(
+        destination_id,
+        event.task_id,
+        event.body.model_dump(mode="json"),
+        event.nested,
+        None,
+        None,
+        "ignored",
+        reason,
+        event.sequence,
+    )
     if existing is None:
-        await tx.insert_destination(destination_id, task_id=event.task_id, **fields)
+        await tx.insert_destination(write, now)
     else:
         await _release_active(journal, tx, destination_id, now, "now another library's")
-        await tx.update_destination(destination_id, **fields)
+        await tx.update_destination(write, now)
     return Outcome("ignored", destination_id, reason)
 
 
 def _check_order(
-    existing: DestinationRecord, event: DestinationEvent, body_json: str | None
+    existing: DestinationRecord, event: DestinationEvent, body: dict[str, Any] | None
 ) -> None:
     """Reject a change older than the last one applied to the destination.
 
@@ -614,9 +605,7 @@ def _check_order(
             f"stale {event.verb}: sequence {sequence} is older than sequence {last} "
             f"already applied to destination {existing.id}"
         )
-    if sequence == last and (
-        event.verb == "destroy" or body_json is None or json.loads(body_json) != existing.body
-    ):
+    if sequence == last and (event.verb == "destroy" or body is None or body != existing.body):
         raise RejectedEventError(
             f"{event.verb} with sequence {sequence} differs from the change of the same "
             f"sequence already applied to destination {existing.id}"

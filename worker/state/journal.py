@@ -364,14 +364,38 @@ class ModelNotes:
 
 #: Ids per `IN (...)` list: far below SQLite's limit on bound parameters.
 _BATCH = 500
-#: The body's flat fields, stored as columns too (see `write_destination`).
+#: The body's flat fields, stored as columns too (see `_insert_values`).
 _FLAT = ("folder_id", "folder_path", "tape_id", "tape_barcode", "pool_id", "pool_name")
 
 
-def _flat(body: str) -> list[Any]:
-    """The body's flat fields, for their columns."""
-    data = json.loads(body)
-    return [data.get(name) for name in _FLAT]
+_INSERT_DESTINATION = (
+    "INSERT INTO destinations(id, task_id, body, barcode, pool, status, reason, created, "
+    "updated, sequence, folder_id, folder_path, tape_id, tape_barcode, pool_id, pool_name, "
+    "nested) VALUES(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
+)
+
+
+def _body_text(body: dict[str, Any]) -> str:
+    """A body as its column stores it (compact JSON)."""
+    return json.dumps(body, separators=(",", ":"))
+
+
+def _insert_values(write: DestinationWrite, now: float) -> tuple[Any, ...]:
+    """The parameters of `_INSERT_DESTINATION` for one write."""
+    return (
+        write.destination_id,
+        write.task_id,
+        _body_text(write.body),
+        write.barcode,
+        write.pool,
+        write.status,
+        write.reason,
+        now,
+        now,
+        write.sequence,
+        *[write.body.get(name) for name in _FLAT],
+        json.dumps(write.nested) if write.nested else None,
+    )
 
 
 @functools.cache
@@ -1900,125 +1924,39 @@ class Transaction:
             (scope, key, fingerprint, status, destination_id, reason, now, now + keep_s),
         )
 
-    async def insert_destination(
-        self,
-        destination_id: int,
-        *,
-        task_id: str,
-        body: str,
-        barcode: str | None,
-        pool: str | None,
-        status: str,
-        reason: str | None,
-        sequence: int | None,
-        now: float,
-        nested: dict[str, Any] | None = None,
-    ) -> None:
+    async def insert_destination(self, write: DestinationWrite, now: float) -> None:
         """A new destination's desired state (inside the caller's transaction)."""
-        await self._db.execute(
-            "INSERT INTO destinations(id, task_id, body, barcode, pool, status, reason, "
-            "created, updated, sequence, folder_id, folder_path, tape_id, tape_barcode, "
-            "pool_id, pool_name, nested) VALUES(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
-            (
-                destination_id,
-                task_id,
-                body,
-                barcode,
-                pool,
-                status,
-                reason,
-                now,
-                now,
-                sequence,
-                *_flat(body),
-                json.dumps(nested) if nested else None,
-            ),
-        )
-        self._notes.note(
-            StateModel.apply_insert_destination,
-            destination_id,
-            task_id,
-            body,
-            barcode,
-            pool,
-            status,
-            reason,
-            sequence,
-            now,
-            nested,
-        )
+        await self._db.execute(_INSERT_DESTINATION, _insert_values(write, now))
+        self._notes.note(StateModel.apply_insert_destination, write, now)
 
     async def insert_destinations(self, writes: Sequence[DestinationWrite], now: float) -> None:
         """Many new destinations in one statement (an import, a benchmark's journal)."""
-        await self._db.executemany(
-            "INSERT INTO destinations(id, task_id, body, barcode, pool, status, reason, "
-            "created, updated, folder_id, folder_path, tape_id, tape_barcode, pool_id, "
-            "pool_name, nested) VALUES(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
-            [
-                (
-                    w.destination_id,
-                    w.task_id,
-                    json.dumps(w.body),
-                    w.barcode,
-                    w.pool,
-                    w.status,
-                    w.reason,
-                    now,
-                    now,
-                    *[w.body.get(name) for name in _FLAT],
-                    json.dumps(w.nested) if w.nested else None,
-                )
-                for w in writes
-            ],
-        )
+        await self._db.executemany(_INSERT_DESTINATION, [_insert_values(w, now) for w in writes])
         self._notes.note(StateModel.apply_insert_destinations, list(writes), now)
 
-    async def update_destination(
-        self,
-        destination_id: int,
-        *,
-        body: str,
-        barcode: str | None,
-        pool: str | None,
-        status: str,
-        reason: str | None,
-        sequence: int | None,
-        now: float,
-        nested: dict[str, Any] | None = None,
-    ) -> None:
+    async def update_destination(self, write: DestinationWrite, now: float) -> None:
         """Replace a destination's desired state; an event without an order keeps the
         order of the last one that had it. The whole body is replaced, as the seed's
         PUT does; the nested folder and container of an earlier event are kept unless
-        the new one carries them."""
+        the new one carries them. The task is the destination's own, never changed."""
         await self._db.execute(
             "UPDATE destinations SET body=?, barcode=?, pool=?, status=?, reason=?, updated=?, "
             "sequence=COALESCE(?, sequence), folder_id=?, folder_path=?, tape_id=?, "
             "tape_barcode=?, pool_id=?, pool_name=?, nested=COALESCE(?, nested) WHERE id=?",
             (
-                body,
-                barcode,
-                pool,
-                status,
-                reason,
+                _body_text(write.body),
+                write.barcode,
+                write.pool,
+                write.status,
+                write.reason,
                 now,
-                sequence,
-                *_flat(body),
-                json.dumps(nested) if nested else None,
-                destination_id,
+                write.sequence,
+                *[write.body.get(name) for name in _FLAT],
+                json.dumps(write.nested) if write.nested else None,
+                write.destination_id,
             ),
         )
-        self._notes.note(
-            StateModel.apply_update_destination,
-            destination_id,
-            body,
-            barcode,
-            pool,
-            status,
-            reason,
-            sequence,
-            now,
-            nested,
-        )
+        self._notes.note(StateModel.apply_update_destination, write, now)
 
     async def destroy_destination(
         self, destination_id: int, *, sequence: int | None, now: float

@@ -65,6 +65,30 @@ def _mount_request(record: RequestRecord) -> MountRequest:
     )
 
 
+def _new_destination(write: DestinationWrite, now: float) -> DestinationRecord:
+    """The record a new destination's write leaves in the table."""
+    return DestinationRecord(
+        id=write.destination_id,
+        task_id=write.task_id,
+        body=dict(write.body),
+        barcode=write.barcode,
+        pool=write.pool,
+        status=write.status,
+        reason=write.reason,
+        deleted=False,
+        created=now,
+        updated=now,
+        sequence=write.sequence,
+        nested=_copy(write.nested) if write.nested else None,
+    )
+
+
+def _copy(nested: dict[str, Any]) -> dict[str, Any]:
+    """A nested object of our own: the writer's may change after the commit."""
+    copied: dict[str, Any] = json.loads(json.dumps(nested))
+    return copied
+
+
 def _group_ids(groups: Mapping[str, PendingGroup]) -> dict[str, list[int]]:
     return {name: [r.id for r in group.ordered()] for name, group in sorted(groups.items())}
 
@@ -435,76 +459,27 @@ class StateModel:
         if pools is not None:
             self._pools = {p.name: p for p in pools}
 
-    def apply_insert_destination(
-        self,
-        destination_id: int,
-        task_id: str,
-        body: str,
-        barcode: str | None,
-        pool: str | None,
-        status: str,
-        reason: str | None,
-        sequence: int | None,
-        now: float,
-        nested: dict[str, Any] | None,
-    ) -> None:
-        self._destinations[destination_id] = DestinationRecord(
-            id=destination_id,
-            task_id=task_id,
-            body=json.loads(body),
-            barcode=barcode,
-            pool=pool,
-            status=status,
-            reason=reason,
-            deleted=False,
-            created=now,
-            updated=now,
-            sequence=sequence,
-            nested=json.loads(json.dumps(nested)) if nested else None,
-        )
+    def apply_insert_destination(self, write: DestinationWrite, now: float) -> None:
+        self._destinations[write.destination_id] = _new_destination(write, now)
 
     def apply_insert_destinations(self, writes: Sequence[DestinationWrite], now: float) -> None:
-        for w in writes:
-            self._destinations[w.destination_id] = DestinationRecord(
-                id=w.destination_id,
-                task_id=w.task_id,
-                body=json.loads(json.dumps(w.body)),
-                barcode=w.barcode,
-                pool=w.pool,
-                status=w.status,
-                reason=w.reason,
-                deleted=False,
-                created=now,
-                updated=now,
-                sequence=None,
-                nested=json.loads(json.dumps(w.nested)) if w.nested else None,
-            )
+        for write in writes:
+            self._destinations[write.destination_id] = _new_destination(write, now)
 
-    def apply_update_destination(
-        self,
-        destination_id: int,
-        body: str,
-        barcode: str | None,
-        pool: str | None,
-        status: str,
-        reason: str | None,
-        sequence: int | None,
-        now: float,
-        nested: dict[str, Any] | None,
-    ) -> None:
-        before = self._destinations.get(destination_id)
+    def apply_update_destination(self, write: DestinationWrite, now: float) -> None:
+        before = self._destinations.get(write.destination_id)
         if before is None:
             return
-        self._destinations[destination_id] = dataclasses.replace(
+        self._destinations[write.destination_id] = dataclasses.replace(
             before,
-            body=json.loads(body),
-            barcode=barcode,
-            pool=pool,
-            status=status,
-            reason=reason,
+            body=dict(write.body),
+            barcode=write.barcode,
+            pool=write.pool,
+            status=write.status,
+            reason=write.reason,
             updated=now,
-            sequence=before.sequence if sequence is None else sequence,
-            nested=json.loads(json.dumps(nested)) if nested else before.nested,
+            sequence=before.sequence if write.sequence is None else write.sequence,
+            nested=_copy(write.nested) if write.nested else before.nested,
         )
 
     def apply_destroy_destination(

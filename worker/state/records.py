@@ -59,16 +59,24 @@ class DestinationRecord:
 
 @dataclass(frozen=True, slots=True)
 class DestinationWrite:
-    """A new destination's desired state (see `insert_destinations`)."""
+    """A destination's desired state as one write sets it (`insert_destination`,
+    `update_destination`, `insert_destinations`).
+
+    An update keeps the destination's task, and keeps its sequence and nested objects
+    when the write has none (see `update_destination`).
+    """
 
     destination_id: int
     task_id: str
+    #: The seed's flat body (JSON values).
     body: dict[str, Any]
     nested: dict[str, Any] | None
     barcode: str | None
     pool: str | None
     status: str
     reason: str | None
+    #: The publisher's order of the change, when it gives one.
+    sequence: int | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -14,7 +14,7 @@ from tests.worker.harness import CATALOG
 from worker.core.requests import RequestState
 from worker.errors import IllegalTransitionError
 from worker.seed.query import Filter, IndexQuery
-from worker.state.journal import DriveRecord, Journal, RequestRecord, salvage
+from worker.state.journal import DestinationWrite, DriveRecord, Journal, RequestRecord, salvage
 
 
 @pytest.fixture
@@ -192,15 +192,10 @@ async def _count(journal: Journal, task_id: str) -> int:
 async def _create(journal: Journal, destination_id: int, task_id: str = "7") -> None:
     async with journal.transaction() as tx:
         await tx.insert_destination(
-            destination_id,
-            task_id=task_id,
-            body='{"folder_id": 1}',
-            barcode=None,
-            pool=None,
-            status="applied",
-            reason=None,
-            sequence=None,
-            now=1000.0,
+            DestinationWrite(
+                destination_id, task_id, {"folder_id": 1}, None, None, None, "applied", None
+            ),
+            1000.0,
         )
 
 

@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 from tests.worker.harness import CATALOG
 from worker.core.requests import ACTIVE, RequestState
 from worker.errors import IllegalTransitionError, JournalFaultError
-from worker.state.journal import Journal, Transaction
+from worker.state.journal import DestinationWrite, Journal, Transaction
 from worker.state.model import StateModel
 
 
@@ -150,26 +150,22 @@ async def test_destinations_as_the_table_holds_them(journal: Journal) -> None:
     model = _model(journal)
     async with journal.transaction() as tx:
         await tx.insert_destination(
-            3,
-            task_id="7",
-            body='{"folder_id": 1, "tape_barcode": "NOD400L9"}',
-            barcode="NOD400L9",
-            pool=None,
-            status="pending",
-            reason=None,
-            sequence=4,
-            now=1000.0,
-            nested={"folder": {"id": 1}},
+            DestinationWrite(
+                3,
+                "7",
+                {"folder_id": 1, "tape_barcode": "NOD400L9"},
+                {"folder": {"id": 1}},
+                "NOD400L9",
+                None,
+                "pending",
+                None,
+                sequence=4,
+            ),
+            1000.0,
         )
         await tx.update_destination(
-            3,
-            body='{"folder_id": 2}',
-            barcode=None,
-            pool=None,
-            status="applied",
-            reason=None,
-            sequence=None,
-            now=1001.0,
+            DestinationWrite(3, "7", {"folder_id": 2}, None, None, None, "applied", None),
+            1001.0,
         )
         await tx.destroy_unknown_destination(4, task_id="7", sequence=None, now=1002.0)
     live = model.destination(3)
@@ -359,28 +355,33 @@ async def _step(journal: Journal, tx: Transaction, step: Step, now: float) -> No
             await tx.cleaning_done(barcode, 0, now)
         case "insert":
             await tx.insert_destination(
-                10 + step.a,
-                task_id=str(step.b % 2),
-                body=f'{{"folder_id": {step.b}}}',
-                barcode=barcode,
-                pool=None,
-                status="pending",
-                reason=None,
-                sequence=step.b or None,
-                now=now,
-                nested={"folder": {"id": step.b}} if step.b % 2 else None,
+                DestinationWrite(
+                    10 + step.a,
+                    str(step.b % 2),
+                    {"folder_id": step.b},
+                    {"folder": {"id": step.b}} if step.b % 2 else None,
+                    barcode,
+                    None,
+                    "pending",
+                    None,
+                    sequence=step.b or None,
+                ),
+                now,
             )
         case "update":
             await tx.update_destination(
-                10 + step.a,
-                body=f'{{"folder_id": {step.b + 100}}}',
-                barcode=None,
-                pool="offline-tapes",
-                status="applied",
-                reason="why",
-                sequence=step.b or None,
-                now=now,
-                nested={"container": {"id": step.b}} if step.b % 2 else None,
+                DestinationWrite(
+                    10 + step.a,
+                    str(step.b % 2),
+                    {"folder_id": step.b + 100},
+                    {"container": {"id": step.b}} if step.b % 2 else None,
+                    None,
+                    "offline-tapes",
+                    "applied",
+                    "why",
+                    sequence=step.b or None,
+                ),
+                now,
             )
         case "destroy":
             await tx.destroy_destination(10 + step.a, sequence=None, now=now)
