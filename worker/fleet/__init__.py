@@ -8,7 +8,7 @@ two daemons never overwrite each other's state (docs/failover.md has the design)
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from drivers.media import media_of
@@ -16,7 +16,7 @@ from worker.core.requests import RequestState
 from worker.errors import ConfigError
 
 if TYPE_CHECKING:  # the journal imports the settings, which import this module
-    from worker.state.journal import DriveRecord, RequestRecord, TapeRecord
+    from worker.state.journal import DriveRecord, TapeRecord
 
 #: Requests the fleet view counts as the library's queue.
 ACTIVE_STATES = (RequestState.PENDING, RequestState.MOUNTING, RequestState.READY)
@@ -60,19 +60,16 @@ def library_summary(
     *,
     drives: Sequence[DriveRecord],
     tapes: Sequence[TapeRecord],
-    requests: Sequence[RequestRecord],
+    queue: Mapping[RequestState, int],
     draining: bool,
     journal_fault: str | None,
 ) -> dict[str, Any]:
-    """One library at a glance, for the fleet view: drives, queue, pools, health.
+    """One library at a glance, for the fleet view: drives, queue (requests per active
+    state, as the state model counts them), pools, health.
 
     A pool's free bytes are the native capacity left on its writable tapes (what the
     journal counts as written subtracted), not counting compression.
     """
-    queue = {state.value: 0 for state in ACTIVE_STATES}
-    for request in requests:
-        if request.state in ACTIVE_STATES:
-            queue[request.state.value] += 1
     pools: dict[str, dict[str, int]] = {}
     for tape in tapes:
         if tape.pool is None or tape.cleaning:
@@ -93,7 +90,7 @@ def library_summary(
             "up": sum(drive.up for drive in drives),
             "loaded": sum(drive.barcode is not None for drive in drives),
         },
-        "queue": queue,
+        "queue": {state.value: queue.get(state, 0) for state in ACTIVE_STATES},
         "pools": dict(sorted(pools.items())),
         "health": {"journal": journal_fault or "ok", "draining": draining},
     }

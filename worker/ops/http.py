@@ -53,9 +53,15 @@ def health_router(service: "RunningDaemon") -> APIRouter:
         if journal is not None and journal.model is not None:
             # From memory: a scrape must not read a large backlog from the file.
             model = journal.model
-            metrics.set_levels(model.requests(ACTIVE), list(model.drives.values()), time.time())
+            metrics.set_levels(
+                model.request_counts(),
+                model.oldest_pending_arrival(),
+                list(model.drives.values()),
+                time.time(),
+            )
         elif journal is not None:
-            metrics.set_levels(await journal.requests(ACTIVE), await journal.drives(), time.time())
+            counts, oldest = metrics.request_levels(await journal.requests(ACTIVE))
+            metrics.set_levels(counts, oldest, await journal.drives(), time.time())
         connected = service.mqtt is not None and service.mqtt.connected.is_set()
         metrics.MQTT_CONNECTED.set(int(connected))
         body, content_type = metrics.exposition()

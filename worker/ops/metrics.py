@@ -2,14 +2,15 @@
 
 Counters and histograms live in prometheus-client's default registry and are updated
 by the parts that see the event (intake, executor, journal). Levels (requests by
-state, the oldest pending age, drive state) are set from the journal just before a
-scrape, so they never drift from the source of truth.
+state, the oldest pending age, drive state) are set from the journal's state model
+(which keeps the counts as requests change) just before a scrape, so they never drift
+from the source of truth and a scrape never scans the backlog.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING
 
 from prometheus_client import (
@@ -74,19 +75,32 @@ DRAINING = Gauge("tapeworker_draining", "1 while the daemon mounts nothing new")
 LIBRARY = Info("tapeworker_library", "The library this daemon drives")
 
 
-def set_levels(
-    requests: Iterable[RequestRecord], drives: Iterable[DriveRecord], now: float
-) -> None:
-    """The gauges that describe the journal's state, set just before a scrape."""
+def request_levels(
+    requests: Iterable[RequestRecord],
+) -> tuple[dict[RequestState, int], float | None]:
+    """Requests per state and the oldest pending arrival, counted from records (when
+    the journal has no state model to ask)."""
     counts = dict.fromkeys(RequestState, 0)
     oldest: float | None = None
     for request in requests:
         counts[request.state] += 1
         if request.state is RequestState.PENDING:
             oldest = request.arrival if oldest is None else min(oldest, request.arrival)
-    for state, count in counts.items():
-        REQUESTS.labels(state.value).set(count)
-    OLDEST_PENDING.set(0 if oldest is None else max(now - oldest, 0.0))
+    return counts, oldest
+
+
+def set_levels(
+    counts: Mapping[RequestState, int],
+    oldest_pending: float | None,
+    drives: Iterable[DriveRecord],
+    now: float,
+) -> None:
+    """The gauges that describe the journal's state, set just before a scrape:
+    requests per state (a state not in `counts` has none), the age of the oldest
+    pending request (its arrival), the drives."""
+    for state in RequestState:
+        REQUESTS.labels(state.value).set(counts.get(state, 0))
+    OLDEST_PENDING.set(0 if oldest_pending is None else max(now - oldest_pending, 0.0))
     for drive in drives:
         DRIVE_UP.labels(str(drive.index)).set(int(drive.up))
         DRIVE_LOADED.labels(str(drive.index)).set(int(drive.barcode is not None))

@@ -29,7 +29,7 @@ import uvicorn
 from drivers.definition import load_definition
 from drivers.errors import DefinitionError, DriverError
 from worker.errors import ConfigError, JournalFaultError, StartupError
-from worker.fleet import ACTIVE_STATES, library_summary, resolve_library_id
+from worker.fleet import library_summary, resolve_library_id
 from worker.fleet.routing import Route, claim_topic, pools_held
 from worker.intake.admin import admin_router
 from worker.intake.http.app import create_app
@@ -179,7 +179,7 @@ class Service:
                         mqtt.library_id,
                         drives=list(model.drives.values()),
                         tapes=list(model.tapes.values()),
-                        requests=model.requests(ACTIVE_STATES),
+                        queue=model.request_counts(),
                         draining=self.reconciler is not None and self.reconciler.draining,
                         journal_fault=self.journal_fault,
                     )

@@ -18,7 +18,9 @@ Read API (synchronous, no I/O; records are the journal's frozen records):
   `active_request_for(destination_id)`, `latest_request_for(destination_id)`,
   `latest_requests_for(ids)`, `requests(states)` (active states only), `holders(drive)`
   (mounting and ready requests on a drive, by id), `pending` (a `PendingRequests` of
-  every pending request, kept up to date: hand it to `plan()`; never change it).
+  every pending request, kept up to date: hand it to `plan()`; never change it),
+  `request_counts()` (active requests per state, kept as they change: no scan),
+  `oldest_pending_arrival()` (from the pending groups, not from every request).
 - Destinations: `destination(id)` (live or destroyed, as the table holds them),
   `destinations(task_id=None)` (the live ones, by id).
 
@@ -48,6 +50,8 @@ from worker.state.records import (
 __all__ = ["StateModel"]
 
 _ENGAGED = frozenset({RequestState.MOUNTING, RequestState.READY})
+#: The states `request_counts` counts, in the table's order.
+_COUNTED = tuple(state for state in RequestState if state in ACTIVE)
 _TAPE_FLAGS = frozenset(
     {"need_to_check", "full", "locked", "write_protected", "ejected", "cleaning"}
 )
@@ -126,6 +130,9 @@ class StateModel:
         self._engaged: set[int] = set()
         #: drive -> the ids of the mounting and ready requests on it.
         self._holders: dict[int, set[int]] = {}
+        #: Active requests per state, kept on every change (a scrape or a summary
+        #: every few seconds must not count a large backlog).
+        self._counts: dict[RequestState, int] = dict.fromkeys(_COUNTED, 0)
         self.pending = PendingRequests()
         self._fill(tapes, drives, pools, destinations, requests)
 
@@ -147,12 +154,14 @@ class StateModel:
         self._active = {}
         self._engaged = set()
         self._holders = {}
+        self._counts = dict.fromkeys(_COUNTED, 0)
         pending: list[MountRequest] = []
         for record in sorted(requests, key=lambda r: r.id):
             self._requests[record.id] = record
             self._latest[record.destination_id] = record.id
             if record.state in ACTIVE:
                 self._active.setdefault(record.destination_id, []).append(record.id)
+                self._counts[record.state] += 1
             if record.state is RequestState.PENDING:
                 pending.append(_mount_request(record))
             elif record.state in _ENGAGED:
@@ -178,6 +187,7 @@ class StateModel:
         self._active = other._active
         self._engaged = other._engaged
         self._holders = other._holders
+        self._counts = other._counts
         self.pending = other.pending
         self.version += 1
         self.tapes_version += 1
@@ -235,6 +245,18 @@ class StateModel:
         found = [self._requests[rid] for rid in sorted(ids)]
         return [r for r in found if r.state in wanted]
 
+    def request_counts(self) -> dict[RequestState, int]:
+        """How many requests are in each active state (every one, zeros included)."""
+        return dict(self._counts)
+
+    def oldest_pending_arrival(self) -> float | None:
+        """The arrival of the oldest pending request; None when none is pending."""
+        pending = self.pending
+        groups = [*pending.by_tape.values(), *pending.by_pool.values()]
+        arrivals = [group.stats().oldest for group in groups]
+        arrivals += [request.arrival for request in pending.unaddressed.values()]
+        return min(arrivals, default=None)
+
     def holders(self, drive: int) -> tuple[int, ...]:
         """The mounting and ready requests on a drive, by id."""
         return tuple(sorted(self._holders.get(drive, ())))
@@ -270,6 +292,7 @@ class StateModel:
             "active": {k: sorted(v) for k, v in sorted(self._active.items()) if v},
             "engaged": sorted(self._engaged),
             "holders": {k: sorted(v) for k, v in sorted(self._holders.items()) if v},
+            "counts": dict(sorted(self._counts.items())),
             "pending": sorted((r.id, r) for r in self.pending),
             "pending_by_tape": _group_ids(self.pending.by_tape),
             "pending_by_pool": _group_ids(self.pending.by_pool),
@@ -284,6 +307,8 @@ class StateModel:
         """Store a request's new record and keep every index in step with it."""
         rid, destination_id = record.id, record.destination_id
         if before is not None:
+            if before.state in ACTIVE:
+                self._counts[before.state] -= 1
             if before.state is RequestState.PENDING:
                 self.pending.discard(rid)
             self._engaged.discard(rid)
@@ -302,6 +327,8 @@ class StateModel:
             active.remove(rid)
         if not active:
             del self._active[destination_id]
+        if record.state in ACTIVE:
+            self._counts[record.state] += 1
         if record.state is RequestState.PENDING:
             self.pending.add(_mount_request(record))
         elif record.state in _ENGAGED:
@@ -315,6 +342,10 @@ class StateModel:
                 self._forget_if_ended(latest)
         elif rid != latest:
             self._forget_if_ended(rid)
+
+    def _uncount(self, record: RequestRecord) -> None:
+        if record.state in ACTIVE:
+            self._counts[record.state] -= 1
 
     def _forget_if_ended(self, rid: int) -> None:
         record = self._requests.get(rid)
@@ -529,9 +560,15 @@ class StateModel:
             record = self._requests.pop(rid, None)
             if record is not None:
                 touched.add(record.destination_id)
+                self._uncount(record)
         for destination_id in touched:
             if self._latest.get(destination_id) not in self._requests:
                 self._latest.pop(destination_id, None)
         for record in latest:
+            before = self._requests.get(record.id)
+            if before is not None:
+                self._uncount(before)
+            if record.state in ACTIVE:
+                self._counts[record.state] += 1
             self._requests[record.id] = record
             self._latest[record.destination_id] = record.id

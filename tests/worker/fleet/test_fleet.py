@@ -5,13 +5,13 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
-from tests.worker.records import drive_record, request_record, tape_record
+from tests.worker.records import drive_record, tape_record
 from worker.core.requests import RequestState
 from worker.errors import ConfigError
 from worker.fleet import gone_summary, library_summary, library_topic, resolve_library_id
 from worker.fleet.status import render
 from worker.settings import Settings
-from worker.state.records import DriveRecord, RequestRecord, TapeRecord
+from worker.state.records import DriveRecord, TapeRecord
 
 
 @pytest.mark.parametrize("library_id", ["demo", "lib-2", "CERN_A.1", "x" * 64])
@@ -49,9 +49,9 @@ def test_a_summary_counts_the_queue_drives_and_what_each_pool_can_still_take() -
         tape("NOD401L8", "offline", locked=True),
         tape("CLN001L1", None),
     ]
-    requests = [request(RequestState.PENDING), request(RequestState.READY)]
+    queue = {RequestState.PENDING: 1, RequestState.READY: 1}
     summary = library_summary(
-        "a", drives=drives, tapes=tapes, requests=requests, draining=True, journal_fault=None
+        "a", drives=drives, tapes=tapes, queue=queue, draining=True, journal_fault=None
     )
     assert summary["drives"] == {"total": 2, "up": 1, "loaded": 1}
     assert summary["queue"] == {"pending": 1, "mounting": 0, "ready": 1}
@@ -61,7 +61,7 @@ def test_a_summary_counts_the_queue_drives_and_what_each_pool_can_still_take() -
 
 def test_the_table_shows_a_gone_library_beside_the_live_ones() -> None:
     live = library_summary(
-        "a", drives=[], tapes=[], requests=[], draining=False, journal_fault=None
+        "a", drives=[], tapes=[], queue={}, draining=False, journal_fault=None
     )
     table = render({"a": live, "b": gone_summary("b")})
     assert [line.split()[:2] for line in table.splitlines()[1:3]] == [["a", "up"], ["b", "GONE"]]
@@ -73,7 +73,3 @@ def drive(index: int, *, up: bool, barcode: str | None) -> DriveRecord:
 
 def tape(barcode: str, pool: str | None, *, used: int = 0, locked: bool = False) -> TapeRecord:
     return tape_record(barcode, pool=pool, used_bytes=used, locked=locked)
-
-
-def request(state: RequestState) -> RequestRecord:
-    return request_record(state=state)

@@ -24,7 +24,7 @@ def settings_for(port: int, prefix: str) -> Settings:
 
 def live(library_id: str, **health: object) -> dict[str, Any]:
     summary = library_summary(
-        library_id, drives=[], tapes=[], requests=[], draining=False, journal_fault=None
+        library_id, drives=[], tapes=[], queue={}, draining=False, journal_fault=None
     )
     summary["health"] = {**summary["health"], **health}
     return summary

@@ -23,6 +23,11 @@ def sample(name: str, **labels: str) -> float | None:
     return REGISTRY.get_sample_value(name, labels)
 
 
+def levels(requests: list[RequestRecord], drives: list[DriveRecord], now: float) -> None:
+    counts, oldest = metrics.request_levels(requests)
+    metrics.set_levels(counts, oldest, drives, now=now)
+
+
 def test_levels_count_requests_by_state_and_age_the_oldest_pending() -> None:
     requests = [
         request(1, RequestState.PENDING, arrival=100.0),
@@ -30,7 +35,7 @@ def test_levels_count_requests_by_state_and_age_the_oldest_pending() -> None:
         request(3, RequestState.READY, arrival=10.0),
         request(4, RequestState.MOUNTING, arrival=5.0),
     ]
-    metrics.set_levels(requests, [], now=160.0)
+    levels(requests, [], now=160.0)
     assert sample("tapeworker_requests", state="pending") == 2
     assert sample("tapeworker_requests", state="ready") == 1
     assert sample("tapeworker_requests", state="mounting") == 1
@@ -40,17 +45,23 @@ def test_levels_count_requests_by_state_and_age_the_oldest_pending() -> None:
 
 
 def test_nothing_pending_is_age_zero_and_a_clock_behind_is_never_negative() -> None:
-    metrics.set_levels([request(1, RequestState.READY, 10.0)], [], now=20.0)
+    levels([request(1, RequestState.READY, 10.0)], [], now=20.0)
     assert sample("tapeworker_oldest_pending_age_seconds") == 0
     assert sample("tapeworker_requests", state="pending") == 0
-    metrics.set_levels([request(1, RequestState.PENDING, 50.0)], [], now=20.0)
+    levels([request(1, RequestState.PENDING, 50.0)], [], now=20.0)
     assert sample("tapeworker_oldest_pending_age_seconds") == 0
+
+
+def test_counts_set_as_given_and_a_state_left_out_has_none() -> None:
+    metrics.set_levels({RequestState.PENDING: 7, RequestState.READY: 2}, 95.0, [], now=100.0)
+    assert sample("tapeworker_requests", state="pending") == 7
+    assert sample("tapeworker_requests", state="ready") == 2
+    assert sample("tapeworker_requests", state="mounting") == 0
+    assert sample("tapeworker_oldest_pending_age_seconds") == 5.0
 
 
 def test_drive_levels_say_up_and_loaded() -> None:
-    metrics.set_levels(
-        [], [drive(0, up=True, barcode="NOD400L9"), drive(1, up=False, barcode=None)], now=0.0
-    )
+    levels([], [drive(0, up=True, barcode="NOD400L9"), drive(1, up=False, barcode=None)], now=0.0)
     assert sample("tapeworker_drive_up", drive="0") == 1
     assert sample("tapeworker_drive_loaded", drive="0") == 1
     assert sample("tapeworker_drive_up", drive="1") == 0
@@ -58,7 +69,7 @@ def test_drive_levels_say_up_and_loaded() -> None:
 
 
 def test_the_exposition_parses_as_the_prometheus_text_format() -> None:
-    metrics.set_levels([request(1, RequestState.PENDING, 1.0)], [], now=3.0)
+    levels([request(1, RequestState.PENDING, 1.0)], [], now=3.0)
     before = sample("tapeworker_planning_rounds_total") or 0.0
     metrics.PLANNING_ROUNDS.inc()
     body, content_type = metrics.exposition()

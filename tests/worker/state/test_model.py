@@ -8,6 +8,7 @@ import asyncio
 import contextlib
 import sqlite3
 import tempfile
+from collections import Counter
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +22,8 @@ from worker.core.requests import ACTIVE, RequestState
 from worker.errors import IllegalTransitionError, JournalFaultError
 from worker.state.journal import DestinationWrite, Journal, Transaction
 from worker.state.model import StateModel
+
+_COUNTED = (RequestState.PENDING, RequestState.MOUNTING, RequestState.READY)
 
 
 class Undo(Exception):
@@ -130,6 +133,25 @@ async def test_a_request_through_its_life(journal: Journal) -> None:
     assert tape is not None
     assert tape.used_bytes == 9
     assert tape.mount_count == 1
+    await _same_as_file(journal)
+
+
+async def test_counts_and_the_oldest_pending_follow_each_commit(journal: Journal) -> None:
+    model = _model(journal)
+    assert model.request_counts() == dict.fromkeys(
+        (RequestState.PENDING, RequestState.MOUNTING, RequestState.READY), 0
+    )
+    assert model.oldest_pending_arrival() is None
+    async with journal.transaction() as tx:
+        first = await tx.add_request(1, barcode="NOD400L9", pool=None, now=1000.0)
+        await tx.add_request(2, barcode=None, pool="offline-tapes", now=990.0)
+        await tx.add_request(3, barcode=None, pool=None, now=1005.0)
+    assert model.request_counts()[RequestState.PENDING] == 3
+    assert model.oldest_pending_arrival() == 990.0
+    async with journal.transaction() as tx:
+        await tx.set_request_state(first, RequestState.MOUNTING, 1001.0, drive=0)
+    counts = model.request_counts()
+    assert (counts[RequestState.PENDING], counts[RequestState.MOUNTING]) == (2, 1)
     await _same_as_file(journal)
 
 
@@ -444,8 +466,13 @@ async def _run(transactions: list[tuple[list[Step], str, str]]) -> None:
                 model = journal.model
                 assert model is not None
                 assert model.export() == (await journal.read_model()).export()
-                active = {r.id for r in await journal.requests(ACTIVE)}
-                assert {r.id for r in model.requests()} == active
+                active = await journal.requests(ACTIVE)
+                assert {r.id for r in model.requests()} == {r.id for r in active}
+                # The kept counts against a recount of the file's requests.
+                recount = Counter(r.state for r in active)
+                assert model.request_counts() == {s: recount[s] for s in _COUNTED}
+                pending = [r.arrival for r in active if r.state is RequestState.PENDING]
+                assert model.oldest_pending_arrival() == min(pending, default=None)
         finally:
             await journal.close()
 
