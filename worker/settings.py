@@ -138,15 +138,17 @@ class FleetSettings(BaseModel):
 
     #: Take part in a fleet's routing (needs [mqtt]): a destination naming a tape
     #: another library holds is journaled as not ours, and destinations naming only a
-    #: pool are taken from `<prefix>/pools/<pool>/tasks/...` by one library of the pool.
+    #: pool are read from `<prefix>/pools/<pool>/tasks/...` by every library of the
+    #: pool and applied by one of them.
     routing: bool = False
-    #: The MQTT 5 shared subscription group of the pools (`$share/<group>/...`).
+    #: No longer used (the pools are not read through a shared subscription any
+    #: more); still accepted so that older configurations load.
     share_group: str = Field(default="tapeworker", pattern=r"^[A-Za-z0-9_\-]{1,64}$")
     #: A pool destination that no library could serve is failed after this many
     #: hand-offs (each library that cannot serve it passes it on once).
     max_hand_offs: Annotated[int, Field(ge=0, le=100)] = 3
-    #: Pool commands the broker may send before we claim them: what a crash of the
-    #: daemon can lose for the publisher to send again.
+    #: Pool commands the broker may send before we acknowledge them (each is
+    #: journaled first; the rest waits in our session on the broker).
     receive_maximum: Annotated[int, Field(ge=1, le=65535)] = 10
 
 

@@ -114,15 +114,14 @@ def properties(destination: Destination) -> Properties:
 
 @dataclass
 class ArchiveManager:
-    """The publisher's side: QoS 1, an event-id on every command, and a pool
-    destination published again when no library has claimed it once the fleet is
-    quiet (a crashed library can lose what it was sent and had not yet claimed)."""
+    """The publisher's side: QoS 1, an event-id on every command, each published once.
+    It watches the claims, as an archive manager that shows who took what would."""
 
     port: int
     claims: dict[int, str] = field(default_factory=dict)
-    claimed_at: dict[int, float] = field(default_factory=dict)
     published_at: dict[int, float] = field(default_factory=dict)
-    republished: list[int] = field(default_factory=list)
+    #: Set on every claim, for a waiter to wake on.
+    claimed: asyncio.Event = field(default_factory=asyncio.Event)
 
     async def publish(self, client: aiomqtt.Client, destination: Destination) -> None:
         self.published_at.setdefault(destination.id, time.monotonic())
@@ -138,29 +137,16 @@ class ArchiveManager:
             )
             if claim is not None:
                 self.claims.setdefault(claim.destination_id, claim.library_id)
-                self.claimed_at.setdefault(claim.destination_id, time.monotonic())
+                self.claimed.set()
 
-    async def until_every_pool_destination_is_claimed(
-        self,
-        client: aiomqtt.Client,
-        pool_destinations: list[Destination],
-        *,
-        quiet_s: float,
-        timeout: float,
-    ) -> None:
-        """Publish again what no library claimed, once claims stopped coming for `quiet_s`."""
-        deadline = time.monotonic() + timeout
-        while True:
-            missing = [d for d in pool_destinations if d.id not in self.claims]
-            if not missing:
-                return
-            last = max([*self.claimed_at.values(), *self.published_at.values()])
-            if time.monotonic() - last > quiet_s:
-                for destination in missing:
-                    self.republished.append(destination.id)
-                    self.published_at[destination.id] = time.monotonic()
-                    await self.publish(client, destination)
-            if time.monotonic() > deadline:
-                raise AssertionError(f"pool destinations never claimed: {[d.id for d in missing]}")
-            # Waiting on the broker's answers, not on time: each turn lets claims in.
-            await asyncio.sleep(0.1)
+    async def until_claimed(self, destinations: Iterable[Destination], *, timeout: float) -> None:
+        """Wait until every one of the destinations has a claim (published nothing again)."""
+        wanted = {d.id for d in destinations}
+        try:
+            async with asyncio.timeout(timeout):
+                while not wanted <= self.claims.keys():
+                    self.claimed.clear()
+                    await self.claimed.wait()
+        except TimeoutError:
+            missing = sorted(wanted - self.claims.keys())
+            raise AssertionError(f"pool destinations never claimed: {missing}") from None

@@ -1,23 +1,24 @@
-"""The pool intake of a library in a fleet: one library of a pool takes each destination.
+"""The pool intake of a library in a fleet: exactly one library of a pool applies each
+destination, and none is lost when a library dies.
 
-A second MQTT connection, apart from the daemon's persistent one: its session lasts
-only while it is connected, so a library that dies leaves the pools' shared
-subscriptions at once and the broker hands the pools' destinations to the libraries
-still there (mosquitto picks a group's members in turn, and would keep queueing for
-a persistent member while it is away). What the connection had received and not yet
-claimed when it died is lost with its session: the archive manager publishes a pool
-destination again when no claim appears for it (the README, "A fleet of libraries").
-What it had claimed is not: the claim holds the message, and the library journals it
-when it meets its own claim again after a restart. The rules are in worker/fleet/routing.py.
+Its own MQTT connection, on a persistent session: every library of a pool subscribes
+(not shared) to the pool's topics, journals each destination as *watched* before it
+acknowledges it, and holds it until a library claims it. The owner (worker/fleet/
+ownership.py: a rendezvous ranking over the pool's live members) publishes a retained
+claim and applies the destination once its claim comes back to it as the first one
+on the topic; the others then forget it. When a member's last will arrives, the
+others rank its unclaimed destinations again and the new owner takes them. A library
+that cannot serve a destination hands it on by name (worker/fleet/routing.py).
+docs/failover.md says why, and which races this leaves.
 """
 
 from __future__ import annotations
 
 import asyncio
 import dataclasses
-import json
-from collections.abc import Callable, Sequence
-from typing import Any
+import secrets
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, TypeVar
 
 import aiomqtt
 import structlog
@@ -27,7 +28,15 @@ from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from worker.callbacks import ChangeListener, Clock
 from worker.errors import JournalFaultError, RejectedEventError
-from worker.fleet import fleet_topic, routing
+from worker.fleet import routing
+from worker.fleet.ownership import (
+    Member,
+    Ownership,
+    Watch,
+    members_subscription,
+    members_topic,
+    parse_member,
+)
 from worker.intake.destinations import (
     DestinationEvent,
     Outcome,
@@ -37,11 +46,23 @@ from worker.intake.destinations import (
 )
 from worker.intake.mqtt import JOURNAL_RETRY_S, ManualAcks, event_id_of, to_event, user_property
 from worker.settings import FleetSettings, MqttSettings
-from worker.state.journal import Journal
+from worker.state.journal import Journal, PoolWatchRecord
 
 log = structlog.get_logger("tapeworker.fleet")
 
 DeadLetter = Callable[[dict[str, Any]], None]
+T = TypeVar("T")
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class _Claiming:
+    """A claim of ours on its way: applied once it comes back as the first."""
+
+    event: DestinationEvent
+    route: routing.Route
+    claim: routing.Claim
+    #: The held destination it settles, if it came as one.
+    watched: str | None
 
 
 class PoolIntake:
@@ -71,10 +92,12 @@ class PoolIntake:
         self._dead_letter = dead_letter
         self._clock = clock
         self._journal_retry_s = journal_retry_s
-        #: Which library claimed each pool destination, as the retained claims say.
-        self.claims: dict[int, str] = {}
-        #: The pools of each library the fleet view shows alive (none when gone).
-        self.members: dict[str, set[str]] = {}
+        #: Who owns what, as this library sees the pool members and the claims.
+        self.book = Ownership(library_id)
+        #: The held destinations, as journaled.
+        self._held: dict[str, PoolWatchRecord] = {}
+        self._claiming: dict[int, _Claiming] = {}
+        self._client: aiomqtt.Client | None = None
         self.connected = asyncio.Event()
 
     @property
@@ -83,11 +106,18 @@ class PoolIntake:
 
     def _make_client(self) -> aiomqtt.Client:
         properties = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
-        # The session ends with the connection: a dead library leaves the groups.
-        properties.SessionExpiryInterval = 0
-        # What a dying connection can lose is what it was sent and had not claimed.
+        # The session outlives the connection: what arrives while we are away waits
+        # for us, and the others of the pool hold it too meanwhile.
+        properties.SessionExpiryInterval = self._settings.session_expiry_s
         properties.ReceiveMaximum = self._fleet.receive_maximum
         password = self._settings.password.get_secret_value() if self._settings.password else None
+        # The others take our unclaimed destinations over when this lands.
+        will = aiomqtt.Will(
+            members_topic(self.prefix, self.library_id),
+            Member(self.library_id, alive=False).to_json(),
+            qos=1,
+            retain=True,
+        )
         return aiomqtt.Client(
             hostname=self._settings.host or "localhost",
             port=self._settings.port,
@@ -95,32 +125,43 @@ class PoolIntake:
             password=password,
             identifier=self.client_id,
             protocol=aiomqtt.ProtocolVersion.V5,
-            clean_start=True,
+            clean_start=False,
             properties=properties,
+            will=will,
             keepalive=self._settings.keepalive,
         )
 
+    def _announcement(self) -> Member:
+        return Member(self.library_id, True, frozenset(self.pools), self.book.session)
+
     async def run(self) -> None:
         """Take the pools' destinations forever; reconnect with back-off."""
+        for held in await self._until_journaled(self._journal.pool_watches):
+            self._held[held.event_id] = held
+            self.book.watch(Watch(held.event_id, held.pool, held.destination_id))
         delay = 1.0
         while True:
+            self.book.connecting(secrets.token_hex(8))
             client = self._make_client()
+            # Before connecting: the session delivers what waited for us at once.
             acks = ManualAcks(client)
             try:
                 async with client:
-                    # Claims and the fleet view first: on one connection the broker
-                    # sends their retained messages before any pool command of the
-                    # later subscriptions.
+                    # Members and claims first, so that their retained messages are in
+                    # before our announcement comes back and we take anything.
+                    await client.subscribe(members_subscription(self.prefix), qos=1)
                     await client.subscribe(routing.claims_subscription(self.prefix), qos=1)
-                    await client.subscribe(fleet_topic(self.prefix, "+"), qos=1)
                     await client.subscribe(
                         routing.hand_off_subscription(self.prefix, self.library_id), qos=1
                     )
                     for pool in self.pools:
                         await client.subscribe(
-                            routing.pool_subscription(self.prefix, pool, self._fleet.share_group),
+                            f"{routing.pool_commands(self.prefix, pool)}/#",
                             options=SubscribeOptions(qos=1, retainAsPublished=True),
                         )
+                    # Only now: whoever sees us alive knows we receive the pools.
+                    await self._announce(client)
+                    self._client = client
                     self.connected.set()
                     delay = 1.0
                     log.info("pool intake connected", pools=list(self.pools))
@@ -140,19 +181,56 @@ class PoolIntake:
                             )
                         acks.ack(message)
             except aiomqtt.MqttError as exc:
-                self.connected.clear()
                 log.warning("pool intake disconnected", error=str(exc), retry_in_s=delay)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, self._settings.reconnect_max_s)
+            finally:
+                self._client = None
+                self.connected.clear()
+                self.book.ready = False
+                # What we claimed and did not see come back is found again by its
+                # retained claim after the reconnection.
+                self._claiming.clear()
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, self._settings.reconnect_max_s)
+
+    async def _announce(self, client: aiomqtt.Client) -> None:
+        await client.publish(
+            members_topic(self.prefix, self.library_id),
+            self._announcement().to_json(),
+            qos=1,
+            retain=True,
+        )
+
+    async def say_goodbye(self, timeout_s: float) -> None:
+        """At a clean stop (which sends no will): the others take our share now."""
+        client = self._client
+        self.book.leaving()
+        if client is None:
+            return
+        try:
+            async with asyncio.timeout(timeout_s):
+                await client.publish(
+                    members_topic(self.prefix, self.library_id),
+                    Member(self.library_id, alive=False).to_json(),
+                    qos=1,
+                    retain=True,
+                )
+        except (aiomqtt.MqttError, TimeoutError) as exc:
+            log.warning("pool membership not withdrawn at stop", error=str(exc) or "timed out")
 
     async def _handle(self, client: aiomqtt.Client, message: aiomqtt.Message) -> None:
         topic = message.topic.value
         payload = _raw(message.payload)
         if message.topic.matches(routing.claims_subscription(self.prefix)):
-            await self._on_claim(topic, payload)
+            await self._on_claim(client, topic, payload)
             return
-        if message.topic.matches(fleet_topic(self.prefix, "+")):
-            self._on_summary(payload)
+        if message.topic.matches(members_subscription(self.prefix)):
+            member = parse_member(payload) if payload else None
+            if member is not None:
+                again, ours = self.book.on_member(member)
+                if again:
+                    await self._announce(client)
+                for watch in ours:
+                    await self._take_held(client, watch)
             return
         try:
             pool, command = routing.split_pool_topic(self.prefix, topic)
@@ -162,8 +240,8 @@ class PoolIntake:
             event_id = event_id_of(message)
             if event_id is None:
                 raise RejectedEventError(
-                    "a pool destination needs an event-id user property: a library finds "
-                    "it again by it after a crash, and the publisher's resend is known by it"
+                    "a pool destination needs an event-id user property: the libraries of "
+                    "the pool rank it by it, and know a redelivery by it"
                 )
         except RejectedEventError as exc:
             await self._reject(topic, payload, exc.reason)
@@ -192,34 +270,92 @@ class PoolIntake:
             return
         if await self._journal.event_with_dedup_key(event.dedup_key or "") is not None:
             return  # handled before this restart: the claim or the hand-off is out
+        destination_id = event.destination_id or 0
+        if destination_id in self.book.claims or destination_id in self._claiming:
+            return  # claimed already: by another library, or ours on its way
+        if hand_off.count > 0:
+            # Handed to us by name: ours to take, fail or pass on, whatever the ranking.
+            await self._settle(client, event, pool, hand_off, watched=None)
+            return
+        held = PoolWatchRecord(
+            event_id=event_id,
+            pool=pool,
+            destination_id=destination_id,
+            topic=topic,
+            payload=payload.decode("utf-8", "replace"),
+            sequence=user_property(message, "sequence"),
+            received=self._clock(),
+        )
+        # Journaled before the acknowledgement: from here on the broker may forget it.
+        await self._until_journaled(lambda: self._journal.watch_pool_event(held))
+        self._held[event_id] = held
+        if self.book.watch(Watch(event_id, pool, destination_id)):
+            await self._settle(client, event, pool, hand_off, watched=event_id)
+
+    async def _take_held(self, client: aiomqtt.Client, watch: Watch) -> None:
+        """A held destination became ours (its owner went, or we became ready)."""
+        held = self._held.get(watch.event_id)
+        if held is None or watch.destination_id in self._claiming:
+            return
+        _, command = routing.split_pool_topic(self.prefix, held.topic)
+        event = to_event(
+            self.prefix, command, held.payload.encode(), held.event_id, sequence=held.sequence
+        )
+        if isinstance(event, RejectedInput):  # journaled after the same checks
+            return
+        event = dataclasses.replace(
+            event,
+            topic=held.topic,
+            digest=message_digest(held.topic, held.payload.encode()),
+        )
+        if await self._journal.event_with_dedup_key(event.dedup_key or "") is not None:
+            # We handed it on before a restart: the library we named has it.
+            await self._forget(watch.event_id)
+            return
+        log.info("pool destination taken over", destination=watch.destination_id, pool=watch.pool)
+        await self._settle(client, event, watch.pool, routing.HandOff(), watched=watch.event_id)
+
+    async def _settle(
+        self,
+        client: aiomqtt.Client,
+        event: DestinationEvent,
+        pool: str,
+        hand_off: routing.HandOff,
+        *,
+        watched: str | None,
+    ) -> None:
+        """Ours to decide: claim it (taken or failed), or hand it on."""
+        event_id = (event.dedup_key or "").removeprefix("mqtt:").partition("#")[0]
         decision = await self._decide(event, pool, hand_off)
-        route = routing.Route(self.library_id, "pass", decision.reason, self.prefix)
         if decision.kind in ("take", "fail"):
             claim = routing.Claim(
                 library_id=self.library_id,
                 destination_id=event.destination_id or 0,
                 status="taken" if decision.kind == "take" else "failed",
-                topic=topic,
+                topic=event.topic or "",
                 payload=event.payload or "",
                 event_id=event_id,
-                sequence=user_property(message, "sequence"),
+                sequence=None if event.sequence is None else str(event.sequence),
                 hand_offs=hand_off.count,
                 reason=decision.reason,
             )
-            await client.publish(
-                routing.claim_topic(self.prefix, pool, claim.destination_id),
-                claim.to_json(),
-                qos=1,
-                retain=True,
-            )
-            self.claims[claim.destination_id] = self.library_id
             route = routing.Route(
                 self.library_id,
                 "take" if decision.kind == "take" else "fail",
                 decision.reason,
                 self.prefix,
             )
-        elif decision.kind == "hand_on":
+            self._claiming[claim.destination_id] = _Claiming(event, route, claim, watched)
+            # Applied when it comes back to us as the destination's first claim.
+            await client.publish(
+                routing.claim_topic(self.prefix, pool, claim.destination_id),
+                claim.to_json(),
+                qos=1,
+                retain=True,
+            )
+            return
+        route = routing.Route(self.library_id, "pass", decision.reason, self.prefix)
+        if decision.kind == "hand_on":
             assert decision.hand_off is not None
             properties = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
             properties.UserProperty = [
@@ -229,9 +365,9 @@ class PoolIntake:
             ]
             # Out before the commit: a crash in between loses nothing, and the next
             # library knows this hop by its count.
-            tail = command.removeprefix(f"{self.prefix}/tasks/")
-            to = f"{routing.hand_off_commands(self.prefix, pool, decision.to or '')}/{tail}"
-            await client.publish(to, payload, qos=1, properties=properties)
+            command = (event.topic or "").split("/tasks/", 1)[-1]
+            to = f"{routing.hand_off_commands(self.prefix, pool, decision.to or '')}/{command}"
+            await client.publish(to, event.payload or "", qos=1, properties=properties)
             log.info(
                 "pool destination handed on",
                 destination=event.destination_id,
@@ -239,6 +375,8 @@ class PoolIntake:
                 to=decision.to,
             )
         await self._record(dataclasses.replace(event, route=route))
+        if watched is not None:
+            await self._forget(watched)
 
     async def _decide(
         self, event: DestinationEvent, pool: str, hand_off: routing.HandOff
@@ -256,8 +394,8 @@ class PoolIntake:
             why_not=why_not,
             hand_off=hand_off,
             max_hand_offs=self._fleet.max_hand_offs,
-            claimed_by=self.claims.get(event.destination_id or 0),
-            members=[library for library, pools in self.members.items() if pool in pools],
+            claimed_by=None,
+            members=self.book.live(pool),
         )
 
     async def _check_pool_command(self, event: DestinationEvent, pool: str) -> None:
@@ -283,30 +421,45 @@ class PoolIntake:
         if named != pool:
             raise RejectedEventError(f"the destination names pool {named!r}, the topic {pool!r}")
 
-    def _on_summary(self, payload: bytes) -> None:
-        try:
-            summary = json.loads(payload) if payload else None
-        except ValueError:
-            return
-        found = routing.pool_members(summary) if isinstance(summary, dict) else None
-        if found is not None:
-            library, pools = found
-            self.members[library] = pools
-
-    async def _on_claim(self, topic: str, payload: bytes) -> None:
+    async def _on_claim(self, client: aiomqtt.Client, topic: str, payload: bytes) -> None:
         destination = topic.rsplit("/", 1)[-1]
         claim = routing.parse_claim(payload) if payload else None
         if claim is None:
             if destination.isdigit():
-                self.claims.pop(int(destination), None)
+                self.book.on_claim(int(destination), None)
             return
-        self.claims[claim.destination_id] = claim.library_id
-        if claim.library_id != self.library_id:
-            return
+        seen = self.book.on_claim(claim.destination_id, claim)
+        mine = (
+            self._claiming.pop(claim.destination_id, None)
+            if claim.library_id == self.library_id
+            else None
+        )
+        if seen.outcome == "reassert":
+            # Ours came first: the retained claim must say so again.
+            assert seen.winner is not None
+            await client.publish(topic, seen.winner.to_json(), qos=1, retain=True)
+        elif seen.outcome == "won":
+            if mine is not None:
+                await self._record(dataclasses.replace(mine.event, route=mine.route))
+            else:
+                await self._found_again(claim)
+        elif seen.outcome == "lost" and mine is not None:
+            assert seen.winner is not None
+            reason = f"not ours: library {seen.winner.library_id} claimed it first"
+            log.info("pool destination claimed first by another library", reason=reason)
+            # Journaled, so that our own claim, if it stays the retained one for a
+            # moment, is not taken for one we failed to commit.
+            route = routing.Route(self.library_id, "pass", reason, self.prefix)
+            await self._record(dataclasses.replace(mine.event, route=route))
+        for watch in self.book.settled(claim.destination_id):
+            await self._forget(watch.event_id)
+
+    async def _found_again(self, claim: routing.Claim) -> None:
+        """Our claim, first on its topic, and not in the journal: we claimed it and
+        stopped before the commit."""
         key = routing.dedup_key(claim.event_id, routing.HandOff(claim.hand_offs))
         if await self._journal.event_with_dedup_key(key) is not None:
             return
-        # Ours, and not in the journal: we claimed it and stopped before the commit.
         try:
             _, command = routing.split_pool_topic(self.prefix, claim.topic)
         except RejectedEventError:
@@ -332,6 +485,22 @@ class PoolIntake:
                 route=route,
             )
         )
+
+    async def _forget(self, event_id: str) -> None:
+        self.book.forget(event_id)
+        if self._held.pop(event_id, None) is not None:
+            await self._until_journaled(lambda: self._journal.forget_pool_watch(event_id))
+
+    async def _until_journaled(self, write: Callable[[], Awaitable[T]]) -> T:
+        """A journal call, retried (holding the message) while the journal refuses."""
+        delay, longest = self._journal_retry_s
+        while True:
+            try:
+                return await write()
+            except JournalFaultError as exc:
+                log.warning("journal fault: pool intake paused", error=str(exc), retry_in_s=delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, longest)
 
     async def _reject(
         self, topic: str, payload: bytes, reason: str, dedup_key: str | None = None

@@ -341,6 +341,8 @@ class Service:
                 # A clean stop sends no last will: say so ourselves, or the fleet view
                 # would show us alive until the next start.
                 await self.mqtt.say_goodbye(GOODBYE_TIMEOUT_S)
+            if self.pools is not None:
+                await self.pools.say_goodbye(GOODBYE_TIMEOUT_S)
             for task in background:
                 task.cancel()
         log.info("stopped")

@@ -48,6 +48,7 @@ from worker.state.records import (
     IdempotentResult,
     OperationRecord,
     PoolRecord,
+    PoolWatchRecord,
     RequestRecord,
     TapeRecord,
 )
@@ -68,6 +69,7 @@ __all__ = [
     "ModelNotes",
     "OperationRecord",
     "PoolRecord",
+    "PoolWatchRecord",
     "PruneCounts",
     "RequestRecord",
     "TapeRecord",
@@ -79,7 +81,7 @@ __all__ = [
     "salvage",
 ]
 
-SCHEMA_VERSION = 6
+SCHEMA_VERSION = 7
 #: How many inventory surprises the journal keeps for the status command.
 SURPRISES_KEPT = 50
 
@@ -201,6 +203,17 @@ _RECOUNT = (
     "SELECT task_id, COUNT(*) FROM destinations WHERE deleted = 0 GROUP BY task_id",
 )
 
+#: Pool destinations held until some library of the pool claims one (schema 7).
+_POOL_WATCHES_TABLE = """CREATE TABLE IF NOT EXISTS pool_watches (
+    event_id TEXT PRIMARY KEY,
+    pool TEXT NOT NULL,
+    destination_id INTEGER NOT NULL,
+    topic TEXT NOT NULL,
+    payload TEXT NOT NULL,
+    sequence TEXT,
+    received REAL NOT NULL
+)"""
+
 _SCHEMA = (
     """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -320,7 +333,7 @@ CREATE TABLE IF NOT EXISTS api_keys (
     revoked REAL
 );
 """
-    + f"{_IDEMPOTENCY_TABLE};\n{_IDEMPOTENCY_INDEX};\n"
+    + f"{_IDEMPOTENCY_TABLE};\n{_IDEMPOTENCY_INDEX};\n{_POOL_WATCHES_TABLE};\n"
     + _TASK_COUNTS
 )
 
@@ -692,6 +705,7 @@ _MIGRATIONS: dict[int, tuple[str, ...]] = {
     ),
     # task_counts and its triggers come with the schema script; the counts so far:
     5: _RECOUNT,
+    6: (_POOL_WATCHES_TABLE,),
 }
 
 
@@ -1489,6 +1503,35 @@ class Journal:
         """The event journaled under a publisher's event-id, if any."""
         row = await self._one("SELECT * FROM events WHERE dedup_key=?", (dedup_key,))
         return _from_row(EventRecord, row) if row else None
+
+    # -- pool destinations held for a fleet -----------------------------------------
+
+    async def watch_pool_event(self, watch: PoolWatchRecord) -> None:
+        """Hold a pool destination until a library of the pool claims it (kept once)."""
+        async with self._write() as db:
+            await db.execute(
+                "INSERT INTO pool_watches(event_id, pool, destination_id, topic, payload, "
+                "sequence, received) VALUES(?,?,?,?,?,?,?) ON CONFLICT(event_id) DO NOTHING",
+                (
+                    watch.event_id,
+                    watch.pool,
+                    watch.destination_id,
+                    watch.topic,
+                    watch.payload,
+                    watch.sequence,
+                    watch.received,
+                ),
+            )
+
+    async def pool_watches(self) -> list[PoolWatchRecord]:
+        """The pool destinations held, oldest first."""
+        rows = await self._all("SELECT * FROM pool_watches ORDER BY received, event_id")
+        return [_from_row(PoolWatchRecord, row) for row in rows]
+
+    async def forget_pool_watch(self, event_id: str) -> None:
+        """A held pool destination was claimed (by us or another library)."""
+        async with self._write() as db:
+            await db.execute("DELETE FROM pool_watches WHERE event_id=?", (event_id,))
 
     async def events(
         self, status: str | None = None, limit: int = 1000, since: float | None = None

@@ -40,6 +40,21 @@ class EventRecord:
 
 
 @dataclass(frozen=True, slots=True)
+class PoolWatchRecord:
+    """A pool destination this library of a fleet received and holds until some
+    library of the pool claims it (worker/intake/pools.py)."""
+
+    event_id: str
+    pool: str
+    destination_id: int
+    #: The message as received: enough to take it over later.
+    topic: str
+    payload: str
+    sequence: str | None
+    received: float
+
+
+@dataclass(frozen=True, slots=True)
 class DestinationRecord:
     id: int
     task_id: str

@@ -4,6 +4,7 @@ name says, and a transaction commits all of it or none of it."""
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import sqlite3
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -14,7 +15,14 @@ from tests.worker.harness import CATALOG
 from worker.core.requests import RequestState
 from worker.errors import IllegalTransitionError
 from worker.seed.query import Filter, IndexQuery
-from worker.state.journal import DestinationWrite, DriveRecord, Journal, RequestRecord, salvage
+from worker.state.journal import (
+    DestinationWrite,
+    DriveRecord,
+    Journal,
+    PoolWatchRecord,
+    RequestRecord,
+    salvage,
+)
 
 
 @pytest.fixture
@@ -244,5 +252,43 @@ async def test_an_older_journal_and_a_salvaged_one_count_their_destinations(
     journal = await Journal.open(tmp_path / "salvaged.sqlite3")
     try:
         assert await _count(journal, "7") == 2
+    finally:
+        await journal.close()
+
+
+async def test_pool_watches_are_kept_once_until_forgotten_and_survive_a_reopening(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "journal.sqlite3"
+    journal = await Journal.open(path)
+    watch = PoolWatchRecord(
+        "e1", "p", 7, "tw/pools/p/tasks/9/task_destinations/7/create", "{}", "1", 5.0
+    )
+    try:
+        await journal.watch_pool_event(watch)
+        # A redelivery keeps the first copy.
+        await journal.watch_pool_event(dataclasses.replace(watch, received=6.0))
+        await journal.watch_pool_event(dataclasses.replace(watch, event_id="e2", received=7.0))
+    finally:
+        await journal.close()
+    # A journal of schema 6 had no watches: the migration makes the table.
+    with contextlib.closing(sqlite3.connect(path)) as db:
+        db.execute("UPDATE meta SET value='6' WHERE key='schema'")
+        db.commit()
+    journal = await Journal.open(path)
+    try:
+        assert [w.event_id for w in await journal.pool_watches()] == ["e1", "e2"]
+        assert (await journal.pool_watches())[0] == watch
+        await journal.forget_pool_watch("e1")
+        assert [w.event_id for w in await journal.pool_watches()] == ["e2"]
+    finally:
+        await journal.close()
+    with contextlib.closing(sqlite3.connect(path)) as db:
+        db.execute("DROP TABLE pool_watches")
+        db.execute("UPDATE meta SET value='6' WHERE key='schema'")
+        db.commit()
+    journal = await Journal.open(path)
+    try:
+        assert await journal.pool_watches() == []
     finally:
         await journal.close()
