@@ -402,14 +402,21 @@ async def http_runs(folder: Path, requests: int) -> list[HttpLoad]:
     return results
 
 
+def _verdict(ok: bool) -> str:
+    return "met" if ok else "MISSED"
+
+
 @dataclass
 class Figures:
-    bare: Drain
-    daemon: Drain
+    #: None when the MQTT half was not run (`--messages 0`).
+    bare: Drain | None
+    daemon: Drain | None
     http: list[HttpLoad]
 
     @property
     def mqtt_ratio(self) -> float:
+        assert self.bare is not None
+        assert self.daemon is not None
         return self.daemon.rate / self.bare.rate
 
     def http_pairs(self) -> list[tuple[HttpLoad, HttpLoad]]:
@@ -417,9 +424,13 @@ class Figures:
         return [(by[(False, c)], by[(True, c)]) for c in CONCURRENCY if (True, c) in by]
 
     def lines(self) -> list[str]:
-        def verdict(ok: bool) -> str:
-            return "met" if ok else "MISSED"
+        lines = self.mqtt_lines() if self.bare is not None else []
+        lines.extend(self.http_lines())
+        return lines
 
+    def mqtt_lines(self) -> list[str]:
+        assert self.bare is not None
+        assert self.daemon is not None
         lines = [
             f"MQTT durable intake of {self.daemon.messages} queued barcode creates "
             f"(batch at most {daemon_mqtt.MAX_BATCH}):"
@@ -432,7 +443,7 @@ class Figures:
             )
         lines.append(
             f"  daemon / bare = {self.mqtt_ratio:.2f}x (target >= 0.5x): "
-            f"{verdict(self.mqtt_ratio >= 0.5)}"
+            f"{_verdict(self.mqtt_ratio >= 0.5)}"
         )
         tenths = self.daemon.tenths()
         fall = min(tenths) / max(tenths)
@@ -446,14 +457,19 @@ class Figures:
         rss = (self.daemon.peak_rss_bytes or 0) / 1e6
         lines.append(
             f"  daemon peak RSS during the drain: {rss:.0f} MB (target < 150 MB): "
-            f"{verdict(rss < 150)}"
+            f"{_verdict(rss < 150)}"
         )
         start = (self.daemon.start_rss_bytes or 0) / 1e6
         end = (self.daemon.end_rss_bytes or 0) / 1e6
         lines.append(
             f"  daemon RSS when it listens: {start:.0f} MB; once all is journaled: {end:.0f} MB"
         )
-        lines.append("HTTP create (barcode destinations), daemon against the trivial app:")
+        return lines
+
+    def http_lines(self) -> list[str]:
+        lines = []
+        if self.http:
+            lines.append("HTTP create (barcode destinations), daemon against the trivial app:")
         for trivial, daemon in self.http_pairs():
             ratio = daemon.rate / trivial.rate
             p99 = daemon.percentile(0.99) / trivial.percentile(0.99)
@@ -465,10 +481,10 @@ class Figures:
                 f"{daemon.percentile(0.99) * 1000:7.1f} ms {daemon.statuses}"
             )
             lines.append(
-                f"    throughput {ratio:.2f}x (target >= 0.6x): {verdict(ratio >= 0.6)}; "
+                f"    throughput {ratio:.2f}x (target >= 0.6x): {_verdict(ratio >= 0.6)}; "
                 f"p99 {p99:.2f}x"
                 + (
-                    f" (target <= 2x): {verdict(p99 <= 2)}"
+                    f" (target <= 2x): {_verdict(p99 <= 2)}"
                     if daemon.concurrency == max(CONCURRENCY)
                     else ""
                 )
@@ -479,12 +495,14 @@ class Figures:
 async def measure(messages: int, requests: int) -> Figures:
     with tempfile.TemporaryDirectory(prefix="tw-intake-bench-") as tmp:
         folder = Path(tmp)
-        drains = []
-        for name, drain in (("bare", bare_drain), ("daemon", daemon_drain)):
+        drains: list[Drain | None] = [None, None]
+        for n, (name, drain) in enumerate(
+            (("bare", bare_drain), ("daemon", daemon_drain)) if messages else ()
+        ):
             broker = Broker(port=free_port(), folder=folder / f"mosquitto-{name}")
             broker.start()
             try:
-                drains.append(await drain(broker.port, folder, messages))
+                drains[n] = await drain(broker.port, folder, messages)
             finally:
                 broker.stop()
         http = await http_runs(folder, requests) if requests else []

@@ -20,6 +20,8 @@ def test_print_intake_against_the_bare_consumers() -> None:
     print()
     print("\n".join(figures.lines()))
     # Both consumers drained the whole backlog, each event committed once.
+    assert figures.bare is not None
+    assert figures.daemon is not None
     assert figures.bare.messages == figures.daemon.messages == 300
     assert len(figures.daemon.tenths()) == 10
     assert figures.daemon.peak_rss_bytes is not None
