@@ -33,6 +33,7 @@ from worker.fleet import library_summary, resolve_library_id
 from worker.fleet.routing import Route, claim_topic, pools_held
 from worker.intake.admin import admin_router
 from worker.intake.http.app import create_app
+from worker.intake.http.group_commit import GroupCommit
 from worker.intake.http.guard import GuardedServer, server_config
 from worker.intake.http.idempotency import IdempotentCreates
 from worker.intake.mqtt import MqttIntake
@@ -276,6 +277,7 @@ class Service:
     ) -> None:
         settings = self.settings
         server: uvicorn.Server | None = None
+        commits: GroupCommit | None = None
         self._install_signal_handlers()
         async with asyncio.TaskGroup() as group:
             planning = group.create_task(reconciler.run(), name="reconciler")
@@ -311,7 +313,10 @@ class Service:
                 # Health, metrics and the operator's controls live beside the API.
                 api.include_router(health_router(self))
                 api.include_router(admin_router(self, api.state.auth))
-                app = IdempotentCreates(api, journal, settings.http, clock=time.time)
+                commits = api.state.commits
+                app = IdempotentCreates(
+                    api, journal, settings.http, clock=time.time, commits=commits
+                )
                 server = GuardedServer(server_config(app, settings.http))
                 # The socket is bound already: a port in use stopped the start-up
                 # with a message instead of failing inside the task group.
@@ -337,6 +342,11 @@ class Service:
             await reconciler.drain(settings.executor.stop_timeout_s)
             if server is not None:
                 server.should_exit = True
+            if commits is not None:
+                # The response bodies Idempotency-Keys replay, saved before we go.
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(GOODBYE_TIMEOUT_S):
+                        await commits.flush()
             if self.mqtt is not None:
                 # A clean stop sends no last will: say so ourselves, or the fleet view
                 # would show us alive until the next start.

@@ -1560,16 +1560,6 @@ class Journal:
         )
         return _from_row(IdempotentResult, row) if row else None
 
-    async def save_idempotent_response(
-        self, scope: str, key: str, status: int, response: str
-    ) -> None:
-        """The response body as sent, for retries to get the very same answer."""
-        async with self._write() as db:
-            await db.execute(
-                "UPDATE idempotency_keys SET status=?, response=? WHERE scope=? AND key=?",
-                (status, response, scope, key),
-            )
-
     # -- destinations ----------------------------------------------------------------
 
     async def destination(self, destination_id: int) -> DestinationRecord | None:
@@ -1965,6 +1955,15 @@ class Transaction:
             "INSERT OR REPLACE INTO idempotency_keys(scope, key, fingerprint, status, "
             "destination_id, reason, created, expires) VALUES(?,?,?,?,?,?,?,?)",
             (scope, key, fingerprint, status, destination_id, reason, now, now + keep_s),
+        )
+
+    async def save_idempotent_response(
+        self, scope: str, key: str, status: int, response: str
+    ) -> None:
+        """The response body as sent, for retries to get the very same answer."""
+        await self._db.execute(
+            "UPDATE idempotency_keys SET status=?, response=? WHERE scope=? AND key=?",
+            (status, response, scope, key),
         )
 
     async def insert_destination(self, write: DestinationWrite, now: float) -> None:

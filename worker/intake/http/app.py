@@ -19,13 +19,12 @@ from worker.intake.destinations import (
     Outcome,
     RejectedInput,
     Verb,
-    WithinTransaction,
     parse_payload,
-    record_events,
 )
 from worker.intake.http.auth import Authenticator, Principal
 from worker.intake.http.errors import ApiError, install_error_handlers, journal_unavailable
-from worker.intake.http.idempotency import remember_create
+from worker.intake.http.group_commit import GroupCommit, WithinOne
+from worker.intake.http.idempotency import key_of_this_create
 from worker.intake.http.limits import RequestLimits
 from worker.intake.http.listing import index_listing
 from worker.intake.http.openapi import install_openapi
@@ -105,8 +104,10 @@ class TaskDestinations:
     ) -> None:
         self.journal = journal
         self.settings = settings
-        self.on_change = on_change
         self.clock = clock
+        # Concurrent creates, updates and destroys share a transaction; the planner and
+        # the state publisher hear of each group's changes once.
+        self.commits = GroupCommit(journal, settings.hold_seconds, clock, on_change)
         self.catalog = [(task.id, task.name) for task in settings.http.tasks]
         self.auth = Authenticator(
             journal,
@@ -139,9 +140,8 @@ class TaskDestinations:
         task_id: str,
         destination_id: int | None,
         raw: bytes | None,
-        within: WithinTransaction | None = None,
+        within: WithinOne | None = None,
     ) -> Outcome:
-        now = self.clock()
         event: DestinationEvent | RejectedInput
         payload = raw.decode("utf-8", "replace") if raw is not None else None
         try:
@@ -159,17 +159,7 @@ class TaskDestinations:
                 size_bytes=parsed.size_bytes if parsed else None,
                 nested=parsed.nested if parsed else None,
             )
-        [outcome] = await record_events(
-            self.journal,
-            [event],
-            now=now,
-            hold_seconds=self.settings.hold_seconds,
-            within=within,
-        )
-        # Only an applied event changes a destination; a refused create's id names nothing.
-        if outcome.status == "applied" and outcome.destination_id is not None:
-            await self.on_change({outcome.destination_id})
-        return outcome
+        return await self.commits.submit(event, within)
 
     async def existing(self, task_id: str, destination_id: int) -> DestinationRecord:
         found = await destinations_by_ids(self.journal, [destination_id])
@@ -188,7 +178,8 @@ def task_destinations_router(api: TaskDestinations) -> APIRouter:
     """The seed's five endpoints, and the release extension."""
     router = APIRouter()
 
-    def task(
+    # A coroutine: FastAPI would run a plain function in a worker thread, a trip per request.
+    async def task(
         task_id: Annotated[
             str,
             Path(
@@ -242,7 +233,7 @@ def task_destinations_router(api: TaskDestinations) -> APIRouter:
         _require_json(request)
         # An Idempotency-Key commits with the create's event (worker/intake/http/idempotency.py).
         outcome = await api.submit(
-            "create", task_id, None, await request.body(), within=remember_create
+            "create", task_id, None, await request.body(), within=key_of_this_create()
         )
         if outcome.status == "rejected" or outcome.destination_id is None:
             raise _rejected(outcome)
@@ -305,4 +296,6 @@ def create_app(
     app.include_router(task_destinations_router(api))
     # The admin routes (added by the service) check credentials the same way.
     app.state.auth = api.auth
+    # Idempotency-Key responses are saved with the next group (IdempotentCreates).
+    app.state.commits = api.commits
     return app

@@ -4,7 +4,8 @@ A client whose create timed out cannot know whether it was applied; retrying wit
 same `Idempotency-Key` header is safe. The key, a digest of the request (method, path,
 body) and what the create did are written in the same journal transaction as the
 create's event, so a create and its key commit together or not at all, across a
-crash or restart; the response body as sent is saved just after. Keys are kept
+crash or restart; the response body as sent is saved after it, with the next group of
+events (`worker.intake.http.group_commit`), and answered from memory until then. Keys are kept
 `idempotency_keep_s` (24 h by default) and belong to the credentials that sent them.
 
 - the same key and the same request: the first response again, with
@@ -31,6 +32,7 @@ from typing import TYPE_CHECKING, Any
 from worker.errors import JournalFaultError
 from worker.intake.destinations import Outcome
 from worker.intake.http.errors import error_response, journal_unavailable
+from worker.intake.http.group_commit import GroupCommit, WithinOne
 from worker.seed.error_details import error_body
 from worker.state.journal import IdempotentResult, Journal, Transaction
 
@@ -64,27 +66,32 @@ class _Claim:
 _claim: ContextVar[_Claim | None] = ContextVar("idempotency_claim", default=None)
 
 
-async def remember_create(tx: Transaction, outcomes: list[Outcome]) -> None:
-    """Record the key of the create in progress, inside its event's transaction.
+def key_of_this_create() -> WithinOne | None:
+    """What records the Idempotency-Key of the create in progress inside its event's
+    transaction; None for a create without the header.
 
-    The create route passes this to `record_events`; without a key it does nothing.
+    The create route calls this (the key belongs to its request's context) and hands
+    the result to the group commit with its event.
     """
     claim = _claim.get()
     if claim is None:
-        return
-    [outcome] = outcomes
-    created = outcome.status != "rejected" and outcome.destination_id is not None
-    await tx.remember_idempotent_result(
-        scope=claim.scope,
-        key=claim.key,
-        fingerprint=claim.digest.hexdigest(),
-        status=201 if created else 409 if outcome.conflict else 400,
-        destination_id=outcome.destination_id,
-        reason=outcome.reason,
-        now=claim.now,
-        keep_s=claim.keep_s,
-    )
-    claim.recorded = True
+        return None
+
+    async def remember(tx: Transaction, outcome: Outcome) -> None:
+        created = outcome.status != "rejected" and outcome.destination_id is not None
+        await tx.remember_idempotent_result(
+            scope=claim.scope,
+            key=claim.key,
+            fingerprint=claim.digest.hexdigest(),
+            status=201 if created else 409 if outcome.conflict else 400,
+            destination_id=outcome.destination_id,
+            reason=outcome.reason,
+            now=claim.now,
+            keep_s=claim.keep_s,
+        )
+        claim.recorded = True
+
+    return remember
 
 
 def _request_digest(scope: Scope) -> Any:
@@ -97,13 +104,23 @@ class IdempotentCreates:
     """ASGI wrapper answering retries of keyed creates from the journal."""
 
     def __init__(
-        self, app: ASGIApp, journal: Journal, settings: HttpSettings, clock: Callable[[], float]
+        self,
+        app: ASGIApp,
+        journal: Journal,
+        settings: HttpSettings,
+        clock: Callable[[], float],
+        commits: GroupCommit | None = None,
     ) -> None:
         self.app = app
         self.journal = journal
         self.keep_s = settings.idempotency_keep_s
         self.clock = clock
+        #: Where response bodies are saved, with the next group of events; without
+        #: it, each in a transaction of its own.
+        self.commits = commits
         self._in_progress: set[tuple[str, str]] = set()
+        #: Response bodies sent but not yet saved, by (owner, key): (status, body).
+        self._unsaved: dict[tuple[str, str], tuple[int, str]] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         headers = dict(scope.get("headers", ())) if scope["type"] == "http" else {}
@@ -140,7 +157,7 @@ class IdempotentCreates:
             if stored is None:
                 await self._first(scope, receive, send, owner, key)
             else:
-                await self._retry(scope, receive, send, stored, key)
+                await self._retry(scope, receive, send, stored, owner, key)
         finally:
             self._in_progress.discard(slot)
 
@@ -171,15 +188,42 @@ class IdempotentCreates:
             _claim.reset(token)
         if claim.recorded and sent["status"] is not None:
             body = b"".join(sent["body"]).decode("utf-8", "replace")
-            try:
-                await self.journal.save_idempotent_response(owner, key, sent["status"], body)
-            except JournalFaultError:
-                # The response is sent and the key committed with the create; a retry
-                # then gets the stored result without this copy of the body.
-                return
+            await self._save(owner, key, sent["status"], body)
+
+    async def _save(self, owner: str, key: str, status: int, body: str) -> None:
+        """Keep the response body for retries: in memory now, in the journal soon.
+
+        The key committed with the create; should the daemon stop before the body is
+        saved, a retry gets the destination as it is then (see `_show_as_created`).
+        """
+        slot = (owner, key)
+        self._unsaved[slot] = (status, body)
+
+        async def write(tx: Transaction) -> None:
+            await tx.save_idempotent_response(owner, key, status, body)
+
+        def done() -> None:
+            self._unsaved.pop(slot, None)
+
+        if self.commits is not None:
+            self.commits.defer(write, done)
+            return
+        try:
+            async with self.journal.transaction() as tx:
+                await write(tx)
+        except JournalFaultError:
+            pass  # a retry then gets the stored result without this copy of the body
+        finally:
+            done()
 
     async def _retry(
-        self, scope: Scope, receive: Receive, send: Send, stored: IdempotentResult, key: str
+        self,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        stored: IdempotentResult,
+        owner: str,
+        key: str,
     ) -> None:
         digest = _request_digest(scope)
         size = 0
@@ -199,8 +243,11 @@ class IdempotentCreates:
                 {HEADER: [{"error": "reused", "value": key}]},
             )(scope, receive, send)
             return
+        unsaved = self._unsaved.get((owner, key))
         if stored.response is not None:
             await _send_json(send, stored.status, stored.response.encode())
+        elif unsaved is not None:
+            await _send_json(send, unsaved[0], unsaved[1].encode())
         elif stored.destination_id is not None and stored.status == 201:
             await self._show_as_created(scope, send, stored.destination_id)
         else:
