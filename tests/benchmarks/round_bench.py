@@ -184,6 +184,10 @@ class RoundFigures:
     plan_ms: tuple[float, ...]
     #: Rounds after a change of the requests alone: the tapes' views are kept.
     kept_ms: tuple[float, ...] = ()
+    #: Reading the state model from the journal file (the daemon's start-up), in CPU
+    #: time, and its wall time (the database thread's waits included).
+    load_ms: float = 0.0
+    load_wall_s: float = 0.0
 
     @property
     def ratio(self) -> float:
@@ -202,6 +206,8 @@ class RoundFigures:
             f"(min {min(self.kept_ms):.1f}, max {max(self.kept_ms):.1f}) with the same tapes "
             f"(ratio {statistics.median(self.kept_ms) / statistics.median(self.plan_ms):.2f})",
             f"  round / plan() = {self.ratio:.2f} (target <= {ROUND_LIMIT}): {verdict}",
+            f"state model load from the journal: {self.load_ms / 1000:.2f} s of CPU "
+            f"({self.load_wall_s:.2f} s wall)",
         ]
 
 
@@ -221,7 +227,10 @@ async def measure_round(
         await prepare_journal(path, library_definition, requests, held_drives=drives // 2)
         journal = await Journal.open(path)
         try:
-            await journal.load_model()
+            gc.collect()
+            load_wall = time.perf_counter()
+            load_ms = await _cpu_ms(journal.load_model)
+            load_wall = time.perf_counter() - load_wall
             library = SimulatedLibrary.open(
                 library_definition, state_file=Path(folder) / "sim.json", speed=1000.0
             )
@@ -276,7 +285,15 @@ async def measure_round(
         finally:
             await journal.close()
     return RoundFigures(
-        requests, tapes, drives, len(actions), tuple(round_ms), tuple(plan_ms), tuple(kept_ms)
+        requests,
+        tapes,
+        drives,
+        len(actions),
+        tuple(round_ms),
+        tuple(plan_ms),
+        tuple(kept_ms),
+        load_ms=load_ms,
+        load_wall_s=load_wall,
     )
 
 

@@ -51,6 +51,7 @@ from worker.state.records import (
     PoolWatchRecord,
     RequestRecord,
     TapeRecord,
+    json_text,
 )
 
 # The records are the journal's vocabulary: callers import them from here too.
@@ -388,17 +389,12 @@ _INSERT_DESTINATION = (
 )
 
 
-def _body_text(body: dict[str, Any]) -> str:
-    """A body as its column stores it (compact JSON)."""
-    return json.dumps(body, separators=(",", ":"))
-
-
 def _insert_values(write: DestinationWrite, now: float) -> tuple[Any, ...]:
     """The parameters of `_INSERT_DESTINATION` for one write."""
     return (
         write.destination_id,
         write.task_id,
-        _body_text(write.body),
+        json_text(write.body),
         write.barcode,
         write.pool,
         write.status,
@@ -407,7 +403,7 @@ def _insert_values(write: DestinationWrite, now: float) -> tuple[Any, ...]:
         now,
         write.sequence,
         *[write.body.get(name) for name in _FLAT],
-        json.dumps(write.nested) if write.nested else None,
+        json_text(write.nested) if write.nested else None,
     )
 
 
@@ -440,7 +436,7 @@ def _from_row(cls: type[Record], row: aiosqlite.Row, **overrides: Any) -> Record
 
 
 def _request(row: aiosqlite.Row) -> RequestRecord:
-    return _from_row(RequestRecord, row, state=RequestState(row["state"]))
+    return _from_row(RequestRecord, row, state=RequestState(row["state"]), priority=0)
 
 
 def _tape(row: aiosqlite.Row) -> TapeRecord:
@@ -448,11 +444,69 @@ def _tape(row: aiosqlite.Row) -> TapeRecord:
 
 
 def _destination(row: aiosqlite.Row) -> DestinationRecord:
-    return _from_row(
-        DestinationRecord,
-        row,
-        body=json.loads(row["body"]),
-        nested=json.loads(row["nested"]) if row["nested"] else None,
+    return _from_row(DestinationRecord, row, body_json=row["body"], nested_json=row["nested"])
+
+
+#: What the state model keeps of each table, in the order of its record's fields.
+_MODEL_DESTINATIONS = (
+    "SELECT id, task_id, body, barcode, pool, status, reason, deleted, created, updated, "
+    "sequence, nested FROM destinations ORDER BY id"
+)
+_ACTIVE_VALUES = tuple(sorted(s.value for s in ACTIVE))
+_MODEL_REQUESTS = (
+    "SELECT id, barcode, pool, arrival, write, size_bytes, destination_id, state, drive, "  # noqa: S608
+    "reason, attempts, updated, lease_expires FROM requests "
+    f"WHERE state IN ({','.join('?' * len(ACTIVE))}) "
+    "OR id IN (SELECT MAX(id) FROM requests GROUP BY destination_id) ORDER BY id"
+)
+#: Rows per fetch of a whole table.
+_CHUNK = 2000
+_STATES = {state.value: state for state in RequestState}
+
+
+def _loaded_destination(row: tuple[Any, ...], shared: dict[Any, Any]) -> DestinationRecord:
+    """A destination of the model's load, from a row of `_MODEL_DESTINATIONS`.
+
+    Built positionally (no field names looked up per row: the load's cost at a large
+    backlog); short strings and equal times are one object each (`shared`), as the
+    model's own writes leave them.
+    """
+    (id_, task, body, barcode, pool, status, reason, deleted, created, updated, seq, nested) = row
+    return DestinationRecord(
+        id_,
+        shared.setdefault(task, task),
+        body,
+        shared.setdefault(barcode, barcode),
+        shared.setdefault(pool, pool),
+        shared.setdefault(status, status),
+        reason,
+        bool(deleted),
+        created,
+        created if updated == created else updated,
+        seq,
+        nested,
+    )
+
+
+def _loaded_request(row: tuple[Any, ...], shared: dict[Any, Any]) -> RequestRecord:
+    """A request of the model's load, from a row of `_MODEL_REQUESTS` (as above)."""
+    (id_, barcode, pool, arrival, write, size, destination, state, drive, reason) = row[:10]
+    attempts, updated, lease_expires = row[10:]
+    return RequestRecord(
+        id_,
+        shared.setdefault(barcode, barcode),
+        shared.setdefault(pool, pool),
+        arrival,
+        bool(write),
+        0,
+        size,
+        destination_id=destination,
+        state=_STATES[state],
+        drive=drive,
+        reason=reason,
+        attempts=attempts,
+        updated=arrival if updated == arrival else updated,
+        lease_expires=lease_expires,
     )
 
 
@@ -1085,18 +1139,13 @@ class Journal:
                 tapes = await self.tapes()
                 drives = await self.drives()
                 pools = await self.pools()
-                destinations = [
-                    _destination(r) for r in await self._all("SELECT * FROM destinations")
-                ]
-                marks = ",".join("?" * len(ACTIVE))
-                requests = [
-                    _request(r)
-                    for r in await self._all(
-                        f"SELECT * FROM requests WHERE state IN ({marks}) "  # noqa: S608
-                        "OR id IN (SELECT MAX(id) FROM requests GROUP BY destination_id)",
-                        [s.value for s in ACTIVE],
-                    )
-                ]
+                shared: dict[Any, Any] = {}
+                destinations: list[DestinationRecord] = []
+                async for chunk in self._each_chunk(_MODEL_DESTINATIONS):
+                    destinations += [_loaded_destination(row, shared) for row in chunk]
+                requests: list[RequestRecord] = []
+                async for chunk in self._each_chunk(_MODEL_REQUESTS, _ACTIVE_VALUES):
+                    requests += [_loaded_request(row, shared) for row in chunk]
             finally:
                 with contextlib.suppress(sqlite3.Error):
                     await self._db.execute("COMMIT")
@@ -1134,6 +1183,22 @@ class Journal:
         # on a busy machine each trip costs hundreds of microseconds.
         try:
             return list(await self._db.execute_fetchall(sql, params))
+        except sqlite3.Error as exc:
+            if fault_kind(exc) is None:
+                raise
+            raise self._faulted(exc) from exc
+
+    async def _each_chunk(
+        self, sql: str, params: Sequence[Any] = ()
+    ) -> AsyncIterator[list[tuple[Any, ...]]]:
+        """The rows as plain tuples (far cheaper to read than named rows), a chunk at
+        a time: a large table is never held whole as rows beside its records."""
+        try:
+            async with self._db.cursor() as cursor:
+                cursor.row_factory = None
+                await cursor.execute(sql, params)
+                while chunk := await cursor.fetchmany(_CHUNK):
+                    yield chunk  # type: ignore[misc]  # tuples: no row factory
         except sqlite3.Error as exc:
             if fault_kind(exc) is None:
                 raise
@@ -1986,7 +2051,7 @@ class Transaction:
             "sequence=COALESCE(?, sequence), folder_id=?, folder_path=?, tape_id=?, "
             "tape_barcode=?, pool_id=?, pool_name=?, nested=COALESCE(?, nested) WHERE id=?",
             (
-                _body_text(write.body),
+                json_text(write.body),
                 write.barcode,
                 write.pool,
                 write.status,
@@ -1994,7 +2059,7 @@ class Transaction:
                 now,
                 write.sequence,
                 *[write.body.get(name) for name in _FLAT],
-                json.dumps(write.nested) if write.nested else None,
+                json_text(write.nested) if write.nested else None,
                 write.destination_id,
             ),
         )

@@ -30,7 +30,6 @@ The mapping attributes are read-only views; change nothing they hold.
 from __future__ import annotations
 
 import dataclasses
-import json
 from collections.abc import Iterable, Mapping, Sequence
 from types import MappingProxyType
 from typing import Any
@@ -45,6 +44,7 @@ from worker.state.records import (
     PoolRecord,
     RequestRecord,
     TapeRecord,
+    json_text,
 )
 
 __all__ = ["StateModel"]
@@ -57,24 +57,12 @@ _TAPE_FLAGS = frozenset(
 )
 
 
-def _mount_request(record: RequestRecord) -> MountRequest:
-    """What the planner sees of a pending request."""
-    return MountRequest(
-        id=record.id,
-        barcode=record.barcode,
-        pool=record.pool,
-        arrival=record.arrival,
-        write=record.write,
-        size_bytes=record.size_bytes,
-    )
-
-
 def _new_destination(write: DestinationWrite, now: float) -> DestinationRecord:
     """The record a new destination's write leaves in the table."""
     return DestinationRecord(
         id=write.destination_id,
         task_id=write.task_id,
-        body=dict(write.body),
+        body_json=json_text(write.body),
         barcode=write.barcode,
         pool=write.pool,
         status=write.status,
@@ -83,14 +71,8 @@ def _new_destination(write: DestinationWrite, now: float) -> DestinationRecord:
         created=now,
         updated=now,
         sequence=write.sequence,
-        nested=_copy(write.nested) if write.nested else None,
+        nested_json=json_text(write.nested) if write.nested else None,
     )
-
-
-def _copy(nested: dict[str, Any]) -> dict[str, Any]:
-    """A nested object of our own: the writer's may change after the commit."""
-    copied: dict[str, Any] = json.loads(json.dumps(nested))
-    return copied
 
 
 def _group_ids(groups: Mapping[str, PendingGroup]) -> dict[str, list[int]]:
@@ -163,7 +145,7 @@ class StateModel:
                 self._active.setdefault(record.destination_id, []).append(record.id)
                 self._counts[record.state] += 1
             if record.state is RequestState.PENDING:
-                pending.append(_mount_request(record))
+                pending.append(record)
             elif record.state in _ENGAGED:
                 self._engaged.add(record.id)
                 if record.drive is not None:
@@ -330,7 +312,7 @@ class StateModel:
         if record.state in ACTIVE:
             self._counts[record.state] += 1
         if record.state is RequestState.PENDING:
-            self.pending.add(_mount_request(record))
+            self.pending.add(record)
         elif record.state in _ENGAGED:
             self._engaged.add(rid)
             if record.drive is not None:
@@ -503,14 +485,14 @@ class StateModel:
             return
         self._destinations[write.destination_id] = dataclasses.replace(
             before,
-            body=dict(write.body),
+            body_json=json_text(write.body),
             barcode=write.barcode,
             pool=write.pool,
             status=write.status,
             reason=write.reason,
             updated=now,
             sequence=before.sequence if write.sequence is None else write.sequence,
-            nested=_copy(write.nested) if write.nested else before.nested,
+            nested_json=json_text(write.nested) if write.nested else before.nested_json,
         )
 
     def apply_destroy_destination(
@@ -533,7 +515,7 @@ class StateModel:
         self._destinations[destination_id] = DestinationRecord(
             id=destination_id,
             task_id=task_id,
-            body={},
+            body_json="{}",
             barcode=None,
             pool=None,
             status="destroyed",
@@ -542,7 +524,7 @@ class StateModel:
             created=now,
             updated=now,
             sequence=sequence,
-            nested=None,
+            nested_json=None,
         )
 
     def apply_pruned(

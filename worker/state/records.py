@@ -3,10 +3,11 @@ the state model keeps them."""
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from typing import Any
 
-from worker.core.requests import RequestState
+from worker.core.requests import MountRequest, RequestState
 
 __all__ = [
     "ApiKeyRecord",
@@ -19,7 +20,13 @@ __all__ = [
     "PoolRecord",
     "RequestRecord",
     "TapeRecord",
+    "json_text",
 ]
+
+
+def json_text(value: Any) -> str:
+    """A JSON value as the journal's columns store it (compact: no spaces)."""
+    return json.dumps(value, separators=(",", ":"))
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,9 +63,14 @@ class PoolWatchRecord:
 
 @dataclass(frozen=True, slots=True)
 class DestinationRecord:
+    """A destination as its row holds it. The body and the nested objects stay the
+    row's JSON text, parsed when read: a parsed body costs several times the memory
+    of its text, and the state model keeps every destination."""
+
     id: int
     task_id: str
-    body: dict[str, Any]
+    #: The seed's flat fields as the event sent them (`json_text` of a dict).
+    body_json: str
     barcode: str | None
     pool: str | None
     status: str
@@ -69,7 +81,21 @@ class DestinationRecord:
     #: The publisher's order of the last change applied (MQTT `sequence`), if it said.
     sequence: int | None
     #: The nested `folder` and `container` a full TaskDestination event carried.
-    nested: dict[str, Any] | None = None
+    nested_json: str | None = None
+
+    @property
+    def body(self) -> dict[str, Any]:
+        """The body, parsed (a new dict each time: change it freely)."""
+        body: dict[str, Any] = json.loads(self.body_json)
+        return body
+
+    @property
+    def nested(self) -> dict[str, Any] | None:
+        """The nested `folder` and `container`, parsed; None if no event carried them."""
+        if self.nested_json is None:
+            return None
+        nested: dict[str, Any] = json.loads(self.nested_json)
+        return nested
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,22 +120,20 @@ class DestinationWrite:
     sequence: int | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class RequestRecord:
-    id: int
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RequestRecord(MountRequest):
+    """A row of the requests table: what the planner sees of the request (its
+    `MountRequest` part, so a pending record is handed to the planner as it is, not
+    copied) and the state machine's bookkeeping. `size_bytes` is what the destination
+    will write, when its event told us (the folder's size)."""
+
     destination_id: int
-    barcode: str | None
-    pool: str | None
-    write: bool
     state: RequestState
     drive: int | None
     reason: str | None
     attempts: int
-    arrival: float
     updated: float
     lease_expires: float | None
-    #: What the destination will write, when its event told us (the folder's size).
-    size_bytes: int | None
 
 
 @dataclass(frozen=True, slots=True)
