@@ -415,12 +415,17 @@ class Simulation:
         self.latency_lb[spec.id] = self._latency_lb(spec)
 
     def _latency_lb(self, spec: SimRequest) -> float:
-        """SCHEDULING.md 4.3: a move, a load and the locate unless the tape is mounted."""
+        """SCHEDULING.md 4.3: a move, a load and the locate unless the tape is mounted.
+
+        A tape whose unload has begun is not mounted: no schedule can use it before
+        it is back in a slot, so it pays the move and the load like any other (the
+        rest of its unload is waiting for the tape, which the floor leaves out). A
+        pool write counts only the tapes it could be written on."""
         timing = self.timing
         if spec.barcode is not None:
             candidates = [self.tapes[spec.barcode]] if spec.barcode in self.tapes else []
         else:
-            candidates = [t for t in self.tapes.values() if t.pool == spec.pool]
+            candidates = [t for t in self.tapes.values() if t.pool == spec.pool and t.view.writable]
         if not candidates:
             return 0.0
         best = math.inf
@@ -428,9 +433,9 @@ class Simulation:
         for tape in candidates:
             target = self._target(tape, spec)
             transfer = spec.size_bytes / timing.rate(gen, tape.media)
-            if tape.drive is not None:
-                head = self.drives[tape.drive].head
-                cost = timing.locate(head, target) + transfer
+            drive = self.drives[tape.drive] if tape.drive is not None else None
+            if drive is not None and drive.pending_move is None:
+                cost = timing.locate(drive.head, target) + transfer
             else:
                 cost = (
                     timing.mean_move_s

@@ -148,3 +148,43 @@ def test_a_library_whose_only_drive_dies_serves_nothing_and_says_so() -> None:
     served = [r for r in result.requests if r.done is not None]
     assert served == []
     assert result.unserved + sum(r.failed is not None for r in result.requests) == 2
+
+
+def test_a_tape_whose_unload_has_begun_pays_the_move_and_load_in_the_floor() -> None:
+    library = SimLibrary(
+        "one", (SimDrive(0, 9),), (SimTape("T00000L9", 1, capacity_bytes=18 * 10**12),), slots=4
+    )
+    # B0 unloads at once: the second read comes while the first one's rewind runs
+    # (the first is done before 86 s, the unload takes more than 85 s after it).
+    workload = Workload(
+        "again",
+        (
+            SimRequest(0, 0.0, "T00000L9", None, False, 10**9, 0.5),
+            SimRequest(1, 120.0, "T00000L9", None, False, 10**9, 0.5),
+        ),
+    )
+    result = simulate(library, workload, Fcfs("B0", 0.0))
+    timing = library.timing
+    mount = timing.mean_move_s + timing.load_nominal(9) + timing.locate(0.0, 0.5) + 10**9 / 400e6
+    first, second = result.requests
+    assert first.done is not None
+    assert first.done < 120.0 < first.done + timing.rewind(9, 10**9, 0.5)
+    assert first.latency_lb == pytest.approx(mount)
+    assert second.latency_lb == pytest.approx(mount)
+
+
+def test_a_pool_write_floor_counts_only_the_tapes_it_may_be_written_on() -> None:
+    tapes = (
+        SimTape("L00000L9", 1, pool="p", capacity_bytes=18 * 10**12, locked=True),
+        SimTape("H00000L9", 2, pool="p", used_bytes=9 * 10**12, capacity_bytes=18 * 10**12),
+    )
+    library = SimLibrary("pool", (SimDrive(0, 9),), tapes, slots=4)
+    workload = Workload("write", (SimRequest(0, 0.0, None, "p", True, 10**9),))
+    result = simulate(library, workload, planner())
+    timing = library.timing
+    (record,) = result.requests
+    assert record.barcode == "H00000L9"
+    # The locked scratch tape would need no locate; the half-full one needs one.
+    assert record.latency_lb == pytest.approx(
+        timing.mean_move_s + timing.load_nominal(9) + timing.locate(0.0, 0.5) + 10**9 / 400e6
+    )
