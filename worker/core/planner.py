@@ -36,9 +36,9 @@ critical path of the next request. One call does, in this order:
    bound now, the group would wait that drive's whole rewind and unload even if
    another drive emptied first. A pool never holds more drives
    than its cap. A pool already writing on a tape waits for that tape rather than
-   opening a second one, unless enough data is queued or its oldest request has
-   waited `pool_open_after_s` (CTA's bytes/(1+E) rule): one mount saved per write
-   that would otherwise open a tape.
+   opening a second one (a tape on its way home does not count), unless enough
+   data is queued or its oldest request has waited `pool_open_after_s` (CTA's
+   bytes/(1+E) rule): one mount saved per write that would otherwise open a tape.
 6. **Dismount** tapes that nobody needs after `dismount_delay_s` of idleness: about
    one unload's cost, the ski-rental break-even, so the next mount does not pay the
    unload (the lesson of SCHEDULING.md 4.6). A pool's writable tape stays longer
@@ -213,7 +213,9 @@ class _Round:
         self.drives = {d.index: d for d in snapshot.drives}
         # Drives a pool holds now (held or busy with one of its tapes).
         self.pool_drives: dict[str, int] = {}
-        #: Of those, drives holding a writable tape of the pool (writing, we assume).
+        #: Of those, drives holding a writable tape of the pool for requests (writing,
+        #: we assume). A busy drive that no request holds is unloading: its tape
+        #: takes no more writes, so the pool's writes need not wait for it.
         self.pool_writing: dict[str, int] = {}
         for drive in snapshot.drives:
             if drive.barcode is None or not (drive.holders or drive.busy):
@@ -221,7 +223,7 @@ class _Round:
             tape = snapshot.tapes.get(drive.barcode)
             if tape is not None and tape.pool is not None:
                 self.pool_drives[tape.pool] = self.pool_drives.get(tape.pool, 0) + 1
-                if tape.writable:
+                if tape.writable and drive.holders:
                     self.pool_writing[tape.pool] = self.pool_writing.get(tape.pool, 0) + 1
 
     # -- bookkeeping ---------------------------------------------------------------

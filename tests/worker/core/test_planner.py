@@ -446,6 +446,16 @@ def test_a_pool_writing_on_a_tape_waits_for_it_rather_than_opening_another() -> 
     assert plan(snap, big, POLICY, 101) == [Assign(2, "P00002L9"), Load("P00002L9", 2, 1, (2,))]
 
 
+def test_a_pool_whose_tape_is_unloading_opens_another_at_once() -> None:
+    # Busy with no request holding it: the drive is sending the tape home.
+    snap = library(
+        [DriveView(0, 9, barcode="P00001L9", busy=True), DriveView(1, 9)],
+        [tape("P00001L9", drive=0, pool="p", used_bytes=5), tape("P00002L9", 2, pool="p")],
+    )
+    small = [to_pool(2, "p", 100, size=10**9)]
+    assert plan(snap, small, POLICY, 101) == [Assign(2, "P00002L9"), Load("P00002L9", 2, 1, (2,))]
+
+
 # -- cleaning ------------------------------------------------------------------------
 
 
