@@ -30,9 +30,11 @@ from tests.integration.fleet_run import (
     Destination,
     fleet_daemon,
     own_barcodes,
+    properties,
 )
 from worker.fleet import routing
 from worker.fleet.routing import Claim
+from worker.seed.tape_ids import tape_id_block
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(900)]
 
@@ -217,6 +219,41 @@ def test_every_destination_is_applied_by_exactly_one_library_through_a_kill(
         shown = http.get(f"/tasks/9/task_destinations/{c_destination.id}")
     assert shown.status_code == 200, shown.text
     assert shown.json()["tape"]["tape_library_id"] == 3
+    # Tape ids are fleet-unique (library 3 numbers from 2,000,001), and a destination
+    # naming only a tape id goes to the library holding the tape, like a barcode one.
+    tape_id = shown.json()["tape"]["id"]
+    assert tape_id in tape_id_block(3)
+    by_tape_id = {"folder_id": 950, "folder_path": "/c/f950", "tape_id": tape_id}
+
+    async def publish_by_tape_id() -> None:
+        async with aiomqtt.Client(
+            "127.0.0.1", broker.port, identifier="archive", protocol=aiomqtt.ProtocolVersion.V5
+        ) as client:
+            await client.publish(
+                f"{PREFIX}/tasks/9/task_destinations/950/create",
+                json.dumps(by_tape_id).encode(),
+                qos=1,
+                properties=properties(Destination(950, "-", None)),
+            )
+
+    asyncio.run(publish_by_tape_id())
+    # Asked of c's robot (its drives may all be held by earlier destinations' leases).
+    wait_until(lambda: fleet["c"].request_of(950), timeout=120, what="c took 950")
+
+    def not_theirs() -> list[str] | None:
+        reasons = [
+            row["reason"]
+            for name in ("a", "b")
+            for row in journal_rows(fleet[name], "SELECT reason FROM destinations WHERE id=950")
+        ]
+        return reasons if len(reasons) == 2 else None
+
+    reasons = wait_until(not_theirs, timeout=60, what="a and b journaled 950 as not theirs")
+    assert reasons == [
+        f"not ours: tape_id {tape_id} is not in library a",
+        f"not ours: tape_id {tape_id} is not in library b",
+    ]
+    assert taken(fleet)[950] == ["c"]
 
 
 def test_a_claim_of_its_own_missing_from_its_journal_is_journaled_at_start(

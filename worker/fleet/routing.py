@@ -117,6 +117,10 @@ def not_ours_barcode(barcode: str, library_id: str) -> str:
     return f"not ours: tape {barcode} is not in library {library_id}"
 
 
+def not_ours_tape_id(tape_id: int, library_id: str) -> str:
+    return f"not ours: tape_id {tape_id} is not in library {library_id}"
+
+
 def not_ours_pool(pool: str, library_id: str) -> str:
     return f"not ours: library {library_id} did not take this destination of pool {pool!r}"
 

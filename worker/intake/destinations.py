@@ -31,6 +31,7 @@ from worker.fleet import routing
 from worker.ops import metrics
 from worker.seed.error_details import VALUE_CHARS, Details, detail, validation_details
 from worker.seed.models import Container, Folder, TaskDestinationBody
+from worker.seed.tape_ids import library_of_tape_id
 from worker.state.journal import (
     DestinationRecord,
     DestinationWrite,
@@ -483,7 +484,19 @@ async def _apply(
     if route is not None:
         # In a fleet, another library's destination is journaled as such first: an
         # update of one we never saw is most likely theirs.
-        routed = _route_target(event, route, existing, target)
+        tape_id = event.body.tape_id
+        # A tape id another library's block holds is theirs (worker/seed/tape_ids.py).
+        foreign_tape_id = (
+            tape_id is not None
+            and target.barcode is None
+            and target.status == "failed"
+            and library_of_tape_id(tape_id) != await journal.tape_library_id()
+        )
+        routed = (
+            routing.not_ours_tape_id(tape_id, route.library_id)
+            if foreign_tape_id and tape_id is not None
+            else _route_target(event, route, existing, target)
+        )
         if isinstance(routed, str):
             return await _not_ours(journal, tx, event, existing, destination_id, now, routed)
         if unknown_update:

@@ -38,6 +38,7 @@ from worker.core import drive_health
 from worker.core.requests import ACTIVE, RequestState, lease_expiry, transition
 from worker.errors import JournalDamagedError, JournalError, JournalFaultError
 from worker.seed.query import FILTERABLE, SORTABLE, Filter, IndexQuery, SortKey
+from worker.seed.tape_ids import tape_id_block
 from worker.state.model import StateModel
 from worker.state.records import (
     ApiKeyRecord,
@@ -1254,8 +1255,23 @@ class Journal:
                     "device=excluded.device",
                     (drive.index, drive.generation, drive.device),
                 )
-            row = await self._one("SELECT COALESCE(MAX(tape_id), 0) FROM tapes")
-            next_id = (row[0] if row else 0) + 1
+            # Fleet-unique ids (worker/seed/tape_ids.py): ours lie in our library's
+            # block, and a tape numbered under another library number moves into it.
+            block = tape_id_block(definition.tape_library_id)
+            row = await self._one(
+                "SELECT COALESCE(MAX(tape_id), 0) FROM tapes WHERE tape_id BETWEEN ? AND ?",
+                (block[0], block[-1]),
+            )
+            next_id = max(row[0] if row else 0, block[0] - 1) + 1
+            outside = await self._all(
+                "SELECT barcode FROM tapes WHERE tape_id NOT BETWEEN ? AND ? ORDER BY tape_id",
+                (block[0], block[-1]),
+            )
+            for moved in outside:
+                await db.execute(
+                    "UPDATE tapes SET tape_id=? WHERE barcode=?", (next_id, moved["barcode"])
+                )
+                next_id += 1
             operator_locks = await self._operator_locks()
             for tape in definition.tapes:
                 media = media_of(tape.barcode)

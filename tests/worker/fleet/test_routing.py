@@ -15,6 +15,7 @@ from worker.fleet import routing
 from worker.fleet.routing import Claim, HandOff, Route, decide, why_not_here
 from worker.intake.destinations import DestinationEvent, Outcome, Verb, record_events
 from worker.seed.models import TaskDestinationBody
+from worker.seed.tape_ids import TAPE_IDS_PER_LIBRARY, tape_id_block
 from worker.state.journal import DriveRecord, Journal, TapeRecord
 
 
@@ -230,6 +231,50 @@ async def test_a_tape_held_elsewhere_is_not_ours_not_a_rejection(journal: Journa
     [alone] = await apply(journal, event("create", 2, route=None, tape_barcode="ZZZ900L9"))
     assert alone.status == "applied"
     assert "not in this library" in (alone.reason or "")
+
+
+async def test_a_tape_id_is_routed_like_a_barcode(journal: Journal) -> None:
+    tape = await journal.tape("NOD400L9")
+    assert tape is not None
+    # CATALOG is library 1: its tape ids are 1 to 1,000,000.
+    [ours] = await apply(journal, event("create", tape_id=tape.tape_id))
+    assert ours.status == "applied"
+    [request] = await journal.requests()
+    assert request.barcode == "NOD400L9"
+    # Library 2's block is another library's: not ours, no request, no failure.
+    foreign = TAPE_IDS_PER_LIBRARY + 5
+    [theirs] = await apply(journal, event("create", 2, tape_id=foreign))
+    assert (theirs.status, theirs.reason) == (
+        "ignored",
+        f"not ours: tape_id {foreign} is not in library lib-a",
+    )
+    assert len(await journal.requests()) == 1
+    # An id of our own block that we do not know is ours to fail.
+    [unknown] = await apply(journal, event("create", 3, tape_id=999_999))
+    assert (unknown.status, unknown.reason) == ("applied", "unknown tape_id 999999")
+    [failed] = [r for r in await journal.requests() if r.destination_id == 3]
+    assert failed.state.value == "failed"
+
+
+async def test_tape_ids_lie_in_the_block_of_the_library_number(tmp_path: Path) -> None:
+    journal = await Journal.open(tmp_path / "journal.sqlite3")
+    try:
+        await journal.sync_catalog(CATALOG, now=1000.0)
+        first = {t.barcode: t.tape_id for t in await journal.tapes()}
+        assert all(tape_id in tape_id_block(1) for tape_id in first.values())
+        # Renumbered as library 3: every tape moves into block 3, in the same order.
+        await journal.sync_catalog(CATALOG.model_copy(update={"tape_library_id": 3}), now=1001.0)
+        third = {t.barcode: t.tape_id for t in await journal.tapes()}
+        assert all(tape_id in tape_id_block(3) for tape_id in third.values())
+        assert sorted(third, key=third.__getitem__) == sorted(first, key=first.__getitem__)
+        assert await journal.tape_library_id() == 3
+        [by_id] = [t for t in await journal.tapes() if t.tape_id == min(third.values())]
+        assert await journal.tape_by_id(by_id.tape_id) == by_id
+        # Synced again, nothing moves.
+        await journal.sync_catalog(CATALOG.model_copy(update={"tape_library_id": 3}), now=1002.0)
+        assert {t.barcode: t.tape_id for t in await journal.tapes()} == third
+    finally:
+        await journal.close()
 
 
 async def test_an_update_moving_a_destination_to_a_tape_held_here_makes_it_ours(
