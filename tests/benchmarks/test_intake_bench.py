@@ -26,6 +26,10 @@ def test_print_intake_against_the_bare_consumers() -> None:
     assert len(figures.daemon.tenths()) == 10
     assert figures.daemon.peak_rss_bytes is not None
     assert figures.daemon.peak_rss_bytes > 0
+    # The daemon came back over its journal and was measured once ready.
+    assert figures.daemon.restart_rss_bytes is not None
+    assert figures.daemon.restart_peak_rss_bytes is not None
+    assert 0 < figures.daemon.restart_rss_bytes <= figures.daemon.restart_peak_rss_bytes
     assert figures.daemon.planning_rounds is not None
     assert figures.daemon.read_pauses is not None
     assert figures.daemon.reconnects == 0
