@@ -465,21 +465,36 @@ _CHUNK = 2000
 _STATES = {state.value: state for state in RequestState}
 
 
-def _loaded_destination(row: tuple[Any, ...], shared: dict[Any, Any]) -> DestinationRecord:
+class _Shared:
+    """Values repeated across the rows of a model's load, kept as one object each (as
+    the model's own writes leave them): short strings, and a destination's id and
+    creation time, which its requests repeat."""
+
+    __slots__ = ("ids", "strings", "times")
+
+    def __init__(self) -> None:
+        self.strings: dict[Any, Any] = {}
+        self.ids: dict[int, int] = {}
+        self.times: dict[float, float] = {}
+
+
+def _loaded_destination(row: tuple[Any, ...], shared: _Shared) -> DestinationRecord:
     """A destination of the model's load, from a row of `_MODEL_DESTINATIONS`.
 
-    Built positionally (no field names looked up per row: the load's cost at a large
-    backlog); short strings and equal times are one object each (`shared`), as the
-    model's own writes leave them.
+    Built positionally: looking fields up by name per row was most of the load's cost
+    at a large backlog.
     """
     (id_, task, body, barcode, pool, status, reason, deleted, created, updated, seq, nested) = row
+    strings = shared.strings
+    shared.ids[id_] = id_
+    shared.times[created] = created
     return DestinationRecord(
         id_,
-        shared.setdefault(task, task),
+        strings.setdefault(task, task),
         body,
-        shared.setdefault(barcode, barcode),
-        shared.setdefault(pool, pool),
-        shared.setdefault(status, status),
+        strings.setdefault(barcode, barcode),
+        strings.setdefault(pool, pool),
+        strings.setdefault(status, status),
         reason,
         bool(deleted),
         created,
@@ -489,19 +504,20 @@ def _loaded_destination(row: tuple[Any, ...], shared: dict[Any, Any]) -> Destina
     )
 
 
-def _loaded_request(row: tuple[Any, ...], shared: dict[Any, Any]) -> RequestRecord:
+def _loaded_request(row: tuple[Any, ...], shared: _Shared) -> RequestRecord:
     """A request of the model's load, from a row of `_MODEL_REQUESTS` (as above)."""
     (id_, barcode, pool, arrival, write, size, destination, state, drive, reason) = row[:10]
     attempts, updated, lease_expires = row[10:]
+    arrival = shared.times.get(arrival, arrival)
     return RequestRecord(
         id_,
-        shared.setdefault(barcode, barcode),
-        shared.setdefault(pool, pool),
+        shared.strings.setdefault(barcode, barcode),
+        shared.strings.setdefault(pool, pool),
         arrival,
         bool(write),
         0,
         size,
-        destination_id=destination,
+        destination_id=shared.ids.get(destination, destination),
         state=_STATES[state],
         drive=drive,
         reason=reason,
@@ -1140,7 +1156,7 @@ class Journal:
                 tapes = await self.tapes()
                 drives = await self.drives()
                 pools = await self.pools()
-                shared: dict[Any, Any] = {}
+                shared = _Shared()
                 destinations: list[DestinationRecord] = []
                 async for chunk in self._each_chunk(_MODEL_DESTINATIONS):
                     destinations += [_loaded_destination(row, shared) for row in chunk]

@@ -105,9 +105,11 @@ class StateModel:
         self._requests: dict[int, RequestRecord] = {}
         #: destination id -> the id of its latest request.
         self._latest: dict[int, int] = {}
-        #: destination id -> the ids of its active requests (a list: nearly always one,
-        #: and a set costs four times the memory at 100,000 destinations).
-        self._active: dict[int, list[int]] = {}
+        #: destination id -> the id of its newest active request; the others, nearly
+        #: always none, in `_more_active` (a list per destination would cost a hundred
+        #: bytes each at a large backlog, for the rare second one).
+        self._active: dict[int, int] = {}
+        self._more_active: dict[int, list[int]] = {}
         #: The ids of the mounting and ready requests.
         self._engaged: set[int] = set()
         #: drive -> the ids of the mounting and ready requests on it.
@@ -134,6 +136,7 @@ class StateModel:
         self._requests = {}
         self._latest = {}
         self._active = {}
+        self._more_active = {}
         self._engaged = set()
         self._holders = {}
         self._counts = dict.fromkeys(_COUNTED, 0)
@@ -142,7 +145,7 @@ class StateModel:
             self._requests[record.id] = record
             self._latest[record.destination_id] = record.id
             if record.state in ACTIVE:
-                self._active.setdefault(record.destination_id, []).append(record.id)
+                self._add_active(record.destination_id, record.id)
                 self._counts[record.state] += 1
             if record.state is RequestState.PENDING:
                 pending.append(record)
@@ -167,6 +170,7 @@ class StateModel:
         self._requests = other._requests
         self._latest = other._latest
         self._active = other._active
+        self._more_active = other._more_active
         self._engaged = other._engaged
         self._holders = other._holders
         self._counts = other._counts
@@ -202,8 +206,8 @@ class StateModel:
         return self._requests.get(request_id)
 
     def active_request_for(self, destination_id: int) -> RequestRecord | None:
-        ids = self._active.get(destination_id)
-        return self._requests[max(ids)] if ids else None
+        rid = self._active.get(destination_id)
+        return None if rid is None else self._requests[rid]
 
     def latest_request_for(self, destination_id: int) -> RequestRecord | None:
         rid = self._latest.get(destination_id)
@@ -271,7 +275,11 @@ class StateModel:
             "destinations": dict(sorted(self._destinations.items())),
             "requests": dict(sorted(self._requests.items())),
             "latest": dict(sorted(self._latest.items())),
-            "active": {k: sorted(v) for k, v in sorted(self._active.items()) if v},
+            "active": {
+                k: sorted([rid, *self._more_active.get(k, ())])
+                for k, rid in sorted(self._active.items())
+            },
+            "more_active": {k: sorted(v) for k, v in sorted(self._more_active.items())},
             "engaged": sorted(self._engaged),
             "holders": {k: sorted(v) for k, v in sorted(self._holders.items()) if v},
             "counts": dict(sorted(self._counts.items())),
@@ -301,14 +309,11 @@ class StateModel:
                     if not held:
                         del self._holders[before.drive]
         self._requests[rid] = record
-        active = self._active.setdefault(destination_id, [])
-        if record.state in ACTIVE:
-            if rid not in active:
-                active.append(rid)
-        elif rid in active:
-            active.remove(rid)
-        if not active:
-            del self._active[destination_id]
+        was_active = before is not None and before.state in ACTIVE
+        if record.state in ACTIVE and not was_active:
+            self._add_active(destination_id, rid)
+        elif was_active and record.state not in ACTIVE:
+            self._drop_active(destination_id, rid)
         if record.state in ACTIVE:
             self._counts[record.state] += 1
         if record.state is RequestState.PENDING:
@@ -324,6 +329,29 @@ class StateModel:
                 self._forget_if_ended(latest)
         elif rid != latest:
             self._forget_if_ended(rid)
+
+    def _add_active(self, destination_id: int, rid: int) -> None:
+        newest = self._active.get(destination_id)
+        if newest is None:
+            self._active[destination_id] = rid
+        elif rid > newest:
+            self._active[destination_id] = rid
+            self._more_active.setdefault(destination_id, []).append(newest)
+        elif rid != newest:
+            self._more_active.setdefault(destination_id, []).append(rid)
+
+    def _drop_active(self, destination_id: int, rid: int) -> None:
+        more = self._more_active.get(destination_id)
+        if self._active.get(destination_id) == rid:
+            if more:
+                self._active[destination_id] = max(more)
+                more.remove(self._active[destination_id])
+            else:
+                self._active.pop(destination_id, None)
+        elif more is not None and rid in more:
+            more.remove(rid)
+        if more is not None and not more:
+            del self._more_active[destination_id]
 
     def _uncount(self, record: RequestRecord) -> None:
         if record.state in ACTIVE:
