@@ -156,6 +156,17 @@ def test_every_destination_is_applied_by_exactly_one_library_through_a_kill(
         return owners if owners.keys() >= everything else None
 
     owners = wait_until(settled, timeout=600, what="every destination applied by a library")
+
+    # Nothing stays held: each library of the pool forgot every destination once it saw
+    # its claim, b too after its restart (its session kept what came while it was dead).
+    def nothing_held() -> bool:
+        try:
+            held = [fleet[n].query("SELECT COUNT(*) AS n FROM pool_watches") for n in "ab"]
+        except sqlite3.OperationalError:
+            return False  # busy: ask again
+        return all(rows[0]["n"] == 0 for rows in held)
+
+    wait_until(nothing_held, timeout=300, what="no pool destination left held")
     # None twice: one library each.
     assert {i: o for i, o in owners.items() if len(o) != 1} == {}
     for destination in destinations:
