@@ -8,7 +8,9 @@ naming only the pool, as fast as the broker takes them. Measured per fleet size:
 - intake rate: events per second from the first publish until every destination's
   state was published by the library that took it;
 - end-to-end latency: from a destination's publish to its first state (not "not
-  ours") on `<prefix>/libraries/+/state/task_destinations/<id>`, p50 and p99.
+  ours") on `<prefix>/libraries/+/state/task_destinations/<id>`, p50 and p99;
+- the 1-minute load average as the burst ends (the figures are only comparable
+  between runs at a similar load).
 
 The 1-daemon fleet is the reference the others are compared with, in the same run.
 
@@ -20,6 +22,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import sys
 import tempfile
 import time
@@ -51,6 +54,8 @@ class FleetFigures:
     latencies_s: list[float]
     #: Destinations applied by more than one library (must be none).
     twice: int
+    #: The machine's 1-minute load average when the burst was served.
+    load: float
 
     @property
     def rate(self) -> float:
@@ -128,6 +133,7 @@ async def measure(broker: Broker, names: str, events: int, timeout_s: float) -> 
         seconds=end - start,
         latencies_s=[first_state[d.id] - manager.published_at[d.id] for d in destinations],
         twice=sum(len(o) > 1 for o in owners.values()),
+        load=os.getloadavg()[0],
     )
 
 
@@ -147,13 +153,13 @@ def run_fleet(folder: Path, count: int, events: int, timeout_s: float) -> FleetF
 def report(figures: list[FleetFigures]) -> str:
     reference = figures[0]
     lines = [
-        "daemons  events  intake/s  vs 1 daemon  latency p50  latency p99  applied twice",
+        "daemons  events  intake/s  vs 1 daemon  latency p50  latency p99  applied twice  load",
     ]
     for f in figures:
         lines.append(
             f"{f.daemons:>7}  {f.events:>6}  {f.rate:>8.1f}  {f.rate / reference.rate:>10.2f}x"
             f"  {f.percentile(0.5) * 1000:>9.0f} ms  {f.percentile(0.99) * 1000:>9.0f} ms"
-            f"  {f.twice:>13}"
+            f"  {f.twice:>13}  {f.load:>4.1f}"
         )
     return "\n".join(lines)
 
