@@ -24,6 +24,7 @@ from worker.intake.destinations import (
 from worker.intake.http.auth import Authenticator, Principal
 from worker.intake.http.errors import ApiError, install_error_handlers, journal_unavailable
 from worker.intake.http.group_commit import GroupCommit, WithinOne
+from worker.intake.http.guard import waiting_for_the_disk
 from worker.intake.http.idempotency import key_of_this_create
 from worker.intake.http.limits import RequestLimits
 from worker.intake.http.listing import index_listing
@@ -159,6 +160,7 @@ class TaskDestinations:
                 size_bytes=parsed.size_bytes if parsed else None,
                 nested=parsed.nested if parsed else None,
             )
+        waiting_for_the_disk()
         return await self.commits.submit(event, within)
 
     async def existing(self, task_id: str, destination_id: int) -> DestinationRecord:

@@ -32,6 +32,7 @@ import resource
 import socket
 from collections import Counter, OrderedDict, deque
 from collections.abc import Callable, Sequence
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
 
@@ -409,6 +410,21 @@ def protocol_class(settings: HttpSettings, backlog: Backlog) -> type[GuardedH11P
 
 # -- admission -------------------------------------------------------------------------
 
+#: Gives the request in progress's slot back (see `waiting_for_the_disk`).
+_slot: ContextVar[Callable[[], None] | None] = ContextVar("admission_slot", default=None)
+
+
+def waiting_for_the_disk() -> None:
+    """The request in progress now only waits for a commit: its slot goes to the next.
+
+    The slots bound the work on the event loop; a request waiting for its group's
+    fsync does none, and with the slot it would keep out the very requests that
+    would share that fsync. What is left of it (the answer) is small.
+    """
+    give_back = _slot.get()
+    if give_back is not None:
+        give_back()
+
 
 class Admission:
     """ASGI wrapper: bounded requests in the application, a fair bounded queue, a body deadline.
@@ -443,10 +459,20 @@ class Admission:
         if not await self._enter(owner):
             await _send_error(send, 503, "the daemon is busy: retry later", retry_after=True)
             return
+        held = True
+
+        def give_back() -> None:
+            nonlocal held
+            if held:
+                held = False
+                self._leave(owner)
+
+        token = _slot.set(give_back)
         try:
             await self._serve(scope, receive, send, body_deadline)
         finally:
-            self._leave(owner)
+            _slot.reset(token)
+            give_back()
 
     def _may_run(self, owner: bytes) -> bool:
         return self._active_by[owner] < self.settings.max_concurrent_per_client

@@ -19,6 +19,7 @@ from worker.intake.http.guard import (
     WaitingRoom,
     next_waiter,
     raise_open_files_limit,
+    waiting_for_the_disk,
 )
 from worker.settings import HttpSettings
 
@@ -311,6 +312,44 @@ async def test_one_client_cannot_take_every_slot() -> None:
     assert {status for status, _ in results} == {200}
     assert admission.active == 0
     assert admission.waiting == 0
+
+
+class DiskWaiter:
+    """An ASGI application whose requests wait for a "commit" after giving their slot back."""
+
+    def __init__(self) -> None:
+        self.commit = asyncio.Event()
+        self.waiting: list[str] = []
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        waiting_for_the_disk()
+        waiting_for_the_disk()  # twice: still one slot given back
+        self.waiting.append(scope["path"])
+        await self.commit.wait()
+        await send({"type": "http.response.start", "status": 201, "headers": []})
+        await send({"type": "http.response.body", "body": b"ok"})
+
+
+async def test_a_request_waiting_for_the_disk_gives_its_slot_to_the_next() -> None:
+    app = DiskWaiter()
+    settings = HttpSettings(
+        max_concurrent_requests=2, max_queued_requests=0, queue_timeout_s=30, lifo_after_s=30
+    )
+    admission = Admission(app, settings)
+    # Two slots and no queue, yet ten requests all wait for the same commit together.
+    tasks = [
+        asyncio.create_task(call(admission, f"/{n}", authorization=b"Basic one")) for n in range(10)
+    ]
+    async with asyncio.timeout(10):
+        while len(app.waiting) < 10:
+            await asyncio.sleep(0)
+    assert admission.active == 0
+    app.commit.set()
+    async with asyncio.timeout(10):
+        results = await asyncio.gather(*tasks)
+    assert [status for status, _ in results] == [201] * 10
+    assert admission.active == 0
+    assert not admission._active_by
 
 
 async def test_a_queued_request_is_shed_after_the_queue_timeout() -> None:
