@@ -160,7 +160,11 @@ class TaskDestinations:
                 size_bytes=parsed.size_bytes if parsed else None,
                 nested=parsed.nested if parsed else None,
             )
-        waiting_for_the_disk()
+        if self.commits.has_room:
+            # Only the disk is left to wait for. With the next group full, the slot is
+            # kept: a flood of creates then waits in admission's fair lines, not ahead
+            # of another client's create in the commit queue.
+            waiting_for_the_disk()
         return await self.commits.submit(event, within)
 
     async def existing(self, task_id: str, destination_id: int) -> DestinationRecord:

@@ -87,6 +87,11 @@ class GroupCommit:
                 self._queue.remove(entry)
             raise
 
+    @property
+    def has_room(self) -> bool:
+        """Whether the next group has room: beyond it, waiting costs a request its turn."""
+        return len(self._queue) < self.max_group
+
     def defer(self, write: Deferred, done: Callable[[], None] | None = None) -> None:
         """Make `write` in a later transaction; `done` is called once it is durable, or
         once it is given up (a write that failed twice: it must never be needed)."""

@@ -80,6 +80,9 @@ async def test_events_arriving_during_a_commit_share_the_next_transaction(
     async with asyncio.timeout(10):
         while len(group._queue) < 6:
             await asyncio.sleep(0)
+    assert group.has_room
+    group.max_group = 6
+    assert not group.has_room
     gate.release.set()
     async with asyncio.timeout(10):
         outcomes = [await first, *await asyncio.gather(*later)]
@@ -89,6 +92,7 @@ async def test_events_arriving_during_a_commit_share_the_next_transaction(
     assert len(set(ids)) == 7
     assert commit_count(journal) == 2
     assert (group.groups, group.grouped_events) == (2, 7)
+    assert group.has_room  # the queue emptied
     assert gate.changed == [{ids[0]}, set(ids[1:])]
     assert len(await journal.destinations()) == 7
     assert len(await journal.events()) == 7
