@@ -956,6 +956,9 @@ class Journal:
         #: that names a pool reads them: kept here instead of read each time.
         self._pools: list[PoolRecord] | None = None
         self._tape_library_id: int | None = None
+        #: Counts the API keys made and revoked: whoever keeps keys it verified (the
+        #: HTTP authenticator) forgets them when it moves.
+        self.api_keys_changed = 0
 
     @classmethod
     async def open(cls, path: Path, *, check: bool = True) -> Journal:
@@ -1769,6 +1772,7 @@ class Journal:
                 "ON CONFLICT(name) DO NOTHING",
                 (name, key_id, digest, json.dumps(sorted(scopes)), now),
             )
+            self.api_keys_changed += 1
             if cur.rowcount and who is not None:
                 await self._operator_event(
                     db, "api-key create", who, reason, now, f"api key {name}"
@@ -1794,6 +1798,7 @@ class Journal:
             cur = await db.execute(
                 "UPDATE api_keys SET revoked=? WHERE name=? AND revoked IS NULL", (now, name)
             )
+            self.api_keys_changed += 1
             if cur.rowcount and who is not None:
                 await self._operator_event(
                     db, "api-key revoke", who, reason, now, f"api key {name}"

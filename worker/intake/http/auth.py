@@ -4,7 +4,10 @@ An API key is `tw_<key id>_<secret>`, sent as `Authorization: Bearer <key>`. The
 journal keeps the key id, a SHA-256 digest of the secret and the scopes, never the
 secret: the key is printed once, when `tapeworker api-key create` makes it. The
 secret is 256 random bits, so a fast digest is enough (nothing to brute-force);
-digests are compared in constant time, for unknown key ids too.
+digests are compared in constant time, for unknown key ids too. A key verified once is
+kept in memory (by a digest of the whole token, so only the very same token matches it)
+until the journal's keys change: a key's request costs no journal read, and a key made
+or revoked counts from the next request.
 """
 
 from __future__ import annotations
@@ -36,6 +39,8 @@ _KEY_RE = re.compile(r"^tw_([0-9a-f]{16})_([A-Za-z0-9_-]{43})$")
 #: What an unknown key id is compared against, so that it costs what a known one does.
 _NO_DIGEST = hashlib.sha256(b"no such key").hexdigest()
 CHALLENGE = 'Basic realm="tapeworker", Bearer realm="tapeworker"'
+#: Verified keys kept at most; beyond, the memory starts anew (keys are few).
+MAX_VERIFIED_KEYS = 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,6 +94,9 @@ class Authenticator:
         self._users = dict(users)
         self._user_scopes = {name: frozenset(s) for name, s in user_scopes.items()}
         self._admin_users = frozenset(admin_users)
+        #: Keys verified since the journal's keys last changed, by their token's digest.
+        self._verified: dict[str, Principal] = {}
+        self._verified_at = journal.api_keys_changed
 
     def _basic(self, encoded: str) -> Principal:
         try:
@@ -106,7 +114,24 @@ class Authenticator:
         return Principal(user, scopes)
 
     async def _bearer(self, token: str) -> Principal:
-        match = _KEY_RE.fullmatch(token.strip())
+        token = token.strip()
+        if self._verified_at != self._journal.api_keys_changed:
+            self._verified.clear()
+            self._verified_at = self._journal.api_keys_changed
+        remembered = digest(token)
+        known = self._verified.get(remembered)
+        if known is not None:
+            return known
+        principal = await self._look_up(token)
+        if len(self._verified) >= MAX_VERIFIED_KEYS:
+            self._verified.clear()
+        # Unless a key changed while we looked it up (then the next request looks again).
+        if self._verified_at == self._journal.api_keys_changed:
+            self._verified[remembered] = principal
+        return principal
+
+    async def _look_up(self, token: str) -> Principal:
+        match = _KEY_RE.fullmatch(token)
         key = await self._journal.api_key(match.group(1)) if match else None
         given = digest(match.group(2)) if match else digest(token)
         ok = secrets.compare_digest(given, key.digest if key else _NO_DIGEST)

@@ -113,3 +113,31 @@ async def test_malformed_authorization_is_a_401(tmp_path: Path, header: str) -> 
         response = await client.get(BASE, headers={"Authorization": header}, auth=None)
         assert_error_shape(response, 401)
         assert isinstance(response, httpx.Response)
+
+
+async def test_a_verified_key_is_not_read_again_until_the_keys_change(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async with api_client(tmp_path) as (client, journal):
+        token = await make_key(journal, "mover3", *SCOPES)
+        reads: list[str] = []
+        real = journal.api_key
+
+        async def counted(key_id: str) -> object:
+            reads.append(key_id)
+            return await real(key_id)
+
+        monkeypatch.setattr(journal, "api_key", counted)
+        for _ in range(3):
+            assert (await client.get(BASE, headers=bearer(token), auth=None)).status_code == 200
+        assert len(reads) == 1
+        # Another token of the same key id is checked, not taken from memory.
+        forged = token[:-4] + ("AAAA" if not token.endswith("AAAA") else "BBBB")
+        assert_error_shape(await client.get(BASE, headers=bearer(forged), auth=None), 401)
+        assert len(reads) == 2
+        # Any key made or revoked: the next request reads the journal again.
+        await make_key(journal, "mover4", *SCOPES)
+        assert (await client.get(BASE, headers=bearer(token), auth=None)).status_code == 200
+        assert len(reads) == 3
+        assert await journal.revoke_api_key("mover3", 2000.0)
+        assert_error_shape(await client.get(BASE, headers=bearer(token), auth=None), 401)
