@@ -152,5 +152,3 @@ def set_level(level: str) -> None:
     """The level of every logger; SIGHUP applies the configuration's log_level with it."""
     numeric = getattr(logging, level.upper())
     logging.getLogger().setLevel(numeric)
-    # aiosqlite logs every statement at debug level: noise, even when debugging us.
-    logging.getLogger("aiosqlite").setLevel(max(numeric, logging.INFO))

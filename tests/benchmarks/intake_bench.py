@@ -132,6 +132,8 @@ class Drain:
     largest_batch: int | None = None
     #: The daemon's planning rounds during the drain (its /metrics before and after).
     planning_rounds: int | None = None
+    #: The daemon's trips to its journal's database thread during the drain.
+    round_trips: int | None = None
     #: Times the daemon stopped reading the backlog, and its reconnections (its log).
     read_pauses: int | None = None
     reconnects: int | None = None
@@ -218,6 +220,7 @@ async def daemon_drain(port: int, folder: Path, messages: int) -> Drain:
     peak = 0
     try:
         rounds_before = metric(daemon, "tapeworker_planning_rounds_total")
+        trips_before = metric(daemon, "tapeworker_journal_round_trips_total")
         assert daemon.process is not None
         pid = daemon.process.pid
         start_rss = rss_bytes(pid)
@@ -234,6 +237,7 @@ async def daemon_drain(port: int, folder: Path, messages: int) -> Drain:
             await asyncio.sleep(0.1)
         end_rss = rss_bytes(pid)
         rounds = metric(daemon, "tapeworker_planning_rounds_total") - rounds_before
+        trips = metric(daemon, "tapeworker_journal_round_trips_total") - trips_before
         pauses = metric(daemon, "tapeworker_mqtt_read_pauses_total")
         reconnects = daemon.log_tail(10**9).count("disconnected")
         commits = _received_times(daemon)
@@ -256,6 +260,7 @@ async def daemon_drain(port: int, folder: Path, messages: int) -> Drain:
         end_rss_bytes=end_rss,
         largest_batch=max(batches.values()),
         planning_rounds=rounds,
+        round_trips=trips,
         read_pauses=pauses,
         reconnects=reconnects,
     )
@@ -483,6 +488,12 @@ class Figures:
             f"  daemon: {commits} commits, {self.daemon.planning_rounds} planning rounds "
             f"during the drain ({self.daemon.seconds:.1f} s), "
             f"{self.daemon.read_pauses} read pauses, {self.daemon.reconnects} reconnections"
+        )
+        trips = self.daemon.round_trips or 0
+        lines.append(
+            f"  daemon: {trips} journal round trips, {trips / self.daemon.messages:.2f} per "
+            f"event (target <= 2), {trips / max(commits, 1):.1f} per commit "
+            f"(the drain's whole activity: intake, planning, state publication, the scrapes)"
         )
         rss = (self.daemon.peak_rss_bytes or 0) / 1e6
         lines.append(

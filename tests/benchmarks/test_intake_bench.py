@@ -31,6 +31,9 @@ def test_print_intake_against_the_bare_consumers() -> None:
     assert figures.daemon.restart_peak_rss_bytes is not None
     assert 0 < figures.daemon.restart_rss_bytes <= figures.daemon.restart_peak_rss_bytes
     assert figures.daemon.planning_rounds is not None
+    # Every trip counted, at least one per commit.
+    assert figures.daemon.round_trips is not None
+    assert figures.daemon.round_trips >= len(set(figures.daemon.commits))
     assert figures.daemon.read_pauses is not None
     assert figures.daemon.reconnects == 0
     # Every HTTP create got an answer from both servers, at every concurrency.

@@ -56,6 +56,7 @@ def test_health_readiness_and_metrics_of_a_mount(tmp_path: Path) -> None:
         assert sample(text, "tapeworker_events_total", intake="http", outcome="rejected") == 1
         assert (sample(text, "tapeworker_robot_busy_seconds_total") or 0) > 0
         assert (sample(text, "tapeworker_journal_commit_seconds_count") or 0) >= 2
+        assert (sample(text, "tapeworker_journal_round_trips_total") or 0) >= 2
         assert sample(text, "tapeworker_drive_up", drive="0") == 1
         assert sample(text, "tapeworker_mqtt_connected") == 0
         assert sample(text, "tapeworker_oldest_pending_age_seconds") == 0

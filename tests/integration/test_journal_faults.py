@@ -27,7 +27,7 @@ from worker.intake.mqtt import MqttIntake
 from worker.ops.health_file import read_health
 from worker.seed.models import TaskDestinationBody
 from worker.settings import MqttSettings
-from worker.state.journal import Journal
+from worker.state.journal import Journal, UnitOfWork
 
 pytestmark = pytest.mark.integration
 
@@ -282,12 +282,10 @@ def planted_bug(monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest)
     if request.param == "handling":
         real = destinations.resolve_target
 
-        async def buggy(
-            journal: Journal, body: TaskDestinationBody, **kwargs: Any
-        ) -> destinations.Target:
+        def buggy(unit: UnitOfWork, body: TaskDestinationBody) -> destinations.Target:
             if body.tape_barcode == "NOD401L9":
                 raise KeyError("a bug in the handling of this event")
-            return await real(journal, body, **kwargs)
+            return real(unit, body)
 
         monkeypatch.setattr(destinations, "resolve_target", buggy)
         return

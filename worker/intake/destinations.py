@@ -14,9 +14,10 @@ under a used event-id is rejected.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -38,8 +39,7 @@ from worker.state.journal import (
     EventRecord,
     Journal,
     RequestRecord,
-    TapeRecord,
-    Transaction,
+    UnitOfWork,
     fault_kind,
 )
 
@@ -108,51 +108,9 @@ class Target:
     reason: str | None = None
 
 
-@dataclass
-class Prefetched:
-    """What a batch's events read, fetched for the whole batch in two queries.
-
-    A destination's record serves the first event of it in the batch only: the
-    events after that one see what it changed, so they read it again.
-    """
-
-    destinations: dict[int, DestinationRecord]
-    tapes: dict[str, TapeRecord]
-    unread: set[int]
-
-    @classmethod
-    async def read(
-        cls, journal: Journal, events: Sequence[DestinationEvent | RejectedInput]
-    ) -> Prefetched:
-        ids = {
-            e.destination_id
-            for e in events
-            if isinstance(e, DestinationEvent) and e.destination_id is not None
-        }
-        barcodes = {
-            e.body.tape_barcode
-            for e in events
-            if isinstance(e, DestinationEvent) and e.body is not None and e.body.tape_barcode
-        }
-        model = journal.current_model
-        if model is not None:
-            # We hold the journal's write lock: memory is what the file has committed.
-            found = [d for i in ids if (d := model.destination(i)) is not None]
-            known = {b: t for b in barcodes if (t := model.tape(b)) is not None}
-            return cls({d.id: d for d in found}, known, ids)
-        records = await journal.destinations_by_ids(sorted(ids)) if ids else []
-        tapes = await journal.tapes_by_barcode(sorted(barcodes)) if barcodes else {}
-        return cls({r.id: r for r in records}, tapes, ids)
-
-    async def destination(self, journal: Journal, destination_id: int) -> DestinationRecord | None:
-        if destination_id in self.unread:
-            self.unread.discard(destination_id)
-            return self.destinations.get(destination_id)
-        return await journal.destination(destination_id)
-
-
-#: Extra writes that must commit with a batch of events (see `record_events`).
-WithinTransaction = Callable[[Transaction, list[Outcome]], Awaitable[None]]
+#: Extra writes that must commit with a batch of events (see `record_events`); they
+#: run in the database thread, with the batch.
+WithinTransaction = Callable[[UnitOfWork, list[Outcome]], None]
 
 
 def message_digest(topic: str, payload: bytes) -> str:
@@ -168,7 +126,8 @@ async def record_events(
     hold_seconds: float,
     within: WithinTransaction | None = None,
 ) -> list[Outcome]:
-    """Journal and apply a batch in one transaction (one fsync for the batch).
+    """Journal and apply a batch in one transaction (one fsync for the batch), in one
+    trip to the database thread (`apply_events`).
 
     `within` runs last inside the same transaction, with the outcomes: what it writes
     commits with the events or not at all (an HTTP create's Idempotency-Key).
@@ -177,25 +136,38 @@ async def record_events(
     journaled as a rejected poison event with the reason, so it cannot stop the
     daemon, twice or ever; a journal fault (JournalFaultError) commits nothing.
     """
-    outcomes: list[Outcome] = []
-    async with journal.transaction() as tx:
-        # Inside the transaction: nothing can change what was read before we write.
-        prefetched = await Prefetched.read(journal, events)
-        for event in events:
-            try:
-                async with tx.savepoint():
-                    outcome = await _record_input(journal, tx, event, now, hold_seconds, prefetched)
-            except Exception as exc:
-                if isinstance(exc, JournalFaultError) or fault_kind(exc) is not None:
-                    raise
-                outcome = await _record_poison(journal, tx, event, now, exc)
-            outcomes.append(outcome)
-        if within is not None:
-            await within(tx, outcomes)
+    outcomes = await journal.apply(
+        functools.partial(apply_events, events, now=now, hold_seconds=hold_seconds, within=within)
+    )
     # Committed: only now is an event received (a crash before the commit loses it,
     # and the client or the broker sends it again).
     for event, outcome in zip(events, outcomes, strict=True):
         _log_outcome(event, outcome)
+    return outcomes
+
+
+def apply_events(
+    events: Sequence[DestinationEvent | RejectedInput],
+    unit: UnitOfWork,
+    *,
+    now: float,
+    hold_seconds: float,
+    within: WithinTransaction | None = None,
+) -> list[Outcome]:
+    """Journal and apply each event through `unit`, each in a savepoint of its own
+    (synchronous: it runs in the database thread, inside the transaction)."""
+    outcomes: list[Outcome] = []
+    for event in events:
+        try:
+            with unit.savepoint():
+                outcome = _record_input(unit, event, now, hold_seconds)
+        except Exception as exc:
+            if isinstance(exc, JournalFaultError) or fault_kind(exc) is not None:
+                raise
+            outcome = _record_poison(unit, event, now, exc)
+        outcomes.append(outcome)
+    if within is not None:
+        within(unit, outcomes)
     return outcomes
 
 
@@ -224,20 +196,15 @@ def _log_outcome(event: DestinationEvent | RejectedInput, outcome: Outcome) -> N
     )
 
 
-async def _record_input(
-    journal: Journal,
-    tx: Transaction,
-    event: DestinationEvent | RejectedInput,
-    now: float,
-    hold_seconds: float,
-    prefetched: Prefetched,
+def _record_input(
+    unit: UnitOfWork, event: DestinationEvent | RejectedInput, now: float, hold_seconds: float
 ) -> Outcome:
     if event.dedup_key is not None:
-        prior = await journal.event_with_dedup_key(event.dedup_key)
+        prior = unit.event_with_dedup_key(event.dedup_key)
         if prior is not None:
-            return await _record_seen(journal, tx, event, prior, now)
+            return _record_seen(unit, event, prior, now)
     if isinstance(event, RejectedInput):
-        seq = await tx.insert_event(
+        seq = unit.insert_event(
             source=event.source,
             received=now,
             topic=event.topic,
@@ -250,20 +217,16 @@ async def _record_input(
         return Outcome(
             "rejected" if seq else "duplicate", reason=event.reason, details=event.details
         )
-    return await _record_one(journal, tx, event, now, hold_seconds, prefetched)
+    return _record_one(unit, event, now, hold_seconds)
 
 
-async def _record_poison(
-    journal: Journal,
-    tx: Transaction,
-    event: DestinationEvent | RejectedInput,
-    now: float,
-    exc: Exception,
+def _record_poison(
+    unit: UnitOfWork, event: DestinationEvent | RejectedInput, now: float, exc: Exception
 ) -> Outcome:
     reason = f"poison event: handling raised {type(exc).__name__}: {exc}"[:1000]
     log.error("poison event skipped", topic=event.topic, reason=reason, exc_info=exc)
     destination_id = event.destination_id if isinstance(event, DestinationEvent) else None
-    seq = await tx.insert_event(
+    seq = unit.insert_event(
         source=event.source,
         received=now,
         topic=event.topic,
@@ -279,12 +242,8 @@ async def _record_poison(
     return Outcome("rejected" if seq else "duplicate", destination_id, reason, poison=True)
 
 
-async def _record_seen(
-    journal: Journal,
-    tx: Transaction,
-    event: DestinationEvent | RejectedInput,
-    prior: EventRecord,
-    now: float,
+def _record_seen(
+    unit: UnitOfWork, event: DestinationEvent | RejectedInput, prior: EventRecord, now: float
 ) -> Outcome:
     """An event-id journaled before: the same message is a redelivery, another is an error."""
     if _same_message(prior, event):
@@ -298,7 +257,7 @@ async def _record_seen(
     verb = task_id = destination_id = None
     if isinstance(event, DestinationEvent):
         verb, task_id, destination_id = event.verb, event.task_id, event.destination_id
-    await tx.insert_event(
+    unit.insert_event(
         source=event.source,
         received=now,
         topic=event.topic,
@@ -320,19 +279,14 @@ def _same_message(prior: EventRecord, event: DestinationEvent | RejectedInput) -
     return (prior.topic, prior.payload) == (event.topic, event.payload)
 
 
-async def _record_one(
-    journal: Journal,
-    tx: Transaction,
-    event: DestinationEvent,
-    now: float,
-    hold_seconds: float,
-    prefetched: Prefetched,
+def _record_one(
+    unit: UnitOfWork, event: DestinationEvent, now: float, hold_seconds: float
 ) -> Outcome:
     destination_id = event.destination_id
     if destination_id is None:
-        destination_id = await journal.next_destination_id()
+        destination_id = unit.next_destination_id()
     try:
-        outcome = await _apply(journal, tx, event, destination_id, now, hold_seconds, prefetched)
+        outcome = _apply(unit, event, destination_id, now, hold_seconds)
     except RejectedEventError as exc:
         outcome = Outcome(
             "rejected",
@@ -341,7 +295,7 @@ async def _record_one(
             details=exc.details,
             conflict=isinstance(exc, ConflictingEventError),
         )
-    seq = await tx.insert_event(
+    seq = unit.insert_event(
         source=event.source,
         received=now,
         topic=event.topic,
@@ -358,13 +312,8 @@ async def _record_one(
     return outcome
 
 
-async def resolve_target(
-    journal: Journal, body: TaskDestinationBody, *, tapes: Mapping[str, TapeRecord] | None = None
-) -> Target:
-    """Which tape or pool a body names; contradictions are rejected, not guessed.
-
-    `tapes`: records already read (a batch's barcodes); others are read here.
-    """
+def resolve_target(unit: UnitOfWork, body: TaskDestinationBody) -> Target:
+    """Which tape or pool a body names; contradictions are rejected, not guessed."""
     barcode = body.tape_barcode
     if barcode is not None:
         try:
@@ -374,7 +323,7 @@ async def resolve_target(
                 f"tape_barcode: {exc.message}", {"tape_barcode": [detail("invalid", barcode)]}
             ) from exc
     if body.tape_id is not None:
-        tape = await journal.tape_by_id(body.tape_id)
+        tape = unit.tape_by_id(body.tape_id)
         if tape is None:
             if barcode is None:
                 return Target(None, None, "failed", f"unknown tape_id {body.tape_id}")
@@ -385,8 +334,9 @@ async def resolve_target(
             )
         else:
             barcode = tape.barcode
-    pools = {p.name: p for p in await journal.pools()}
     pool_name = body.pool_name
+    needs_pools = pool_name is not None or body.pool_id is not None
+    pools = {p.name: p for p in unit.pools()} if needs_pools else {}
     if body.pool_id is not None:
         by_id = next((p for p in pools.values() if p.pool_id == body.pool_id), None)
         if by_id is None and pool_name is None:
@@ -408,9 +358,7 @@ async def resolve_target(
             f"pool {pool_name!r} holds {pools[pool_name].content}, not tape: not ours",
         )
     if barcode is not None:
-        tape = tapes.get(barcode) if tapes is not None else None
-        if tape is None:
-            tape = await journal.tape(barcode)
+        tape = unit.tape(barcode)
         if tape is None:
             return Target(
                 barcode, pool_name, "failed", f"unknown barcode {barcode}: not in this library"
@@ -431,16 +379,14 @@ async def resolve_target(
     return Target(None, None, "applied", "no tape asked for: nothing to mount")
 
 
-async def _apply(
-    journal: Journal,
-    tx: Transaction,
+def _apply(
+    unit: UnitOfWork,
     event: DestinationEvent,
     destination_id: int,
     now: float,
     hold_seconds: float,
-    prefetched: Prefetched,
 ) -> Outcome:
-    existing = await prefetched.destination(journal, destination_id)
+    existing = unit.destination(destination_id)
     if existing is not None and existing.task_id != event.task_id:
         raise RejectedEventError(
             f"destination {destination_id} belongs to task {existing.task_id}, not {event.task_id}"
@@ -456,11 +402,11 @@ async def _apply(
     if event.verb == "release":
         if existing is None:
             return Outcome("ignored", destination_id, f"no destination {destination_id}")
-        await _release_active(journal, tx, destination_id, now, "released")
+        _release_active(unit, destination_id, now, "released")
         return Outcome("applied", destination_id)
     if event.verb == "destroy":
         if existing is None:
-            await tx.destroy_unknown_destination(
+            unit.destroy_unknown_destination(
                 destination_id, task_id=event.task_id, sequence=event.sequence, now=now
             )
             return Outcome(
@@ -469,8 +415,8 @@ async def _apply(
                 f"destination {destination_id} destroyed before it was created: "
                 "a create of it arriving later is ignored",
             )
-        await _release_active(journal, tx, destination_id, now, "destroyed")
-        await tx.destroy_destination(destination_id, sequence=event.sequence, now=now)
+        _release_active(unit, destination_id, now, "destroyed")
+        unit.destroy_destination(destination_id, sequence=event.sequence, now=now)
         return Outcome("applied", destination_id)
 
     if event.body is None or body is None:
@@ -480,7 +426,7 @@ async def _apply(
     unknown_update = event.verb == "update" and existing is None and event.sequence is None
     if unknown_update and route is None:
         raise RejectedEventError(f"update of unknown destination {destination_id}")
-    target = await resolve_target(journal, event.body, tapes=prefetched.tapes)
+    target = resolve_target(unit, event.body)
     if route is not None:
         # In a fleet, another library's destination is journaled as such first: an
         # update of one we never saw is most likely theirs.
@@ -498,7 +444,7 @@ async def _apply(
             else _route_target(event, route, existing, target)
         )
         if isinstance(routed, str):
-            return await _not_ours(journal, tx, event, existing, destination_id, now, routed)
+            return _not_ours(unit, event, existing, destination_id, now, routed)
         if unknown_update:
             raise RejectedEventError(f"update of unknown destination {destination_id}")
         target = routed
@@ -513,22 +459,21 @@ async def _apply(
         target.reason,
         event.sequence,
     )
+    # A destination we have just created has no request yet.
+    active = unit.active_request_for(destination_id) if existing is not None else None
     if existing is None:
-        await tx.insert_destination(write, now)
+        unit.insert_destination(write, now)
     else:
-        await tx.update_destination(write, now)
-
-    # A destination we have just created has no request yet: one trip saved.
-    active = await journal.active_request_for(destination_id) if existing is not None else None
+        unit.update_destination(write, now)
     if active is not None and _same_target(active, target):
         # A repeated create/update renews the lease; nothing else changes.
         if active.state is RequestState.READY:
-            await tx.renew_lease(active.id, now, hold_seconds)
+            unit.renew_lease(active.id, now, hold_seconds)
         return Outcome("applied", destination_id)
     if active is not None:
-        await _release_active(journal, tx, destination_id, now, "replaced by an update")
+        unit.release(active, now, "replaced by an update")
     if target.status == "active":
-        await tx.add_request(
+        unit.add_request(
             destination_id,
             barcode=target.barcode,
             pool=target.pool,
@@ -536,10 +481,8 @@ async def _apply(
             size_bytes=event.size_bytes,
         )
     elif target.status == "failed":
-        failed = await tx.add_request(
-            destination_id, barcode=target.barcode, pool=target.pool, now=now
-        )
-        await tx.set_request_state(failed, RequestState.FAILED, now, reason=target.reason)
+        failed = unit.add_request(destination_id, barcode=target.barcode, pool=target.pool, now=now)
+        unit.set_request_state(failed, RequestState.FAILED, now, reason=target.reason)
     return Outcome("applied", destination_id, target.reason)
 
 
@@ -568,9 +511,8 @@ def _route_target(
     return routing.not_ours_pool(target.pool, route.library_id)
 
 
-async def _not_ours(
-    journal: Journal,
-    tx: Transaction,
+def _not_ours(
+    unit: UnitOfWork,
     event: DestinationEvent,
     existing: DestinationRecord | None,
     destination_id: int,
@@ -592,10 +534,10 @@ async def _not_ours(
         event.sequence,
     )
     if existing is None:
-        await tx.insert_destination(write, now)
+        unit.insert_destination(write, now)
     else:
-        await _release_active(journal, tx, destination_id, now, "now another library's")
-        await tx.update_destination(write, now)
+        _release_active(unit, destination_id, now, "now another library's")
+        unit.update_destination(write, now)
     return Outcome("ignored", destination_id, reason)
 
 
@@ -636,12 +578,10 @@ def _same_target(active: RequestRecord, target: Target) -> bool:
     return target.pool is not None and active.pool == target.pool
 
 
-async def _release_active(
-    journal: Journal, tx: Transaction, destination_id: int, now: float, why: str
-) -> None:
-    active = await journal.active_request_for(destination_id)
+def _release_active(unit: UnitOfWork, destination_id: int, now: float, why: str) -> None:
+    active = unit.active_request_for(destination_id)
     if active is not None:
-        await tx.release(active, now, why)
+        unit.release(active, now, why)
 
 
 @dataclass(frozen=True, slots=True)

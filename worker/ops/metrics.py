@@ -68,6 +68,11 @@ JOURNAL_COMMIT = Histogram(
     "Duration of a journal commit (the fsync an event waits for)",
     buckets=_COMMIT_BUCKETS,
 )
+JOURNAL_ROUND_TRIPS = Counter(
+    "tapeworker_journal_round_trips",
+    "Trips from the event loop to the journal's database thread (a statement, or a "
+    "whole batch of events)",
+)
 PLANNING_ROUNDS = Counter("tapeworker_planning_rounds", "Rounds of the planning loop")
 DRAINING = Gauge("tapeworker_draining", "1 while the daemon mounts nothing new")
 #: `tapeworker_library_info{library_id=...} 1`: joins this daemon's series to its

@@ -224,6 +224,7 @@ class Service:
             stack.push_async_callback(journal.close)
             journal.max_payload_bytes = settings.journal.max_payload_bytes
             journal.on_commit = metrics.JOURNAL_COMMIT.observe
+            journal.count_round_trips(metrics.JOURNAL_ROUND_TRIPS.inc)
             try:
                 library = settings.open_library(definition)
             except (OSError, DriverError) as exc:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import functools
 import hashlib
 import json
@@ -22,13 +23,12 @@ import os
 import sqlite3
 import sys
 import time
-from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, TypeVar
 
-import aiosqlite
 import structlog
 
 from drivers.base import Inventory
@@ -39,6 +39,7 @@ from worker.core.requests import ACTIVE, RequestState, lease_expiry, transition
 from worker.errors import JournalDamagedError, JournalError, JournalFaultError
 from worker.seed.query import FILTERABLE, SORTABLE, Filter, IndexQuery, SortKey
 from worker.seed.tape_ids import tape_id_block
+from worker.state.connection import ThreadConnection
 from worker.state.model import StateModel
 from worker.state.records import (
     ApiKeyRecord,
@@ -76,6 +77,7 @@ __all__ = [
     "RequestRecord",
     "TapeRecord",
     "Transaction",
+    "UnitOfWork",
     "cap_payload",
     "check_file",
     "damaged_message",
@@ -341,6 +343,7 @@ CREATE TABLE IF NOT EXISTS api_keys (
 
 
 Record = TypeVar("Record")
+Result = TypeVar("Result")
 
 
 class ModelNotes:
@@ -376,6 +379,25 @@ class ModelNotes:
         items, self._items = self._items or [], None
         return items
 
+
+#: Reads that the Journal and a UnitOfWork both make.
+_TAPE = "SELECT * FROM tapes WHERE barcode=?"
+_TAPE_BY_ID = "SELECT * FROM tapes WHERE tape_id=?"
+_POOLS = "SELECT * FROM pools ORDER BY pool_id"
+_EVENT_BY_DEDUP_KEY = "SELECT * FROM events WHERE dedup_key=?"
+_DESTINATION = "SELECT * FROM destinations WHERE id=?"
+_REQUEST = "SELECT * FROM requests WHERE id=?"
+_ACTIVE_STATES = tuple(s.value for s in sorted(ACTIVE, key=lambda s: s.value))
+_ACTIVE_REQUEST_FOR = (
+    "SELECT * FROM requests WHERE destination_id=? "  # noqa: S608 - placeholders only
+    f"AND state IN ({','.join('?' * len(_ACTIVE_STATES))}) ORDER BY id DESC LIMIT 1"
+)
+#: Past the highest id ever given, also when retention pruned it.
+_NEXT_DESTINATION_ID = (
+    "SELECT MAX(COALESCE((SELECT MAX(id) FROM destinations), 0), "
+    "COALESCE((SELECT CAST(value AS INTEGER) FROM meta "
+    "WHERE key='destination_high_water'), 0)) + 1"
+)
 
 #: Ids per `IN (...)` list: far below SQLite's limit on bound parameters.
 _BATCH = 500
@@ -418,7 +440,7 @@ def _columns(cls: type) -> tuple[tuple[str, bool], ...]:
 _INTERNED = 40
 
 
-def _from_row(cls: type[Record], row: aiosqlite.Row, **overrides: Any) -> Record:
+def _from_row(cls: type[Record], row: sqlite3.Row, **overrides: Any) -> Record:
     """A record from a row of the same column names; 0/1 columns become bools."""
     values: dict[str, Any] = {}
     for name, is_bool in _columns(cls):  # type: ignore[arg-type]
@@ -436,15 +458,15 @@ def _from_row(cls: type[Record], row: aiosqlite.Row, **overrides: Any) -> Record
     return cls(**values)
 
 
-def _request(row: aiosqlite.Row) -> RequestRecord:
+def _request(row: sqlite3.Row) -> RequestRecord:
     return _from_row(RequestRecord, row, state=RequestState(row["state"]), priority=0)
 
 
-def _tape(row: aiosqlite.Row) -> TapeRecord:
+def _tape(row: sqlite3.Row) -> TapeRecord:
     return _from_row(TapeRecord, row)
 
 
-def _destination(row: aiosqlite.Row) -> DestinationRecord:
+def _destination(row: sqlite3.Row) -> DestinationRecord:
     return _from_row(DestinationRecord, row, body_json=row["body"], nested_json=row["nested"])
 
 
@@ -739,7 +761,7 @@ JOIN tapes AS t ON t.barcode = COALESCE(NULLIF(r.barcode, ''), d.barcode)
 """
 
 
-def _operation(row: aiosqlite.Row) -> OperationRecord:
+def _operation(row: sqlite3.Row) -> OperationRecord:
     return _from_row(OperationRecord, row, request_ids=tuple(json.loads(row["request_ids"])))
 
 
@@ -789,9 +811,8 @@ CREATE INDEX IF NOT EXISTS destinations_task_pool ON destinations(task_id, delet
 """
 
 
-async def _quick_check(db: aiosqlite.Connection) -> list[str]:
-    async with db.execute("PRAGMA quick_check") as cur:
-        found = [str(row[0]) for row in await cur.fetchall()]
+async def _quick_check(db: ThreadConnection) -> list[str]:
+    found = [str(row[0]) for row in await db.execute_fetchall("PRAGMA quick_check")]
     return [] if found == ["ok"] else found
 
 
@@ -887,17 +908,15 @@ def damaged_message(path: Path, problems: Sequence[str]) -> str:
     )
 
 
-async def _prepare(db: aiosqlite.Connection, path: Path) -> None:
+async def _prepare(db: ThreadConnection, path: Path) -> None:
     """Pragmas, schema and migrations of a freshly opened connection."""
-    db.row_factory = aiosqlite.Row
     await db.execute("PRAGMA journal_mode=WAL")
     # FULL, not NORMAL: in WAL mode NORMAL may lose the last commits on power loss,
     # and those may be events we already acknowledged.
     await db.execute("PRAGMA synchronous=FULL")
     await db.execute("PRAGMA busy_timeout=5000")
     await db.executescript(_SCHEMA)
-    async with db.execute("SELECT value FROM meta WHERE key='schema'") as cur:
-        row = await cur.fetchone()
+    row = next(iter(await db.execute_fetchall("SELECT value FROM meta WHERE key='schema'")), None)
     if row is None:
         await db.execute("INSERT INTO meta(key, value) VALUES('schema', ?)", (str(SCHEMA_VERSION),))
     elif int(row[0]) in _MIGRATIONS:
@@ -907,7 +926,7 @@ async def _prepare(db: aiosqlite.Connection, path: Path) -> None:
     await db.executescript(_INDEXES)
 
 
-async def _migrate(db: aiosqlite.Connection, version: int) -> None:
+async def _migrate(db: ThreadConnection, version: int) -> None:
     """Bring an older journal up to SCHEMA_VERSION in one transaction."""
     await db.execute("BEGIN IMMEDIATE")
     try:
@@ -932,7 +951,7 @@ def _readonly_uri(path: Path) -> str:
 class Journal:
     """One connection, used from one event loop. Every public write commits."""
 
-    def __init__(self, db: aiosqlite.Connection, path: Path) -> None:
+    def __init__(self, db: ThreadConnection, path: Path) -> None:
         self._db = db
         self.path = path
         # One connection serves the HTTP handlers, the MQTT intake and the executor:
@@ -972,7 +991,7 @@ class Journal:
         except OSError as exc:
             raise JournalError(f"{path.parent}: cannot create the state directory: {exc}") from exc
         try:
-            db = await aiosqlite.connect(path, isolation_level=None)
+            db = await ThreadConnection.connect(path, isolation_level=None)
         except Exception as exc:
             raise JournalError(f"{path}: cannot open the journal: {exc}") from exc
         try:
@@ -1003,14 +1022,13 @@ class Journal:
         """
         uri = _readonly_uri(path)
         try:
-            db = await aiosqlite.connect(uri, uri=True, isolation_level=None)
+            db = await ThreadConnection.connect(uri, uri=True, isolation_level=None)
         except Exception as exc:
             raise JournalError(f"{path}: cannot read the journal: {exc}") from exc
         try:
-            db.row_factory = aiosqlite.Row
             await db.execute("PRAGMA busy_timeout=5000")
-            async with db.execute("SELECT value FROM meta WHERE key='schema'") as cur:
-                row = await cur.fetchone()
+            rows = await db.execute_fetchall("SELECT value FROM meta WHERE key='schema'")
+            row = next(iter(rows), None)
         except Exception as exc:
             # The connection's thread would keep the process alive at exit.
             await db.close()
@@ -1065,15 +1083,69 @@ class Journal:
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[Transaction]:
         """One atomic batch: everything done through the Transaction commits together,
-        or nothing does.
+        or nothing does. Each of its writes is a trip to the database thread; see
+        `apply` for work of many writes.
 
         A write the journal refuses raises JournalFaultError (nothing committed).
         """
+        model = self.current_model
         async with self._write() as db:
-            yield Transaction(self, db, self._notes)
+            yield Transaction(db, UnitOfWork(self, db.connection, self._notes, model))
+
+    async def apply(self, work: Callable[[UnitOfWork], Result]) -> Result:
+        """`work` in one transaction, run whole in the database thread: BEGIN
+        IMMEDIATE, everything `work` does through the UnitOfWork, and COMMIT are one
+        trip. Its result, once committed.
+
+        `work` must not touch the event loop (it runs in another thread); it reads
+        through the UnitOfWork (from the state in memory where that is in step). When
+        it raises, nothing is committed and the exception is raised here; a write the
+        journal refuses raises JournalFaultError. The model takes the writes' changes
+        only after COMMIT, as with `transaction`.
+        """
+        async with self._tx_lock:
+            model = self.current_model
+            notes = self._notes = ModelNotes()
+            notes.start(collect=self.model is not None)
+            try:
+                unit = UnitOfWork(self, self._db.connection, notes, model)
+                done: tuple[Result, float] = await self._db.run(self._apply_in_thread, work, unit)
+            except asyncio.CancelledError:
+                # The thread may still commit what our caller no longer waits for:
+                # the model is read anew from the file after the next write.
+                self._model_stale = self.model is not None
+                raise
+            except BaseException as exc:
+                if isinstance(exc, sqlite3.Error) and fault_kind(exc) is not None:
+                    raise self._faulted(exc) from exc
+                raise
+            result, commit_s = done
+            self.on_commit(commit_s)
+            if not self._apply_changes(notes):
+                self._model_stale = True
+        await self._after_write()
+        return result
+
+    @staticmethod
+    def _apply_in_thread(
+        conn: sqlite3.Connection, work: Callable[[UnitOfWork], Result], unit: UnitOfWork
+    ) -> tuple[Result, float]:
+        """In the database thread: BEGIN, the work, COMMIT (ROLLBACK when it raises);
+        the result and how long COMMIT took."""
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            result = work(unit)
+            committing = time.monotonic()
+            conn.execute("COMMIT")
+            return result, time.monotonic() - committing
+        except BaseException:
+            # SQLite has already rolled back after some errors (SQLITE_FULL).
+            with contextlib.suppress(sqlite3.Error):
+                conn.execute("ROLLBACK")
+            raise
 
     @asynccontextmanager
-    async def _write(self) -> AsyncIterator[aiosqlite.Connection]:
+    async def _write(self) -> AsyncIterator[ThreadConnection]:
         """The connection inside BEGIN IMMEDIATE ... COMMIT; it never leaves this module.
 
         The model changes the writes noted are applied once COMMIT succeeded, still
@@ -1085,22 +1157,29 @@ class Journal:
                 if fault_kind(exc) is None:
                     raise
                 raise self._faulted(exc) from exc
-            self._notes.start(collect=self.model is not None)
+            # Notes of their own for each write: a cancelled one's thread may still
+            # note what it does.
+            notes = self._notes = ModelNotes()
+            notes.start(collect=self.model is not None)
             try:
                 yield self._db
                 committing = time.monotonic()
                 await self._db.execute("COMMIT")
                 self.on_commit(time.monotonic() - committing)
             except BaseException as exc:
-                self._notes.start(collect=False)
+                notes.start(collect=False)
                 # SQLite has already rolled back after some errors (SQLITE_FULL).
                 with contextlib.suppress(sqlite3.Error):
                     await self._db.execute("ROLLBACK")
                 if isinstance(exc, sqlite3.Error) and fault_kind(exc) is not None:
                     raise self._faulted(exc) from exc
                 raise
-            if not self._apply_changes():
+            if not self._apply_changes(notes):
                 self._model_stale = True
+        await self._after_write()
+
+    async def _after_write(self) -> None:
+        """After a write that worked: clear a fault, and rebuild a model left behind."""
         if self._healthy():
             self._model_stale = self.model is not None
         if self._model_stale:
@@ -1114,9 +1193,9 @@ class Journal:
             else:
                 self._model_stale = False
 
-    def _apply_changes(self) -> bool:
+    def _apply_changes(self, notes: ModelNotes) -> bool:
         """Apply the committed write's noted changes; False if the model failed to."""
-        changes = self._notes.take()
+        changes = notes.take()
         model = self.model
         if model is None or not changes:
             return True
@@ -1128,6 +1207,16 @@ class Journal:
             return False
         model.version += 1
         return True
+
+    @property
+    def round_trips(self) -> int:
+        """Trips to the database thread so far (each statement awaited, each `apply`)."""
+        return self._db.trips
+
+    def count_round_trips(self, counter: Callable[[], None]) -> None:
+        """Tell `counter` of each trip to the database thread (the service hands it
+        the metric)."""
+        self._db.on_trip = counter
 
     @property
     def current_model(self) -> StateModel | None:
@@ -1198,7 +1287,7 @@ class Journal:
         """SQLite's quick_check: [] when the file is sound, else what it found."""
         return await _quick_check(self._db)
 
-    async def _all(self, sql: str, params: Sequence[Any] = ()) -> list[aiosqlite.Row]:
+    async def _all(self, sql: str, params: Sequence[Any] = ()) -> list[sqlite3.Row]:
         # One trip to the database thread (execute, fetch and close would be three):
         # on a busy machine each trip costs hundreds of microseconds.
         try:
@@ -1214,17 +1303,14 @@ class Journal:
         """The rows as plain tuples (far cheaper to read than named rows), a chunk at
         a time: a large table is never held whole as rows beside its records."""
         try:
-            async with self._db.cursor() as cursor:
-                cursor.row_factory = None
-                await cursor.execute(sql, params)
-                while chunk := await cursor.fetchmany(_CHUNK):
-                    yield chunk  # type: ignore[misc]  # tuples: no row factory
+            async for chunk in self._db.chunks(sql, params, _CHUNK):
+                yield chunk
         except sqlite3.Error as exc:
             if fault_kind(exc) is None:
                 raise
             raise self._faulted(exc) from exc
 
-    async def _one(self, sql: str, params: Sequence[Any] = ()) -> aiosqlite.Row | None:
+    async def _one(self, sql: str, params: Sequence[Any] = ()) -> sqlite3.Row | None:
         """The first row (callers ask for one: a key, or LIMIT 1), in one trip."""
         try:
             rows = await self._db.execute_fetchall(sql, params)
@@ -1383,7 +1469,7 @@ class Journal:
 
     async def _place(
         self,
-        db: aiosqlite.Connection,
+        db: ThreadConnection,
         barcode: str,
         *,
         slot: int | None,
@@ -1453,17 +1539,16 @@ class Journal:
         return [_tape(r) for r in await self._all("SELECT * FROM tapes ORDER BY barcode")]
 
     async def tape(self, barcode: str) -> TapeRecord | None:
-        row = await self._one("SELECT * FROM tapes WHERE barcode=?", (barcode,))
+        row = await self._one(_TAPE, (barcode,))
         return _tape(row) if row else None
 
     async def tape_by_id(self, tape_id: int) -> TapeRecord | None:
-        row = await self._one("SELECT * FROM tapes WHERE tape_id=?", (tape_id,))
+        row = await self._one(_TAPE_BY_ID, (tape_id,))
         return _tape(row) if row else None
 
     async def pools(self) -> list[PoolRecord]:
         if self._pools is None:
-            rows = await self._all("SELECT * FROM pools ORDER BY pool_id")
-            self._pools = [_from_row(PoolRecord, r) for r in rows]
+            self._pools = [_from_row(PoolRecord, r) for r in await self._all(_POOLS)]
         return list(self._pools)
 
     async def drives(self) -> list[DriveRecord]:
@@ -1561,7 +1646,7 @@ class Journal:
 
     async def _operator_event(
         self,
-        db: aiosqlite.Connection,
+        db: ThreadConnection,
         action: str,
         who: str,
         reason: str | None,
@@ -1569,7 +1654,7 @@ class Journal:
         target: str,
     ) -> None:
         """An operator's action as an event: who and why, in the caller's transaction."""
-        await Transaction(self, db, self._notes).insert_event(
+        await Transaction(db, UnitOfWork(self, db.connection, self._notes, None)).insert_event(
             source="operator",
             received=now,
             topic=target,
@@ -1601,7 +1686,7 @@ class Journal:
 
     async def event_with_dedup_key(self, dedup_key: str) -> EventRecord | None:
         """The event journaled under a publisher's event-id, if any."""
-        row = await self._one("SELECT * FROM events WHERE dedup_key=?", (dedup_key,))
+        row = await self._one(_EVENT_BY_DEDUP_KEY, (dedup_key,))
         return _from_row(EventRecord, row) if row else None
 
     # -- pool destinations held for a fleet -----------------------------------------
@@ -1663,7 +1748,7 @@ class Journal:
     # -- destinations ----------------------------------------------------------------
 
     async def destination(self, destination_id: int) -> DestinationRecord | None:
-        row = await self._one("SELECT * FROM destinations WHERE id=?", (destination_id,))
+        row = await self._one(_DESTINATION, (destination_id,))
         return _destination(row) if row else None
 
     async def destinations(self, task_id: str | None = None) -> list[DestinationRecord]:
@@ -1806,12 +1891,7 @@ class Journal:
             return bool(cur.rowcount)
 
     async def next_destination_id(self) -> int:
-        # Past the highest id ever given, also when retention pruned it.
-        row = await self._one(
-            "SELECT MAX(COALESCE((SELECT MAX(id) FROM destinations), 0), "
-            "COALESCE((SELECT CAST(value AS INTEGER) FROM meta "
-            "WHERE key='destination_high_water'), 0)) + 1"
-        )
+        row = await self._one(_NEXT_DESTINATION_ID)
         return int(row[0]) if row else 1
 
     # -- retention -------------------------------------------------------------------
@@ -1856,11 +1936,11 @@ class Journal:
                         )
                     cur = await db.execute(sql, (before, batch))
                     if table == "requests":
-                        rows = list(await cur.fetchall())
+                        rows = cur.rows
                         deleted = len(rows)
                         await self._note_pruned_requests(rows)
                     elif table == "destinations":
-                        rows = list(await cur.fetchall())
+                        rows = cur.rows
                         deleted = len(rows)
                         self._notes.note(StateModel.apply_pruned, [int(r[0]) for r in rows], [], [])
                     else:
@@ -1872,7 +1952,7 @@ class Journal:
             await self._checkpoint()
         return PruneCounts(**counts)
 
-    async def _note_pruned_requests(self, rows: Sequence[aiosqlite.Row]) -> None:
+    async def _note_pruned_requests(self, rows: Sequence[sqlite3.Row]) -> None:
         """Inside a prune's write: the requests it deleted and, for the model, the
         latest request left to each of their destinations."""
         if not self._notes.collecting or not rows:
@@ -1914,7 +1994,7 @@ class Journal:
     # -- requests ----------------------------------------------------------------------
 
     async def request(self, request_id: int) -> RequestRecord | None:
-        row = await self._one("SELECT * FROM requests WHERE id=?", (request_id,))
+        row = await self._one(_REQUEST, (request_id,))
         return _request(row) if row else None
 
     async def requests(self, states: Iterable[RequestState] | None = None) -> list[RequestRecord]:
@@ -1929,12 +2009,7 @@ class Journal:
         return [_request(r) for r in rows]
 
     async def active_request_for(self, destination_id: int) -> RequestRecord | None:
-        marks = ",".join("?" * len(ACTIVE))
-        row = await self._one(
-            f"SELECT * FROM requests WHERE destination_id=? AND state IN ({marks}) "  # noqa: S608
-            "ORDER BY id DESC LIMIT 1",
-            (destination_id, *[s.value for s in ACTIVE]),
-        )
+        row = await self._one(_ACTIVE_REQUEST_FOR, (destination_id, *_ACTIVE_STATES))
         return _request(row) if row else None
 
     async def latest_request_for(self, destination_id: int) -> RequestRecord | None:
@@ -1974,35 +2049,139 @@ class Journal:
         return [_operation(r) for r in rows]
 
 
-class Transaction:
-    """The unit of work of one journal transaction: each write is a method named for
-    what it means. Reads through it see the transaction's own writes."""
+class UnitOfWork:
+    """The writes of one journal transaction, each a method named for what it means,
+    and the reads they need; synchronous, in the database thread.
 
-    def __init__(self, journal: Journal, db: aiosqlite.Connection, notes: ModelNotes) -> None:
+    `Journal.apply` hands one to a function that does a whole batch in one trip;
+    `Transaction` runs each method as a trip of its own. Reads see the transaction's
+    own writes: what it has not touched comes from the state in memory when that is
+    in step with the file, the rest from the file.
+    """
+
+    def __init__(
+        self,
+        journal: Journal,
+        conn: sqlite3.Connection,
+        notes: ModelNotes,
+        model: StateModel | None,
+    ) -> None:
         self._journal = journal
-        self._db = db
+        self._conn = conn
         self._notes = notes
+        self._model = model
+        #: What this transaction wrote: the model does not have it yet.
+        self._destinations: set[int] = set()
+        self._requests: set[int] = set()
+        self._tapes: set[str] = set()
+        #: A request was written whose destination we do not know: the model's view of
+        #: every destination's requests may be behind.
+        self._all_requests = False
 
-    async def request(self, request_id: int) -> RequestRecord | None:
-        return await self._journal.request(request_id)
+    def _one(self, sql: str, params: Sequence[Any] = ()) -> sqlite3.Row | None:
+        row: sqlite3.Row | None = self._conn.execute(sql, params).fetchone()
+        return row
 
-    @asynccontextmanager
-    async def savepoint(self) -> AsyncIterator[None]:
-        """Inside a caller's transaction: undo just this part when it raises."""
-        await self._db.execute("SAVEPOINT part")
-        mark = self._notes.mark()
+    def _execute(self, sql: str, params: Sequence[Any] = ()) -> sqlite3.Cursor:
+        return self._conn.execute(sql, params)
+
+    def _wrote_request(self, request_id: int, destination_id: int | None) -> None:
+        self._requests.add(request_id)
+        if destination_id is None and self._model is not None:
+            known = self._model.request(request_id)
+            destination_id = known.destination_id if known is not None else None
+        if destination_id is None:
+            self._all_requests = True
+        else:
+            self._destinations.add(destination_id)
+
+    # -- reads -------------------------------------------------------------------------
+
+    def request(self, request_id: int) -> RequestRecord | None:
+        if self._model is not None and request_id not in self._requests:
+            # The model keeps the active requests and each destination's latest.
+            known = self._model.request(request_id)
+            if known is not None:
+                return known
+        row = self._one(_REQUEST, (request_id,))
+        return _request(row) if row else None
+
+    def active_request_for(self, destination_id: int) -> RequestRecord | None:
+        model = self._model
+        if (
+            model is not None
+            and not self._all_requests
+            and destination_id not in self._destinations
+        ):
+            return model.active_request_for(destination_id)
+        row = self._one(_ACTIVE_REQUEST_FOR, (destination_id, *_ACTIVE_STATES))
+        return _request(row) if row else None
+
+    def destination(self, destination_id: int) -> DestinationRecord | None:
+        if self._model is not None and destination_id not in self._destinations:
+            return self._model.destination(destination_id)
+        row = self._one(_DESTINATION, (destination_id,))
+        return _destination(row) if row else None
+
+    def tape(self, barcode: str) -> TapeRecord | None:
+        if self._model is not None and barcode not in self._tapes:
+            return self._model.tape(barcode)
+        row = self._one(_TAPE, (barcode,))
+        return _tape(row) if row else None
+
+    def tape_by_id(self, tape_id: int) -> TapeRecord | None:
+        if self._model is not None:
+            # Writes here never change which tape has which id.
+            known = self._model.tape_by_id(tape_id)
+            return None if known is None else self.tape(known.barcode)
+        row = self._one(_TAPE_BY_ID, (tape_id,))
+        return _tape(row) if row else None
+
+    def pools(self) -> list[PoolRecord]:
+        """The pools, by id (no write here changes them)."""
+        if self._model is not None:
+            return sorted(self._model.pools.values(), key=lambda p: p.pool_id)
+        return [_from_row(PoolRecord, r) for r in self._conn.execute(_POOLS).fetchall()]
+
+    def event_with_dedup_key(self, dedup_key: str) -> EventRecord | None:
+        """The event journaled under a publisher's event-id, if any."""
+        row = self._one(_EVENT_BY_DEDUP_KEY, (dedup_key,))
+        return _from_row(EventRecord, row) if row else None
+
+    def next_destination_id(self) -> int:
+        row = self._one(_NEXT_DESTINATION_ID)
+        return int(row[0]) if row else 1
+
+    # -- savepoints ----------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def savepoint(self) -> Iterator[None]:
+        """Undo just this part when it raises (the transaction goes on)."""
+        mark = self.open_savepoint()
         try:
             yield
         except BaseException:
-            self._notes.drop_after(mark)
-            # After a refused write SQLite may have ended the transaction already.
-            with contextlib.suppress(sqlite3.Error):
-                await self._db.execute("ROLLBACK TO part")
-                await self._db.execute("RELEASE part")
+            self.undo_savepoint(mark)
             raise
-        await self._db.execute("RELEASE part")
+        self.close_savepoint()
 
-    async def insert_event(
+    def open_savepoint(self) -> int:
+        self._conn.execute("SAVEPOINT part")
+        return self._notes.mark()
+
+    def undo_savepoint(self, mark: int) -> None:
+        self._notes.drop_after(mark)
+        # After a refused write SQLite may have ended the transaction already.
+        with contextlib.suppress(sqlite3.Error):
+            self._conn.execute("ROLLBACK TO part")
+            self._conn.execute("RELEASE part")
+
+    def close_savepoint(self) -> None:
+        self._conn.execute("RELEASE part")
+
+    # -- events and idempotency keys -----------------------------------------------------
+
+    def insert_event(
         self,
         *,
         source: str,
@@ -2017,8 +2196,8 @@ class Transaction:
         dedup_key: str | None = None,
         digest: str | None = None,
     ) -> int | None:
-        """Insert inside a caller's transaction; None when the dedup key was seen."""
-        cur = await self._db.execute(
+        """Journal an event; its sequence number, None when the dedup key was seen."""
+        cur = self._execute(
             "INSERT INTO events(source, dedup_key, topic, verb, task_id, destination_id, "
             "payload, received, status, reason, digest) VALUES(?,?,?,?,?,?,?,?,?,?,?) "
             "ON CONFLICT(dedup_key) DO NOTHING",
@@ -2038,7 +2217,7 @@ class Transaction:
         )
         return cur.lastrowid if cur.rowcount else None
 
-    async def remember_idempotent_result(
+    def remember_idempotent_result(
         self,
         *,
         scope: str,
@@ -2050,40 +2229,42 @@ class Transaction:
         now: float,
         keep_s: float,
     ) -> None:
-        """Inside the event's own transaction: the key and what it did commit together."""
+        """In the event's own transaction: the key and what it did commit together."""
         # Expired keys go as new ones come: the table holds one keep_s of creates.
-        await self._db.execute("DELETE FROM idempotency_keys WHERE expires<=?", (now,))
-        await self._db.execute(
+        self._execute("DELETE FROM idempotency_keys WHERE expires<=?", (now,))
+        self._execute(
             "INSERT OR REPLACE INTO idempotency_keys(scope, key, fingerprint, status, "
             "destination_id, reason, created, expires) VALUES(?,?,?,?,?,?,?,?)",
             (scope, key, fingerprint, status, destination_id, reason, now, now + keep_s),
         )
 
-    async def save_idempotent_response(
-        self, scope: str, key: str, status: int, response: str
-    ) -> None:
+    def save_idempotent_response(self, scope: str, key: str, status: int, response: str) -> None:
         """The response body as sent, for retries to get the very same answer."""
-        await self._db.execute(
+        self._execute(
             "UPDATE idempotency_keys SET status=?, response=? WHERE scope=? AND key=?",
             (status, response, scope, key),
         )
 
-    async def insert_destination(self, write: DestinationWrite, now: float) -> None:
-        """A new destination's desired state (inside the caller's transaction)."""
-        await self._db.execute(_INSERT_DESTINATION, _insert_values(write, now))
+    # -- destinations --------------------------------------------------------------------
+
+    def insert_destination(self, write: DestinationWrite, now: float) -> None:
+        """A new destination's desired state."""
+        self._execute(_INSERT_DESTINATION, _insert_values(write, now))
+        self._destinations.add(write.destination_id)
         self._notes.note(StateModel.apply_insert_destination, write, now)
 
-    async def insert_destinations(self, writes: Sequence[DestinationWrite], now: float) -> None:
+    def insert_destinations(self, writes: Sequence[DestinationWrite], now: float) -> None:
         """Many new destinations in one statement (an import, a benchmark's journal)."""
-        await self._db.executemany(_INSERT_DESTINATION, [_insert_values(w, now) for w in writes])
+        self._conn.executemany(_INSERT_DESTINATION, [_insert_values(w, now) for w in writes])
+        self._destinations.update(w.destination_id for w in writes)
         self._notes.note(StateModel.apply_insert_destinations, list(writes), now)
 
-    async def update_destination(self, write: DestinationWrite, now: float) -> None:
+    def update_destination(self, write: DestinationWrite, now: float) -> None:
         """Replace a destination's desired state; an event without an order keeps the
         order of the last one that had it. The whole body is replaced, as the seed's
         PUT does; the nested folder and container of an earlier event are kept unless
         the new one carries them. The task is the destination's own, never changed."""
-        await self._db.execute(
+        self._execute(
             "UPDATE destinations SET body=?, barcode=?, pool=?, status=?, reason=?, updated=?, "
             "sequence=COALESCE(?, sequence), folder_id=?, folder_path=?, tape_id=?, "
             "tape_barcode=?, pool_id=?, pool_name=?, nested=COALESCE(?, nested) WHERE id=?",
@@ -2100,47 +2281,64 @@ class Transaction:
                 write.destination_id,
             ),
         )
+        self._destinations.add(write.destination_id)
         self._notes.note(StateModel.apply_update_destination, write, now)
 
-    async def destroy_destination(
-        self, destination_id: int, *, sequence: int | None, now: float
-    ) -> None:
-        """Mark a destination destroyed for good (inside the caller's transaction)."""
-        await self._db.execute(
+    def destroy_destination(self, destination_id: int, *, sequence: int | None, now: float) -> None:
+        """Mark a destination destroyed for good."""
+        self._execute(
             "UPDATE destinations SET deleted=1, status='destroyed', updated=?, "
             "sequence=COALESCE(?, sequence) WHERE id=?",
             (now, sequence, destination_id),
         )
+        self._destinations.add(destination_id)
         self._notes.note(StateModel.apply_destroy_destination, destination_id, sequence, now)
 
-    async def destroy_unknown_destination(
-        self,
-        destination_id: int,
-        *,
-        task_id: str,
-        sequence: int | None,
-        now: float,
+    def destroy_unknown_destination(
+        self, destination_id: int, *, task_id: str, sequence: int | None, now: float
     ) -> None:
         """Record a destroy that arrived before any create, so that a create delayed
         behind it (a redelivery) cannot bring the destination back."""
-        await self._db.execute(
+        self._execute(
             "INSERT INTO destinations(id, task_id, body, status, reason, deleted, created, "
             "updated, sequence) VALUES(?,?,'{}','destroyed',?,1,?,?,?)",
             (destination_id, task_id, "destroyed before it was created", now, now, sequence),
         )
+        self._destinations.add(destination_id)
         self._notes.note(
             StateModel.apply_destroy_unknown_destination, destination_id, task_id, sequence, now
         )
 
-    async def set_request_state(
+    # -- requests ------------------------------------------------------------------------
+
+    def add_request(
         self,
-        request_id: int,
-        new: RequestState,
+        destination_id: int,
+        *,
+        barcode: str | None,
+        pool: str | None,
         now: float,
-        **fields: Any,
+        size_bytes: int | None = None,
+    ) -> int:
+        """A new pending write request for a destination; its id."""
+        cur = self._execute(
+            "INSERT INTO requests(destination_id, barcode, pool, write, state, arrival, updated, "
+            "size_bytes) VALUES(?,?,?,1,'pending',?,?,?)",
+            (destination_id, barcode, pool, now, now, size_bytes),
+        )
+        rid = cur.lastrowid
+        assert rid is not None
+        self._wrote_request(rid, destination_id)
+        self._notes.note(
+            StateModel.apply_add_request, rid, destination_id, barcode, pool, now, size_bytes
+        )
+        return rid
+
+    def set_request_state(
+        self, request_id: int, new: RequestState, now: float, **fields: Any
     ) -> RequestRecord:
-        """Move a request along the state table (inside a caller's transaction)."""
-        current = await self._journal.request(request_id)
+        """Move a request along the state table; the request as it is now."""
+        current = self.request(request_id)
         if current is None:
             raise KeyError(request_id)
         transition(current.state, new)
@@ -2149,14 +2347,228 @@ class Transaction:
         if unknown:
             raise ValueError(f"not request fields: {sorted(unknown)}")
         sets = "".join(f", {k}=?" for k in fields)
-        await self._db.execute(
+        self._execute(
             f"UPDATE requests SET state=?, updated=?{sets} WHERE id=?",  # noqa: S608
             (new.value, now, *fields.values(), request_id),
         )
+        self._wrote_request(request_id, current.destination_id)
         self._notes.note(StateModel.apply_request_state, request_id, new, now, dict(fields))
-        updated = await self._journal.request(request_id)
-        assert updated is not None
-        return updated
+        return dataclasses.replace(current, state=new, updated=now, **fields)
+
+    def release(self, request: RequestRecord, now: float, reason: str) -> None:
+        """End a request: its drive starts idling, and a write that was ready counts
+        its size onto the tape, so that the planner's estimate of the free space
+        follows what was written."""
+        self.set_request_state(request.id, RequestState.RELEASED, now, reason=reason)
+        if (
+            request.state is RequestState.READY
+            and request.write
+            and request.size_bytes
+            and request.barcode is not None
+        ):
+            self._execute(
+                "UPDATE tapes SET used_bytes=used_bytes+? WHERE barcode=?",
+                (request.size_bytes, request.barcode),
+            )
+            self._tapes.add(request.barcode)
+            self._notes.note(StateModel.apply_tape_written, request.barcode, request.size_bytes)
+        if request.drive is not None:
+            self.drive_freed(request.drive, now)
+
+    def assign_tape(self, request_id: int, barcode: str, now: float) -> None:
+        """The tape the planner chose for a pool request, while it is still pending."""
+        self._execute(
+            "UPDATE requests SET barcode=?, updated=? WHERE id=? AND state='pending'",
+            (barcode, now, request_id),
+        )
+        self._wrote_request(request_id, None)
+        self._notes.note(StateModel.apply_assign_tape, request_id, barcode, now)
+
+    def make_ready(
+        self, request_id: int, drive: int, now: float, hold_seconds: float
+    ) -> RequestRecord:
+        """The tape is online in `drive`: the request holds it for one lease."""
+        return self.set_request_state(
+            request_id,
+            RequestState.READY,
+            now,
+            drive=drive,
+            lease_expires=lease_expiry(now, hold_seconds),
+            reason=None,
+        )
+
+    def renew_lease(self, request_id: int, now: float, hold_seconds: float) -> None:
+        """A repeated create or update: the ready request holds its drive one lease more."""
+        self._execute(
+            "UPDATE requests SET lease_expires=? WHERE id=? AND state='ready'",
+            (lease_expiry(now, hold_seconds), request_id),
+        )
+        self._wrote_request(request_id, None)
+        self._notes.note(StateModel.apply_renew_lease, request_id, now, hold_seconds)
+
+    # -- operations ----------------------------------------------------------------------
+
+    def finish_operation(
+        self,
+        operation_id: int,
+        state: str,
+        now: float,
+        *,
+        error: str | None = None,
+        error_class: str | None = None,
+    ) -> None:
+        self._execute(
+            "UPDATE operations SET state=?, error=?, error_class=?, finished=? WHERE id=?",
+            (state, error, error_class, now, operation_id),
+        )
+
+    # -- drives and tapes ----------------------------------------------------------------
+
+    def drive_freed(self, drive: int, now: float) -> None:
+        """Start a drive's idle clock when its last holder lets go."""
+        row = self._one(
+            "SELECT COUNT(*) FROM requests WHERE drive=? AND state IN ('ready','mounting')",
+            (drive,),
+        )
+        if row is not None and row[0] == 0:
+            self._execute("UPDATE drives SET idle_since=? WHERE idx=?", (now, drive))
+        self._notes.note(StateModel.apply_drive_freed, drive, now)
+
+    def move_tape(
+        self,
+        barcode: str,
+        *,
+        slot: int | None,
+        drive: int | None,
+        now: float,
+        mounted: bool = False,
+    ) -> None:
+        """Record a completed move."""
+        self._execute(
+            "UPDATE tapes SET slot=?, drive=?, date_move=?, "
+            "mount_count = mount_count + ? WHERE barcode=?",
+            (slot, drive, now, int(mounted), barcode),
+        )
+        if drive is not None:
+            self._execute("UPDATE drives SET barcode=? WHERE idx=?", (barcode, drive))
+        else:
+            self._execute("UPDATE drives SET barcode=NULL WHERE barcode=?", (barcode,))
+        self._tapes.add(barcode)
+        self._notes.note(StateModel.apply_move_tape, barcode, slot, drive, now, mounted)
+
+    def drive_in_use(self, drive: int) -> None:
+        """A mount starts on the drive: it is no longer idling."""
+        self._execute("UPDATE drives SET idle_since=NULL WHERE idx=?", (drive,))
+        self._notes.note(StateModel.apply_drive_fields, drive, {"idle_since": None})
+
+    def drive_succeeded(self, drive: int) -> None:
+        """A command on the drive worked: its count of consecutive failures restarts."""
+        self._execute("UPDATE drives SET failures=0 WHERE idx=?", (drive,))
+        self._notes.note(StateModel.apply_drive_fields, drive, {"failures": 0})
+
+    def drive_emptied(self, drive: int) -> None:
+        """An unload worked: the drive is empty, sound and not idling."""
+        self._execute("UPDATE drives SET idle_since=NULL, failures=0 WHERE idx=?", (drive,))
+        self._notes.note(StateModel.apply_drive_fields, drive, {"idle_since": None, "failures": 0})
+
+    def count_drive_failure(self, drive: int, message: str, down_after: int) -> str | None:
+        """One more consecutive failure of the drive; the reason when this one marks it
+        down (the drive-health rule), None otherwise."""
+        self._execute("UPDATE drives SET failures = failures + 1 WHERE idx=?", (drive,))
+        self._notes.note(StateModel.apply_drive_failure, drive, message, down_after)
+        row = self._one("SELECT failures, up FROM drives WHERE idx=?", (drive,))
+        if row is None or not row[1] or not drive_health.goes_down(row[0], down_after):
+            return None
+        reason = drive_health.down_reason(message)
+        self._execute("UPDATE drives SET up=0, reason=? WHERE idx=?", (reason, drive))
+        return reason
+
+    def tape_needs_check(self, barcode: str) -> None:
+        """An operator must look at the cartridge before it is used again."""
+        self._execute("UPDATE tapes SET need_to_check=1 WHERE barcode=?", (barcode,))
+        self._tapes.add(barcode)
+        self._notes.note(StateModel.apply_tape_fields, barcode, {"need_to_check": True})
+
+    def cleaning_done(self, barcode: str, drive: int, now: float) -> None:
+        """A cleaning cycle ran: one use less on the cartridge, the drive is clean."""
+        self._execute(
+            "UPDATE tapes SET cleaning_uses_left = MAX(cleaning_uses_left - 1, 0), "
+            "mount_count = mount_count + 1, date_move=? WHERE barcode=?",
+            (now, barcode),
+        )
+        self._execute("UPDATE drives SET needs_cleaning=0 WHERE idx=?", (drive,))
+        self._tapes.add(barcode)
+        self._notes.note(StateModel.apply_cleaning_done, barcode, drive, now)
+
+
+class Transaction:
+    """A UnitOfWork awaited from the event loop: each method is one trip to the
+    database thread (see `UnitOfWork` for what each means)."""
+
+    def __init__(self, db: ThreadConnection, unit: UnitOfWork) -> None:
+        self._db = db
+        self._unit = unit
+
+    async def _trip(self, call: Callable[[], Result]) -> Result:
+        return await self._db.run(lambda _conn: call())
+
+    async def request(self, request_id: int) -> RequestRecord | None:
+        return await self._trip(lambda: self._unit.request(request_id))
+
+    @asynccontextmanager
+    async def savepoint(self) -> AsyncIterator[None]:
+        """Inside a caller's transaction: undo just this part when it raises."""
+        mark = await self._trip(self._unit.open_savepoint)
+        try:
+            yield
+        except BaseException:
+            await self._trip(lambda: self._unit.undo_savepoint(mark))
+            raise
+        await self._trip(self._unit.close_savepoint)
+
+    async def insert_event(self, **fields: Any) -> int | None:
+        """Insert inside a caller's transaction; None when the dedup key was seen."""
+        return await self._trip(lambda: self._unit.insert_event(**fields))
+
+    async def remember_idempotent_result(self, **fields: Any) -> None:
+        await self._trip(lambda: self._unit.remember_idempotent_result(**fields))
+
+    async def save_idempotent_response(
+        self, scope: str, key: str, status: int, response: str
+    ) -> None:
+        await self._trip(lambda: self._unit.save_idempotent_response(scope, key, status, response))
+
+    async def insert_destination(self, write: DestinationWrite, now: float) -> None:
+        await self._trip(lambda: self._unit.insert_destination(write, now))
+
+    async def insert_destinations(self, writes: Sequence[DestinationWrite], now: float) -> None:
+        await self._trip(lambda: self._unit.insert_destinations(writes, now))
+
+    async def update_destination(self, write: DestinationWrite, now: float) -> None:
+        await self._trip(lambda: self._unit.update_destination(write, now))
+
+    async def destroy_destination(
+        self, destination_id: int, *, sequence: int | None, now: float
+    ) -> None:
+        await self._trip(
+            lambda: self._unit.destroy_destination(destination_id, sequence=sequence, now=now)
+        )
+
+    async def destroy_unknown_destination(
+        self, destination_id: int, *, task_id: str, sequence: int | None, now: float
+    ) -> None:
+        await self._trip(
+            lambda: self._unit.destroy_unknown_destination(
+                destination_id, task_id=task_id, sequence=sequence, now=now
+            )
+        )
+
+    async def set_request_state(
+        self, request_id: int, new: RequestState, now: float, **fields: Any
+    ) -> RequestRecord:
+        return await self._trip(
+            lambda: self._unit.set_request_state(request_id, new, now, **fields)
+        )
 
     async def finish_operation(
         self,
@@ -2167,40 +2579,17 @@ class Transaction:
         error: str | None = None,
         error_class: str | None = None,
     ) -> None:
-        await self._db.execute(
-            "UPDATE operations SET state=?, error=?, error_class=?, finished=? WHERE id=?",
-            (state, error, error_class, now, operation_id),
+        await self._trip(
+            lambda: self._unit.finish_operation(
+                operation_id, state, now, error=error, error_class=error_class
+            )
         )
 
     async def release(self, request: RequestRecord, now: float, reason: str) -> None:
-        """End a request (inside the caller's transaction): its drive starts idling,
-        and a write that was ready counts its size onto the tape, so that the
-        planner's estimate of the free space follows what was written."""
-        await self.set_request_state(request.id, RequestState.RELEASED, now, reason=reason)
-        if (
-            request.state is RequestState.READY
-            and request.write
-            and request.size_bytes
-            and request.barcode is not None
-        ):
-            await self._db.execute(
-                "UPDATE tapes SET used_bytes=used_bytes+? WHERE barcode=?",
-                (request.size_bytes, request.barcode),
-            )
-            self._notes.note(StateModel.apply_tape_written, request.barcode, request.size_bytes)
-        if request.drive is not None:
-            await self.drive_freed(request.drive, now)
+        await self._trip(lambda: self._unit.release(request, now, reason))
 
     async def drive_freed(self, drive: int, now: float) -> None:
-        """Start a drive's idle clock when its last holder lets go (in the caller's transaction)."""
-        async with self._db.execute(
-            "SELECT COUNT(*) FROM requests WHERE drive=? AND state IN ('ready','mounting')",
-            (drive,),
-        ) as cur:
-            row = await cur.fetchone()
-        if row is not None and row[0] == 0:
-            await self._db.execute("UPDATE drives SET idle_since=? WHERE idx=?", (now, drive))
-        self._notes.note(StateModel.apply_drive_freed, drive, now)
+        await self._trip(lambda: self._unit.drive_freed(drive, now))
 
     async def move_tape(
         self,
@@ -2211,19 +2600,9 @@ class Transaction:
         now: float,
         mounted: bool = False,
     ) -> None:
-        """Record a completed move (inside the caller's transaction)."""
-        await self._db.execute(
-            "UPDATE tapes SET slot=?, drive=?, date_move=?, "
-            "mount_count = mount_count + ? WHERE barcode=?",
-            (slot, drive, now, int(mounted), barcode),
+        await self._trip(
+            lambda: self._unit.move_tape(barcode, slot=slot, drive=drive, now=now, mounted=mounted)
         )
-        if drive is not None:
-            await self._db.execute("UPDATE drives SET barcode=? WHERE idx=?", (barcode, drive))
-        else:
-            await self._db.execute("UPDATE drives SET barcode=NULL WHERE barcode=?", (barcode,))
-        self._notes.note(StateModel.apply_move_tape, barcode, slot, drive, now, mounted)
-
-    # -- requests ----------------------------------------------------------------------
 
     async def add_request(
         self,
@@ -2234,96 +2613,37 @@ class Transaction:
         now: float,
         size_bytes: int | None = None,
     ) -> int:
-        """A new pending write request for a destination; its id."""
-        cur = await self._db.execute(
-            "INSERT INTO requests(destination_id, barcode, pool, write, state, arrival, updated, "
-            "size_bytes) VALUES(?,?,?,1,'pending',?,?,?)",
-            (destination_id, barcode, pool, now, now, size_bytes),
+        return await self._trip(
+            lambda: self._unit.add_request(
+                destination_id, barcode=barcode, pool=pool, now=now, size_bytes=size_bytes
+            )
         )
-        assert cur.lastrowid is not None
-        self._notes.note(
-            StateModel.apply_add_request,
-            cur.lastrowid,
-            destination_id,
-            barcode,
-            pool,
-            now,
-            size_bytes,
-        )
-        return cur.lastrowid
 
     async def assign_tape(self, request_id: int, barcode: str, now: float) -> None:
-        """The tape the planner chose for a pool request, while it is still pending."""
-        await self._db.execute(
-            "UPDATE requests SET barcode=?, updated=? WHERE id=? AND state='pending'",
-            (barcode, now, request_id),
-        )
-        self._notes.note(StateModel.apply_assign_tape, request_id, barcode, now)
+        await self._trip(lambda: self._unit.assign_tape(request_id, barcode, now))
 
     async def make_ready(
         self, request_id: int, drive: int, now: float, hold_seconds: float
     ) -> RequestRecord:
-        """The tape is online in `drive`: the request holds it for one lease."""
-        return await self.set_request_state(
-            request_id,
-            RequestState.READY,
-            now,
-            drive=drive,
-            lease_expires=lease_expiry(now, hold_seconds),
-            reason=None,
-        )
+        return await self._trip(lambda: self._unit.make_ready(request_id, drive, now, hold_seconds))
 
     async def renew_lease(self, request_id: int, now: float, hold_seconds: float) -> None:
-        """A repeated create or update: the ready request holds its drive one lease more."""
-        await self._db.execute(
-            "UPDATE requests SET lease_expires=? WHERE id=? AND state='ready'",
-            (lease_expiry(now, hold_seconds), request_id),
-        )
-        self._notes.note(StateModel.apply_renew_lease, request_id, now, hold_seconds)
-
-    # -- drives and tapes --------------------------------------------------------------
+        await self._trip(lambda: self._unit.renew_lease(request_id, now, hold_seconds))
 
     async def drive_in_use(self, drive: int) -> None:
-        """A mount starts on the drive: it is no longer idling."""
-        await self._db.execute("UPDATE drives SET idle_since=NULL WHERE idx=?", (drive,))
-        self._notes.note(StateModel.apply_drive_fields, drive, {"idle_since": None})
+        await self._trip(lambda: self._unit.drive_in_use(drive))
 
     async def drive_succeeded(self, drive: int) -> None:
-        """A command on the drive worked: its count of consecutive failures restarts."""
-        await self._db.execute("UPDATE drives SET failures=0 WHERE idx=?", (drive,))
-        self._notes.note(StateModel.apply_drive_fields, drive, {"failures": 0})
+        await self._trip(lambda: self._unit.drive_succeeded(drive))
 
     async def drive_emptied(self, drive: int) -> None:
-        """An unload worked: the drive is empty, sound and not idling."""
-        await self._db.execute(
-            "UPDATE drives SET idle_since=NULL, failures=0 WHERE idx=?", (drive,)
-        )
-        self._notes.note(StateModel.apply_drive_fields, drive, {"idle_since": None, "failures": 0})
+        await self._trip(lambda: self._unit.drive_emptied(drive))
 
     async def count_drive_failure(self, drive: int, message: str, down_after: int) -> str | None:
-        """One more consecutive failure of the drive; the reason when this one marks it
-        down (the drive-health rule), None otherwise."""
-        await self._db.execute("UPDATE drives SET failures = failures + 1 WHERE idx=?", (drive,))
-        self._notes.note(StateModel.apply_drive_failure, drive, message, down_after)
-        async with self._db.execute("SELECT failures, up FROM drives WHERE idx=?", (drive,)) as cur:
-            row = await cur.fetchone()
-        if row is None or not row[1] or not drive_health.goes_down(row[0], down_after):
-            return None
-        reason = drive_health.down_reason(message)
-        await self._db.execute("UPDATE drives SET up=0, reason=? WHERE idx=?", (reason, drive))
-        return reason
+        return await self._trip(lambda: self._unit.count_drive_failure(drive, message, down_after))
 
     async def tape_needs_check(self, barcode: str) -> None:
-        """An operator must look at the cartridge before it is used again."""
-        await self._db.execute("UPDATE tapes SET need_to_check=1 WHERE barcode=?", (barcode,))
-        self._notes.note(StateModel.apply_tape_fields, barcode, {"need_to_check": True})
+        await self._trip(lambda: self._unit.tape_needs_check(barcode))
 
     async def cleaning_done(self, barcode: str, drive: int, now: float) -> None:
-        """A cleaning cycle ran: one use less on the cartridge, the drive is clean."""
-        await self._db.execute(
-            "UPDATE tapes SET cleaning_uses_left = MAX(cleaning_uses_left - 1, 0), "
-            "mount_count = mount_count + 1, date_move=? WHERE barcode=?",
-            (now, barcode),
-        )
-        await self._db.execute("UPDATE drives SET needs_cleaning=0 WHERE idx=?", (drive,))
-        self._notes.note(StateModel.apply_cleaning_done, barcode, drive, now)
+        await self._trip(lambda: self._unit.cleaning_done(barcode, drive, now))

@@ -12,7 +12,8 @@ import pytest
 
 from tests.worker.harness import CATALOG as DEFINITION
 from worker.core.requests import ACTIVE, RequestState
-from worker.errors import RejectedEventError
+from worker.errors import JournalFaultError, RejectedEventError
+from worker.intake import destinations
 from worker.intake.destinations import (
     DestinationEvent,
     Outcome,
@@ -25,7 +26,7 @@ from worker.intake.destinations import (
 )
 from worker.seed.models import TaskDestinationBody
 from worker.seed.query import Filter, IndexQuery
-from worker.state.journal import SCHEMA_VERSION, Journal
+from worker.state.journal import SCHEMA_VERSION, Journal, UnitOfWork
 
 
 @pytest.fixture(params=["file", "memory"])
@@ -504,3 +505,119 @@ async def test_a_batch_sees_its_own_changes_of_a_destination(journal: Journal) -
     destination = await journal.destination(1)
     assert destination is not None
     assert destination.barcode == "NOD401L9"
+
+
+def creates(first: int, count: int) -> list[DestinationEvent | RejectedInput]:
+    barcodes = ("NOD400L9", "NOD401L9")
+    return [
+        event("create", first + n, folder_id=n, tape_barcode=barcodes[n % 2]) for n in range(count)
+    ]
+
+
+async def test_a_batch_is_one_trip_to_the_database_whatever_its_size(journal: Journal) -> None:
+    """BEGIN, every event with its savepoint, and COMMIT: one trip for the batch."""
+    trips = []
+    for first, count in ((1, 1), (10, 200)):
+        before = journal.round_trips
+        outcomes = await record_events(journal, creates(first, count), now=2000.0, hold_seconds=60)
+        trips.append(journal.round_trips - before)
+        assert [o.status for o in outcomes] == ["applied"] * count
+    assert trips == [1, 1]
+    assert len(await journal.requests(ACTIVE)) == 201
+
+
+async def test_a_poison_event_is_undone_alone_and_the_model_follows_the_file(
+    journal: Journal, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real = destinations.resolve_target
+
+    def buggy(unit: UnitOfWork, body: TaskDestinationBody) -> destinations.Target:
+        if body.folder_id == 2:
+            raise ZeroDivisionError("a bug in the handling of this event")
+        return real(unit, body)
+
+    monkeypatch.setattr(destinations, "resolve_target", buggy)
+    outcomes = await apply(journal, *creates(1, 4))
+    assert [o.status for o in outcomes] == ["applied", "applied", "rejected", "applied"]
+    assert outcomes[2].poison
+    assert [d.id for d in await journal.destinations()] == [1, 2, 4]
+    [rejected] = await journal.events("rejected")
+    assert (rejected.destination_id, rejected.reason) == (3, outcomes[2].reason)
+    if journal.model is not None:
+        assert [d.id for d in journal.model.destinations()] == [1, 2, 4]
+        assert sorted(r.destination_id for r in journal.model.requests()) == [1, 2, 4]
+
+
+async def test_a_journal_fault_mid_batch_commits_nothing_and_leaves_the_model(
+    journal: Journal,
+) -> None:
+    await apply(journal, *creates(1, 2))
+    before = journal.model.export() if journal.model is not None else None
+    [[pages]] = await journal._db.execute_fetchall("PRAGMA page_count")
+    # A disk that is full for this journal: no page beyond those it has.
+    await journal._db.execute(f"PRAGMA max_page_count={pages}")
+    big = [
+        DestinationEvent(
+            "create",
+            "7",
+            100 + n,
+            TaskDestinationBody(folder_id=n, folder_path="/f" * 2000, tape_barcode="NOD400L9"),
+            "test",
+            payload="x" * 60_000,
+        )
+        for n in range(20)
+    ]
+    with pytest.raises(JournalFaultError):
+        await record_events(journal, list(big), now=2001.0, hold_seconds=60)
+    assert journal.fault is not None
+    if journal.model is not None:
+        assert journal.model.export() == before
+    await journal._db.execute("PRAGMA max_page_count=1073741823")
+    assert [d.id for d in await journal.destinations()] == [1, 2]
+    assert len(await journal.events()) == 2
+
+
+async def test_what_commits_with_the_batch_goes_with_it_when_it_fails(journal: Journal) -> None:
+    """`within` writes in the batch's transaction: an error there undoes the events too,
+    and the model takes none of them."""
+    before = journal.model.export() if journal.model is not None else None
+
+    def remember_then_fail(unit: UnitOfWork, outcomes: list[Outcome]) -> None:
+        unit.remember_idempotent_result(
+            scope="s",
+            key="k",
+            fingerprint="f",
+            status=201,
+            destination_id=outcomes[0].destination_id,
+            reason=None,
+            now=2000.0,
+            keep_s=60,
+        )
+        raise RuntimeError("after the writes")
+
+    with pytest.raises(RuntimeError):
+        await record_events(
+            journal, creates(1, 3), now=2000.0, hold_seconds=60, within=remember_then_fail
+        )
+    assert await journal.destinations() == []
+    assert await journal.events() == []
+    assert await journal.idempotent_result("s", "k", 2000.0) is None
+    if journal.model is not None:
+        assert journal.model.export() == before
+
+    def remember(unit: UnitOfWork, outcomes: list[Outcome]) -> None:
+        unit.remember_idempotent_result(
+            scope="s",
+            key="k",
+            fingerprint="f",
+            status=201,
+            destination_id=outcomes[0].destination_id,
+            reason=None,
+            now=2000.0,
+            keep_s=60,
+        )
+
+    await record_events(journal, creates(1, 1), now=2000.0, hold_seconds=60, within=remember)
+    kept = await journal.idempotent_result("s", "k", 2000.0)
+    assert kept is not None
+    assert kept.destination_id == 1

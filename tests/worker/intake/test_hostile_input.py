@@ -255,8 +255,7 @@ Rows = tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]
 
 
 async def _rows(journal: Journal, sql: str) -> list[tuple[Any, ...]]:
-    async with journal._db.execute(sql) as cur:
-        return [tuple(r) for r in await cur.fetchall()]
+    return [tuple(r) for r in await journal._db.execute_fetchall(sql)]
 
 
 async def desired_state(journal: Journal) -> Rows:

@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
@@ -22,7 +21,7 @@ from worker.intake.http.app import create_app
 from worker.runtime.service import listen
 from worker.seed.models import TaskDestinationBody
 from worker.settings import HttpSettings, Settings
-from worker.state.journal import Journal, salvage
+from worker.state.journal import Journal, UnitOfWork, salvage
 
 NOW = 1_800_000_000.0
 
@@ -58,8 +57,7 @@ def _destroy(destination_id: int) -> DestinationEvent:
 
 async def _fill_up(journal: Journal) -> None:
     """A disk that is full for this journal: no page beyond those it has."""
-    async with journal._db.execute("PRAGMA page_count") as cur:
-        row = await cur.fetchone()
+    row = next(iter(await journal._db.execute_fetchall("PRAGMA page_count")), None)
     assert row is not None
     await journal._db.execute(f"PRAGMA max_page_count={row[0]}")
 
@@ -95,12 +93,10 @@ def planted_bug(monkeypatch: pytest.MonkeyPatch) -> None:
     """Handling any event for tape NOD401L9 raises, as a bug would."""
     real = destinations.resolve_target
 
-    async def buggy(
-        journal: Journal, body: TaskDestinationBody, **kwargs: Any
-    ) -> destinations.Target:
+    def buggy(unit: UnitOfWork, body: TaskDestinationBody) -> destinations.Target:
         if body.tape_barcode == "NOD401L9":
             raise ZeroDivisionError("a bug in the handling of this event")
-        return await real(journal, body, **kwargs)
+        return real(unit, body)
 
     monkeypatch.setattr(destinations, "resolve_target", buggy)
 
@@ -196,8 +192,14 @@ async def test_a_damaged_journal_is_refused_at_open_and_salvaged(tmp_path: Path)
     path = tmp_path / "journal.sqlite3"
     journal = await _journal(path)
     await record_events(journal, [_create(i) for i in range(1, 40)], now=NOW, hold_seconds=60)
-    async with journal._db.execute("SELECT rootpage FROM sqlite_master WHERE name='events'") as cur:
-        row = await cur.fetchone()
+    row = next(
+        iter(
+            await journal._db.execute_fetchall(
+                "SELECT rootpage FROM sqlite_master WHERE name='events'"
+            )
+        ),
+        None,
+    )
     assert row is not None
     events_root = int(row[0])
     await journal.close()  # the last connection checkpoints the WAL into the file

@@ -13,14 +13,16 @@ import pytest
 
 from tests.worker.harness import CATALOG
 from worker.core.requests import RequestState
-from worker.errors import IllegalTransitionError
+from worker.errors import IllegalTransitionError, JournalFaultError
 from worker.seed.query import Filter, IndexQuery
 from worker.state.journal import (
+    DestinationRecord,
     DestinationWrite,
     DriveRecord,
     Journal,
     PoolWatchRecord,
     RequestRecord,
+    UnitOfWork,
     salvage,
 )
 
@@ -292,3 +294,96 @@ async def test_pool_watches_are_kept_once_until_forgotten_and_survive_a_reopenin
         assert await journal.pool_watches() == []
     finally:
         await journal.close()
+
+
+# -- a whole unit of work in one trip (`Journal.apply`) -----------------------------------
+
+
+def _write(destination_id: int, barcode: str | None = "NOD400L9") -> DestinationWrite:
+    return DestinationWrite(
+        destination_id, "7", {"folder_id": destination_id}, None, barcode, None, "active", None
+    )
+
+
+@pytest.mark.parametrize("in_memory", [False, True])
+async def test_applied_work_reads_its_own_writes_and_commits_in_one_trip(
+    journal: Journal, in_memory: bool
+) -> None:
+    if in_memory:
+        await journal.load_model()
+    await _create(journal, 1)
+
+    seen: list[DestinationRecord | RequestRecord | None] = []
+
+    def work(unit: UnitOfWork) -> RequestRecord:
+        seen.extend((unit.destination(1), unit.active_request_for(1)))
+        unit.update_destination(_write(1), 1001.0)
+        rid = unit.add_request(1, barcode="NOD400L9", pool=None, now=1001.0)
+        seen.extend((unit.destination(1), unit.active_request_for(1)))
+        failed = unit.set_request_state(rid, RequestState.FAILED, 1001.0, reason="no")
+        seen.append(unit.active_request_for(1))
+        return failed
+
+    trips = journal.round_trips
+    failed = await journal.apply(work)
+    assert journal.round_trips - trips == 1
+    before, no_request, after, active, none_left = seen
+    assert isinstance(before, DestinationRecord)
+    assert before.barcode is None
+    assert no_request is None
+    assert isinstance(after, DestinationRecord)
+    assert after.barcode == "NOD400L9"
+    assert isinstance(active, RequestRecord)
+    assert active.state is RequestState.PENDING
+    assert failed == await journal.request(active.id)
+    assert none_left is None
+    if in_memory:
+        assert journal.model is not None
+        assert journal.model.export() == (await journal.read_model()).export()
+
+
+async def test_applied_work_that_raises_commits_nothing_and_leaves_the_model(
+    journal: Journal,
+) -> None:
+    model = await journal.load_model()
+    before = model.export()
+
+    def work(unit: UnitOfWork) -> None:
+        unit.insert_destination(_write(1), 1001.0)
+        with contextlib.suppress(KeyError), unit.savepoint():
+            unit.insert_destination(_write(2), 1001.0)
+            raise KeyError("this part only")
+        unit.add_request(1, barcode="NOD400L9", pool=None, now=1001.0)
+        raise RuntimeError("all of it")
+
+    with pytest.raises(RuntimeError):
+        await journal.apply(work)
+    assert model.export() == before
+    assert await journal.destinations() == []
+
+    def kept(unit: UnitOfWork) -> None:
+        unit.insert_destination(_write(1), 1001.0)
+        with contextlib.suppress(KeyError), unit.savepoint():
+            unit.insert_destination(_write(2), 1001.0)
+            raise KeyError("this part only")
+
+    await journal.apply(kept)
+    assert [d.id for d in await journal.destinations()] == [1]
+    assert [d.id for d in model.destinations()] == [1]
+
+
+async def test_a_refused_write_in_applied_work_is_a_fault(journal: Journal) -> None:
+    [[pages]] = await journal._db.execute_fetchall("PRAGMA page_count")
+    await journal._db.execute(f"PRAGMA max_page_count={pages}")
+
+    def work(unit: UnitOfWork) -> None:
+        for n in range(50):
+            unit.insert_event(source="test", received=1000.0, payload=f"{n}" * 60_000)
+
+    with pytest.raises(JournalFaultError):
+        await journal.apply(work)
+    assert journal.fault is not None
+    await journal._db.execute("PRAGMA max_page_count=1073741823")
+    assert await journal.events() == []
+    await journal.apply(work)
+    assert journal.fault is None

@@ -247,8 +247,7 @@ async def test_after_a_journal_fault_the_model_is_read_from_the_file_again(
     journal: Journal,
 ) -> None:
     model = _model(journal)
-    async with journal._db.execute("PRAGMA page_count") as cur:
-        row = await cur.fetchone()
+    row = next(iter(await journal._db.execute_fetchall("PRAGMA page_count")), None)
     assert row is not None
     # A disk that is full for this journal: no page beyond those it has.
     await journal._db.execute(f"PRAGMA max_page_count={row[0]}")

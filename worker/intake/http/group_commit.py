@@ -15,21 +15,22 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import structlog
 
 from worker.callbacks import ChangeListener, Clock
 from worker.intake.destinations import DestinationEvent, Outcome, RejectedInput, record_events
-from worker.state.journal import Journal, Transaction
+from worker.state.journal import Journal, UnitOfWork
 
 log = structlog.get_logger("tapeworker.http")
 
-#: What one request adds to its event's transaction, given its event's outcome.
-WithinOne = Callable[[Transaction, Outcome], Awaitable[None]]
-#: A write that needs no answer, made in some later transaction.
-Deferred = Callable[[Transaction], Awaitable[None]]
+#: What one request adds to its event's transaction, given its event's outcome (run in
+#: the journal's database thread, with the group: see `record_events`).
+WithinOne = Callable[[UnitOfWork, Outcome], None]
+#: A write that needs no answer, made in some later transaction (as above).
+Deferred = Callable[[UnitOfWork], None]
 
 #: As many events as the MQTT intake commits together: a transaction stays short.
 MAX_GROUP = 200
@@ -135,21 +136,24 @@ class GroupCommit:
 
     async def _commit(self, group: list[_Entry], later: list[_Later]) -> None:
         if not group:
+
+            def writes(unit: UnitOfWork) -> None:
+                for deferred in later:
+                    deferred.write(unit)
+
             try:
-                async with self.journal.transaction() as tx:
-                    for deferred in later:
-                        await deferred.write(tx)
+                await self.journal.apply(writes)
             except Exception as exc:  # a fault or a bug: neither may stop intake
                 log.warning("deferred http writes given up", error=str(exc), writes=len(later))
             self._settled(later)
             return
 
-        async def within(tx: Transaction, outcomes: list[Outcome]) -> None:
+        def within(unit: UnitOfWork, outcomes: list[Outcome]) -> None:
             for entry, outcome in zip(group, outcomes, strict=True):
                 if entry.within is not None:
-                    await entry.within(tx, outcome)
+                    entry.within(unit, outcome)
             for deferred in later:
-                await deferred.write(tx)
+                deferred.write(unit)
 
         try:
             outcomes = await record_events(

@@ -34,7 +34,7 @@ from worker.intake.destinations import Outcome
 from worker.intake.http.errors import error_response, journal_unavailable
 from worker.intake.http.group_commit import GroupCommit, WithinOne
 from worker.seed.error_details import error_body
-from worker.state.journal import IdempotentResult, Journal, Transaction
+from worker.state.journal import IdempotentResult, Journal, UnitOfWork
 
 if TYPE_CHECKING:
     from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -77,9 +77,9 @@ def key_of_this_create() -> WithinOne | None:
     if claim is None:
         return None
 
-    async def remember(tx: Transaction, outcome: Outcome) -> None:
+    def remember(unit: UnitOfWork, outcome: Outcome) -> None:
         created = outcome.status != "rejected" and outcome.destination_id is not None
-        await tx.remember_idempotent_result(
+        unit.remember_idempotent_result(
             scope=claim.scope,
             key=claim.key,
             fingerprint=claim.digest.hexdigest(),
@@ -199,8 +199,8 @@ class IdempotentCreates:
         slot = (owner, key)
         self._unsaved[slot] = (status, body)
 
-        async def write(tx: Transaction) -> None:
-            await tx.save_idempotent_response(owner, key, status, body)
+        def write(unit: UnitOfWork) -> None:
+            unit.save_idempotent_response(owner, key, status, body)
 
         def done() -> None:
             self._unsaved.pop(slot, None)
@@ -209,8 +209,7 @@ class IdempotentCreates:
             self.commits.defer(write, done)
             return
         try:
-            async with self.journal.transaction() as tx:
-                await write(tx)
+            await self.journal.apply(write)
         except JournalFaultError:
             pass  # a retry then gets the stored result without this copy of the body
         finally:

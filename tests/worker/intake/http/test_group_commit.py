@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
@@ -21,7 +20,7 @@ from worker.intake.http.group_commit import GroupCommit
 from worker.intake.http.idempotency import IdempotentCreates
 from worker.seed.models import TaskDestinationBody
 from worker.settings import HttpSettings, Settings
-from worker.state.journal import Journal, Transaction
+from worker.state.journal import Journal, UnitOfWork
 
 NOW = 1_800_000_000.0
 URL = "/api/v2/tasks/7/task_destinations"
@@ -118,12 +117,10 @@ def planted_bug(monkeypatch: pytest.MonkeyPatch) -> None:
     """Handling any event for tape NOD401L9 raises, as a bug would."""
     real = destinations.resolve_target
 
-    async def buggy(
-        journal: Journal, body: TaskDestinationBody, **kwargs: Any
-    ) -> destinations.Target:
+    def buggy(unit: UnitOfWork, body: TaskDestinationBody) -> destinations.Target:
         if body.tape_barcode == "NOD401L9":
             raise ZeroDivisionError("a bug in the handling of this event")
-        return await real(journal, body, **kwargs)
+        return real(unit, body)
 
     monkeypatch.setattr(destinations, "resolve_target", buggy)
 
@@ -145,8 +142,7 @@ async def test_a_poison_event_in_a_group_fails_only_itself(journal: Journal) -> 
 async def test_a_journal_fault_fails_the_whole_group_and_writes_nothing(
     journal: Journal,
 ) -> None:
-    async with journal._db.execute("PRAGMA page_count") as cur:
-        row = await cur.fetchone()
+    row = next(iter(await journal._db.execute_fetchall("PRAGMA page_count")), None)
     assert row is not None
     await journal._db.execute(f"PRAGMA max_page_count={row[0]}")
     group = GroupCommit(journal, 60.0, lambda: NOW)
@@ -198,7 +194,7 @@ async def test_a_deferred_write_rides_with_the_next_group(journal: Journal) -> N
     done: list[str] = []
     written: list[int] = []
 
-    async def write(tx: Transaction) -> None:
+    def write(unit: UnitOfWork) -> None:
         written.append(commit_count(journal))
 
     group.defer(write, lambda: done.append("saved"))
@@ -215,7 +211,7 @@ async def test_a_deferred_write_alone_is_committed_after_a_while(journal: Journa
     group = GroupCommit(journal, 60.0, lambda: NOW, flush_after_s=0.01)
     done = asyncio.Event()
 
-    async def write(tx: Transaction) -> None:
+    def write(unit: UnitOfWork) -> None:
         return None
 
     group.defer(write, done.set)
