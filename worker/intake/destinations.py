@@ -436,7 +436,7 @@ def _apply(
             tape_id is not None
             and target.barcode is None
             and target.status == "failed"
-            and library_of_tape_id(tape_id) != await journal.tape_library_id()
+            and library_of_tape_id(tape_id) != unit.tape_library_id()
         )
         routed = (
             routing.not_ours_tape_id(tape_id, route.library_id)

@@ -384,6 +384,7 @@ class ModelNotes:
 _TAPE = "SELECT * FROM tapes WHERE barcode=?"
 _TAPE_BY_ID = "SELECT * FROM tapes WHERE tape_id=?"
 _POOLS = "SELECT * FROM pools ORDER BY pool_id"
+_TAPE_LIBRARY_ID = "SELECT value FROM meta WHERE key='tape_library_id'"
 _EVENT_BY_DEDUP_KEY = "SELECT * FROM events WHERE dedup_key=?"
 _DESTINATION = "SELECT * FROM destinations WHERE id=?"
 _REQUEST = "SELECT * FROM requests WHERE id=?"
@@ -1673,7 +1674,7 @@ class Journal:
         the catalog is first synced)."""
         if self._tape_library_id is None:
             # A catalog fact, like the pools: read once, again after `sync_catalog`.
-            row = await self._one("SELECT value FROM meta WHERE key='tape_library_id'")
+            row = await self._one(_TAPE_LIBRARY_ID)
             self._tape_library_id = int(row[0]) if row else 1
         return self._tape_library_id
 
@@ -2142,6 +2143,11 @@ class UnitOfWork:
         if self._model is not None:
             return sorted(self._model.pools.values(), key=lambda p: p.pool_id)
         return [_from_row(PoolRecord, r) for r in self._conn.execute(_POOLS).fetchall()]
+
+    def tape_library_id(self) -> int:
+        """The archive manager's id of this library (see `Journal.tape_library_id`)."""
+        row = self._one(_TAPE_LIBRARY_ID)
+        return int(row[0]) if row else 1
 
     def event_with_dedup_key(self, dedup_key: str) -> EventRecord | None:
         """The event journaled under a publisher's event-id, if any."""
