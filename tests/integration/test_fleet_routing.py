@@ -9,6 +9,7 @@ and not claimed is taken over by the other library of the pool.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import os
 import sqlite3
@@ -334,5 +335,90 @@ def test_a_claim_of_its_own_missing_from_its_journal_is_journaled_at_start(
 
         [refused] = wait_until(rejected, timeout=60, what="the pool command refused")
         assert refused["reason"].startswith("a pool destination needs an event-id")
+    finally:
+        daemon.stop()
+
+
+def test_the_first_claim_on_a_topic_wins_and_its_winner_publishes_it_again(
+    tmp_path: Path, broker: Broker
+) -> None:
+    """Two owners at once (a membership change): the claims' order on the broker decides."""
+    foreign = Claim(
+        library_id="z",
+        destination_id=60,
+        status="taken",
+        topic=Destination(60, None, SHARED_POOL).topic,
+        payload=Destination(60, None, SHARED_POOL).body.decode(),
+        event_id="td-60-v1",
+        sequence="1",
+        hand_offs=0,
+    )
+    manager = ArchiveManager(broker.port)
+    daemon = fleet_daemon(tmp_path / "a", "a", 1, broker.port, [SHARED_POOL])
+    try:
+        daemon.start()
+        wait_until(
+            lambda: "pool intake connected" in daemon.log_tail(400),
+            timeout=120,
+            what="the pool intake subscribed",
+        )
+
+        async def run() -> None:
+            async with aiomqtt.Client(
+                "127.0.0.1", broker.port, identifier="archive", protocol=aiomqtt.ProtocolVersion.V5
+            ) as client:
+                watcher = asyncio.create_task(manager.watch_claims(client))
+                # Library z claimed 60 first: a, alone in the pool, must not apply it.
+                await client.publish(
+                    routing.claim_topic(PREFIX, SHARED_POOL, 60),
+                    foreign.to_json(),
+                    qos=1,
+                    retain=True,
+                )
+                await manager.publish(client, Destination(60, None, SHARED_POOL))
+                await manager.publish(client, Destination(61, None, SHARED_POOL))
+                await manager.until_claimed([Destination(61, None, SHARED_POOL)], timeout=120)
+                watcher.cancel()
+                # A later claim of 61 by z loses, and a says so again, retained.
+                await client.subscribe(routing.claim_topic(PREFIX, SHARED_POOL, 61), qos=1)
+                late = dataclasses.replace(foreign, destination_id=61, event_id="td-61-v1")
+                await client.publish(
+                    routing.claim_topic(PREFIX, SHARED_POOL, 61), late.to_json(), qos=1, retain=True
+                )
+                async with asyncio.timeout(120):
+                    seen = []
+                    async for message in client.messages:
+                        if not message.topic.matches(routing.claim_topic(PREFIX, SHARED_POOL, 61)):
+                            continue
+                        assert isinstance(message.payload, bytes)
+                        claim = routing.parse_claim(message.payload)
+                        assert claim is not None
+                        seen.append(claim.library_id)
+                        if seen[-2:] == ["z", "a"]:
+                            break
+
+        asyncio.run(run())
+        assert manager.claims[60] == "z"
+        assert manager.claims[61] == "a"
+        # Both came in order on one subscription: 61 applied means 60 was seen, and left.
+        daemon.wait_request(61, "ready", timeout=120)
+        assert daemon.request_of(60) is None
+        assert daemon.query("SELECT COUNT(*) AS n FROM pool_watches")[0]["n"] == 0
+
+        # What a library starting now sees retained on 61 is a's claim.
+        async def retained() -> routing.Claim | None:
+            async with aiomqtt.Client(
+                "127.0.0.1", broker.port, identifier="late", protocol=aiomqtt.ProtocolVersion.V5
+            ) as client:
+                await client.subscribe(routing.claim_topic(PREFIX, SHARED_POOL, 61), qos=1)
+                async with asyncio.timeout(30):
+                    message = await anext(aiter(client.messages))
+                assert message.retain
+                assert isinstance(message.payload, bytes)
+                return routing.parse_claim(message.payload)
+
+        now_retained = asyncio.run(retained())
+        assert now_retained is not None
+        assert now_retained.library_id == "a"
     finally:
         daemon.stop()
