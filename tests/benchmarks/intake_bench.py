@@ -302,6 +302,10 @@ class HttpLoad:
     seconds: float
     latencies: list[float]
     statuses: dict[int, int] = field(default_factory=dict)
+    #: The daemon's transactions of HTTP writes during the run (group commit).
+    commit_groups: int | None = None
+    #: The machine's load average (1 min) at the end of the run.
+    load: float = field(default_factory=lambda: os.getloadavg()[0])
 
     @property
     def rate(self) -> float:
@@ -419,16 +423,18 @@ async def http_runs(folder: Path, requests: int) -> list[HttpLoad]:
                     first_id,
                 )
             )
-            results.append(
-                await http_load(
-                    f"http://127.0.0.1:{daemon.http_port}",
-                    ("tester", "secret-for-tests"),
-                    "daemon",
-                    concurrency,
-                    requests,
-                    first_id,
-                )
+            groups_before = metric(daemon, "tapeworker_http_commit_groups_total")
+            load = await http_load(
+                f"http://127.0.0.1:{daemon.http_port}",
+                ("tester", "secret-for-tests"),
+                "daemon",
+                concurrency,
+                requests,
+                first_id,
             )
+            groups = metric(daemon, "tapeworker_http_commit_groups_total") - groups_before
+            load.commit_groups = groups
+            results.append(load)
             first_id += requests
     finally:
         daemon.stop()
@@ -516,7 +522,9 @@ class Figures:
     def http_lines(self) -> list[str]:
         lines = []
         if self.http:
-            lines.append("HTTP create (barcode destinations), daemon against the trivial app:")
+            lines.append(
+                "HTTP create (barcode destinations, one client), daemon against the trivial app:"
+            )
         for trivial, daemon in self.http_pairs():
             ratio = daemon.rate / trivial.rate
             p99 = daemon.percentile(0.99) / trivial.percentile(0.99)
@@ -527,6 +535,12 @@ class Figures:
                 f"p50 {daemon.percentile(0.5) * 1000:6.1f} ms p99 "
                 f"{daemon.percentile(0.99) * 1000:7.1f} ms {daemon.statuses}"
             )
+            if daemon.commit_groups:
+                per_commit = daemon.statuses.get(201, 0) / daemon.commit_groups
+                lines.append(
+                    f"    daemon: {daemon.commit_groups} commits, {per_commit:.1f} creates a "
+                    f"commit; load {daemon.load:.1f}"
+                )
             lines.append(
                 f"    throughput {ratio:.2f}x (target >= 0.6x): {_verdict(ratio >= 0.6)}; "
                 f"p99 {p99:.2f}x"

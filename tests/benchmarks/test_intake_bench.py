@@ -43,3 +43,6 @@ def test_print_intake_against_the_bare_consumers() -> None:
         assert sum(trivial.statuses.values()) == sum(daemon.statuses.values()) == 40
         assert trivial.statuses.get(201) == 40
         assert set(daemon.statuses) <= {201, 503}, daemon.statuses
+        # Every create was committed, in at most one transaction each (group commit).
+        assert daemon.commit_groups is not None
+        assert 1 <= daemon.commit_groups <= daemon.statuses.get(201, 0)

@@ -19,12 +19,18 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import structlog
+from prometheus_client import Counter
 
 from worker.callbacks import ChangeListener, Clock
 from worker.intake.destinations import DestinationEvent, Outcome, RejectedInput, record_events
 from worker.state.journal import Journal, UnitOfWork
 
 log = structlog.get_logger("tapeworker.http")
+
+COMMIT_GROUPS = Counter("tapeworker_http_commit_groups", "Transactions of HTTP writes committed")
+GROUPED_WRITES = Counter(
+    "tapeworker_http_grouped_writes", "HTTP creates, updates, destroys and releases committed"
+)
 
 #: What one request adds to its event's transaction, given its event's outcome (run in
 #: the journal's database thread, with the group: see `record_events`).
@@ -170,6 +176,8 @@ class GroupCommit:
             return
         self.groups += 1
         self.grouped_events += len(group)
+        COMMIT_GROUPS.inc()
+        GROUPED_WRITES.inc(len(group))
         self._settled(later)
         changed: set[int] = set()
         for entry, outcome in zip(group, outcomes, strict=True):
