@@ -175,13 +175,21 @@ class Ownership:
             return ClaimSeen(first, "won" if mine else "reassert")
         return ClaimSeen(first, "lost" if mine else "settled")
 
+    def is_ours(self, watch: Watch) -> bool:
+        """Whether a destination nobody claimed is ours to claim now."""
+        return (
+            self.ready
+            and watch.destination_id not in self.claims
+            and self.owner(watch) == self.library_id
+        )
+
     def watch(self, watch: Watch) -> bool:
         """Hold a destination; True when it is ours to claim now."""
         if watch.destination_id in self.claims:
             return False
         self.watched[watch.event_id] = watch
         self._by_destination.setdefault(watch.destination_id, set()).add(watch.event_id)
-        return self.ready and self.owner(watch) == self.library_id
+        return self.is_ours(watch)
 
     def forget(self, event_id: str) -> None:
         watch = self.watched.pop(event_id, None)

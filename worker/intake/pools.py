@@ -2,13 +2,14 @@
 destination, and none is lost when a library dies.
 
 Its own MQTT connection, on a persistent session: every library of a pool subscribes
-(not shared) to the pool's topics, journals each destination as *watched* before it
-acknowledges it, and holds it until a library claims it. The owner (worker/fleet/
+(not shared) to the pool's topics. The owner of a destination (worker/fleet/
 ownership.py: a rendezvous ranking over the pool's live members) publishes a retained
-claim and applies the destination once its claim comes back to it as the first one
-on the topic; the others then forget it. When a member's last will arrives, the
-others rank its unclaimed destinations again and the new owner takes them. A library
-that cannot serve a destination hands it on by name (worker/fleet/routing.py).
+claim holding the whole message before it acknowledges it, and applies it once its
+claim comes back to it as the first one on the topic; every other library journals
+it as *watched* before it acknowledges it, and forgets it when a claim appears. When
+a member's last will arrives, the others rank its unclaimed destinations again and the
+new owner takes them. A library that cannot serve a destination hands it on by name
+(worker/fleet/routing.py).
 docs/failover.md says why, and which races this leaves.
 """
 
@@ -273,8 +274,10 @@ class PoolIntake:
         destination_id = event.destination_id or 0
         if destination_id in self.book.claims or destination_id in self._claiming:
             return  # claimed already: by another library, or ours on its way
-        if hand_off.count > 0:
-            # Handed to us by name: ours to take, fail or pass on, whatever the ranking.
+        if hand_off.count > 0 or self.book.is_ours(Watch(event_id, pool, destination_id)):
+            # Handed to us by name, or ours by rank: claimed (or passed on) before the
+            # acknowledgement, so that the claim on the broker, which holds the whole
+            # message, is what survives a crash, and no watch needs journaling.
             await self._settle(client, event, pool, hand_off, watched=None)
             return
         held = PoolWatchRecord(

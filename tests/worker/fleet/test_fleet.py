@@ -60,9 +60,7 @@ def test_a_summary_counts_the_queue_drives_and_what_each_pool_can_still_take() -
 
 
 def test_the_table_shows_a_gone_library_beside_the_live_ones() -> None:
-    live = library_summary(
-        "a", drives=[], tapes=[], queue={}, draining=False, journal_fault=None
-    )
+    live = library_summary("a", drives=[], tapes=[], queue={}, draining=False, journal_fault=None)
     table = render({"a": live, "b": gone_summary("b")})
     assert [line.split()[:2] for line in table.splitlines()[1:3]] == [["a", "up"], ["b", "GONE"]]
 

@@ -156,3 +156,17 @@ def test_an_announcement_round_trips_and_has_its_topic() -> None:
     assert parse_member(Member("a", alive=False).to_json()) == Member("a", alive=False)
     assert members_topic("tw", "a") == "tw/pool-members/a"
     assert members_subscription("tw") == "tw/pool-members/+"
+
+
+def test_ours_needs_readiness_no_claim_and_the_first_rank() -> None:
+    book = ready_book("a", "b")
+    [mine, theirs] = [
+        next(w for w in (Watch(f"e{i}", "p", i) for i in range(50)) if book.owner(w) == owner)
+        for owner in ("a", "b")
+    ]
+    assert book.is_ours(mine)
+    assert not book.is_ours(theirs)
+    book.on_claim(mine.destination_id, claim("b", mine.destination_id))
+    assert not book.is_ours(mine)
+    book.connecting("s2")
+    assert not book.is_ours(theirs)
