@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Iterable, Mapping, Sequence
+from operator import attrgetter
 from types import MappingProxyType
 from typing import Any
 
@@ -52,6 +53,7 @@ __all__ = ["StateModel"]
 _ENGAGED = frozenset({RequestState.MOUNTING, RequestState.READY})
 #: The states `request_counts` counts, in the table's order.
 _COUNTED = tuple(state for state in RequestState if state in ACTIVE)
+_ID = attrgetter("id")
 _TAPE_FLAGS = frozenset(
     {"need_to_check", "full", "locked", "write_protected", "ejected", "cleaning"}
 )
@@ -141,22 +143,29 @@ class StateModel:
         self._holders = {}
         self._counts = dict.fromkeys(_COUNTED, 0)
         pending: list[MountRequest] = []
-        for record in sorted(requests, key=lambda r: r.id):
-            self._requests[record.id] = record
-            self._latest[record.destination_id] = record.id
-            if record.state in ACTIVE:
-                self._add_active(record.destination_id, record.id)
-                self._counts[record.state] += 1
-            if record.state is RequestState.PENDING:
+        ended: list[RequestRecord] = []
+        kept, latest, counts = self._requests, self._latest, self._counts
+        # The journal reads requests in id order already: sorting them again is a
+        # single pass.
+        for record in sorted(requests, key=_ID):
+            rid, state = record.id, record.state
+            kept[rid] = record
+            latest[record.destination_id] = rid
+            if state is RequestState.PENDING:
                 pending.append(record)
-            elif record.state in _ENGAGED:
-                self._engaged.add(record.id)
+            elif state not in ACTIVE:
+                ended.append(record)
+                continue
+            else:
+                self._engaged.add(rid)
                 if record.drive is not None:
-                    self._holders.setdefault(record.drive, set()).add(record.id)
+                    self._holders.setdefault(record.drive, set()).add(rid)
+            self._add_active(record.destination_id, rid)
+            counts[state] += 1
         # Ended requests that are not the latest of their destination are not kept.
-        for rid, record in list(self._requests.items()):
-            if record.state not in ACTIVE and self._latest.get(record.destination_id) != rid:
-                del self._requests[rid]
+        for record in ended:
+            if latest[record.destination_id] != record.id:
+                del kept[record.id]
         self.pending = PendingRequests(pending)
 
     def replace_with(self, other: StateModel) -> None:
