@@ -5,7 +5,7 @@ a driver."""
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import KW_ONLY, dataclass, field
 from typing import Protocol
 
 from drivers.media import Media, media_of
@@ -33,9 +33,13 @@ class DriveView:
 
 
 @dataclass(frozen=True, slots=True)
-class TapeView:
+class Tape:
+    """A tape's facts as plain values: the one declaration of them. The planner's
+    `TapeView` is these facts and what its media gives; a library with no records of
+    its own (the simulator, a benchmark's scenario) states its tapes with this."""
+
     barcode: str
-    media: Media | None
+    _: KW_ONLY
     #: Where the cartridge is now: a storage slot or a drive (exactly one).
     slot: int | None = None
     drive: int | None = None
@@ -49,8 +53,16 @@ class TapeView:
     ejected: bool = False
     full: bool = False
     used_bytes: int = 0
-    capacity_bytes: int = 0
     cleaning_uses_left: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class TapeView(Tape):
+    """A tape as the planner sees it: its facts, its media and that media's native
+    capacity (0 when the label names no media)."""
+
+    media: Media | None
+    capacity_bytes: int = 0
 
     @property
     def writable(self) -> bool:
@@ -136,26 +148,6 @@ class DriveFacts(Protocol):
     def idle_since(self) -> float | None: ...
     @property
     def needs_cleaning(self) -> bool: ...
-
-
-@dataclass(frozen=True, slots=True)
-class Tape:
-    """A tape's facts as plain values, for a library that has no records of its own
-    (a benchmark's scenario)."""
-
-    barcode: str
-    slot: int | None = None
-    drive: int | None = None
-    home_slot: int | None = None
-    pool: str | None = None
-    cleaning: bool = False
-    locked: bool = False
-    write_protected: bool = False
-    need_to_check: bool = False
-    ejected: bool = False
-    full: bool = False
-    used_bytes: int = 0
-    cleaning_uses_left: int = 0
 
 
 def tape_view(

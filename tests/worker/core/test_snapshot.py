@@ -128,6 +128,31 @@ def test_a_tape_view_takes_its_media_and_capacity_from_the_label() -> None:
     assert tape_view(Tape("NOLABEL")).capacity_bytes == 0
 
 
+def test_a_view_holds_its_tape_facts_and_only_adds_media_and_capacity() -> None:
+    facts = {f.name for f in dataclasses.fields(Tape)}
+    assert {f.name for f in dataclasses.fields(TapeView)} - facts == {"media", "capacity_bytes"}
+    # Every fact away from its default: the builder must copy each of them.
+    tape = Tape(
+        "NOD400L9",
+        slot=3,
+        drive=1,
+        home_slot=4,
+        pool="p",
+        cleaning=True,
+        locked=True,
+        write_protected=True,
+        need_to_check=True,
+        ejected=True,
+        full=True,
+        used_bytes=5,
+        cleaning_uses_left=2,
+    )
+    assert all(getattr(tape, f.name) != f.default for f in dataclasses.fields(Tape)[1:])
+    view = tape_view(tape)
+    assert isinstance(view, Tape)
+    assert {name: getattr(view, name) for name in facts} == dataclasses.asdict(tape)
+
+
 def test_a_tape_on_its_way_is_seen_where_it_is_headed() -> None:
     view = tape_view(Tape("NOD400L9", slot=3), where=(None, 1))
     assert (view.slot, view.drive) == (None, 1)
