@@ -200,6 +200,12 @@ async def bare_drain(port: int, folder: Path, messages: int) -> Drain:
     return Drain("bare aiomqtt + sqlite3 (FULL)", commits, largest_batch=largest)
 
 
+def cpu_seconds(pid: int) -> float:
+    """The process's user and system CPU time so far (all its threads)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def rss_bytes(pid: int) -> int:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
@@ -304,6 +310,8 @@ class HttpLoad:
     statuses: dict[int, int] = field(default_factory=dict)
     #: The daemon's transactions of HTTP writes during the run (group commit).
     commit_groups: int | None = None
+    #: The server's CPU time (user and system, all threads) during the run.
+    cpu_s: float | None = None
     #: The machine's load average (1 min) at the end of the run.
     load: float = field(default_factory=lambda: os.getloadavg()[0])
 
@@ -410,20 +418,24 @@ async def http_runs(folder: Path, requests: int) -> list[HttpLoad]:
     trivial, trivial_port = start_trivial(folder)
     daemon = Daemon(folder / "http-daemon")
     daemon.start()
+    assert daemon.process is not None
+    daemon_pid = daemon.process.pid
     try:
         first_id = 1
         for concurrency in CONCURRENCY:
-            results.append(
-                await http_load(
-                    f"http://127.0.0.1:{trivial_port}",
-                    None,
-                    "trivial FastAPI + aiosqlite",
-                    concurrency,
-                    requests,
-                    first_id,
-                )
+            cpu_before = cpu_seconds(trivial.pid)
+            load = await http_load(
+                f"http://127.0.0.1:{trivial_port}",
+                None,
+                "trivial FastAPI + aiosqlite",
+                concurrency,
+                requests,
+                first_id,
             )
+            load.cpu_s = cpu_seconds(trivial.pid) - cpu_before
+            results.append(load)
             groups_before = metric(daemon, "tapeworker_http_commit_groups_total")
+            cpu_before = cpu_seconds(daemon_pid)
             load = await http_load(
                 f"http://127.0.0.1:{daemon.http_port}",
                 ("tester", "secret-for-tests"),
@@ -432,6 +444,7 @@ async def http_runs(folder: Path, requests: int) -> list[HttpLoad]:
                 requests,
                 first_id,
             )
+            load.cpu_s = cpu_seconds(daemon_pid) - cpu_before
             groups = metric(daemon, "tapeworker_http_commit_groups_total") - groups_before
             load.commit_groups = groups
             results.append(load)
@@ -540,6 +553,13 @@ class Figures:
                 lines.append(
                     f"    daemon: {daemon.commit_groups} commits, {per_commit:.1f} creates a "
                     f"commit; load {daemon.load:.1f}"
+                )
+            if daemon.cpu_s is not None and trivial.cpu_s is not None:
+                mine = daemon.cpu_s / max(1, sum(daemon.statuses.values())) * 1000
+                theirs = trivial.cpu_s / max(1, sum(trivial.statuses.values())) * 1000
+                lines.append(
+                    f"    CPU a request: daemon {mine:.2f} ms, trivial {theirs:.2f} ms "
+                    f"({mine / theirs if theirs else float('nan'):.1f}x)"
                 )
             lines.append(
                 f"    throughput {ratio:.2f}x (target >= 0.6x): {_verdict(ratio >= 0.6)}; "
