@@ -62,10 +62,11 @@ def library_summary(
     tapes: Sequence[TapeRecord],
     queue: Mapping[RequestState, int],
     draining: bool,
+    pending_by_pool: Mapping[str, int] | None = None,
     journal_fault: str | None,
 ) -> dict[str, Any]:
     """One library at a glance, for the fleet view: drives, queue (requests per active
-    state, as the state model counts them), pools, health.
+    state, as the state model counts them), pending requests per pool, pools, health.
 
     A pool's free bytes are the native capacity left on its writable tapes (what the
     journal counts as written subtracted), not counting compression.
@@ -91,6 +92,9 @@ def library_summary(
             "loaded": sum(drive.barcode is not None for drive in drives),
         },
         "queue": {state.value: queue.get(state, 0) for state in ACTIVE_STATES},
+        # Apart from "pools", which names the pools this library holds tapes of (the
+        # fleet routes pool destinations on it): a pool waited on is not one held.
+        "pending_by_pool": dict(sorted((pending_by_pool or {}).items())),
         "pools": dict(sorted(pools.items())),
         "health": {"journal": journal_fault or "ok", "draining": draining},
     }

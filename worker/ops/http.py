@@ -58,6 +58,7 @@ def health_router(service: "RunningDaemon") -> APIRouter:
                 model.oldest_pending_arrival(),
                 list(model.drives.values()),
                 time.time(),
+                pending_by_pool=dict.fromkeys(model.pools, 0) | model.pending_by_pool(),
             )
         elif journal is not None:
             counts, oldest = metrics.request_levels(await journal.requests(ACTIVE))

@@ -34,6 +34,11 @@ _TAPE_BUCKETS = (5, 10, 20, 30, 45, 60, 90, 120, 180, 300, 600, 1200)
 _COMMIT_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1, 5)
 
 REQUESTS = Gauge("tapeworker_requests", "Mount requests by state", ["state"])
+PENDING_BY_POOL = Gauge(
+    "tapeworker_pending_requests_by_pool",
+    "Pending mount requests per pool (a request for a tape counts for the tape's pool)",
+    ["pool"],
+)
 OLDEST_PENDING = Gauge(
     "tapeworker_oldest_pending_age_seconds", "Age of the oldest pending request (0 if none)"
 )
@@ -99,12 +104,20 @@ def set_levels(
     oldest_pending: float | None,
     drives: Iterable[DriveRecord],
     now: float,
+    pending_by_pool: Mapping[str, int] | None = None,
 ) -> None:
     """The gauges that describe the journal's state, set just before a scrape:
     requests per state (a state not in `counts` has none), the age of the oldest
-    pending request (its arrival), the drives."""
+    pending request (its arrival), the drives, and pending requests per pool when
+    given."""
     for state in RequestState:
         REQUESTS.labels(state.value).set(counts.get(state, 0))
+    if pending_by_pool is not None:
+        # A pool gone from the catalog loses its series (the caller gives every
+        # pool it knows, at 0 when none waits).
+        PENDING_BY_POOL.clear()
+        for pool, count in pending_by_pool.items():
+            PENDING_BY_POOL.labels(pool).set(count)
     OLDEST_PENDING.set(0 if oldest_pending is None else max(now - oldest_pending, 0.0))
     for drive in drives:
         DRIVE_UP.labels(str(drive.index)).set(int(drive.up))

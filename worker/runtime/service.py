@@ -181,6 +181,7 @@ class Service:
                         drives=list(model.drives.values()),
                         tapes=list(model.tapes.values()),
                         queue=model.request_counts(),
+                        pending_by_pool=model.pending_by_pool(),
                         draining=self.reconciler is not None and self.reconciler.draining,
                         journal_fault=self.journal_fault,
                     )

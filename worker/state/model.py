@@ -20,7 +20,8 @@ Read API (synchronous, no I/O; records are the journal's frozen records):
   (mounting and ready requests on a drive, by id), `pending` (a `PendingRequests` of
   every pending request, kept up to date: hand it to `plan()`; never change it),
   `request_counts()` (active requests per state, kept as they change: no scan),
-  `oldest_pending_arrival()` (from the pending groups, not from every request).
+  `oldest_pending_arrival()` and `pending_by_pool()` (from the pending groups, not
+  from every request).
 - Destinations: `destination(id)` (live or destroyed, as the table holds them),
   `destinations(task_id=None)` (the live ones, by id).
 
@@ -251,6 +252,18 @@ class StateModel:
         arrivals = [group.stats().oldest for group in groups]
         arrivals += [request.arrival for request in pending.unaddressed.values()]
         return min(arrivals, default=None)
+
+    def pending_by_pool(self) -> dict[str, int]:
+        """Pending requests per pool, by name: a pool-only request counts for its pool,
+        one for a tape for the tape's pool (a tape of no pool, or unknown, for none)."""
+        counts: dict[str, int] = {}
+        for barcode, group in self.pending.by_tape.items():
+            tape = self._tapes.get(barcode)
+            if tape is not None and tape.pool is not None:
+                counts[tape.pool] = counts.get(tape.pool, 0) + len(group)
+        for pool, group in self.pending.by_pool.items():
+            counts[pool] = counts.get(pool, 0) + len(group)
+        return dict(sorted(counts.items()))
 
     def holders(self, drive: int) -> tuple[int, ...]:
         """The mounting and ready requests on a drive, by id."""

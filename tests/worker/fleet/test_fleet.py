@@ -51,11 +51,19 @@ def test_a_summary_counts_the_queue_drives_and_what_each_pool_can_still_take() -
     ]
     queue = {RequestState.PENDING: 1, RequestState.READY: 1}
     summary = library_summary(
-        "a", drives=drives, tapes=tapes, queue=queue, draining=True, journal_fault=None
+        "a",
+        drives=drives,
+        tapes=tapes,
+        queue=queue,
+        draining=True,
+        journal_fault=None,
+        pending_by_pool={"offline": 1, "elsewhere": 4},
     )
     assert summary["drives"] == {"total": 2, "up": 1, "loaded": 1}
     assert summary["queue"] == {"pending": 1, "mounting": 0, "ready": 1}
     assert summary["pools"] == {"offline": {"tapes": 2, "writable": 1, "free_bytes": 10 * 10**12}}
+    # A pool waited on is not a pool held: the fleet routes on "pools" alone.
+    assert summary["pending_by_pool"] == {"elsewhere": 4, "offline": 1}
     assert summary["health"] == {"journal": "ok", "draining": True}
 
 

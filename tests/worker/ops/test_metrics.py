@@ -60,6 +60,15 @@ def test_counts_set_as_given_and_a_state_left_out_has_none() -> None:
     assert sample("tapeworker_oldest_pending_age_seconds") == 5.0
 
 
+def test_pending_per_pool_as_given_and_a_pool_left_out_loses_its_series() -> None:
+    metrics.set_levels({}, None, [], now=0.0, pending_by_pool={"a": 3, "b": 0})
+    assert sample("tapeworker_pending_requests_by_pool", pool="a") == 3
+    assert sample("tapeworker_pending_requests_by_pool", pool="b") == 0
+    metrics.set_levels({}, None, [], now=0.0, pending_by_pool={"b": 1})
+    assert sample("tapeworker_pending_requests_by_pool", pool="a") is None
+    assert sample("tapeworker_pending_requests_by_pool", pool="b") == 1
+
+
 def test_drive_levels_say_up_and_loaded() -> None:
     levels([], [drive(0, up=True, barcode="NOD400L9"), drive(1, up=False, barcode=None)], now=0.0)
     assert sample("tapeworker_drive_up", drive="0") == 1

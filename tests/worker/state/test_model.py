@@ -22,6 +22,7 @@ from worker.core.requests import ACTIVE, RequestState
 from worker.errors import IllegalTransitionError, JournalFaultError
 from worker.state.journal import DestinationWrite, Journal, Transaction
 from worker.state.model import StateModel
+from worker.state.records import RequestRecord
 
 _COUNTED = (RequestState.PENDING, RequestState.MOUNTING, RequestState.READY)
 
@@ -148,6 +149,8 @@ async def test_counts_and_the_oldest_pending_follow_each_commit(journal: Journal
         await tx.add_request(3, barcode=None, pool=None, now=1005.0)
     assert model.request_counts()[RequestState.PENDING] == 3
     assert model.oldest_pending_arrival() == 990.0
+    # NOD400L9 is a tape of offline-tapes; the request naming neither counts for none.
+    assert model.pending_by_pool() == {"offline-tapes": 2}
     async with journal.transaction() as tx:
         await tx.set_request_state(first, RequestState.MOUNTING, 1001.0, drive=0)
     counts = model.request_counts()
@@ -431,6 +434,20 @@ async def _outside(journal: Journal, kind: str, step: Step, now: float) -> None:
         await journal.prune(now + 1.0, batch=2)
 
 
+async def _pending_by_pool(journal: Journal, pending: list[RequestRecord]) -> dict[str, int]:
+    """Pending requests per pool, counted from the file's rows."""
+    counted: Counter[str] = Counter()
+    for request in pending:
+        if request.barcode is not None:
+            tape = await journal.tape(request.barcode)
+            pool = tape.pool if tape is not None else None
+        else:
+            pool = request.pool
+        if pool is not None:
+            counted[pool] += 1
+    return dict(sorted(counted.items()))
+
+
 async def _run(transactions: list[tuple[list[Step], str, str]]) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         journal = await Journal.open(Path(tmp) / "journal.sqlite3")
@@ -470,8 +487,11 @@ async def _run(transactions: list[tuple[list[Step], str, str]]) -> None:
                 # The kept counts against a recount of the file's requests.
                 recount = Counter(r.state for r in active)
                 assert model.request_counts() == {s: recount[s] for s in _COUNTED}
-                pending = [r.arrival for r in active if r.state is RequestState.PENDING]
-                assert model.oldest_pending_arrival() == min(pending, default=None)
+                pending = [r for r in active if r.state is RequestState.PENDING]
+                assert model.oldest_pending_arrival() == min(
+                    (r.arrival for r in pending), default=None
+                )
+                assert model.pending_by_pool() == await _pending_by_pool(journal, pending)
         finally:
             await journal.close()
 
