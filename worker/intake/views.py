@@ -8,6 +8,7 @@ against the seed's models.
 
 from __future__ import annotations
 
+import functools
 import posixpath
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
@@ -24,8 +25,13 @@ from worker.state.journal import (
 )
 
 
+@functools.lru_cache(maxsize=4096)
 def _when(epoch: float | None) -> str | None:
-    """ISO-8601 with milliseconds and `Z`, as the seed writes dates."""
+    """ISO-8601 with milliseconds and `Z`, as the seed writes dates.
+
+    Kept for the latest times seen: a batch's destinations and requests share the
+    commit's time, and publishing their state formats it once per destination.
+    """
     if epoch is None:
         return None
     value = datetime.fromtimestamp(epoch, UTC)

@@ -1089,8 +1089,9 @@ class Journal:
 
         A write the journal refuses raises JournalFaultError (nothing committed).
         """
-        model = self.current_model
         async with self._write() as db:
+            # Under the lock: the model is what the file has committed, or None.
+            model = self.current_model
             yield Transaction(db, UnitOfWork(self, db.connection, self._notes, model))
 
     async def apply(self, work: Callable[[UnitOfWork], Result]) -> Result:
