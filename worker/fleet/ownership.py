@@ -17,7 +17,7 @@ destination travel on one topic, which one broker delivers to every subscriber i
 the same order, so *the first claim seen since the topic was empty wins* for every
 library alike. A library applies what it claimed only once its own claim came back
 as the first; a loser had applied nothing. A winner that sees a later claim on its
-topic publishes its own again, so that the retained claim (what a library starting
+topic publishes its own again (once), so that the retained claim (what a library starting
 later sees) is the winner's.
 
 Nothing here does I/O or reads a clock: worker/intake/pools.py feeds it what arrives
@@ -131,6 +131,10 @@ class Ownership:
     claims: dict[int, Claim] = field(default_factory=dict)
     watched: dict[str, Watch] = field(default_factory=dict)
     ready: bool = False
+    #: Destinations whose claim we published again, once each: two libraries whose
+    #: histories differ (one restarted between a claim and its answer) must not
+    #: answer each other's claims forever.
+    reasserted: set[int] = field(default_factory=set)
     _by_destination: dict[int, set[str]] = field(default_factory=dict, repr=False)
 
     def connecting(self, session: str) -> None:
@@ -168,11 +172,17 @@ class Ownership:
         """Take a claim (None: the topic was emptied) in."""
         if claim is None:
             self.claims.pop(destination_id, None)
+            self.reasserted.discard(destination_id)
             return ClaimSeen(None, "settled")
         first = self.claims.setdefault(destination_id, claim)
         mine = claim.library_id == self.library_id
         if first.library_id == self.library_id:
-            return ClaimSeen(first, "won" if mine else "reassert")
+            if mine:
+                return ClaimSeen(first, "won")
+            if destination_id in self.reasserted:
+                return ClaimSeen(first, "settled")
+            self.reasserted.add(destination_id)
+            return ClaimSeen(first, "reassert")
         return ClaimSeen(first, "lost" if mine else "settled")
 
     def is_ours(self, watch: Watch) -> bool:

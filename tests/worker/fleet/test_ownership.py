@@ -116,6 +116,8 @@ def test_the_first_claim_wins_for_everyone_and_the_winner_reasserts_it() -> None
     assert seen.outcome == "reassert"
     assert seen.winner is not None
     assert seen.winner.library_id == "a"
+    # Once: two libraries that each believe they came first do not answer forever.
+    assert a.on_claim(7, claim("b", 7)).outcome == "settled"
     # A claimed destination is nobody's to claim again.
     assert [w.event_id for w in b.settled(7)] == ["e7"]
     assert not b.watch(Watch("e7-again", "p", 7))
