@@ -134,6 +134,17 @@ class Drain:
     planning_rounds: int | None = None
     #: The daemon's trips to its journal's database thread during the drain.
     round_trips: int | None = None
+    #: CPU time (user and system, all threads) the consumer spent on `cpu_messages`
+    #: messages: the machine's load swings it far less than the rates.
+    cpu_s: float | None = None
+    cpu_messages: int = 0
+
+    @property
+    def cpu_ms_a_message(self) -> float | None:
+        if self.cpu_s is None or not self.cpu_messages:
+            return None
+        return 1000 * self.cpu_s / self.cpu_messages
+
     #: Times the daemon stopped reading the backlog, and its reconnections (its log).
     read_pauses: int | None = None
     reconnects: int | None = None
@@ -178,6 +189,7 @@ async def bare_drain(port: int, folder: Path, messages: int) -> Drain:
     client = _session_client(port, client_id, daemon_mqtt.RECEIVE_MAXIMUM)
     acks: paho.Client = client._client  # as the daemon does: no public manual-ack API
     acks.manual_ack_set(True)
+    cpu_before = time.process_time()
     async with client:
         await client.subscribe(f"{PREFIX}/tasks/#", qos=1)
         async with asyncio.timeout(DRAIN_TIMEOUT_S):
@@ -196,8 +208,15 @@ async def bare_drain(port: int, folder: Path, messages: int) -> Drain:
                     acks.ack(message.mid, message.qos)
                 commits.extend([now] * len(batch))
                 largest = max(largest, len(batch))
+    cpu_s = time.process_time() - cpu_before
     db.close()
-    return Drain("bare aiomqtt + sqlite3 (FULL)", commits, largest_batch=largest)
+    return Drain(
+        "bare aiomqtt + sqlite3 (FULL)",
+        commits,
+        largest_batch=largest,
+        cpu_s=cpu_s,
+        cpu_messages=len(commits),
+    )
 
 
 def cpu_seconds(pid: int) -> float:
@@ -229,6 +248,9 @@ async def daemon_drain(port: int, folder: Path, messages: int) -> Drain:
         trips_before = metric(daemon, "tapeworker_journal_round_trips_total")
         assert daemon.process is not None
         pid = daemon.process.pid
+        # It may have begun: the CPU counts from here, for the messages after.
+        cpu_before = cpu_seconds(pid)
+        journaled_before = daemon.query("SELECT count(*) FROM events WHERE source='mqtt'")[0][0]
         start_rss = rss_bytes(pid)
         deadline = time.monotonic() + DRAIN_TIMEOUT_S
         while True:
@@ -242,6 +264,7 @@ async def daemon_drain(port: int, folder: Path, messages: int) -> Drain:
                 raise AssertionError(f"{count} of {messages} events after {DRAIN_TIMEOUT_S}s")
             await asyncio.sleep(0.1)
         end_rss = rss_bytes(pid)
+        cpu_s = cpu_seconds(pid) - cpu_before
         rounds = metric(daemon, "tapeworker_planning_rounds_total") - rounds_before
         trips = metric(daemon, "tapeworker_journal_round_trips_total") - trips_before
         pauses = metric(daemon, "tapeworker_mqtt_read_pauses_total")
@@ -267,6 +290,8 @@ async def daemon_drain(port: int, folder: Path, messages: int) -> Drain:
         largest_batch=max(batches.values()),
         planning_rounds=rounds,
         round_trips=trips,
+        cpu_s=cpu_s,
+        cpu_messages=len(commits) - journaled_before,
         read_pauses=pauses,
         reconnects=reconnects,
     )
@@ -508,6 +533,12 @@ class Figures:
             f"during the drain ({self.daemon.seconds:.1f} s), "
             f"{self.daemon.read_pauses} read pauses, {self.daemon.reconnects} reconnections"
         )
+        daemon_cpu, bare_cpu = self.daemon.cpu_ms_a_message, self.bare.cpu_ms_a_message
+        if daemon_cpu is not None and bare_cpu is not None:
+            lines.append(
+                f"  CPU a message (user and system, all threads): daemon {daemon_cpu:.2f} ms, "
+                f"bare {bare_cpu:.2f} ms: bare / daemon = {bare_cpu / daemon_cpu:.2f}x"
+            )
         trips = self.daemon.round_trips or 0
         lines.append(
             f"  daemon: {trips} journal round trips, {trips / self.daemon.messages:.2f} per "
