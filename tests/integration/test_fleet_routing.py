@@ -12,6 +12,7 @@ import asyncio
 import dataclasses
 import json
 import os
+import signal
 import sqlite3
 import time
 from collections.abc import Iterator
@@ -34,6 +35,7 @@ from tests.integration.fleet_run import (
     properties,
 )
 from worker.fleet import routing
+from worker.fleet.ownership import rank
 from worker.fleet.routing import Claim
 from worker.seed.tape_ids import tape_id_block
 
@@ -422,3 +424,71 @@ def test_the_first_claim_on_a_topic_wins_and_its_winner_publishes_it_again(
         assert now_retained.library_id == "a"
     finally:
         daemon.stop()
+
+
+def test_a_destination_handed_to_a_library_that_dies_goes_on_to_another(
+    tmp_path: Path, broker: Broker
+) -> None:
+    """a cannot write the tight pool and hands on by name to x, which is frozen and then
+    killed before it claims: at x's will, a hands it on to y, which takes it; x, back,
+    finds y's claim first and applies nothing."""
+    names = ("a", "x", "y")
+    # A destination a owns by rank, so that a is the one that hands it on.
+    destination = next(
+        Destination(i, None, TIGHT_POOL)
+        for i in range(500, 600)
+        if rank(f"td-{i}-v1", names)[0] == "a"
+    )
+    daemons = {
+        name: fleet_daemon(tmp_path / name, name, number, broker.port, [TIGHT_POOL])
+        for number, name in enumerate(names, start=1)
+    }
+    manager = ArchiveManager(broker.port)
+    try:
+        for daemon in daemons.values():
+            daemon.start()
+        wait_until(
+            lambda: all("pool intake connected" in d.log_tail(400) for d in daemons.values()),
+            timeout=120,
+            what="every pool intake subscribed",
+        )
+        x = daemons["x"]
+        assert x.process is not None
+        x.process.send_signal(signal.SIGSTOP)  # alive for the broker, claims nothing
+
+        def handed_to(library: str) -> bool:
+            return any(
+                '"pool destination handed on"' in line
+                and f'"to": "{library}"' in line
+                and f'"destination": {destination.id}' in line
+                for line in daemons["a"].log_tail(400).splitlines()
+            )
+
+        async def publish() -> None:
+            async with aiomqtt.Client(
+                "127.0.0.1", broker.port, identifier="archive", protocol=aiomqtt.ProtocolVersion.V5
+            ) as client:
+                await manager.publish(client, destination)
+
+        asyncio.run(publish())
+        wait_until(lambda: handed_to("x"), timeout=120, what="a handed it to x")
+        x.kill()  # its will lands now
+        wait_until(lambda: handed_to("y"), timeout=120, what="a handed it on to y")
+        wait_until(lambda: daemons["y"].request_of(destination.id), timeout=120, what="y took it")
+        x.start()
+        key = f"mqtt:td-{destination.id}-v1#1"
+
+        def x_settled() -> list[sqlite3.Row]:
+            return journal_rows(x, f"SELECT status, reason FROM events WHERE dedup_key='{key}'")
+
+        [lost] = wait_until(x_settled, timeout=120, what="x met the hand-off again")
+        assert (lost["status"], lost["reason"]) == (
+            "ignored",
+            "not ours: library y claimed it first",
+        )
+        assert x.request_of(destination.id) is None
+        assert daemons["a"].request_of(destination.id) is None
+        assert taken(daemons)[destination.id] == ["y"]
+    finally:
+        for daemon in daemons.values():
+            daemon.stop()

@@ -262,6 +262,14 @@ def decide(
     )
 
 
+def next_hand_off(hand_off: HandOff, live: Iterable[str], *, gone: str) -> str | None:
+    """Where a destination handed to a library that went before claiming it goes next:
+    a live library of the pool that has not declined it, or None (it then waits for the
+    gone library)."""
+    candidates = sorted(set(live) - hand_off.libraries - {gone})
+    return candidates[0] if candidates else None
+
+
 def pool_members(summary: dict[str, Any]) -> tuple[str, set[str]] | None:
     """(library, the pools it holds tapes of) from a fleet summary; an empty set for a
     library that is gone; None for what is no summary."""

@@ -66,6 +66,17 @@ class _Claiming:
     watched: str | None
 
 
+@dataclasses.dataclass(frozen=True, slots=True)
+class _HandedOn:
+    """A pool destination we passed on by name, until some library claims it."""
+
+    event: DestinationEvent
+    event_id: str
+    pool: str
+    hand_off: routing.HandOff
+    to: str
+
+
 class PoolIntake:
     def __init__(
         self,
@@ -98,6 +109,8 @@ class PoolIntake:
         #: The held destinations, as journaled.
         self._held: dict[str, PoolWatchRecord] = {}
         self._claiming: dict[int, _Claiming] = {}
+        #: What we handed on by name and nobody claimed yet (kept in memory only).
+        self._handed: dict[int, _HandedOn] = {}
         self._client: aiomqtt.Client | None = None
         self.connected = asyncio.Event()
 
@@ -232,6 +245,8 @@ class PoolIntake:
                     await self._announce(client)
                 for watch in ours:
                     await self._take_held(client, watch)
+                if not member.alive and self.book.ready:
+                    await self._hand_on_again(client, member.library_id)
             return
         try:
             pool, command = routing.split_pool_topic(self.prefix, topic)
@@ -360,26 +375,43 @@ class PoolIntake:
         route = routing.Route(self.library_id, "pass", decision.reason, self.prefix)
         if decision.kind == "hand_on":
             assert decision.hand_off is not None
-            properties = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
-            properties.UserProperty = [
-                ("event-id", event_id),
-                *([("sequence", str(event.sequence))] if event.sequence is not None else []),
-                *routing.hand_off_properties(decision.hand_off),
-            ]
+            assert decision.to is not None
             # Out before the commit: a crash in between loses nothing, and the next
             # library knows this hop by its count.
-            command = (event.topic or "").split("/tasks/", 1)[-1]
-            to = f"{routing.hand_off_commands(self.prefix, pool, decision.to or '')}/{command}"
-            await client.publish(to, event.payload or "", qos=1, properties=properties)
-            log.info(
-                "pool destination handed on",
-                destination=event.destination_id,
-                pool=pool,
-                to=decision.to,
-            )
+            hand = _HandedOn(event, event_id, pool, decision.hand_off, decision.to)
+            await self._hand_on(client, hand)
         await self._record(dataclasses.replace(event, route=route))
         if watched is not None:
             await self._forget(watched)
+
+    async def _hand_on(self, client: aiomqtt.Client, hand: _HandedOn) -> None:
+        properties = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
+        properties.UserProperty = [
+            ("event-id", hand.event_id),
+            *([("sequence", str(hand.event.sequence))] if hand.event.sequence is not None else []),
+            *routing.hand_off_properties(hand.hand_off),
+        ]
+        command = (hand.event.topic or "").split("/tasks/", 1)[-1]
+        to = f"{routing.hand_off_commands(self.prefix, hand.pool, hand.to)}/{command}"
+        await client.publish(to, hand.event.payload or "", qos=1, properties=properties)
+        self._handed[hand.event.destination_id or 0] = hand
+        log.info(
+            "pool destination handed on",
+            destination=hand.event.destination_id,
+            pool=hand.pool,
+            to=hand.to,
+        )
+
+    async def _hand_on_again(self, client: aiomqtt.Client, gone: str) -> None:
+        """A library we handed destinations to went before claiming them: each goes to
+        another live library of the pool that has not declined it, if there is one (else
+        it waits in the gone library's session for its restart)."""
+        for destination_id, hand in list(self._handed.items()):
+            if hand.to != gone or destination_id in self.book.claims:
+                continue
+            to = routing.next_hand_off(hand.hand_off, self.book.live(hand.pool), gone=gone)
+            if to is not None:
+                await self._hand_on(client, dataclasses.replace(hand, to=to))
 
     async def _decide(
         self, event: DestinationEvent, pool: str, hand_off: routing.HandOff
@@ -432,6 +464,7 @@ class PoolIntake:
                 self.book.on_claim(int(destination), None)
             return
         seen = self.book.on_claim(claim.destination_id, claim)
+        self._handed.pop(claim.destination_id, None)
         mine = (
             self._claiming.pop(claim.destination_id, None)
             if claim.library_id == self.library_id

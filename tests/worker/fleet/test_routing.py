@@ -128,6 +128,15 @@ def test_alone_in_its_pool_a_library_fails_what_it_cannot_serve() -> None:
     assert decision.kind == "fail"
 
 
+def test_a_hand_off_to_a_library_that_went_goes_to_one_that_has_not_declined() -> None:
+    passed = HandOff(1, (("a", "full"),))
+    assert routing.next_hand_off(passed, ["a", "c", "d"], gone="b") == "c"
+    assert routing.next_hand_off(passed, ["a", "b", "d"], gone="b") == "d"
+    # Nobody else: it waits for b, which holds it in its session.
+    assert routing.next_hand_off(passed, ["a"], gone="b") is None
+    assert routing.next_hand_off(HandOff(2, (("a", "x"), ("c", "y"))), ["a", "c"], gone="b") is None
+
+
 def test_hand_off_properties_round_trip_and_bad_ones_are_refused() -> None:
     hand_off = HandOff(2, (("a", "full"), ("b", "draining")))
     properties = dict(routing.hand_off_properties(hand_off))
