@@ -3,15 +3,19 @@ so that a planning round works on tapes and drives rather than on every request.
 
 Each group keeps what the planner's queue order needs (the oldest arrival, the
 highest priority, the bytes and requests queued, whether any is a write, the
-largest declared size) and its requests in arrival order, all maintained on `add`
-and `discard`; a removal that takes away an extreme marks the group for one
-recount at its next read. Requests are ordered by (arrival, id), so a queue built
+largest and smallest declared size) and its requests in arrival order, all
+maintained on `add` and `discard`; a removal that takes away the last request
+holding an extreme marks the group for one recount at its next read. A group also
+hands out its ids as one immutable tuple, built once after each change and shared
+by every action that serves the whole group, so a round does not copy the ids of
+a group that has not changed. Requests are ordered by (arrival, id), so a queue built
 from scratch and one kept up to date through any sequence of changes hold the
 same groups in the same order, and the planner returns the same actions for both.
 """
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from collections import defaultdict
 from collections.abc import Iterable, Iterator
 from operator import attrgetter
@@ -26,6 +30,9 @@ def _order(request: MountRequest) -> tuple[float, int]:
 
 
 _ORDER = attrgetter("arrival", "id")
+#: How far from the youngest end a removal is done in place in a group's list.
+_TAIL = 64
+_ARRIVAL = attrgetter("arrival")
 _PRIORITY = attrgetter("priority")
 _WRITE = attrgetter("write")
 
@@ -35,10 +42,17 @@ class PendingGroup:
 
     __slots__ = (
         "_by_id",
+        "_ids",
+        "_in_order",
+        "_n_max",
+        "_n_min",
+        "_n_oldest",
+        "_n_priority",
         "_ordered",
         "_stale",
         "key",
         "max_size",
+        "min_size",
         "oldest",
         "priority",
         "size_total",
@@ -46,10 +60,15 @@ class PendingGroup:
     )
 
     def __init__(self) -> None:
+        #: The requests by id; inserted in (arrival, id) order while `_in_order`.
         self._by_id: dict[int, MountRequest] = {}
+        self._in_order = True
         #: The requests in (arrival, id) order; None until asked for after a change
-        #: that could not keep it in order cheaply.
+        #: that could not keep it in order cheaply; only ever set while `_in_order`.
         self._ordered: list[MountRequest] | None = []
+        #: The ids in that order, an immutable snapshot handed to actions as is;
+        #: None until asked for after a change.
+        self._ids: tuple[int, ...] | None = ()
         self._stale = False
         #: The planner's queue key for this group, kept until the group changes
         #: (so a round does not build one per group).
@@ -59,6 +78,13 @@ class PendingGroup:
         self.size_total = 0
         self.writes = 0
         self.max_size = 0
+        self.min_size = 0
+        # How many requests hold each extreme: a removal marks the group for a
+        # recount only when it takes away the last of them.
+        self._n_oldest = 0
+        self._n_priority = 0
+        self._n_max = 0
+        self._n_min = 0
 
     def __len__(self) -> int:
         return len(self._by_id)
@@ -70,12 +96,10 @@ class PendingGroup:
         group = cls()
         group._by_id = {r.id: r for r in requests}
         group._ordered = requests
-        sizes = [r.size_bytes or 0 for r in requests]
-        group.oldest = requests[0].arrival
-        group.priority = max(map(_PRIORITY, requests))
-        group.size_total = sum(sizes)
-        group.max_size = max(sizes)
+        group._ids = None
+        group.size_total = sum(_sizes(requests))
         group.writes = sum(map(_WRITE, requests))
+        group._recount()
         return group
 
     @property
@@ -86,55 +110,124 @@ class PendingGroup:
         return self.size_total + len(self._by_id)
 
     def stats(self) -> PendingGroup:
-        """Self, with `oldest`, `priority` and `max_size` recounted if a removal took
-        one of them away: read those only through this."""
+        """Self, with `oldest`, `priority`, `max_size` and `min_size` recounted if a
+        removal took one of them away: read those only through this."""
         if self._stale:
             self._recount()
         return self
 
     def add(self, request: MountRequest) -> None:
         self.key = None
-        self._by_id[request.id] = request
+        self._ids = None
+        by_id = self._by_id
+        if self._in_order and by_id and _order(request) < _order(next(reversed(by_id.values()))):
+            self._in_order = False
+            self._ordered = None  # out of order: sort once when next asked
+        by_id[request.id] = request
+        if self._ordered is not None:
+            self._ordered.append(request)
         size = request.size_bytes or 0
         self.size_total += size
         self.writes += request.write
-        if not self._stale:
-            self.oldest = min(self.oldest, request.arrival)
-            self.priority = max(self.priority, request.priority)
-            self.max_size = max(self.max_size, size)
-        ordered = self._ordered
-        if ordered is not None and ordered and _order(request) < _order(ordered[-1]):
-            self._ordered = None  # out of order: sort once when next asked
-        elif ordered is not None:
-            ordered.append(request)
+        if self._stale:
+            return  # the recount will see it
+        first = len(by_id) == 1
+        if first or request.arrival < self.oldest:
+            self.oldest, self._n_oldest = request.arrival, 1
+        elif request.arrival == self.oldest:
+            self._n_oldest += 1
+        if first or request.priority > self.priority:
+            self.priority, self._n_priority = request.priority, 1
+        elif request.priority == self.priority:
+            self._n_priority += 1
+        if first or size > self.max_size:
+            self.max_size, self._n_max = size, 1
+        elif size == self.max_size:
+            self._n_max += 1
+        if first or size < self.min_size:
+            self.min_size, self._n_min = size, 1
+        elif size == self.min_size:
+            self._n_min += 1
 
     def discard(self, request: MountRequest) -> None:
         self.key = None
+        self._ids = None
         del self._by_id[request.id]
         size = request.size_bytes or 0
         self.size_total -= size
         self.writes -= request.write
-        if (
-            request.arrival <= self.oldest
-            or request.priority >= self.priority
-            or size >= self.max_size
-        ):
-            self._stale = True
-        # Sorted again when next asked: a served group usually leaves whole.
-        self._ordered = None
+        ordered = self._ordered
+        if ordered is not None:
+            # One of the youngest (a recent arrival cancelled or held back): taken
+            # out in place, a short move. Elsewhere the list is dropped, to be
+            # copied once when next asked (a served group leaves whole, and one
+            # removal at a time from the front would move the list each time).
+            at = bisect_left(ordered, _order(request), lo=max(0, len(ordered) - _TAIL), key=_order)
+            if at < len(ordered) and ordered[at] is request:
+                del ordered[at]
+            else:
+                self._ordered = None
+        if self._stale:
+            return
+        if request.arrival == self.oldest:
+            self._n_oldest -= 1
+            self._stale |= not self._n_oldest
+        if request.priority == self.priority:
+            self._n_priority -= 1
+            self._stale |= not self._n_priority
+        if size == self.max_size:
+            self._n_max -= 1
+            self._stale |= not self._n_max
+        if size == self.min_size:
+            self._n_min -= 1
+            self._stale |= not self._n_min
 
     def _recount(self) -> None:
         requests = self._by_id.values()
-        self.oldest = min((r.arrival for r in requests), default=float("inf"))
-        self.priority = max((r.priority for r in requests), default=0)
-        self.max_size = max((r.size_bytes or 0 for r in requests), default=0)
         self._stale = False
+        if not requests:
+            self.oldest, self.priority, self.max_size, self.min_size = float("inf"), 0, 0, 0
+            self._n_oldest = self._n_priority = self._n_max = self._n_min = 0
+            return
+        arrivals = list(map(_ARRIVAL, requests))
+        self.oldest = min(arrivals)
+        self._n_oldest = arrivals.count(self.oldest)
+        priorities = list(map(_PRIORITY, requests))
+        self.priority = max(priorities)
+        self._n_priority = priorities.count(self.priority)
+        sizes = _sizes(requests)
+        self.max_size = max(sizes)
+        self._n_max = sizes.count(self.max_size)
+        self.min_size = min(sizes)
+        self._n_min = sizes.count(self.min_size)
 
     def ordered(self) -> list[MountRequest]:
         """The requests oldest first (by arrival, then id). Do not modify."""
         if self._ordered is None:
-            self._ordered = sorted(self._by_id.values(), key=_order)
+            if self._in_order:
+                self._ordered = list(self._by_id.values())
+            else:
+                self._ordered = sorted(self._by_id.values(), key=_order)
+                # Kept in order from now on, so a removal needs no sort again.
+                self._by_id = {r.id: r for r in self._ordered}
+                self._in_order = True
         return self._ordered
+
+    def ids(self) -> tuple[int, ...]:
+        """The ids of `ordered()`, as one immutable tuple kept until the group
+        changes: an action serving the whole group shares it instead of copying,
+        and a later change builds a new one rather than touching this one."""
+        if self._ids is None:
+            if not self._in_order:
+                self.ordered()  # puts `_by_id` in order too
+            # The keys in insertion order: no request is read for its id.
+            self._ids = tuple(self._by_id)
+        return self._ids
+
+
+def _sizes(requests: Iterable[MountRequest]) -> list[int]:
+    """Declared sizes, an unknown size counting nothing."""
+    return [r.size_bytes or 0 for r in requests]
 
 
 class PendingRequests:

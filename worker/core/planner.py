@@ -75,7 +75,7 @@ from typing import NamedTuple, cast
 
 from drivers.media import Media, can_read, can_write
 from worker.core.actions import Action, Assign, Attach, Clean, Fail, Load, Unload
-from worker.core.pending import PendingRequests
+from worker.core.pending import PendingGroup, PendingRequests
 from worker.core.requests import MountRequest
 from worker.core.snapshot import DriveView, LibrarySnapshot, TapeView
 
@@ -180,13 +180,39 @@ class _Key(NamedTuple):
 class _Group:
     """The pending requests that one mount would serve (a tape's, or a pool's)."""
 
-    requests: list[MountRequest]
+    #: None: all of `source`'s, listed only if asked for (`requests`).
+    kept: list[MountRequest] | None
     barcode: str | None  # None: a pool group, its tape chosen at its turn
     pool: str | None
     key: _Key
     write: bool
     #: The declared bytes of `requests` (unknown sizes count nothing).
     total_bytes: int
+    #: The smallest declared size in `requests` (unknown counts as 0).
+    min_size: int
+    #: The queue's own group while `requests` is all of it: its ids are shared.
+    source: PendingGroup | None
+
+    @property
+    def requests(self) -> list[MountRequest]:
+        """Oldest first; shared with the queue: never modify it."""
+        if self.kept is None:
+            assert self.source is not None
+            self.kept = self.source.ordered()
+        return self.kept
+
+    def all_ids(self) -> tuple[int, ...]:
+        """The ids of all of `requests`: the queue's kept tuple when the round took
+        none of them out, so a tape served whole is never listed request by request."""
+        if self.source is not None:
+            return self.source.ids()
+        return tuple(map(_ID, self.requests))
+
+    def ids_of(self, served: list[MountRequest]) -> tuple[int, ...]:
+        """The ids of `served`, some of `requests` in their order."""
+        if served is self.kept:
+            return self.all_ids()
+        return tuple(map(_ID, served))
 
 
 _ID = attrgetter("id")
@@ -482,14 +508,6 @@ class _Groups:
         self.done: set[tuple[int, str]] = set()
         self.needed = _Needed(queue.by_tape, self.dropped)
 
-    def requests(self, kind: int, name: str) -> list[MountRequest]:
-        """Oldest first; shared with the queue: never modify it."""
-        kept = self.overrides.get((kind, name))
-        if kept is not None:
-            return kept
-        source = self.queue.by_tape if kind == _TAPE else self.queue.by_pool
-        return source[name].ordered()
-
     def work(self, kind: int, name: str) -> int:
         kept = self.overrides.get((kind, name))
         if kept is not None:
@@ -500,17 +518,22 @@ class _Groups:
     def make(self, key: _Key) -> _Group:
         name = key.name
         kind = key.kind
-        requests = self.requests(kind, name)
-        if (kind, name) in self.overrides:
+        requests = self.overrides.get((kind, name))
+        source: PendingGroup | None
+        if requests is not None:
             write = any(map(_WRITE, requests))
             total = _bytes(requests)
+            smallest = min((r.size_bytes or 0 for r in requests), default=0)
+            source = None
         else:
-            group = (self.queue.by_tape if kind == _TAPE else self.queue.by_pool)[name]
-            write = group.writes > 0
-            total = group.size_total
+            source = (self.queue.by_tape if kind == _TAPE else self.queue.by_pool)[name]
+            write = source.writes > 0
+            total = source.size_total
+            smallest = source.stats().min_size
         if kind == _POOL:
-            return _Group(requests, None, name, key, True, total)
-        return _Group(requests, name, self.state.snapshot.tapes[name].pool, key, write, total)
+            return _Group(requests, None, name, key, True, total, smallest, source)
+        pool = self.state.snapshot.tapes[name].pool
+        return _Group(requests, name, pool, key, write, total, smallest, source)
 
     def attachable(self) -> list[_Group]:
         """Groups that might be served without a move: pool groups, and tapes
@@ -545,7 +568,7 @@ def _attach_step(state: _Round, groups: _Groups, pool_tapes: Mapping[str, list[T
             continue
         if not state.pool_has_room(group.pool):
             continue
-        ids = tuple(map(_ID, group.requests))
+        ids = group.all_ids()
         state.actions.append(Attach(drive.index, tape.barcode, ids))
         state.claimed_drives.add(drive.index)
         state.claimed_tapes.add(tape.barcode)
@@ -583,7 +606,7 @@ def _load_step(
         if drive is None:
             free.make_room(tape.media, group.write)
             continue
-        _emit_load(state, drive, tape, group.requests)
+        _emit_load(state, drive, tape, group.all_ids())
         state.count_pool(group.pool)
 
 
@@ -748,6 +771,7 @@ def _fits(tape: TapeView, group: _Group) -> list[MountRequest]:
     room = tape.capacity_bytes - tape.used_bytes
     if tape.capacity_bytes <= 0 or room >= group.total_bytes:
         return requests  # the common case: all of it fits, no need to look at each
+    smallest = group.min_size  # at most the smallest size in `requests`
     kept: list[MountRequest] = []
     for request in requests:
         size = request.size_bytes
@@ -757,6 +781,10 @@ def _fits(tape: TapeView, group: _Group) -> list[MountRequest]:
         elif size > tape.capacity_bytes and tape.scratch and not kept:
             kept.append(request)
             room = 0
+        if kept and smallest > 0 and room < smallest:
+            # Every size left is at least `smallest` (no unknown one when it is
+            # above 0): nothing more fits, so a long queue is not read to its end.
+            break
     return kept
 
 
@@ -775,7 +803,7 @@ def _attach_pool(state: _Round, groups: _Groups, group: _Group, candidates: list
             continue
         if not state.pool_has_room(group.pool):
             return True  # capped: nothing more for this pool this round
-        ids = tuple(map(_ID, served))
+        ids = group.ids_of(served)
         state.actions.extend(Assign(rid, tape.barcode) for rid in ids)
         state.actions.append(Attach(drive.index, tape.barcode, ids))
         state.claimed_drives.add(drive.index)
@@ -784,12 +812,20 @@ def _attach_pool(state: _Round, groups: _Groups, group: _Group, candidates: list
         if len(served) == len(group.requests):
             return True
         # The rest wait for another tape (the queue's own list is never modified).
-        done = set(ids)
-        rest = [r for r in group.requests if r.id not in done]
+        requests = group.requests
+        if requests[len(served) - 1] is served[-1]:
+            # The oldest ones were served (the usual case): the rest is a slice.
+            rest = requests[len(served) :]
+            group.total_bytes -= _bytes(served)
+        else:
+            done = set(ids)
+            rest = [r for r in requests if r.id not in done]
+            group.total_bytes = _bytes(rest)
+            group.min_size = min(r.size_bytes or 0 for r in rest)
         assert group.pool is not None
         groups.overrides[(_POOL, group.pool)] = rest
-        group.requests = rest
-        group.total_bytes = _bytes(rest)
+        group.kept = rest
+        group.source = None
         return False
     return False
 
@@ -810,8 +846,9 @@ def _load_pool(state: _Round, group: _Group, candidates: list[TapeView], free: _
             if free.make_room(tape.media, True):
                 return
             continue
-        state.actions.extend(Assign(r.id, tape.barcode) for r in served)
-        _emit_load(state, drive, tape, served)
+        ids = group.ids_of(served)
+        state.actions.extend(Assign(rid, tape.barcode) for rid in ids)
+        _emit_load(state, drive, tape, ids)
         state.count_pool(group.pool)
         return
 
@@ -861,11 +898,9 @@ def _start_cost(policy: PlanPolicy, tape: TapeView) -> float:
     return policy.locate_base_s + policy.locate_per_length_s * share
 
 
-def _emit_load(
-    state: _Round, drive: DriveView, tape: TapeView, requests: list[MountRequest]
-) -> None:
+def _emit_load(state: _Round, drive: DriveView, tape: TapeView, ids: tuple[int, ...]) -> None:
     assert tape.slot is not None
-    state.actions.append(Load(tape.barcode, tape.slot, drive.index, tuple(map(_ID, requests))))
+    state.actions.append(Load(tape.barcode, tape.slot, drive.index, ids))
     state.claimed_tapes.add(tape.barcode)
     state.claimed_drives.add(drive.index)
 

@@ -7,6 +7,12 @@ and the round at 1,000,000 requests against the round at 100,000. The round work
 on a `PendingRequests` kept up to date as requests come and go (as the daemon
 would keep it); building one from scratch, and a round over a plain list (which
 builds one), are timed apart. Times are process CPU time, median of a few runs.
+
+The queue keeps what it can between rounds (each group's key and its ids), so
+rounds over an unchanged queue would flatter it: before each timed round the
+previous round's arrivals leave and `INTAKE_PER_ROUND` new ones come, spread over
+the tapes like the rest (the hottest tapes change every round) and a tenth of
+them pool writes, and the round pays for what those changes make it rebuild.
 """
 
 from __future__ import annotations
@@ -36,6 +42,8 @@ from worker.core.snapshot import (
 SORT_RATIO_LIMIT = 2.0
 #: One round at 1,000,000 requests, at most this many times the round at 100,000.
 GROWTH_RATIO_LIMIT = 3.0
+#: Requests that arrive (and as many that leave) between two timed rounds.
+INTAKE_PER_ROUND = 100
 
 
 def cpu_model() -> str:
@@ -49,9 +57,14 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine() or "unknown CPU"
 
 
-def _median_ms(run: Callable[[], object], runs: int) -> tuple[float, ...]:
+def _median_ms(
+    run: Callable[[], object], runs: int, between: Callable[[], None] | None = None
+) -> tuple[float, ...]:
+    """CPU times of `runs` calls of `run`, with `between` (untimed) before each."""
     timings: list[float] = []
     for _ in range(runs):
+        if between is not None:
+            between()
         started = time.process_time()
         run()
         timings.append((time.process_time() - started) * 1000.0)
@@ -113,7 +126,7 @@ def scenario(
     requests: int = 100_000, tapes: int = 10_000, drives: int = 64, seed: int = 0
 ) -> tuple[LibrarySnapshot, list[MountRequest]]:
     """A busy library: half the drives held, the rest idle with a tape; requests
-    spread over every tape (Zipf-like), a tenth of them pool writes over 10 pools."""
+    spread over every tape (Zipf-like), a tenth of them writes to one pool."""
     rng = random.Random(seed)  # noqa: S311 -- seeded, reproducible, not security
     views: dict[str, TapeView] = {}
     names: list[str] = []
@@ -142,16 +155,51 @@ def scenario(
         )
         for d in range(drives)
     )
-    weights = [1.0 / (k + 1) for k in range(tapes)]
-    picks = rng.choices(names, weights=weights, k=requests)
-    pending = [
-        MountRequest(i, None, f"pool{i % 10}", float(i), write=True, size_bytes=2 * 10**9)
-        if i % 10 == 0
-        else MountRequest(i, picks[i], None, float(i), write=False, size_bytes=2 * 10**9)
-        for i in range(requests)
-    ]
+    picks = _picks(rng, names, requests)
+    pending = [_request(i, picks[i], float(i)) for i in range(requests)]
     snapshot = build_snapshot(drive_views, views, free_slots=range(1, drives + 1))
     return snapshot, pending
+
+
+def _picks(rng: random.Random, names: list[str], count: int) -> list[str]:
+    """Tapes for `count` requests, the k-th tape weighted 1/(k+1)."""
+    weights = [1.0 / (k + 1) for k in range(len(names))]
+    return rng.choices(names, weights=weights, k=count)
+
+
+def _request(request_id: int, barcode: str, arrival: float) -> MountRequest:
+    """A read of `barcode`, or for every tenth id a write to the pool instead."""
+    if request_id % 10 == 0:
+        return MountRequest(
+            request_id, None, f"pool{request_id % 10}", arrival, write=True, size_bytes=2 * 10**9
+        )
+    return MountRequest(request_id, barcode, None, arrival, write=False, size_bytes=2 * 10**9)
+
+
+class _Intake:
+    """New requests between rounds, as the daemon's intake brings them: each call
+    takes the previous arrivals out again and adds `INTAKE_PER_ROUND` new ones,
+    younger than every request of the scenario, with ids never used before."""
+
+    def __init__(self, queue: PendingRequests, snapshot: LibrarySnapshot, seed: int) -> None:
+        self.queue = queue
+        self.names = list(snapshot.tapes)
+        self.rng = random.Random(seed + 1)  # noqa: S311 -- seeded, reproducible
+        self.next_id = max((r.id for r in queue), default=0) + 1
+        self.arrival = max((r.arrival for r in queue), default=0.0)
+        self.last: list[int] = []
+
+    def __call__(self) -> None:
+        for request_id in self.last:
+            self.queue.discard(request_id)
+        picks = _picks(self.rng, self.names, INTAKE_PER_ROUND)
+        step = 1.0 / (INTAKE_PER_ROUND + 1)
+        self.last = []
+        for n, barcode in enumerate(picks, start=1):
+            request_id = self.next_id
+            self.next_id += 1
+            self.queue.add(_request(request_id, barcode, self.arrival + n * step))
+            self.last.append(request_id)
 
 
 def _round(requests: int, runs: int, seed: int) -> Round:
@@ -165,7 +213,8 @@ def _round(requests: int, runs: int, seed: int) -> Round:
     queue = PendingRequests(pending)
     build_ms = (time.process_time() - started) * 1000.0
     actions = len(plan(snapshot, queue, policy, now))
-    timings = _median_ms(lambda: plan(snapshot, queue, policy, now), runs)
+    intake = _Intake(queue, snapshot, seed)
+    timings = _median_ms(lambda: plan(snapshot, queue, policy, now), runs, intake)
     from_list = _median_ms(lambda: plan(snapshot, pending, policy, now), 1)[0]
     return Round(
         len(pending),

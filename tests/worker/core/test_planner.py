@@ -519,6 +519,8 @@ def scenarios(draw: st.DrawFn) -> tuple[LibrarySnapshot, list[MountRequest]]:
                 home_slot=home,
                 pool=draw(st.sampled_from(["a", "b", None])),
                 used_bytes=draw(st.integers(0, 3)),
+                # Small known capacities, so that a pool's writes fill a tape.
+                capacity_bytes=draw(st.sampled_from([0, 8, 12])),
                 full=draw(st.booleans()) and draw(st.booleans()),
             )
         else:
@@ -529,6 +531,8 @@ def scenarios(draw: st.DrawFn) -> tuple[LibrarySnapshot, list[MountRequest]]:
                 home_slot=home,
                 pool=draw(st.sampled_from(["a", "b", None])),
                 used_bytes=draw(st.integers(0, 3)),
+                # Small known capacities, so that a pool's writes fill a tape.
+                capacity_bytes=draw(st.sampled_from([0, 8, 12])),
                 full=draw(st.booleans()) and draw(st.booleans()),
             )
     tapes["CLN000L1"] = TapeView(
@@ -568,6 +572,7 @@ def scenarios(draw: st.DrawFn) -> tuple[LibrarySnapshot, list[MountRequest]]:
             arrival=draw(st.floats(0, 100)),
             write=draw(st.booleans()),
             priority=draw(st.integers(0, 2)),
+            size_bytes=draw(st.sampled_from([None, 1, 2, 2, 3, 5, 16])),
         )
         for rid, pooled in enumerate(draw(st.lists(st.booleans(), max_size=15)))
     ]
