@@ -7,17 +7,18 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import httpx
 from pydantic import SecretStr
+from starlette.middleware import Middleware
 
 from tests.worker.harness import CATALOG
 from tests.worker.intake.http.api_client import assert_error_shape
 from worker.core.requests import RequestState
-from worker.intake.http.app import create_app
+from worker.intake.http.app import CreateDirectly, create_app
 from worker.seed.models import TaskDestination
-from worker.settings import HttpSettings, Settings
+from worker.settings import HttpSettings, Settings, TaskEntry
 from worker.state.journal import Journal
 
 BASE = "/api/v2/tasks/7/task_destinations"
@@ -141,3 +142,80 @@ async def test_an_update_that_is_rejected_keeps_the_destination_as_it_was(
         assert_error_shape(bad, 400)
         assert (await a.client.get(item)).json() == created
         assert a.changed == [{created["id"]}], "only the create changed it"
+
+
+def _is_direct(middleware: Middleware) -> bool:
+    return cast(object, middleware.cls) is CreateDirectly
+
+
+async def _answers_of_creates(journal_path: Path, *, directly: bool) -> list[tuple[Any, ...]]:
+    """Each create case's status, answer and headers, from an app that serves creates
+    directly or one whose router serves them."""
+    journal = await Journal.open(journal_path)
+    try:
+        await journal.sync_catalog(CATALOG, now=1000.0)
+        settings = Settings(
+            http=HttpSettings(
+                users={"archive": SecretStr("pw"), "reader": SecretStr("pw")},
+                user_scopes={"reader": ["task_destinations/index"]},
+                tasks=[
+                    TaskEntry(id=7, name="nightly"),
+                    TaskEntry(id=9, name="twice"),
+                    TaskEntry(id=12, name="twice"),
+                ],
+            )
+        )
+
+        async def on_change(_: set[int]) -> None:
+            return None
+
+        app = create_app(journal, settings, on_change=on_change, clock=lambda: NOW)
+        assert any(_is_direct(m) for m in app.user_middleware)
+        if not directly:
+            app.user_middleware = [m for m in app.user_middleware if not _is_direct(m)]
+        transport = httpx.ASGITransport(app=app)
+        answers: list[tuple[Any, ...]] = []
+        async with httpx.AsyncClient(transport=transport, base_url="http://tapeworker") as client:
+            good = {"folder_id": 1, "tape_barcode": "NOD400L9"}
+            archive, reader = ("archive", "pw"), ("reader", "pw")
+            cases: list[tuple[str, dict[str, Any]]] = [
+                (BASE, {"json": good, "auth": archive}),
+                (BASE, {"json": {"folder_id": "x"}, "auth": archive}),
+                (BASE, {"content": b"{not json", "auth": archive}),
+                (
+                    BASE,
+                    {"content": b"{}", "auth": archive, "headers": {"content-type": "text/csv"}},
+                ),
+                (BASE, {"json": good}),
+                (BASE, {"json": good, "auth": ("archive", "wrong")}),
+                (BASE, {"json": good, "headers": {"authorization": "Token abc"}}),
+                (BASE, {"json": good, "auth": reader}),
+                ("/api/v2/tasks/nope/task_destinations", {"json": good, "auth": archive}),
+                ("/api/v2/tasks/nope/task_destinations", {"json": good}),
+                ("/api/v2/tasks/twice/task_destinations", {"json": good, "auth": archive}),
+                ("/api/v2/tasks/nightly/task_destinations", {"json": good, "auth": archive}),
+                (BASE + "/", {"json": good, "auth": archive}),
+            ]
+            for path, request in cases:
+                response = await client.post(path, **request)
+                answers.append(
+                    (
+                        path,
+                        response.status_code,
+                        response.content,
+                        response.headers.get("content-type"),
+                        response.headers.get("www-authenticate"),
+                        response.headers.get("location"),
+                    )
+                )
+        return answers
+    finally:
+        await journal.close()
+
+
+async def test_a_create_served_directly_answers_as_its_route_would(tmp_path: Path) -> None:
+    direct = await _answers_of_creates(tmp_path / "direct.sqlite3", directly=True)
+    routed = await _answers_of_creates(tmp_path / "routed.sqlite3", directly=False)
+    assert direct == routed
+    statuses = [answer[1] for answer in direct]
+    assert statuses == [201, 400, 400, 415, 401, 401, 401, 403, 404, 404, 400, 201, 307]
