@@ -97,7 +97,6 @@ class PendingGroup:
         group._by_id = {r.id: r for r in requests}
         group._ordered = requests
         group._ids = None
-        group.size_total = sum(_sizes(requests))
         group.writes = sum(map(_WRITE, requests))
         group._recount()
         return group
@@ -196,6 +195,7 @@ class PendingGroup:
         self.priority = max(priorities)
         self._n_priority = priorities.count(self.priority)
         sizes = _sizes(requests)
+        self.size_total = sum(sizes)
         self.max_size = max(sizes)
         self._n_max = sizes.count(self.max_size)
         self.min_size = min(sizes)

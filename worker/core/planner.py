@@ -60,9 +60,10 @@ Cost: the requests come grouped by tape and by pool (`worker.core.pending`), eac
 group with its oldest arrival, priority, bytes and queue key kept up to date as
 requests come and go, so a round is one pass over the tape groups, one over the
 tapes when pool requests are pending, a sort of the groups, and drive choice from
-per-generation free lists. It touches requests one by one only to list the ids
-of the groups it serves or fails. Given a plain list, `plan` groups it first
-(linear in the requests), with the same result.
+per-generation free lists. A group served whole hands its kept tuple of ids to the
+action; requests are touched one by one only to fail them, to assign pool writes
+(read oldest first only as far as they fit) and to list part of a group. Given a
+plain list, `plan` groups it first (linear in the requests), with the same result.
 """
 
 from __future__ import annotations
