@@ -439,11 +439,14 @@ def start_trivial(folder: Path) -> tuple[subprocess.Popen[bytes], int]:
     return process, port
 
 
-async def http_runs(folder: Path, requests: int) -> list[HttpLoad]:
-    """Both servers at each concurrency, alternating, on the same machine."""
+async def http_runs(folder: Path, requests: int, source: Path | None = None) -> list[HttpLoad]:
+    """Both servers at each concurrency, alternating, on the same machine; the daemon
+    from `source`, another checkout, when given."""
     results: list[HttpLoad] = []
     trivial, trivial_port = start_trivial(folder)
     daemon = Daemon(folder / "http-daemon")
+    if source is not None:
+        daemon.source = source
     daemon.start()
     assert daemon.process is not None
     daemon_pid = daemon.process.pid
@@ -608,7 +611,7 @@ class Figures:
         return lines
 
 
-async def measure(messages: int, requests: int) -> Figures:
+async def measure(messages: int, requests: int, source: Path | None = None) -> Figures:
     with tempfile.TemporaryDirectory(prefix="tw-intake-bench-") as tmp:
         folder = Path(tmp)
         drains: list[Drain | None] = [None, None]
@@ -621,7 +624,7 @@ async def measure(messages: int, requests: int) -> Figures:
                 drains[n] = await drain(broker.port, folder, messages)
             finally:
                 broker.stop()
-        http = await http_runs(folder, requests) if requests else []
+        http = await http_runs(folder, requests, source) if requests else []
     return Figures(drains[0], drains[1], http)
 
 
@@ -637,8 +640,15 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--messages", type=int, default=50000)
     parser.add_argument("--requests", type=int, default=2000, help="HTTP creates per level")
+    parser.add_argument(
+        "--http-daemon-source",
+        type=Path,
+        default=None,
+        help="run the HTTP half's daemon from this checkout (e.g. a `git archive` of an "
+        "earlier commit), to compare its CPU a create with this one's",
+    )
     args = parser.parse_args(argv)
-    figures = asyncio.run(measure(args.messages, args.requests))
+    figures = asyncio.run(measure(args.messages, args.requests, args.http_daemon_source))
     print(f"CPU: {_cpu_model()}, {os.cpu_count()} cores, load {os.getloadavg()[0]:.1f}")
     print("\n".join(figures.lines()))
     return 0
