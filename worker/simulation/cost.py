@@ -241,5 +241,7 @@ def measure_cost(
     """Both scenarios and the yardstick, measured in one process one after the other."""
     sort_runs = reference_sort_ms(runs=runs, seed=seed)
     base = _round(requests, runs, seed)
-    big = _round(big_requests, max(3, runs // 2), seed)
+    # As many runs as at 100,000: a round costs tens of ms either way, and the
+    # growth ratio is a quotient of two medians, noisy enough already.
+    big = _round(big_requests, runs, seed)
     return Cost(cpu_model(), sort_runs, base, big)
