@@ -86,6 +86,9 @@ RECEIVE_MAXIMUM = 2 * MAX_BATCH
 #: Messages waiting in the client at which we stop reading the socket: above the
 #: Receive Maximum, so that only a broker that overruns it is paused.
 QUEUE_LIMIT = RECEIVE_MAXIMUM + MAX_BATCH
+#: QoS 1 publications awaiting their PUBACK at once: paho's own in-flight limit
+#: (it queues the rest, in order) and mosquitto's default Receive Maximum.
+PUBLISH_WINDOW = 20
 #: Back-off while the journal refuses writes: first retry, and the longest wait.
 JOURNAL_RETRY_S = (0.5, 30.0)
 
@@ -186,6 +189,57 @@ class ReadPause:
             disconnected = self._client._disconnected  # noqa: SLF001
             if not disconnected.done():
                 disconnected.set_exception(exc)
+
+
+class PublishWindow:
+    """Up to `size` QoS 1 publications awaiting their PUBACK at once, on one connection.
+
+    Awaiting each PUBACK before the next publication costs a loop round and a timer
+    per message; a window keeps the connection busy and still confirms every one.
+    paho sends the publications in the order they are made, and the broker keeps
+    that order, so a destination's later state never lands before its earlier one.
+    Reaches the paho client aiomqtt wraps (its `publish` awaits one at a time) and
+    chains the PUBACK callback aiomqtt installed, which it still needs.
+    """
+
+    def __init__(self, client: aiomqtt.Client, size: int, timeout_s: float) -> None:
+        self._paho: paho.Client = client._client  # noqa: SLF001 - see the class docstring
+        self._size = size
+        self._timeout_s = timeout_s
+        #: Sent and not yet confirmed, by message id, oldest first.
+        self._in_flight: dict[int, tuple[str, bytes, bool]] = {}
+        self._confirmed = asyncio.Event()
+        forward = self._paho.on_publish
+
+        def on_publish(client_: paho.Client, userdata: Any, mid: int, *args: Any) -> None:
+            if forward is not None:
+                forward(client_, userdata, mid, *args)
+            if self._in_flight.pop(mid, None) is not None:
+                self._confirmed.set()
+
+        self._paho.on_publish = on_publish
+
+    async def room(self) -> None:
+        """Wait until fewer than `size` publications await their PUBACK."""
+        while len(self._in_flight) >= self._size:
+            self._confirmed.clear()
+            try:
+                async with asyncio.timeout(self._timeout_s):
+                    await self._confirmed.wait()
+            except TimeoutError:
+                raise aiomqtt.MqttError("no PUBACK in time") from None
+
+    def send(self, topic: str, payload: bytes, *, retain: bool) -> None:
+        info = self._paho.publish(topic, payload, qos=1, retain=retain)
+        if info.rc in (paho.MQTT_ERR_SUCCESS, paho.MQTT_ERR_NO_CONN):
+            # Lost with the connection: sent again on the next one.
+            self._in_flight[info.mid] = (topic, payload, retain)
+        if info.rc != paho.MQTT_ERR_SUCCESS:
+            raise aiomqtt.MqttCodeError(info.rc, "Could not publish message")
+
+    def unconfirmed(self) -> list[tuple[str, bytes, bool]]:
+        """What was sent without a PUBACK yet, oldest first."""
+        return list(self._in_flight.values())
 
 
 def parse_topic(prefix: str, topic: str) -> tuple[str, int, Verb]:
@@ -337,6 +391,8 @@ class MqttIntake:
         #: Both connections are up: events are read and their state published.
         self.connected = asyncio.Event()
         self._outbox: asyncio.Queue[tuple[str, bytes, bool]] = asyncio.Queue(maxsize=10000)
+        #: Sent on a connection that went down before their PUBACK: sent again first.
+        self._unsent: list[tuple[str, bytes, bool]] = []
 
     @property
     def prefix(self) -> str:
@@ -604,14 +660,28 @@ class MqttIntake:
         )
 
     async def _publisher(self, client: aiomqtt.Client) -> None:
-        while True:
-            topic, payload, retain = await self._outbox.get()
-            if self._stopped and topic == self.fleet_topic:
-                continue  # an alive summary queued before the goodbye
-            await client.publish(topic, payload, qos=1, retain=retain)
-            # asyncio.wait_for (inside aiomqtt's publish) can swallow a cancellation
-            # that lands as the PUBACK arrives (Python 3.11): without this a stop
-            # waited here forever for the next publication.
-            current = asyncio.current_task()
-            if current is not None and current.cancelling():
-                raise asyncio.CancelledError
+        window = PublishWindow(client, PUBLISH_WINDOW, client.timeout)
+        try:
+            # What the last connection sent without its PUBACK goes first, in order:
+            # it is older than anything in the outbox.
+            unsent, self._unsent = self._unsent, []
+            for topic, payload, retain in unsent:
+                await self._publish_in_window(window, topic, payload, retain)
+            while True:
+                topic, payload, retain = await self._outbox.get()
+                await self._publish_in_window(window, topic, payload, retain)
+        finally:
+            self._unsent = window.unconfirmed()
+
+    async def _publish_in_window(
+        self, window: PublishWindow, topic: str, payload: bytes, retain: bool
+    ) -> None:
+        if self._stopped and topic == self.fleet_topic:
+            return  # an alive summary queued before the goodbye
+        await window.room()
+        # A stop must not wait here for the next publication, even if an await
+        # swallowed the cancellation (asyncio.wait_for can, in Python 3.11).
+        current = asyncio.current_task()
+        if current is not None and current.cancelling():
+            raise asyncio.CancelledError
+        window.send(topic, payload, retain=retain)

@@ -4,6 +4,7 @@ tests/integration/test_mqtt_acks.py and test_mqtt_commands.py."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 from typing import Any
 
@@ -12,11 +13,13 @@ import pytest
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
+from tests.integration.broker import Broker
 from worker.errors import RejectedEventError
 from worker.intake.destinations import DestinationEvent, RejectedInput, message_digest
 from worker.intake.mqtt import (
     MAX_SEQUENCE,
     RETAINED_REASON,
+    PublishWindow,
     message_to_event,
     parse_sequence,
     parse_topic,
@@ -146,3 +149,53 @@ def test_a_retained_delivery_is_refused() -> None:
     rejected = message_to_event(PREFIX, message(CREATE, BODY, retain=True))
     assert isinstance(rejected, RejectedInput)
     assert rejected.reason == RETAINED_REASON
+
+
+async def test_a_publish_window_keeps_each_topics_order_and_confirms_every_message(
+    broker: Broker,
+) -> None:
+    topics = [f"{PREFIX}/state/{i}" for i in range(5)]
+    received: dict[str, list[int]] = {topic: [] for topic in topics}
+    async with (
+        aiomqtt.Client("127.0.0.1", broker.port, identifier="reader") as reader,
+        aiomqtt.Client("127.0.0.1", broker.port, identifier="writer") as writer,
+    ):
+        await reader.subscribe(f"{PREFIX}/state/#", qos=1)
+        window = PublishWindow(writer, 4, timeout_s=30)
+        for n in range(200):
+            await window.room()
+            window.send(topics[n % 5], str(n).encode(), retain=False)
+            assert len(window.unconfirmed()) <= 4
+        async with asyncio.timeout(30):
+            async for message in reader.messages:
+                received[message.topic.value].append(int(message.payload))
+                if sum(map(len, received.values())) == 200:
+                    break
+        async with asyncio.timeout(30):
+            while window.unconfirmed():
+                await asyncio.sleep(0)  # a loop round: the PUBACKs are read meanwhile
+    for i, topic in enumerate(topics):
+        assert received[topic] == list(range(i, 200, 5))
+
+
+async def send_until_refused(window: PublishWindow, topic: str) -> None:
+    """Publish numbered messages, a loop round apart, until the window refuses one."""
+    async with asyncio.timeout(30):
+        for n in range(1_000_000):
+            await window.room()
+            window.send(topic, str(n).encode(), retain=True)
+            await asyncio.sleep(0)
+
+
+async def test_a_publish_window_keeps_what_a_lost_connection_did_not_confirm(
+    broker: Broker,
+) -> None:
+    async with aiomqtt.Client("127.0.0.1", broker.port, identifier="writer") as writer:
+        window = PublishWindow(writer, 4, timeout_s=30)
+        broker.stop()
+        # paho learns of the loss when it next reads or writes the socket.
+        with pytest.raises(aiomqtt.MqttError):
+            await send_until_refused(window, f"{PREFIX}/state/1")
+        kept = window.unconfirmed()
+        assert kept, "the messages sent into the lost connection are kept"
+        assert [int(p) for _, p, _ in kept] == sorted(int(p) for _, p, _ in kept)
