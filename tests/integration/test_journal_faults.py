@@ -20,14 +20,13 @@ import pytest
 from tests.integration.broker import Broker
 from tests.integration.daemon import DEMO_LIBRARY, REPO, Daemon, wait_until
 from tests.integration.faults import damage_page, fill, immutable, small_filesystem
-from tests.worker.harness import CATALOG
+from tests.worker.harness import CATALOG, plant_bug_in_handling
 from worker.intake import destinations
 from worker.intake import mqtt as mqtt_intake
 from worker.intake.mqtt import MqttIntake
 from worker.ops.health_file import read_health
-from worker.seed.models import TaskDestinationBody
 from worker.settings import MqttSettings
-from worker.state.journal import Journal, UnitOfWork
+from worker.state.journal import Journal
 
 pytestmark = pytest.mark.integration
 
@@ -280,14 +279,7 @@ def planted_bug(monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest)
     """Handling (inside the journal's guard of each event) or decoding (before it) of
     any event for tape NOD401L9 raises, as a bug would."""
     if request.param == "handling":
-        real = destinations.resolve_target
-
-        def buggy(unit: UnitOfWork, body: TaskDestinationBody) -> destinations.Target:
-            if body.tape_barcode == "NOD401L9":
-                raise KeyError("a bug in the handling of this event")
-            return real(unit, body)
-
-        monkeypatch.setattr(destinations, "resolve_target", buggy)
+        plant_bug_in_handling(monkeypatch, KeyError("a bug in the handling of this event"))
         return
     real_to_event = mqtt_intake.to_event
 

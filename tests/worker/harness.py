@@ -14,12 +14,13 @@ from typing import Any
 from drivers.definition import LibraryDefinition
 from drivers.sim.library import SimulatedLibrary
 from worker.core.planner import PlanPolicy
+from worker.intake import destinations
 from worker.intake.destinations import DestinationEvent, Verb, record_events
 from worker.runtime.executor import Executor
 from worker.runtime.reconciler import Reconciler
 from worker.seed.models import TaskDestinationBody
 from worker.settings import ExecutorSettings
-from worker.state.journal import Journal, RequestRecord
+from worker.state.journal import Journal, RequestRecord, UnitOfWork
 
 SETTINGS = ExecutorSettings(
     move_timeout_s=5,
@@ -30,6 +31,22 @@ SETTINGS = ExecutorSettings(
     drive_down_after=2,
 )
 
+
+#: The tape whose events a planted bug fails (see `plant_bug_in_handling`).
+BUGGY_BARCODE = "NOD401L9"
+
+
+def plant_bug_in_handling(monkeypatch: Any, bug: Exception) -> None:
+    """Handling any event for tape BUGGY_BARCODE raises `bug`, inside the journal's
+    guard of each event, as a bug would."""
+    real = destinations.resolve_target
+
+    def buggy(unit: UnitOfWork, body: TaskDestinationBody) -> destinations.Target:
+        if body.tape_barcode == BUGGY_BARCODE:
+            raise bug
+        return real(unit, body)
+
+    monkeypatch.setattr(destinations, "resolve_target", buggy)
 
 #: A small catalog for the intake tests: pools of every kind, a cleaning cartridge.
 CATALOG = LibraryDefinition.model_validate(

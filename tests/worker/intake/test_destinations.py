@@ -582,29 +582,6 @@ async def test_what_commits_with_the_batch_goes_with_it_when_it_fails(journal: J
     and the model takes none of them."""
     before = journal.model.export() if journal.model is not None else None
 
-    def remember_then_fail(unit: UnitOfWork, outcomes: list[Outcome]) -> None:
-        unit.remember_idempotent_result(
-            scope="s",
-            key="k",
-            fingerprint="f",
-            status=201,
-            destination_id=outcomes[0].destination_id,
-            reason=None,
-            now=2000.0,
-            keep_s=60,
-        )
-        raise RuntimeError("after the writes")
-
-    with pytest.raises(RuntimeError):
-        await record_events(
-            journal, creates(1, 3), now=2000.0, hold_seconds=60, within=remember_then_fail
-        )
-    assert await journal.destinations() == []
-    assert await journal.events() == []
-    assert await journal.idempotent_result("s", "k", 2000.0) is None
-    if journal.model is not None:
-        assert journal.model.export() == before
-
     def remember(unit: UnitOfWork, outcomes: list[Outcome]) -> None:
         unit.remember_idempotent_result(
             scope="s",
@@ -616,6 +593,20 @@ async def test_what_commits_with_the_batch_goes_with_it_when_it_fails(journal: J
             now=2000.0,
             keep_s=60,
         )
+
+    def remember_then_fail(unit: UnitOfWork, outcomes: list[Outcome]) -> None:
+        remember(unit, outcomes)
+        raise RuntimeError("after the writes")
+
+    with pytest.raises(RuntimeError):
+        await record_events(
+            journal, creates(1, 3), now=2000.0, hold_seconds=60, within=remember_then_fail
+        )
+    assert await journal.destinations() == []
+    assert await journal.events() == []
+    assert await journal.idempotent_result("s", "k", 2000.0) is None
+    if journal.model is not None:
+        assert journal.model.export() == before
 
     await record_events(journal, creates(1, 1), now=2000.0, hold_seconds=60, within=remember)
     kept = await journal.idempotent_result("s", "k", 2000.0)

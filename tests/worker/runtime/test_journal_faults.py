@@ -12,16 +12,15 @@ import httpx
 import pytest
 from pydantic import SecretStr
 
-from tests.worker.harness import CATALOG
+from tests.worker.harness import CATALOG, plant_bug_in_handling
 from worker.core.requests import RequestState
 from worker.errors import JournalDamagedError, JournalFaultError, StartupError
-from worker.intake import destinations
 from worker.intake.destinations import DestinationEvent, RejectedInput, record_events
 from worker.intake.http.app import create_app
 from worker.runtime.service import listen
 from worker.seed.models import TaskDestinationBody
 from worker.settings import HttpSettings, Settings
-from worker.state.journal import Journal, UnitOfWork, salvage
+from worker.state.journal import Journal, salvage
 
 NOW = 1_800_000_000.0
 
@@ -91,14 +90,7 @@ async def test_disk_full_is_a_fault_that_clears_by_itself(tmp_path: Path) -> Non
 @pytest.fixture
 def planted_bug(monkeypatch: pytest.MonkeyPatch) -> None:
     """Handling any event for tape NOD401L9 raises, as a bug would."""
-    real = destinations.resolve_target
-
-    def buggy(unit: UnitOfWork, body: TaskDestinationBody) -> destinations.Target:
-        if body.tape_barcode == "NOD401L9":
-            raise ZeroDivisionError("a bug in the handling of this event")
-        return real(unit, body)
-
-    monkeypatch.setattr(destinations, "resolve_target", buggy)
+    plant_bug_in_handling(monkeypatch, ZeroDivisionError("a bug in the handling of this event"))
 
 
 @pytest.mark.usefixtures("planted_bug")

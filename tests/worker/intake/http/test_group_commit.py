@@ -11,10 +11,9 @@ import httpx
 import pytest
 from pydantic import SecretStr
 
-from tests.worker.harness import CATALOG
+from tests.worker.harness import CATALOG, plant_bug_in_handling
 from worker.errors import JournalFaultError
-from worker.intake import destinations
-from worker.intake.destinations import DestinationEvent, RejectedInput
+from worker.intake.destinations import DestinationEvent, Outcome, RejectedInput
 from worker.intake.http.app import create_app
 from worker.intake.http.group_commit import GroupCommit
 from worker.intake.http.idempotency import IdempotentCreates
@@ -65,20 +64,31 @@ class Gate:
         await self.release.wait()
 
 
+async def held_first_commit(group: GroupCommit, gate: Gate) -> asyncio.Task[Outcome]:
+    """A first create, committed and held in its change listener: the committer is busy."""
+    first = asyncio.create_task(group.submit(create()))
+    async with asyncio.timeout(10):
+        await gate.entered.wait()
+    return first
+
+
+async def until_queued(group: GroupCommit, count: int) -> None:
+    """Until `count` events wait for the next transaction (each loop turn, no clock)."""
+    async with asyncio.timeout(10):
+        while len(group._queue) < count:
+            await asyncio.sleep(0)
+
+
 async def test_events_arriving_during_a_commit_share_the_next_transaction(
     journal: Journal,
 ) -> None:
     gate = Gate()
     group = GroupCommit(journal, 60.0, lambda: NOW, gate)
-    first = asyncio.create_task(group.submit(create()))
-    async with asyncio.timeout(10):
-        await gate.entered.wait()
+    first = await held_first_commit(group, gate)
     assert commit_count(journal) == 1
     # The committer is busy: these six queue, and then commit together.
     later = [asyncio.create_task(group.submit(create(BARCODES[n % 4], n + 2))) for n in range(6)]
-    async with asyncio.timeout(10):
-        while len(group._queue) < 6:
-            await asyncio.sleep(0)
+    await until_queued(group, 6)
     assert group.has_room
     group.max_group = 6
     assert not group.has_room
@@ -115,14 +125,7 @@ async def test_a_bad_event_in_a_group_is_refused_alone(journal: Journal) -> None
 @pytest.fixture
 def planted_bug(monkeypatch: pytest.MonkeyPatch) -> None:
     """Handling any event for tape NOD401L9 raises, as a bug would."""
-    real = destinations.resolve_target
-
-    def buggy(unit: UnitOfWork, body: TaskDestinationBody) -> destinations.Target:
-        if body.tape_barcode == "NOD401L9":
-            raise ZeroDivisionError("a bug in the handling of this event")
-        return real(unit, body)
-
-    monkeypatch.setattr(destinations, "resolve_target", buggy)
+    plant_bug_in_handling(monkeypatch, ZeroDivisionError("a bug in the handling of this event"))
 
 
 @pytest.mark.usefixtures("planted_bug")
@@ -168,14 +171,10 @@ async def test_a_request_cancelled_before_its_group_formed_writes_nothing(
 ) -> None:
     gate = Gate()
     group = GroupCommit(journal, 60.0, lambda: NOW, gate)
-    first = asyncio.create_task(group.submit(create()))
-    async with asyncio.timeout(10):
-        await gate.entered.wait()
+    first = await held_first_commit(group, gate)
     gone = asyncio.create_task(group.submit(create("NOD401L9")))
     stays = asyncio.create_task(group.submit(create("NOD402L9")))
-    async with asyncio.timeout(10):
-        while len(group._queue) < 2:
-            await asyncio.sleep(0)
+    await until_queued(group, 2)
     gone.cancel()
     gate.release.set()
     async with asyncio.timeout(10):
