@@ -420,7 +420,7 @@ def test_sighup_reloads_planner_settings_and_refuses_a_bad_file(tmp_path: Path) 
         daemon.config_path.write_text(good)
         daemon.process.send_signal(signal.SIGHUP)
         wait_until(
-            lambda: '"dismount_delay_s": 42.0' in daemon.log_tail(20), what="the reload logged"
+            lambda: '"dismount_delay_s":42.0' in daemon.log_tail(20), what="the reload logged"
         )
         daemon.config_path.write_text(good.replace("[planner]", "[planner\n"))
         daemon.process.send_signal(signal.SIGHUP)

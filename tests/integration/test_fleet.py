@@ -95,8 +95,8 @@ def test_two_libraries_on_one_broker_never_overwrite_each_others_state(
     # Nothing published outside the libraries' own topics but the shared dead-letter.
     assert not [t for t in retained if "/state/" in t and "/libraries/" not in t]
     # Every log line names its library.
-    assert '"library": "alpha"' in alpha.log_tail(5)
-    assert '"library": "beta"' in beta.log_tail(5)
+    assert '"library":"alpha"' in alpha.log_tail(5)
+    assert '"library":"beta"' in beta.log_tail(5)
 
 
 def fleet_status(daemon: Daemon, *args: str) -> subprocess.CompletedProcess[str]:

@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import io
 import json
 import logging
+import re
 import socket
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import structlog
 
-from worker.logging import configure, journal_fields, set_level
+from worker.logging import configure, journal_fields, lost_lines, reset, set_level
 
 
 def parse_entry(datagram: bytes) -> dict[str, str]:
@@ -35,7 +38,7 @@ def restore_logging() -> Iterator[None]:
     for handler in handlers:
         root.addHandler(handler)
     root.setLevel(level)
-    structlog.reset_defaults()
+    reset()
 
 
 @pytest.fixture
@@ -81,9 +84,10 @@ def test_without_journald_the_lines_go_to_stdout_as_json(
 ) -> None:
     configure("info", "journald", journal_socket=tmp_path / "absent.socket")
     structlog.get_logger("t").info("still logged", drive=2)
-    out = capsys.readouterr().out
-    assert '"event": "journald not reachable, logging JSON to stdout"' in out
-    assert '"drive": 2' in out
+    warning, line = (json.loads(x) for x in capsys.readouterr().out.splitlines())
+    assert warning["event"] == "journald not reachable, logging JSON to stdout"
+    assert warning["problem"].endswith("absent.socket: no such socket")
+    assert (line["event"], line["drive"]) == ("still logged", 2)
 
 
 def test_journal_fields_name_each_key_as_journald_allows() -> None:
@@ -160,3 +164,165 @@ def test_the_level_applies_to_every_logger(
     assert json.loads(capsys.readouterr().out)["event"] == "shown"
     set_level("error")
     assert logging.getLogger().level == logging.ERROR
+
+
+def test_each_format_renders_the_event_its_own_way(
+    journal_socket: tuple[Path, socket.socket], capsys: pytest.CaptureFixture[str]
+) -> None:
+    log = structlog.get_logger("tapeworker.destinations")
+    configure("info", "json")
+    log.info("event received", intake="mqtt", task="7", destination=12)
+    [line] = capsys.readouterr().out.splitlines()
+    assert json.loads(line) == {
+        "intake": "mqtt",
+        "task": "7",
+        "destination": 12,
+        "event": "event received",
+        "level": "info",
+        "logger": "tapeworker.destinations",
+        "timestamp": json.loads(line)["timestamp"],
+    }
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z", json.loads(line)["timestamp"])
+
+    configure("info", "console")
+    log.info("event received", intake="mqtt", destination=12)
+    [line] = capsys.readouterr().out.splitlines()
+    assert re.fullmatch(
+        r"\d{4}-\d\d-\d\dT\S+Z \[info\s*\] event received\s+"
+        r"\[tapeworker.destinations\] destination=12 intake=mqtt",
+        line,
+    ), line
+
+    path, sock = journal_socket
+    configure("info", "journald", journal_socket=path)
+    log.info("event received", intake="mqtt", destination=12)
+    entry = parse_entry(sock.recv(65536))
+    assert entry == {
+        "MESSAGE": "event received intake=mqtt destination=12",
+        "PRIORITY": "6",
+        "SYSLOG_IDENTIFIER": "tapeworker",
+        "INTAKE": "mqtt",
+        "DESTINATION": "12",
+        "LOGGER": "tapeworker.destinations",
+    }
+    assert capsys.readouterr().out == ""
+
+
+def test_a_level_change_reaches_a_logger_bound_and_cached_before_it(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    # As the daemon's modules do: a module-level logger, used (and cached) before SIGHUP.
+    log = structlog.get_logger("tapeworker.mqtt")
+    configure("info", "json")
+    bound = log.bind(intake="mqtt")
+    log.debug("hidden")
+    bound.debug("hidden too")
+    log.info("shown at info")
+    assert [json.loads(x)["event"] for x in capsys.readouterr().out.splitlines()] == [
+        "shown at info"
+    ]
+    set_level("debug")
+    log.debug("shown at debug")
+    bound.debug("bound, shown at debug")
+    logging.getLogger("drivers.mtx").debug("stdlib, shown at debug")
+    set_level("error")
+    log.warning("hidden at error")
+    logging.getLogger("uvicorn.error").warning("hidden at error too")
+    log.error("shown at error")
+    lines = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
+    assert [line["event"] for line in lines] == [
+        "shown at debug",
+        "bound, shown at debug",
+        "stdlib, shown at debug",
+        "shown at error",
+    ]
+    assert lines[1]["intake"] == "mqtt"
+
+
+def test_a_logger_cached_before_a_reconfiguration_follows_the_new_format(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    log = structlog.get_logger("tapeworker.t")
+    configure("info", "json")
+    log.info("as json")
+    configure("info", "console")
+    log.info("as a console line", drive=1)
+    first, second = capsys.readouterr().out.splitlines()
+    assert json.loads(first)["event"] == "as json"
+    assert "as a console line" in second
+    assert "drive=1" in second
+    assert not second.startswith("{")
+
+
+def test_context_variables_and_tracebacks_reach_every_line(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    configure("info", "json")
+    structlog.contextvars.bind_contextvars(library="alpha")
+    try:
+        try:
+            raise ValueError("bad slot 99")
+        except ValueError:
+            structlog.get_logger("tapeworker.executor").exception("move failed", drive=2)
+            logging.getLogger("drivers.mtx.backend").exception("mtx %s failed", "load")
+        structlog.get_logger("tapeworker.executor").info("moved %d tapes", 3)
+    finally:
+        structlog.contextvars.clear_contextvars()
+    ours, theirs, formatted = (json.loads(x) for x in capsys.readouterr().out.splitlines())
+    for line in (ours, theirs):
+        assert line["library"] == "alpha"
+        assert line["level"] == "error"
+        assert line["exception"].startswith("Traceback (most recent call last):")
+        assert line["exception"].rstrip().endswith("ValueError: bad slot 99")
+    assert (ours["event"], ours["drive"]) == ("move failed", 2)
+    assert (theirs["event"], theirs["logger"]) == ("mtx load failed", "drivers.mtx.backend")
+    assert formatted["event"] == "moved 3 tapes"
+
+
+class BrokenStream(io.StringIO):
+    def write(self, text: str) -> int:
+        raise OSError(28, "No space left on device")
+
+
+class Unprintable:
+    def __repr__(self) -> str:
+        raise RuntimeError("no repr")
+
+
+def test_a_broken_stream_loses_lines_and_raises_nothing(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setattr(sys, "stdout", BrokenStream())
+    configure("info", "json")
+    lost = lost_lines()
+    structlog.get_logger("tapeworker.t").info("into the void", drive=1)
+    logging.getLogger("uvicorn.error").error("stdlib into the void")
+    assert lost_lines() == lost + 2
+    assert "log line lost (OSError: [Errno 28] No space left on device)" in (
+        capsys.readouterr().err
+    )
+    monkeypatch.undo()
+    configure("info", "json")
+    structlog.get_logger("tapeworker.t").info("unrenderable", value=Unprintable())
+    structlog.get_logger("tapeworker.t").info("the next line is written")
+    assert lost_lines() == lost + 3
+    [line] = capsys.readouterr().out.splitlines()
+    assert json.loads(line)["event"] == "the next line is written"
+
+
+def test_a_journal_socket_gone_away_loses_lines_and_raises_nothing(tmp_path: Path) -> None:
+    path = tmp_path / "journal.socket"
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+        sock.bind(str(path))
+        configure("info", "journald", journal_socket=path)
+    path.unlink()  # journald stopped: its socket closed and removed
+    lost = lost_lines()
+    structlog.get_logger("tapeworker.t").info("nobody listens", drive=1)
+    logging.getLogger("drivers").warning("nobody listens either")
+    assert lost_lines() == lost + 2
+    # journald back (a new socket at the same path): the transport reconnects.
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+        sock.bind(str(path))
+        sock.settimeout(10)
+        structlog.get_logger("tapeworker.t").info("heard again")
+        assert parse_entry(sock.recv(65536))["MESSAGE"] == "heard again"
