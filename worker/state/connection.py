@@ -6,19 +6,24 @@ microseconds on a busy machine, against a few for an indexed statement), so work
 many statements is best handed over whole with `run`: the journal applies a batch of
 events that way, BEGIN to COMMIT in one trip.
 
-The thread is a single-worker executor: trips run one after the other, in the order
+The thread takes its work from a queue: trips run one after the other, in the order
 they were asked for, whether or not their callers still wait (a cancelled caller's
-statement still runs; the next trip comes after it).
+statement still runs; the next trip comes after it). Each answer goes back to the
+caller's event loop with one `call_soon_threadsafe`: a `ThreadPoolExecutor` costs a
+concurrent future with its locks, a thread-count check and a chained asyncio future
+a trip, which the HTTP create paid for on the event loop.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 import functools
+import queue
 import sqlite3
+import threading
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, ParamSpec, TypeVar
 
@@ -70,12 +75,46 @@ def _executescript(conn: sqlite3.Connection, script: str) -> None:
     conn.executescript(script).close()
 
 
+#: A trip: the call, and the caller's loop and future its answer goes to.
+_Trip = tuple[Callable[[], Any], asyncio.AbstractEventLoop, asyncio.Future[Any]]
+
+
+def _settle(future: asyncio.Future[Any], result: Any, error: BaseException | None) -> None:
+    """In the caller's loop: the answer, unless the caller stopped waiting."""
+    if future.cancelled():
+        return
+    if error is not None:
+        future.set_exception(error)
+    else:
+        future.set_result(result)
+
+
+def _serve(trips: queue.SimpleQueue[_Trip | None]) -> None:
+    """The connection's thread: each trip in turn, until told to stop (None)."""
+    while (trip := trips.get()) is not None:
+        call, loop, future = trip
+        try:
+            result = call()
+        except BaseException as exc:  # the caller's to handle, whatever it is
+            answer: tuple[Any, BaseException | None] = (None, exc)
+        else:
+            answer = (result, None)
+        # A closed loop (RuntimeError): nobody is left to answer.
+        with contextlib.suppress(RuntimeError):
+            loop.call_soon_threadsafe(_settle, future, *answer)
+        del trip, call, future, answer
+
+
 class ThreadConnection:
     """A `sqlite3.Connection` used from its own thread only; rows are `sqlite3.Row`."""
 
-    def __init__(self, conn: sqlite3.Connection, executor: ThreadPoolExecutor) -> None:
+    def __init__(
+        self,
+        conn: sqlite3.Connection,
+        trips: queue.SimpleQueue[_Trip | None],
+    ) -> None:
         self._conn = conn
-        self._executor = executor
+        self._trips = trips
         self._closed = False
         #: Trips to the connection's thread so far (`run`, and each statement).
         self.trips = 0
@@ -90,18 +129,22 @@ class ThreadConnection:
     @classmethod
     async def connect(cls, target: str | Any, **kwargs: Any) -> ThreadConnection:
         """Open `target` (a path, or a URI with `uri=True`) in a new thread of its own."""
-        executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="journal")
+        trips: queue.SimpleQueue[_Trip | None] = queue.SimpleQueue()
+        # A daemon thread: a process that exits without closing its journal must not
+        # hang on it, and SQLite's own journal makes an interrupted transaction safe.
+        thread = threading.Thread(target=_serve, args=(trips,), name="journal", daemon=True)
+        thread.start()
         loop = asyncio.get_running_loop()
+        opened: asyncio.Future[sqlite3.Connection] = loop.create_future()
+        connect = functools.partial(sqlite3.connect, target, check_same_thread=False, **kwargs)
+        trips.put((connect, loop, opened))
         try:
-            conn = await loop.run_in_executor(
-                executor,
-                functools.partial(sqlite3.connect, target, check_same_thread=False, **kwargs),
-            )
+            conn = await opened
         except BaseException:
-            executor.shutdown(wait=False)
+            trips.put(None)
             raise
         conn.row_factory = sqlite3.Row
-        return cls(conn, executor)
+        return cls(conn, trips)
 
     async def run(
         self,
@@ -119,7 +162,10 @@ class ThreadConnection:
         self.on_trip()
         context = contextvars.copy_context()
         call = functools.partial(context.run, work, self._conn, *args)
-        return await asyncio.get_running_loop().run_in_executor(self._executor, call)
+        loop = asyncio.get_running_loop()
+        answer: asyncio.Future[Result] = loop.create_future()
+        self._trips.put((call, loop, answer))
+        return await answer
 
     async def execute(self, sql: str, params: Sequence[Any] = ()) -> Cursor:
         return await self.run(_execute, sql, params)
@@ -152,7 +198,7 @@ class ThreadConnection:
             await self.run(sqlite3.Connection.close)
         finally:
             self._closed = True
-            self._executor.shutdown(wait=False)
+            self._trips.put(None)
 
 
 def _nothing() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextvars
 import sqlite3
 import threading
@@ -58,3 +59,37 @@ async def test_errors_come_back_to_the_caller_and_a_closed_connection_refuses(
     await db.close()
     with pytest.raises(sqlite3.ProgrammingError):
         await db.execute("SELECT 1")
+
+
+async def test_a_cancelled_callers_work_still_runs_in_order_and_its_answer_is_dropped(
+    tmp_path: Path,
+) -> None:
+    db = await ThreadConnection.connect(tmp_path / "db.sqlite3", isolation_level=None)
+    loop = asyncio.get_running_loop()
+    errors: list[dict[str, object]] = []
+    loop.set_exception_handler(lambda _, context: errors.append(context))
+    held = threading.Event()
+    try:
+        await db.executescript("CREATE TABLE t (n INTEGER PRIMARY KEY, v TEXT)")
+
+        def blocked(conn: sqlite3.Connection) -> None:
+            held.wait(timeout=30)
+            conn.execute("INSERT INTO t(v) VALUES('first')")
+
+        first = asyncio.create_task(db.run(blocked))
+        second = asyncio.create_task(db.execute("INSERT INTO t(v) VALUES('second')"))
+        await asyncio.sleep(0)
+        first.cancel()
+        held.set()
+        inserted = await second
+        # The cancelled caller's statement ran, before the next one.
+        assert inserted.lastrowid == 2
+        rows = await db.execute_fetchall("SELECT v FROM t ORDER BY n")
+        assert [row["v"] for row in rows] == ["first", "second"]
+        with pytest.raises(asyncio.CancelledError):
+            await first
+        # Its answer found nobody waiting, and that is no error.
+        assert errors == []
+    finally:
+        loop.set_exception_handler(None)
+        await db.close()
