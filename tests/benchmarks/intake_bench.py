@@ -238,9 +238,12 @@ def _received_times(daemon: Daemon) -> list[float]:
     return [row[0] for row in rows]
 
 
-async def daemon_drain(port: int, folder: Path, messages: int) -> Drain:
-    """The real daemon draining the same backlog; RSS sampled meanwhile."""
+async def daemon_drain(port: int, folder: Path, messages: int, source: Path | None = None) -> Drain:
+    """The real daemon draining the same backlog; RSS sampled meanwhile. The daemon runs
+    from `source`, another checkout, when given."""
     daemon = Daemon(folder / "daemon", mqtt_port=port, prefix=PREFIX)
+    if source is not None:
+        daemon.source = source
     await queue_backlog(port, f"tapeworker-{daemon.http_port}", messages)
     daemon.start()
     peak = 0
@@ -611,17 +614,23 @@ class Figures:
         return lines
 
 
-async def measure(messages: int, requests: int, source: Path | None = None) -> Figures:
+async def measure(
+    messages: int,
+    requests: int,
+    source: Path | None = None,
+    mqtt_source: Path | None = None,
+) -> Figures:
     with tempfile.TemporaryDirectory(prefix="tw-intake-bench-") as tmp:
         folder = Path(tmp)
         drains: list[Drain | None] = [None, None]
-        for n, (name, drain) in enumerate(
-            (("bare", bare_drain), ("daemon", daemon_drain)) if messages else ()
-        ):
+        for n, name in enumerate(("bare", "daemon") if messages else ()):
             broker = Broker(port=free_port(), folder=folder / f"mosquitto-{name}")
             broker.start()
             try:
-                drains[n] = await drain(broker.port, folder, messages)
+                if name == "bare":
+                    drains[n] = await bare_drain(broker.port, folder, messages)
+                else:
+                    drains[n] = await daemon_drain(broker.port, folder, messages, mqtt_source)
             finally:
                 broker.stop()
         http = await http_runs(folder, requests, source) if requests else []
@@ -647,8 +656,16 @@ def main(argv: list[str] | None = None) -> int:
         help="run the HTTP half's daemon from this checkout (e.g. a `git archive` of an "
         "earlier commit), to compare its CPU a create with this one's",
     )
+    parser.add_argument(
+        "--mqtt-daemon-source",
+        type=Path,
+        default=None,
+        help="run the MQTT half's daemon from this checkout, to compare its CPU a message",
+    )
     args = parser.parse_args(argv)
-    figures = asyncio.run(measure(args.messages, args.requests, args.http_daemon_source))
+    figures = asyncio.run(
+        measure(args.messages, args.requests, args.http_daemon_source, args.mqtt_daemon_source)
+    )
     print(f"CPU: {_cpu_model()}, {os.cpu_count()} cores, load {os.getloadavg()[0]:.1f}")
     print("\n".join(figures.lines()))
     return 0
