@@ -12,10 +12,12 @@ loggers read it at every call, so loggers bound and cached before the change obe
 
 from __future__ import annotations
 
+import errno
 import functools
 import json
 import logging
 import re
+import struct
 import sys
 import threading
 from collections.abc import Callable, Mapping, MutableMapping
@@ -111,17 +113,42 @@ class StreamOutput:
         return
 
 
+_LENGTH = struct.Struct("<Q")
+
+
+def journal_entry(fields: list[tuple[str, Any]]) -> bytes:
+    """Journal fields as one datagram of the native protocol: `KEY=value` lines, and a
+    value with a newline (a traceback) as its key, its 64-bit length and its bytes."""
+    out = bytearray()
+    for name, value in fields:
+        text = value if isinstance(value, str) else str(value)
+        if "\n" in text:
+            data = text.encode()
+            out += b"%s\n%s%s\n" % (name.encode(), _LENGTH.pack(len(data)), data)
+        else:
+            out += f"{name}={text}\n".encode()
+    return bytes(out)
+
+
 class JournalOutput:
-    """Native journal entries (logging-journald speaks the protocol, large entries too)."""
+    """Native journal entries, one datagram each; an entry too large for a datagram goes
+    through logging-journald, which hands it over in a sealed memfd."""
 
     def __init__(self, socket_path: Path = JOURNAL_SOCKET) -> None:
         # Addressed on every send, as libsystemd does: a journald restarted (a new socket
         # at the path) is reached again without reconnecting, and one that is down costs
         # the lines sent meanwhile, not every line after.
         self.transport = JournaldTransport(socket_path=socket_path, connected=False)
+        self._address = str(socket_path)
 
     def emit(self, event: EventDict) -> None:
-        self.transport.send(journal_fields(event))
+        fields = journal_fields(event)
+        try:
+            self.transport.socket.sendto(journal_entry(fields), self._address)
+        except OSError as exc:
+            if exc.errno != errno.EMSGSIZE:
+                raise
+            self.transport.send(fields)
 
     def close(self) -> None:
         self.transport.socket.close()

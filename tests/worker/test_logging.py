@@ -13,8 +13,16 @@ from pathlib import Path
 
 import pytest
 import structlog
+from logging_journald import JournaldTransport
 
-from worker.logging import configure, journal_fields, lost_lines, reset, set_level
+from worker.logging import (
+    configure,
+    journal_entry,
+    journal_fields,
+    lost_lines,
+    reset,
+    set_level,
+)
 
 
 def parse_entry(datagram: bytes) -> dict[str, str]:
@@ -326,3 +334,64 @@ def test_a_journal_socket_gone_away_loses_lines_and_raises_nothing(tmp_path: Pat
         sock.settimeout(10)
         structlog.get_logger("tapeworker.t").info("heard again")
         assert parse_entry(sock.recv(65536))["MESSAGE"] == "heard again"
+
+
+def parse_native(datagram: bytes) -> dict[str, str]:
+    """The native protocol in full: `KEY=value` lines and `KEY\\n<64-bit length><bytes>\\n`."""
+    fields, at = {}, 0
+    while at < len(datagram):
+        end = datagram.index(b"\n", at)
+        line = datagram[at:end]
+        if b"=" in line:
+            key, _, value = line.partition(b"=")
+            at = end + 1
+        else:
+            key, size = line, int.from_bytes(datagram[end + 1 : end + 9], "little")
+            value = datagram[end + 9 : end + 9 + size]
+            assert datagram[end + 9 + size : end + 10 + size] == b"\n"
+            at = end + 10 + size
+        fields[key.decode()] = value.decode()
+    return fields
+
+
+def test_journal_entries_are_encoded_as_logging_journald_encodes_them() -> None:
+    fields = journal_fields(
+        {"event": "failed", "level": "error", "exception": "Traceback\n  boom", "drive": 2}
+    )
+    with io.BytesIO() as theirs:
+        for key, value in fields:
+            JournaldTransport.pack(theirs, key, value)
+        assert journal_entry(fields) == theirs.getvalue()
+    assert parse_native(journal_entry(fields)) == {
+        "MESSAGE": "failed drive=2\nTraceback\n  boom",
+        "PRIORITY": "3",
+        "SYSLOG_IDENTIFIER": "tapeworker",
+        "EXCEPTION": "Traceback\n  boom",
+        "DRIVE": "2",
+    }
+
+
+def test_a_traceback_and_an_entry_too_large_for_a_datagram_reach_the_journal(
+    journal_socket: tuple[Path, socket.socket],
+) -> None:
+    path, sock = journal_socket
+    configure("info", "journald", journal_socket=path)
+    try:
+        raise ValueError("bad slot 99")
+    except ValueError:
+        structlog.get_logger("tapeworker.executor").exception("move failed", drive=2)
+    entry = parse_native(sock.recv(65536))
+    assert entry["MESSAGE"].startswith("move failed drive=2\nTraceback (most recent call last):")
+    assert entry["EXCEPTION"].rstrip().endswith("ValueError: bad slot 99")
+
+    # Past the socket's largest datagram: the entry travels in a memfd passed along.
+    huge = "x" * (4 << 20)
+    structlog.get_logger("tapeworker.t").info("huge", blob=huge)
+    _, ancillary, _, _ = sock.recvmsg(4096, socket.CMSG_SPACE(4))
+    [(level, kind, data)] = ancillary
+    assert (level, kind) == (socket.SOL_SOCKET, socket.SCM_RIGHTS)
+    with open(int.from_bytes(data[:4], sys.byteorder), "rb") as memfd:
+        memfd.seek(0)  # the sender's offset: it wrote the entry through the same file
+        entry = parse_native(memfd.read())
+    assert entry["BLOB"] == huge
+    assert entry["MESSAGE"] == f"huge blob={huge}"

@@ -15,13 +15,17 @@ from typing import TYPE_CHECKING
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
+    REGISTRY,
     Counter,
     Gauge,
     Histogram,
     Info,
     generate_latest,
 )
+from prometheus_client.core import CounterMetricFamily
+from prometheus_client.registry import Collector
 
+from worker import logging as logs
 from worker.core.requests import RequestState
 
 if TYPE_CHECKING:  # the journal counts its commits here: no import cycle at run time
@@ -97,6 +101,21 @@ def request_levels(
         if request.state is RequestState.PENDING:
             oldest = request.arrival if oldest is None else min(oldest, request.arrival)
     return counts, oldest
+
+
+class _LostLogLines(Collector):
+    """The log lines the output could not write, as the logging module counts them: it
+    cannot log its own failure, so a scrape is where an operator sees it."""
+
+    def collect(self) -> Iterable[CounterMetricFamily]:
+        yield CounterMetricFamily(
+            "tapeworker_log_lines_lost",
+            "Log lines that could not be written (stdout broken or full, journald gone)",
+            value=logs.lost_lines(),
+        )
+
+
+REGISTRY.register(_LostLogLines())
 
 
 def set_levels(

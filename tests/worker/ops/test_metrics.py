@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
+import io
+import logging
+import sys
+
+import pytest
+import structlog
 from prometheus_client import REGISTRY
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.worker.records import drive_record, request_record
+from worker import logging as logs
 from worker.core.requests import RequestState
 from worker.ops import metrics
 from worker.state.records import DriveRecord, RequestRecord
@@ -102,3 +109,26 @@ def test_a_stopwatch_counts_up_from_its_start() -> None:
     first = watch.elapsed()
     assert first >= 0
     assert watch.elapsed() >= first
+
+
+def test_log_lines_that_could_not_be_written_are_counted(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    class Full(io.StringIO):
+        def write(self, text: str) -> int:
+            raise OSError(28, "No space left on device")
+
+    before = sample("tapeworker_log_lines_lost_total")
+    assert before is not None
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    monkeypatch.setattr(sys, "stdout", Full())
+    logs.configure("info", "json")
+    try:
+        structlog.get_logger("tapeworker.t").info("lost", drive=1)
+        logging.getLogger("uvicorn.error").warning("lost too")
+    finally:
+        logs.reset()
+        root.handlers[:] = handlers
+        root.setLevel(level)
+    assert sample("tapeworker_log_lines_lost_total") == before + 2
