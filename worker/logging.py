@@ -323,3 +323,8 @@ def set_level(level: str) -> None:
     """The level of every logger; SIGHUP applies the configuration's log_level with it."""
     numeric = getattr(logging, level.upper())
     _ROOT.setLevel(numeric)
+    # A stdlib logger with a level of its own (uvicorn pins its loggers at warning) is
+    # still held to ours where it is stricter.
+    for handler in _ROOT.handlers:
+        if isinstance(handler, StdlibHandler):
+            handler.setLevel(numeric)

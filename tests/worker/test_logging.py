@@ -217,7 +217,7 @@ def test_each_format_renders_the_event_its_own_way(
 
 
 def test_a_level_change_reaches_a_logger_bound_and_cached_before_it(
-    capsys: pytest.CaptureFixture[str],
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # As the daemon's modules do: a module-level logger, used (and cached) before SIGHUP.
     log = structlog.get_logger("tapeworker.mqtt")
@@ -235,6 +235,8 @@ def test_a_level_change_reaches_a_logger_bound_and_cached_before_it(
     logging.getLogger("drivers.mtx").debug("stdlib, shown at debug")
     set_level("error")
     log.warning("hidden at error")
+    # uvicorn sets its loggers' own level (warning): ours, stricter, still applies.
+    monkeypatch.setattr(logging.getLogger("uvicorn.error"), "level", logging.WARNING)
     logging.getLogger("uvicorn.error").warning("hidden at error too")
     log.error("shown at error")
     lines = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
