@@ -8,7 +8,9 @@ import logging
 import re
 import socket
 import sys
+import time
 from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -179,7 +181,9 @@ def test_each_format_renders_the_event_its_own_way(
 ) -> None:
     log = structlog.get_logger("tapeworker.destinations")
     configure("info", "json")
+    before = time.time()
     log.info("event received", intake="mqtt", task="7", destination=12)
+    after = time.time()
     [line] = capsys.readouterr().out.splitlines()
     assert json.loads(line) == {
         "intake": "mqtt",
@@ -190,7 +194,10 @@ def test_each_format_renders_the_event_its_own_way(
         "logger": "tapeworker.destinations",
         "timestamp": json.loads(line)["timestamp"],
     }
-    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z", json.loads(line)["timestamp"])
+    stamp = json.loads(line)["timestamp"]
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z", stamp)
+    when = datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp()
+    assert before - 1e-6 <= when <= after, (before, stamp, after)
 
     configure("info", "console")
     log.info("event received", intake="mqtt", destination=12)
@@ -397,3 +404,17 @@ def test_a_traceback_and_an_entry_too_large_for_a_datagram_reach_the_journal(
         entry = parse_native(memfd.read())
     assert entry["BLOB"] == huge
     assert entry["MESSAGE"] == f"huge blob={huge}"
+
+
+def test_an_exception_passed_as_exc_info_is_rendered_outside_its_handler(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    configure("info", "json")
+    try:
+        raise KeyError("slot 4")
+    except KeyError as caught:
+        problem = caught
+    structlog.get_logger("tapeworker.destinations").error("poison event skipped", exc_info=problem)
+    line = json.loads(capsys.readouterr().out)
+    assert line["exception"].startswith("Traceback (most recent call last):")
+    assert line["exception"].rstrip().endswith("KeyError: 'slot 4'")
