@@ -33,6 +33,8 @@ from logging_journald import JournaldTransport
 PRIORITY = {"debug": 7, "info": 6, "warning": 4, "error": 3, "critical": 2}
 JOURNAL_SOCKET = Path("/run/systemd/journal/socket")
 _FIELD = re.compile(r"[^A-Z0-9_]")
+_NOT_FIELDS = frozenset(("event", "level", "timestamp"))
+_PLAIN = (str, int, float)
 _ROOT = logging.getLogger()
 
 EventDict = MutableMapping[str, Any]
@@ -48,28 +50,31 @@ def _field_name(key: str) -> str | None:
 
 def journal_fields(event: Mapping[str, Any]) -> list[tuple[str, Any]]:
     """A rendered event as journal fields: MESSAGE for people, one field per key."""
-    event = dict(event)
-    message = str(event.pop("event", ""))
-    level = str(event.pop("level", "info"))
-    event.pop("timestamp", None)  # journald stamps every entry itself
-    details = " ".join(f"{k}={v}" for k, v in event.items() if k not in ("logger", "exception"))
-    text = f"{message} {details}" if details else message
-    if "exception" in event:
-        text += "\n" + str(event["exception"])
-    fields: list[tuple[str, Any]] = [
-        ("MESSAGE", text),
-        ("PRIORITY", PRIORITY.get(level, 6)),
-        ("SYSLOG_IDENTIFIER", "tapeworker"),
-    ]
+    # One pass over the event: this runs for every line the daemon writes under systemd.
+    fields: list[tuple[str, Any]] = []
+    details: list[str] = []
+    exception = None
     for key, value in event.items():
+        if key in _NOT_FIELDS:
+            continue  # journald stamps every entry itself; level and event are said above
+        if key == "exception":
+            exception = value
+        elif key != "logger":
+            details.append(f"{key}={value}")
         if value is None:
             continue
         name = _field_name(key)
         if name is None:
             continue
-        plain = isinstance(value, str | int | float)
+        plain = isinstance(value, _PLAIN)
         fields.append((name, value if plain else json.dumps(value, default=str)))
-    return fields
+    text = str(event.get("event", ""))
+    if details:
+        text = f"{text} {' '.join(details)}"
+    if exception is not None:
+        text = f"{text}\n{exception}"
+    level = PRIORITY.get(str(event.get("level", "info")), 6)
+    return [("MESSAGE", text), ("PRIORITY", level), ("SYSLOG_IDENTIFIER", "tapeworker"), *fields]
 
 
 class Output(Protocol):
@@ -137,15 +142,15 @@ _LENGTH = struct.Struct("<Q")
 def journal_entry(fields: list[tuple[str, Any]]) -> bytes:
     """Journal fields as one datagram of the native protocol: `KEY=value` lines, and a
     value with a newline (a traceback) as its key, its 64-bit length and its bytes."""
-    out = bytearray()
+    lines = []
     for name, value in fields:
         text = value if isinstance(value, str) else str(value)
         if "\n" in text:
             data = text.encode()
-            out += b"%s\n%s%s\n" % (name.encode(), _LENGTH.pack(len(data)), data)
+            lines.append(b"%s\n%s%s\n" % (name.encode(), _LENGTH.pack(len(data)), data))
         else:
-            out += f"{name}={text}\n".encode()
-    return bytes(out)
+            lines.append(f"{name}={text}\n".encode())
+    return b"".join(lines)
 
 
 class JournalOutput:
