@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: run test lint bench bench-round bench-seeds bench-scsi bench-broker bench-http bench-api bench-intake bench-fleet fuzz-api soak deps system-deps clean
+.PHONY: run test lint bench bench-round bench-seeds bench-scsi bench-broker bench-http bench-api bench-intake bench-log bench-fleet fuzz-api soak deps system-deps clean
 
 $(BIN)/python:
 	scripts/ensure-system-deps python
@@ -69,6 +69,10 @@ bench-round: deps
 bench-intake: deps
 	scripts/ensure-system-deps mosquitto
 	$(BIN)/python -m tests.benchmarks.intake_bench --messages 50000 --requests 2000
+
+# One log line in each format against json.dumps and one write of it (about a minute).
+bench-log: deps
+	$(BIN)/python -m tests.benchmarks.log_bench --lines 20000 --rounds 7
 
 # A fleet on one broker: intake rate and end-to-end latency with 1, 2 and 4 daemons.
 bench-fleet: deps
