@@ -10,11 +10,12 @@ import textwrap
 from pathlib import Path
 
 import aiomqtt
+import paho.mqtt.client as paho
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from tests.integration.broker import Broker
-from worker.intake.mqtt import ManualAcks, ReadPause
+from worker.intake.mqtt import Delivery, Inbox, ManualAcks
 
 TOPIC = "t/acks/one"
 
@@ -103,13 +104,16 @@ async def test_a_crash_before_the_ack_gets_the_message_again(broker: Broker) -> 
         assert message.payload == b"second", "an acknowledged message came back"
 
 
-async def test_a_backlog_waits_in_the_broker_not_in_the_client(
-    broker: Broker, tmp_path: Path
-) -> None:
-    """mosquitto 2.0.11 overruns the Receive Maximum once acknowledgements flow;
-    pausing the socket keeps what waits in the client at the limit."""
-    count, limit = 2000, 40
-    async with persistent_client(broker, "sub-backlog") as client:
+def delivery(message: paho.MQTTMessage) -> Delivery:
+    """A message as it arrived, parsed by nothing (the intake parses topics of its own)."""
+    return Delivery(
+        message.mid, message.qos, message.retain, message.topic, bytes(message.payload), None
+    )
+
+
+async def queue(broker: Broker, client_id: str, count: int) -> None:
+    """Create `client_id`'s persistent session and queue `count` messages in it."""
+    async with persistent_client(broker, client_id) as client:
         await client.subscribe("t/backlog/#", qos=1)
     async with aiomqtt.Client(
         "127.0.0.1", broker.port, identifier="publisher", max_inflight_messages=500
@@ -117,33 +121,77 @@ async def test_a_backlog_waits_in_the_broker_not_in_the_client(
         pub.pending_calls_threshold = count
         await asyncio.gather(*(pub.publish(f"t/backlog/{n}", b"x", qos=1) for n in range(count)))
 
+
+async def test_a_backlog_waits_in_the_broker_not_in_the_client(
+    broker: Broker, tmp_path: Path
+) -> None:
+    """mosquitto 2.0.11 overruns the Receive Maximum once acknowledgements flow;
+    pausing the socket keeps what waits in the client at the limit."""
+    count, limit = 2000, 40
+    await queue(broker, "sub-backlog", count)
     db = sqlite3.connect(tmp_path / "commits.sqlite3", isolation_level=None)
     db.execute("PRAGMA journal_mode=WAL")
     db.execute("PRAGMA synchronous=FULL")
     db.execute("CREATE TABLE seen (topic TEXT PRIMARY KEY)")
     client = persistent_client(broker, "sub-backlog")
-    acks = ManualAcks(client)
-    pause = ReadPause(client, limit)
+    inbox = Inbox(client, delivery, limit)
     peak = 0
     async with client, asyncio.timeout(120):
-        pause.arm()
+        inbox.arm()
         received = 0
         while received < count:
-            batch = [await anext(client.messages)]
-            while len(batch) < 20 and len(client.messages):
-                batch.append(await anext(client.messages))
-            pause.resume_if_drained()
+            batch = await inbox.take(20)
             # A real commit per batch, as the daemon's, before the acknowledgements.
             db.execute("BEGIN")
-            db.executemany("INSERT INTO seen VALUES (?)", [(m.topic.value,) for m in batch])
+            db.executemany("INSERT INTO seen VALUES (?)", [(d.topic,) for d in batch])
             db.execute("COMMIT")
             for message in batch:
-                acks.ack(message)
+                inbox.ack(message)
+            inbox.send_acks()
             received += len(batch)
             # What arrived while we committed: the broker would send thousands.
-            peak = max(peak, len(client.messages))
+            peak = max(peak, len(inbox))
     db.close()
     assert received == count  # each once: the primary key refuses a duplicate
-    assert pause.pauses >= 1
+    assert inbox.pauses >= 1
     # At the limit we stop reading; paho may finish the packet it was parsing.
     assert peak <= limit + 2, peak
+    # Every message was acknowledged: the session holds nothing more for us.
+    client = persistent_client(broker, "sub-backlog")
+    inbox = Inbox(client, delivery, limit)
+    async with client:
+        await client.subscribe("t/backlog/probe", qos=1)
+        await client.publish("t/backlog/probe", b"probe", qos=1)
+        async with asyncio.timeout(10):
+            [first] = await inbox.take(1)
+    assert first.topic == "t/backlog/probe", "an acknowledged message came back"
+
+
+async def test_one_read_of_the_socket_brings_many_messages(broker: Broker) -> None:
+    """paho alone reads a packet in three system calls or more, one packet a turn of
+    the event loop; the inbox hands it the packets of one large read."""
+    count = 1000
+    await queue(broker, "sub-reads", count)
+    client = persistent_client(broker, "sub-reads")
+    inbox = Inbox(client, delivery, limit=10 * count)
+    reads: list[int] = []
+    recv = inbox._recv
+
+    def counted(size: int) -> bytes:
+        data = recv(size)
+        reads.append(len(data))
+        return data
+
+    inbox._recv = counted
+    async with client, asyncio.timeout(60):
+        taken: list[Delivery] = []
+        while len(taken) < count:
+            batch = await inbox.take(count)
+            # mosquitto sends no more than 20 unacknowledged (its max_inflight_messages).
+            for message in batch:
+                inbox.ack(message)
+            inbox.send_acks()
+            taken.extend(batch)
+    assert sorted(int(d.topic.rsplit("/", 1)[1]) for d in taken) == list(range(count))
+    # paho alone: three reads a message or more (8 reads here, on a quiet machine).
+    assert len(reads) < count / 20, len(reads)

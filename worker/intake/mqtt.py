@@ -10,9 +10,12 @@ broker would replay it at every reconnect, over later changes), and the MQTT 5
 user properties `event-id` and `sequence` let the journal recognise a redelivery
 and refuse a change older than the one it has applied.
 
-aiomqtt 2.x has no public manual-ack API, so `ManualAcks` reaches the paho client
-it wraps, and `ReadPause` the socket reader both install (the private attributes we
-touch are all in these two classes, each with its own test).
+aiomqtt 2.x has no public manual-ack API, so `ManualAcks` and `Inbox` reach the paho
+client it wraps (the private attributes we touch are all in `ManualAcks`, `Inbox` and
+`PublishWindow`, each with its own test). The subscribing connection takes its
+messages from paho itself (`Inbox`): aiomqtt's queue and async iterator cost a task
+and a future a message, and paho's own reader a system call or more a packet and a
+turn of the event loop a packet.
 
 Two connections: one subscribes (its persistent session holds the backlog), one
 publishes (state, summaries, dead letters, and the last will). The subscribing one
@@ -27,14 +30,21 @@ accounting of the quota goes wrong after a PUBACK: with a Receive Maximum of 100
 about 4,000 messages were waiting in the client), so `ReadPause` also stops reading
 the subscribing socket while `QUEUE_LIMIT` messages wait: the backlog stays in the
 broker, TCP holds back the rest, and memory stays flat whatever the backlog.
+
+The work of a message overlaps the commit of the batch before it: a message is parsed
+as it arrives, while the journal's thread commits the previous batch; one batch is
+committed at a time, and acknowledged as soon as it is committed; the new state of
+what it changed is published by a task of its own, while the next batch commits.
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import dataclasses
 import json
 import re
+import struct
 from collections.abc import Callable
 from typing import Any
 
@@ -86,6 +96,9 @@ RECEIVE_MAXIMUM = 2 * MAX_BATCH
 #: Messages waiting in the client at which we stop reading the socket: above the
 #: Receive Maximum, so that only a broker that overruns it is paused.
 QUEUE_LIMIT = RECEIVE_MAXIMUM + MAX_BATCH
+#: The most one read of the subscribing socket takes: a read is a system call, and
+#: paho's own reads take a packet in three or more.
+READ_CHUNK = 65536
 #: QoS 1 publications awaiting their PUBACK at once: paho's own in-flight limit
 #: (it queues the rest, in order) and mosquitto's default Receive Maximum.
 PUBLISH_WINDOW = 20
@@ -108,6 +121,135 @@ class ManualAcks:
         if message.qos > 0:
             self._paho.ack(message.mid, message.qos)
 
+
+@dataclasses.dataclass(slots=True)
+class Delivery:
+    """A message of the subscribing connection, parsed as it arrived."""
+
+    mid: int
+    qos: int
+    retain: bool
+    topic: str
+    payload: bytes
+    #: What it asks for; None when parsing it raised (`error`): a bug, journaled as
+    #: a poison event when its turn comes.
+    event: DestinationEvent | RejectedInput | None
+    error: Exception | None = None
+
+
+class Inbox:
+    """The subscribing connection's messages, parsed as paho reads them and held, in
+    order, until the consumer takes them; acknowledged when the consumer says.
+
+    Installed before the client connects (a resumed session delivers what was queued
+    right after CONNACK, and paho would acknowledge it at once). It takes the place
+    of three parts of aiomqtt, through the paho client aiomqtt wraps:
+
+    - the messages: paho's `on_message` appends to our queue (aiomqtt wraps each in a
+      message of its own and hands it through an `asyncio.Queue` and an async
+      iterator, a task and a future a message);
+    - the socket's reader: paho reads a packet in three or more `recv` calls, and
+      aiomqtt's reader reads one packet a turn of the event loop. Ours hands paho the
+      packets from reads of up to `READ_CHUNK` bytes and parses all of them in one
+      turn;
+    - flow control: while `limit` messages wait, we take the socket out of the event
+      loop's readers (the consumer puts it back once half of them are taken). The
+      broker keeps what we did not read, TCP holds it back, and our acknowledgements
+      (writes) still go out. Armed once the consumer runs (until then the socket must
+      be read: the SUBACK arrives behind the queued messages). Only for a connection
+      that awaits no answer from the broker while paused (what we publish goes on the
+      other one).
+    """
+
+    def __init__(
+        self,
+        client: aiomqtt.Client,
+        parse: Callable[[paho.MQTTMessage], Delivery],
+        limit: int,
+        on_pause: Callable[[], None] | None = None,
+    ) -> None:
+        self._client = client
+        self._loop = asyncio.get_running_loop()
+        self._paho: paho.Client = client._client  # noqa: SLF001 - no public API (aiomqtt #345)
+        self._paho.manual_ack_set(True)
+        self._parse = parse
+        self._limit = limit
+        self._on_pause = on_pause
+        self._waiting: collections.deque[Delivery] = collections.deque()
+        self._waiter: asyncio.Future[None] | None = None
+        self._paused_fd: int | None = None
+        self._armed = False
+        self.pauses = 0
+        #: Messages acknowledged so far.
+        self.acknowledged = 0
+        #: PUBACKs to send, packed: written as one packet (`send_acks`).
+        self._acks = bytearray()
+        # What one read brought that paho has not taken yet.
+        self._buffer = b""
+        self._taken = 0
+        self._recv: Callable[[int], bytes] = self._paho._sock_recv  # noqa: SLF001 - see above
+        self._paho._sock_recv = self._buffered_recv  # type: ignore[method-assign]  # noqa: SLF001
+        self._paho.on_message = self._on_message
+        opened = self._paho.on_socket_open
+
+        def on_socket_open(client_: paho.Client, userdata: Any, sock: Any) -> None:
+            if opened is not None:
+                opened(client_, userdata, sock)
+            # aiomqtt registers its reader the same way, from the connecting thread;
+            # ours, registered after it, takes its place.
+            self._loop.call_soon_threadsafe(self._take_reader, sock.fileno())
+
+        self._paho.on_socket_open = on_socket_open
+
+    def __len__(self) -> int:
+        """Messages waiting to be taken."""
+        return len(self._waiting)
+
+    @property
+    def paused(self) -> bool:
+        return self._paused_fd is not None
+
+    def arm(self) -> None:
+        """From now on a full queue pauses the socket (the consumer takes from it)."""
+        self._armed = True
+
+    async def take(self, most: int) -> list[Delivery]:
+        """Up to `most` messages, oldest first, once at least one has arrived.
+
+        MqttError when the connection is lost while we wait: what was not
+        acknowledged comes again on the next one.
+        """
+        if not self._waiting:
+            disconnected = self._client._disconnected  # noqa: SLF001 - see the class docstring
+            self._waiter = waiter = self._loop.create_future()
+            try:
+                await asyncio.wait((waiter, disconnected), return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                self._waiter = None
+                waiter.cancel()
+            if not self._waiting:
+                cause = None if disconnected.cancelled() else disconnected.exception()
+                raise aiomqtt.MqttError("Disconnected during message iteration") from cause
+        waiting = self._waiting
+        batch = [waiting.popleft() for _ in range(min(most, len(waiting)))]
+        self._resume_if_drained()
+        return batch
+
+    def ack(self, delivery: Delivery) -> None:
+        """Acknowledge a committed message (sent with the others, by `send_acks`)."""
+        if delivery.qos == 1:
+            # What paho's own `ack` sends: a PUBACK with its message id.
+            self._acks += struct.pack("!BBH", paho.PUBACK, 2, delivery.mid)
+
+    def send_acks(self) -> None:
+        """Send the acknowledgements `ack` gathered, as one write."""
+        if self._acks:
+            packed, self._acks = bytes(self._acks), bytearray()
+            self.acknowledged += len(packed) // 4
+            # One packet for paho's writer, which writes it as it writes any: in order
+            # with what it already queued, and nothing written on a lost connection.
+            self._paho._packet_queue(paho.PUBACK, packed, 0, 0)  # noqa: SLF001
+
     def clear_retained(self, topic: str) -> None:
         """Delete a retained message, on this connection, without waiting for its PUBACK.
 
@@ -118,77 +260,65 @@ class ManualAcks:
         """
         self._paho.publish(topic, b"", qos=1, retain=True)
 
+    def _on_message(self, _client: paho.Client, _userdata: Any, message: paho.MQTTMessage) -> None:
+        self._waiting.append(self._parse(message))
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+        if self._armed and len(self._waiting) >= self._limit:
+            self._pause()
 
-class ReadPause:
-    """Stop reading the broker's socket while `limit` messages wait in the client.
+    def _buffered_recv(self, bufsize: int) -> bytes:
+        """What paho asks of the socket, from a read of up to `READ_CHUNK` bytes."""
+        if self._taken >= len(self._buffer):
+            # paho's own: BlockingIOError when nothing is there, b"" at the end.
+            data = self._recv(READ_CHUNK)
+            if not data:
+                return data
+            self._buffer, self._taken = data, 0
+        start = self._taken
+        self._taken = min(start + bufsize, len(self._buffer))
+        return self._buffer[start : self._taken]
 
-    Installed before the client connects, armed once the consumer runs (until then
-    the socket must be read: the SUBACK arrives behind the queued messages). Every
-    message paho parses lands in aiomqtt's queue; at the limit we take the socket
-    out of the event loop's readers, and the consumer puts it back
-    (`resume_if_drained`) once half the queue is taken. The broker keeps what we
-    did not read, TCP holds it back, and our acknowledgements (writes) still go out.
-    Only for a connection that awaits no answer from the broker while paused (the
-    subscribing one: what we publish goes on the other).
-    """
+    def _read(self) -> None:
+        """The socket's reader: every packet of a read, unless a full queue pauses us."""
+        try:
+            while self._paused_fd is None:
+                self._paho.loop_read()
+                if self._taken >= len(self._buffer) or self._paho.socket() is None:
+                    break
+        except Exception as exc:  # what aiomqtt's reader does: the connection is lost
+            disconnected = self._client._disconnected  # noqa: SLF001
+            if not disconnected.done():
+                disconnected.set_exception(exc)
 
-    def __init__(
-        self, client: aiomqtt.Client, limit: int, on_pause: Callable[[], None] | None = None
-    ) -> None:
-        self._client = client
-        self._on_pause = on_pause
-        self._paho: paho.Client = client._client  # noqa: SLF001 - see ManualAcks
-        self._limit = limit
-        self._paused_fd: int | None = None
-        self._armed = False
-        self.pauses = 0
-        deliver = self._paho.on_message
-
-        def on_message(client_: paho.Client, userdata: Any, message: paho.MQTTMessage) -> None:
-            if deliver is not None:
-                deliver(client_, userdata, message)
-            if self._armed and len(self._client.messages) >= self._limit:
-                self._pause()
-
-        self._paho.on_message = on_message
-
-    @property
-    def paused(self) -> bool:
-        return self._paused_fd is not None
-
-    def arm(self) -> None:
-        """From now on a full queue pauses the socket (the consumer takes from it)."""
-        self._armed = True
+    def _take_reader(self, fd: int) -> None:
+        self._loop.add_reader(fd, self._read)
+        # What aiomqtt's reader may have read meanwhile and left in our buffer.
+        self._read()
 
     def _pause(self) -> None:
         sock = self._paho.socket()
         if self._paused_fd is not None or sock is None:
             return
         fd = sock.fileno()
-        asyncio.get_running_loop().remove_reader(fd)
+        self._loop.remove_reader(fd)
         self._paused_fd = fd
         self.pauses += 1
         if self._on_pause is not None:
             self._on_pause()
 
-    def resume_if_drained(self) -> None:
+    def _resume_if_drained(self) -> None:
         fd = self._paused_fd
-        if fd is None or len(self._client.messages) > self._limit // 2:
+        if fd is None or len(self._waiting) > self._limit // 2:
             return
         self._paused_fd = None
         sock = self._paho.socket()
         if sock is None or sock.fileno() != fd:
-            return  # the connection closed meanwhile: a new one has its own reader
-        asyncio.get_running_loop().add_reader(fd, self._read)
-
-    def _read(self) -> None:
-        # What aiomqtt's own reader does: a broken connection ends the session.
-        try:
-            self._paho.loop_read()
-        except Exception as exc:  # any failure here means a lost connection
-            disconnected = self._client._disconnected  # noqa: SLF001
-            if not disconnected.done():
-                disconnected.set_exception(exc)
+            return  # the connection closed meanwhile
+        self._loop.add_reader(fd, self._read)
+        # What the last read brought beyond the pause: no new data may wake the reader.
+        self._loop.call_soon(self._read)
 
 
 class PublishWindow:
@@ -319,7 +449,7 @@ def to_event(
     )
 
 
-def user_property(message: aiomqtt.Message, name: str) -> str | None:
+def user_property(message: aiomqtt.Message | paho.MQTTMessage, name: str) -> str | None:
     """The first value of an MQTT 5 user property, if the publisher set it."""
     properties = getattr(message.properties, "UserProperty", None) or []
     for key, value in properties:
@@ -328,7 +458,7 @@ def user_property(message: aiomqtt.Message, name: str) -> str | None:
     return None
 
 
-def event_id_of(message: aiomqtt.Message) -> str | None:
+def event_id_of(message: aiomqtt.Message | paho.MQTTMessage) -> str | None:
     """The publisher's optional `event-id` user property (MQTT 5).
 
     With it, a redelivered event is recognised and journaled once; without it,
@@ -338,18 +468,19 @@ def event_id_of(message: aiomqtt.Message) -> str | None:
     return value if value is not None and _EVENT_ID_RE.fullmatch(value) else None
 
 
-def message_to_event(prefix: str, message: aiomqtt.Message) -> DestinationEvent | RejectedInput:
-    payload = message.payload
-    if isinstance(payload, str):
-        raw = payload.encode()
-    elif isinstance(payload, bytes | bytearray):
-        raw = bytes(payload)
-    else:
-        raw = str(payload).encode()
+def topic_of(message: paho.MQTTMessage) -> str:
+    """The message's topic as text (the broker checks it is UTF-8; we do not trust it)."""
+    try:
+        return message.topic
+    except UnicodeDecodeError:
+        return message._topic.decode("utf-8", "replace")  # noqa: SLF001 - paho has no other
+
+
+def message_to_event(prefix: str, message: paho.MQTTMessage) -> DestinationEvent | RejectedInput:
     return to_event(
         prefix,
-        message.topic.value,
-        raw,
+        topic_of(message),
+        bytes(message.payload),
         event_id_of(message),
         sequence=user_property(message, "sequence"),
         retained=bool(message.retain),
@@ -386,8 +517,12 @@ class MqttIntake:
         self._clock = clock
         #: The publishing connection, while it is up (say_goodbye publishes on it).
         self._publishing: aiomqtt.Client | None = None
-        self._acks: ManualAcks | None = None
+        #: The subscribing connection's messages, while it is up.
+        self.inbox: Inbox | None = None
         self._subscribed = False
+        #: Destinations committed and not yet published, and the signal that there are.
+        self._changed: set[int] = set()
+        self._changes = asyncio.Event()
         #: Both connections are up: events are read and their state published.
         self.connected = asyncio.Event()
         self._outbox: asyncio.Queue[tuple[str, bytes, bool]] = asyncio.Queue(maxsize=10000)
@@ -447,6 +582,7 @@ class MqttIntake:
         """Consume and publish forever, each connection reconnecting on its own."""
         async with asyncio.TaskGroup() as group:
             group.create_task(self._run_publishing(), name="mqtt-publish")
+            group.create_task(self._publish_changes(), name="mqtt-changes")
             await self._run_subscribing()
 
     async def _run_subscribing(self) -> None:
@@ -454,8 +590,7 @@ class MqttIntake:
         while True:
             client = self._make_client(subscribing=True)
             # Before connecting: a resumed session delivers queued events at once.
-            acks = ManualAcks(client)
-            pause = ReadPause(client, QUEUE_LIMIT, metrics.MQTT_READ_PAUSES.inc)
+            inbox = Inbox(client, self._delivery, QUEUE_LIMIT, metrics.MQTT_READ_PAUSES.inc)
             try:
                 async with client:
                     await client.subscribe(
@@ -465,16 +600,16 @@ class MqttIntake:
                         # clearing of a retained command does not come back to us.
                         options=SubscribeOptions(qos=1, noLocal=True, retainAsPublished=True),
                     )
-                    self._acks = acks
+                    self.inbox = inbox
                     self._subscribed = True
                     self._set_connected()
                     delay = 1.0
                     log.info("mqtt connected", host=self._settings.host, port=self._settings.port)
-                    await self._consume(client, acks, pause)
+                    await self._consume(inbox)
             except aiomqtt.MqttError as exc:
                 log.warning("mqtt disconnected", error=str(exc), retry_in_s=delay)
             finally:
-                self._acks = None
+                self.inbox = None
                 self._subscribed = False
                 self._set_connected()
             await asyncio.sleep(delay)
@@ -501,28 +636,49 @@ class MqttIntake:
             await asyncio.sleep(delay)
             delay = min(delay * 2, self._settings.reconnect_max_s)
 
-    async def _consume(self, client: aiomqtt.Client, acks: ManualAcks, pause: ReadPause) -> None:
-        messages = client.messages
-        pause.arm()
-        while True:
-            first = await anext(messages)
-            batch = [first]
-            # Take what has already arrived, so one commit covers a burst.
-            while len(batch) < MAX_BATCH and len(messages):
-                batch.append(await anext(messages))
-            pause.resume_if_drained()
-            await self._commit_when_possible(batch)
-            for message in batch:
-                acks.ack(message)
+    def _delivery(self, message: paho.MQTTMessage) -> Delivery:
+        """A message as it arrives, parsed (paho's `on_message`, through `Inbox`)."""
+        topic, payload = topic_of(message), bytes(message.payload)
+        try:
+            event = message_to_event(self.prefix, message)
+            if self._route is not None and isinstance(event, DestinationEvent):
+                event = dataclasses.replace(event, route=self._route)
+        except Exception as exc:  # a bug: the message is journaled as poison, in its turn
+            return Delivery(message.mid, message.qos, message.retain, topic, payload, None, exc)
+        return Delivery(message.mid, message.qos, message.retain, topic, payload, event)
 
-    async def _commit_when_possible(self, batch: list[aiomqtt.Message]) -> None:
+    async def _consume(self, inbox: Inbox) -> None:
+        """Commit what has arrived, a batch at a time, and acknowledge each batch once
+        it is committed. Meanwhile the next messages are read and parsed (`Inbox`), and
+        the state of what the last batch changed is published (`_publish_changes`)."""
+        inbox.arm()
+        while True:
+            batch = await inbox.take(MAX_BATCH)
+            await self._commit_when_possible(batch, inbox)
+            for delivery in batch:
+                inbox.ack(delivery)
+            inbox.send_acks()
+
+    async def _commit_when_possible(self, batch: list[Delivery], inbox: Inbox | None) -> None:
         """Commit the batch, holding it back (unread behind it, unacknowledged) while
         the journal refuses writes: the broker keeps the rest, and redelivers all of
-        it if we stop meanwhile."""
+        it if we stop meanwhile. A message whose parsing raised is journaled as poison,
+        in its place: the events of a destination apply in order."""
+        start = 0
+        for n, delivery in enumerate(batch):
+            if delivery.error is not None:
+                if start < n:
+                    await self._commit_run(batch[start:n], inbox)
+                await self._commit_when_possible_as_poison(delivery, delivery.error)
+                start = n + 1
+        if start < len(batch):
+            await self._commit_run(batch[start:] if start else batch, inbox)
+
+    async def _commit_run(self, batch: list[Delivery], inbox: Inbox | None) -> None:
         delay, longest = self._journal_retry_s
         while True:
             try:
-                await self._commit(batch)
+                await self._commit(batch, inbox)
             except JournalFaultError as exc:
                 log.warning(
                     "journal fault: mqtt intake paused, nothing acknowledged",
@@ -534,28 +690,25 @@ class MqttIntake:
                 delay = min(delay * 2, longest)
                 continue
             except Exception as exc:
-                # A bug outside the journal's guard of each event (decoding, say):
-                # find the message that trips it, and journal that one as poison.
+                # A bug outside the journal's guard of each event: find the message
+                # that trips it, and journal that one as poison.
                 if len(batch) > 1:
-                    for message in batch:
-                        await self._commit_when_possible([message])
+                    for delivery in batch:
+                        await self._commit_run([delivery], inbox)
                 else:
                     await self._commit_when_possible_as_poison(batch[0], exc)
             return
 
-    async def _commit_when_possible_as_poison(
-        self, message: aiomqtt.Message, exc: Exception
-    ) -> None:
+    async def _commit_when_possible_as_poison(self, delivery: Delivery, exc: Exception) -> None:
         reason = f"poison event: handling raised {type(exc).__name__}: {exc}"[:1000]
-        log.error("poison event skipped", topic=message.topic.value, reason=reason, exc_info=exc)
-        payload = message.payload
-        text = payload.decode("utf-8", "replace") if isinstance(payload, bytes) else str(payload)
+        log.error("poison event skipped", topic=delivery.topic, reason=reason, exc_info=exc)
+        event = delivery.event
         poison = RejectedInput(
             reason,
             source="mqtt",
-            topic=message.topic.value[:1024],
-            payload=text[:65536],
-            dedup_key=f"mqtt:{event_id}" if (event_id := event_id_of(message)) else None,
+            topic=delivery.topic[:1024],
+            payload=delivery.payload.decode("utf-8", "replace")[:65536],
+            dedup_key=event.dedup_key if event is not None else None,
         )
         delay, longest = self._journal_retry_s
         while True:
@@ -579,18 +732,16 @@ class MqttIntake:
             retain=False,
         )
 
-    async def _commit(self, batch: list[aiomqtt.Message]) -> None:
-        events = [message_to_event(self.prefix, message) for message in batch]
-        if self._route is not None:
-            events = [
-                dataclasses.replace(e, route=self._route) if isinstance(e, DestinationEvent) else e
-                for e in events
-            ]
+    async def _commit(self, batch: list[Delivery], inbox: Inbox | None) -> None:
+        """Journal a batch of parsed messages in one commit; what it changed is
+        published afterwards (`_publish_changes`)."""
+        events = [delivery.event for delivery in batch if delivery.event is not None]
         outcomes = await record_events(
             self._journal, events, now=self._clock(), hold_seconds=self._hold_seconds
         )
-        changed = {o.destination_id for o in outcomes if o.destination_id is not None}
         for event, outcome in zip(events, outcomes, strict=True):
+            if outcome.destination_id is not None:
+                self._changed.add(outcome.destination_id)
             if outcome.status == "rejected":
                 log.warning("event rejected", topic=event.topic, reason=outcome.reason)
                 self.publish_nowait(
@@ -603,20 +754,33 @@ class MqttIntake:
                     },
                     retain=False,
                 )
-        for message in batch:
-            if message.retain and message.payload:
+        for delivery in batch:
+            if delivery.retain and delivery.payload and inbox is not None:
                 # Journaled above; now the broker must stop replaying it. An empty
                 # retained message deletes it (if the broker's ACL lets us publish there).
-                log.info("clearing a retained command", topic=message.topic.value)
-                if self._acks is not None:
-                    self._acks.clear_retained(message.topic.value)
-        if changed:
-            try:
-                await self._on_change(changed)
-            except Exception:
-                # Committed already: the events must be acknowledged, whatever
-                # publishing their new state ran into.
-                log.exception("state publication failed", destinations=sorted(changed))
+                log.info("clearing a retained command", topic=delivery.topic)
+                inbox.clear_retained(delivery.topic)
+        if self._changed:
+            self._changes.set()
+
+    async def _publish_changes(self) -> None:
+        """Publish the state of what the commits changed, while the next ones run."""
+        while True:
+            await self._changes.wait()
+            await self.publish_changed()
+
+    async def publish_changed(self) -> None:
+        """Publish the state of the destinations committed since the last time: all
+        at once when commits came faster than the publication (their latest state)."""
+        self._changes.clear()
+        changed, self._changed = self._changed, set()
+        if not changed:
+            return
+        try:
+            await self._on_change(changed)
+        except Exception:
+            # Committed and acknowledged already: the next change publishes again.
+            log.exception("state publication failed", destinations=sorted(changed))
 
     def clear_retained(self, topic: str) -> None:
         """Delete a retained message from the broker (an empty retained one does)."""

@@ -25,6 +25,7 @@ from typing import Any, TypeVar
 import aiomqtt
 import httpx
 import hypothesis
+import paho.mqtt.client as paho
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from paho.mqtt.packettypes import PacketTypes
@@ -408,7 +409,8 @@ def test_mqtt_batch_commits_one_row_per_input(batch: list[Message]) -> None:
 
 
 async def commit_through_the_intake(journal: Journal, batch: list[Message]) -> None:
-    """`MqttIntake._commit`, as the consumer calls it: rejected input goes to dead-letter."""
+    """`MqttIntake._commit` and the publication after it, as the consumer calls them:
+    rejected input goes to dead-letter."""
     changed: list[set[int]] = []
 
     async def on_change(ids: set[int]) -> None:
@@ -427,12 +429,15 @@ async def commit_through_the_intake(journal: Journal, batch: list[Message]) -> N
         if message.event_id is not None:
             properties.UserProperty = [("event-id", message.event_id)]
         try:
-            topic = aiomqtt.Topic(message.topic)
+            aiomqtt.Topic(message.topic)
         except ValueError:
-            continue  # aiomqtt refuses it (a wildcard, too long): it never reaches us
-        received.append(aiomqtt.Message(topic, message.payload, 1, False, mid, properties))
+            continue  # the broker refuses it (a wildcard, too long): it never reaches us
+        delivered = paho.MQTTMessage(mid, message.topic.encode())
+        delivered.payload, delivered.qos, delivered.properties = message.payload, 1, properties
+        received.append(intake._delivery(delivered))
     hypothesis.assume(received)
-    await intake._commit(received)
+    await intake._commit(received, None)
+    await intake.publish_changed()
 
     dead_letters = []
     while not intake._outbox.empty():

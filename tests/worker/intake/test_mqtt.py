@@ -5,28 +5,38 @@ tests/integration/test_mqtt_acks.py and test_mqtt_commands.py."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import threading
+from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import aiomqtt
+import paho.mqtt.client as paho
 import pytest
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from tests.integration.broker import Broker
+from tests.worker.harness import CATALOG
 from worker.errors import RejectedEventError
 from worker.intake.destinations import DestinationEvent, RejectedInput, message_digest
 from worker.intake.mqtt import (
     MAX_SEQUENCE,
     RETAINED_REASON,
+    MqttIntake,
     PublishWindow,
     message_to_event,
     parse_sequence,
     parse_topic,
     to_event,
 )
+from worker.settings import MqttSettings
+from worker.state.journal import Journal, UnitOfWork
 
 PREFIX = "tw"
+NOW = 1_800_000_000.0
 CREATE = f"{PREFIX}/tasks/7/task_destinations/3/create"
 BODY = json.dumps({"folder_id": 1, "tape_barcode": "NOD400L9"}).encode()
 
@@ -124,11 +134,15 @@ def test_an_empty_payload_is_how_destroy_and_release_come() -> None:
 
 def message(
     topic: str, payload: bytes, *, retain: bool = False, user: dict[str, str] | None = None
-) -> aiomqtt.Message:
+) -> paho.MQTTMessage:
+    """A message as paho hands it over."""
     properties = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
     if user:
         properties.UserProperty = list(user.items())
-    return aiomqtt.Message(topic, payload, qos=1, retain=retain, mid=1, properties=properties)
+    delivered = paho.MQTTMessage(mid=1, topic=topic.encode())
+    delivered.payload, delivered.qos, delivered.retain = payload, 1, retain
+    delivered.properties = properties
+    return delivered
 
 
 def test_a_delivered_message_carries_its_event_id_and_sequence_as_user_properties() -> None:
@@ -199,3 +213,154 @@ async def test_a_publish_window_keeps_what_a_lost_connection_did_not_confirm(
         kept = window.unconfirmed()
         assert kept, "the messages sent into the lost connection are kept"
         assert [int(p) for _, p, _ in kept] == sorted(int(p) for _, p, _ in kept)
+
+
+# -- The consumer: parsing, committing, acknowledging and publishing overlap ----------
+
+
+class HeldJournal:
+    """Holds the first commit in the journal's thread until released, as a slow disk
+    would; every commit is noted with how many messages were acknowledged by then."""
+
+    def __init__(self, journal: Journal) -> None:
+        self.entered = threading.Event()
+        self.release = threading.Event()
+        #: Messages acknowledged when each commit returned.
+        self.acknowledged_at_commit: list[int] = []
+        self.intake: MqttIntake | None = None
+        apply = journal.apply
+
+        async def held_apply(work: Any) -> Any:
+            def holding(unit: UnitOfWork) -> Any:
+                if not self.entered.is_set():
+                    self.entered.set()
+                    assert self.release.wait(30), "the test never released the commit"
+                return work(unit)
+
+            result = await apply(holding)
+            inbox = self.intake.inbox if self.intake else None
+            self.acknowledged_at_commit.append(inbox.acknowledged if inbox is not None else -1)
+            return result
+
+        journal.apply = held_apply  # type: ignore[method-assign]
+
+
+@contextlib.asynccontextmanager
+async def running_intake(
+    broker: Broker, journal: Journal, on_change: Any
+) -> AsyncIterator[MqttIntake]:
+    settings = MqttSettings(host="127.0.0.1", port=broker.port, prefix=PREFIX, client_id="sub")
+    intake = MqttIntake(settings, journal, hold_seconds=60, on_change=on_change, clock=lambda: NOW)
+    task = asyncio.create_task(intake.run())
+    try:
+        async with asyncio.timeout(30):
+            await intake.connected.wait()
+        yield intake
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+async def publish_creates(broker: Broker, ids: range) -> None:
+    async with aiomqtt.Client("127.0.0.1", broker.port, identifier="archive-manager") as client:
+        for n in ids:
+            body = {"folder_id": n, "tape_barcode": "NOD400L9"}
+            await client.publish(
+                f"{PREFIX}/tasks/7/task_destinations/{n}/create", json.dumps(body), qos=1
+            )
+
+
+async def until(condition: Any, what: str, timeout: float = 30) -> None:
+    """Each loop turn (and a little more), until `condition()` holds."""
+    async with asyncio.timeout(timeout):
+        while not condition():
+            await asyncio.sleep(0.01)
+
+
+async def nothing_redelivered(broker: Broker) -> None:
+    """Reconnect as the intake's session: only a probe of ours comes, nothing it had."""
+    client = aiomqtt.Client(
+        "127.0.0.1",
+        broker.port,
+        identifier="sub",
+        protocol=aiomqtt.ProtocolVersion.V5,
+        clean_start=False,
+    )
+    async with client:
+        await client.subscribe(f"{PREFIX}/probe", qos=1)
+        await client.publish(f"{PREFIX}/probe", b"probe", qos=1)
+        async with asyncio.timeout(10):
+            first = await anext(client.messages)
+    assert first.topic.value == f"{PREFIX}/probe", f"{first.topic} came again"
+
+
+async def test_the_next_messages_are_parsed_while_a_batch_commits_and_acknowledged_after_theirs(
+    broker: Broker, tmp_path: Path
+) -> None:
+    journal = await Journal.open(tmp_path / "journal.sqlite3")
+    await journal.sync_catalog(CATALOG, NOW)
+    held = HeldJournal(journal)
+
+    async def on_change(ids: set[int]) -> None:
+        pass
+
+    try:
+        async with running_intake(broker, journal, on_change) as intake:
+            held.intake = intake
+            await publish_creates(broker, range(1, 2))
+            assert await asyncio.to_thread(held.entered.wait, 30)
+            # The first commit is held in the journal's thread; the next three arrive.
+            await publish_creates(broker, range(2, 5))
+            inbox = intake.inbox
+            assert inbox is not None
+            await until(lambda: len(inbox) == 3, "three messages parsed")
+            waiting = list(inbox._waiting)
+            events = [d.event for d in waiting if isinstance(d.event, DestinationEvent)]
+            assert [e.destination_id for e in events] == [2, 3, 4]
+            assert inbox.acknowledged == 0, "acknowledged before its commit"
+            held.release.set()
+            await until(lambda: inbox.acknowledged == 4, "all four acknowledged")
+            # One commit for the first, one for the three parsed meanwhile; each batch
+            # acknowledged only once its own commit returned.
+            assert held.acknowledged_at_commit == [0, 1]
+            assert len(await journal.events()) == 4
+        await nothing_redelivered(broker)
+    finally:
+        held.release.set()
+        await journal.close()
+
+
+async def test_commits_go_on_while_the_state_of_the_last_batch_is_published(
+    broker: Broker, tmp_path: Path
+) -> None:
+    journal = await Journal.open(tmp_path / "journal.sqlite3")
+    await journal.sync_catalog(CATALOG, NOW)
+    published: list[set[int]] = []
+    publishing = asyncio.Event()
+    release = asyncio.Event()
+
+    async def on_change(ids: set[int]) -> None:
+        published.append(ids)
+        publishing.set()
+        await release.wait()
+
+    try:
+        async with running_intake(broker, journal, on_change) as intake:
+            await publish_creates(broker, range(1, 2))
+            async with asyncio.timeout(30):
+                await publishing.wait()
+            # The publication of the first is held: the next ones commit meanwhile.
+            await publish_creates(broker, range(2, 5))
+            inbox = intake.inbox
+            assert inbox is not None
+            await until(lambda: inbox.acknowledged == 4, "all four acknowledged")
+            assert len(await journal.events()) == 4
+            assert published == [{1}]
+            release.set()
+            # What was committed meanwhile is published together, once.
+            await until(lambda: len(published) == 2, "the second publication")
+            assert published == [{1}, {2, 3, 4}]
+    finally:
+        release.set()
+        await journal.close()
