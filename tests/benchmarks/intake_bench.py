@@ -47,7 +47,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from tests.integration.broker import Broker, free_port, wait_for_port
-from tests.integration.daemon import DEFINITION, Daemon, writable_tapes
+from tests.integration.daemon import DEFINITION, REPO, Daemon, writable_tapes
 from worker.intake import mqtt as daemon_mqtt
 
 PREFIX = "tw"
@@ -419,8 +419,19 @@ def trivial_app(db_path: str) -> Any:
     return app
 
 
-def serve_trivial(port: int, db_path: str) -> None:
-    uvicorn.run(trivial_app(db_path), host="127.0.0.1", port=port, log_level="warning")
+#: The trivial app's HTTP parser: the daemon's own (its guard is built on uvicorn's
+#: httptools protocol), so that the ratio compares like with like.
+TRIVIAL_HTTP = "httptools"
+
+
+def daemon_http(source: Path) -> str:
+    """The HTTP parser under the daemon of checkout `source` (its guard's base class)."""
+    guard = (source / "worker" / "intake" / "http" / "guard.py").read_text(encoding="utf-8")
+    return "httptools" if "HttpToolsProtocol" in guard else "h11"
+
+
+def serve_trivial(port: int, db_path: str, http: str = TRIVIAL_HTTP) -> None:
+    uvicorn.run(trivial_app(db_path), host="127.0.0.1", port=port, log_level="warning", http=http)
 
 
 def start_trivial(folder: Path) -> tuple[subprocess.Popen[bytes], int]:
@@ -433,6 +444,7 @@ def start_trivial(folder: Path) -> tuple[subprocess.Popen[bytes], int]:
             "--serve-trivial",
             str(port),
             str(folder / "trivial.sqlite3"),
+            TRIVIAL_HTTP,
         ],
         cwd=Path(__file__).resolve().parents[2],
         stdout=subprocess.DEVNULL,
@@ -499,6 +511,8 @@ class Figures:
     bare: Drain | None
     daemon: Drain | None
     http: list[HttpLoad]
+    #: Which HTTP parser each side of the HTTP half ran on.
+    http_parsers: str = ""
 
     @property
     def mqtt_ratio(self) -> float:
@@ -577,7 +591,8 @@ class Figures:
         lines = []
         if self.http:
             lines.append(
-                "HTTP create (barcode destinations, one client), daemon against the trivial app:"
+                "HTTP create (barcode destinations, one client), daemon against the trivial app "
+                f"({self.http_parsers}):"
             )
         for trivial, daemon in self.http_pairs():
             ratio = daemon.rate / trivial.rate
@@ -634,11 +649,15 @@ async def measure(
             finally:
                 broker.stop()
         http = await http_runs(folder, requests, source) if requests else []
-    return Figures(drains[0], drains[1], http)
+    parsers = (
+        f"uvicorn + {TRIVIAL_HTTP} for the trivial app, "
+        f"uvicorn + {daemon_http(source or REPO)} for the daemon"
+    )
+    return Figures(drains[0], drains[1], http, parsers)
 
 
 def _main_trivial(argv: list[str]) -> int:
-    serve_trivial(int(argv[0]), argv[1])
+    serve_trivial(int(argv[0]), argv[1], *argv[2:3])
     return 0
 
 

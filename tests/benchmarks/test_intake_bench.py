@@ -44,6 +44,10 @@ def test_print_intake_against_the_bare_consumers() -> None:
     assert 0 <= figures.daemon.cpu_messages <= 300
     assert figures.daemon.read_pauses is not None
     assert figures.daemon.reconnects == 0
+    # Both servers parsed HTTP with the same parser: the ratio compares like with like.
+    assert figures.http_parsers == (
+        "uvicorn + httptools for the trivial app, uvicorn + httptools for the daemon"
+    )
     # Every HTTP create got an answer from both servers, at every concurrency.
     pairs = figures.http_pairs()
     assert [daemon.concurrency for _, daemon in pairs] == list(CONCURRENCY)

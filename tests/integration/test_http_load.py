@@ -88,8 +88,7 @@ def test_content_length_with_transfer_encoding_is_refused_and_nothing_journaled(
     assert headers["connection"] == "close"
     assert error == {
         "messages": [
-            "invalid HTTP request: a request may not carry both Content-Length and "
-            "Transfer-Encoding"
+            "invalid HTTP request: Transfer-Encoding can't be present with Content-Length"
         ],
         "details": {},
     }

@@ -1,18 +1,22 @@
 """The HTTP listener's defences: connections, timeouts and admission under load.
 
-uvicorn bounds header size and idle keep-alive time, but nothing bounds how long a
-client may take to send a request head (its keep-alive timer is cancelled by the
-first byte) and its `limit_concurrency` counts idle connections too, so a few
-thousand idle sockets would turn every request into a 503. This module adds, on
-top of uvicorn's own h11 protocol:
+uvicorn bounds idle keep-alive time, but nothing bounds how long a client may take
+to send a request head (its keep-alive timer is cancelled by the first byte), its
+httptools protocol bounds no head's size, and its `limit_concurrency` counts idle
+connections too, so a few thousand idle sockets would turn every request into a 503.
+This module adds, on top of uvicorn's own httptools protocol (llhttp, in C: the
+parse and the answer's framing cost a fraction of what uvicorn's h11 protocol costs):
 
 - a connection table: at most `max_connections` open; a new connection evicts the
   connection that has waited longest without a request in progress, and is refused
   (503) only when every connection is busy with a request;
 - a request-head deadline: the head must be complete within `header_timeout_s` of
   the connection opening or of the previous response (408, then close);
+- a request head larger than `max_header_bytes` is refused (431, then close),
+  whether it arrived whole or in pieces;
 - a request carrying both Content-Length and Transfer-Encoding is refused (400,
-  then close): h11 lets Transfer-Encoding win, a proxy in front might not;
+  then close; llhttp refuses it, as RFC 9112 6.1 allows): a proxy in front might
+  frame it otherwise, which is how requests are smuggled;
 - admission (an ASGI wrapper): at most `max_concurrent_requests` in the
   application, a bounded queue for the rest, each waiting at most
   `queue_timeout_s`; once the queue stands (its oldest waiter has waited
@@ -36,10 +40,10 @@ from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
 
-import h11
+import httptools
 import structlog
 import uvicorn
-from uvicorn.protocols.http.h11_impl import H11Protocol
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from worker.seed.error_details import error_body
 
@@ -209,8 +213,8 @@ _REASONS |= {501: b"Not Implemented", 503: b"Service Unavailable"}
 def raw_error(status: int, message: str, headers: Sequence[tuple[str, str]] = ()) -> bytes:
     """A whole HTTP/1.1 error response that closes the connection, in the one error shape.
 
-    Written directly: h11 refuses to send a response before it has a request, and these
-    answer connections whose request never arrived whole.
+    Written directly: these answer connections whose request never arrived whole, past
+    the ASGI application.
     """
     body = json.dumps(error_body(message)).encode()
     lines = [
@@ -239,7 +243,7 @@ class Backlog:
 
     def __init__(self) -> None:
         self.busy: Callable[[], bool] = lambda: False
-        self.parked: OrderedDict[GuardedH11Protocol, None] = OrderedDict()
+        self.parked: OrderedDict[GuardedHttpProtocol, None] = OrderedDict()
 
     def resume(self, count: int) -> None:
         """Read the `count` newest parked connections again.
@@ -256,29 +260,23 @@ class Backlog:
 # -- the protocol ----------------------------------------------------------------------
 
 
-class _CheckedConnection(h11.Connection):
-    """h11's server connection, telling the protocol when a request head is complete."""
+class _Refused(Exception):
+    """A request the guard refuses while it is parsed: its status and message."""
 
-    def __init__(self, protocol: GuardedH11Protocol, max_incomplete_event_size: int) -> None:
-        super().__init__(h11.SERVER, max_incomplete_event_size=max_incomplete_event_size)
-        self._protocol = protocol
-
-    def next_event(self) -> Any:
-        try:
-            event = super().next_event()
-            if isinstance(event, h11.Request):
-                self._protocol.head_complete(event)
-        except h11.RemoteProtocolError as exc:
-            self._protocol.protocol_error = exc
-            raise
-        return event
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
 
 
-class GuardedH11Protocol(H11Protocol):
-    """uvicorn's h11 protocol with the connection table, the head deadline and framing checks."""
+class GuardedHttpProtocol(HttpToolsProtocol):
+    """uvicorn's httptools protocol with the connection table, the head deadline and limits.
+
+    httptools (llhttp, in C) parses the request; it bounds neither the head's size nor
+    how long it may take, so both are bounded here.
+    """
 
     settings: ClassVar[HttpSettings]
-    table: ClassVar[ConnectionTable[GuardedH11Protocol]]
+    table: ClassVar[ConnectionTable[GuardedHttpProtocol]]
     backlog: ClassVar[Backlog]
     #: Refusals since the last log line, and when that line was written.
     refused: ClassVar[int] = 0
@@ -286,11 +284,12 @@ class GuardedH11Protocol(H11Protocol):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.conn = _CheckedConnection(self, self.settings.max_header_bytes)
-        self.protocol_error: h11.RemoteProtocolError | None = None
+        self.protocol_error: _Refused | None = None
         self._head_timer: asyncio.TimerHandle | None = None
         self._partial = False
         self._parked = False
+        #: Bytes fed to the parser since the current head began (None: no head pending).
+        self._head_bytes: int | None = 0
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
@@ -321,40 +320,74 @@ class GuardedH11Protocol(H11Protocol):
 
     def data_received(self, data: bytes) -> None:
         self._partial = True
-        super().data_received(data)
+        if self._head_bytes is not None:
+            self._head_bytes += len(data)
+        self._unset_keepalive_if_required()
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserCallbackError:
+            # One of our checks refused the head (`protocol_error` says why).
+            self.send_400_response("the request could not be parsed")
+            return
+        except httptools.HttpParserError as exc:
+            self.protocol_error = _Refused(400, str(exc))
+            self.send_400_response(str(exc))
+            return
+        except httptools.HttpParserUpgrade:
+            # As uvicorn does: the API serves no upgrade; it says so in its log.
+            if self._should_upgrade():
+                self.handle_websocket_upgrade()
+            else:
+                self._unsupported_upgrade_warning()
+            return
+        # llhttp keeps an unfinished head in memory however long it grows: bound it.
+        # (A head that completed in this read was measured exactly when it did.)
+        if (
+            self._head_bytes is not None
+            and self._head_bytes > self.settings.max_header_bytes
+            and not self.transport.is_closing()
+        ):
+            self.protocol_error = self._too_large()
+            self.send_400_response(str(self.protocol_error))
 
-    def head_complete(self, event: h11.Request) -> None:
-        """A whole request head arrived: its deadline is met; check its framing."""
+    def _too_large(self) -> _Refused:
+        return _Refused(
+            431, f"the request head is larger than {self.settings.max_header_bytes} bytes"
+        )
+
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        if self._head_bytes is None:
+            self._head_bytes = 0
+
+    def on_headers_complete(self) -> None:
+        """A whole request head arrived: its deadline is met; check its size."""
         self._disarm_head_timer()
         self._partial = False
+        self._head_bytes = None
         self.table.mark_busy(self)
-        # h11 bounds only a head that arrives in pieces; one that arrives whole is
-        # measured here, so the limit does not depend on how the bytes were split.
-        size = len(event.method) + len(event.target) + 12
-        size += sum(len(name) + len(value) + 4 for name, value in event.headers)
+        # Measured as the head's lines, so the limit does not depend on how the bytes
+        # were split between reads.
+        size = len(self.url) + 24 + sum(len(name) + len(value) + 4 for name, value in self.headers)
         if size > self.settings.max_header_bytes:
-            raise h11.RemoteProtocolError(
-                f"the request head is larger than {self.settings.max_header_bytes} bytes",
-                error_status_hint=431,
-            )
-        names = {name.lower() for name, _ in event.headers}
-        if b"content-length" in names and b"transfer-encoding" in names:
-            # RFC 9112 6.1: a server may reject such a message, and then must close.
-            raise h11.RemoteProtocolError(
-                "a request may not carry both Content-Length and Transfer-Encoding"
-            )
+            self.protocol_error = self._too_large()
+            raise self.protocol_error
+        super().on_headers_complete()
 
     def on_response_complete(self) -> None:
         if not self.transport.is_closing():
             self.table.mark_idle(self)
             # The next head gets the idle keep-alive time plus the usual head time.
             self._arm_head_timer(self.settings.keep_alive_s + self.settings.header_timeout_s)
+            self._head_bytes = 0
         super().on_response_complete()
 
     def send_400_response(self, msg: str) -> None:
-        exc = self.protocol_error
-        status = exc.error_status_hint if exc is not None else 400
-        message = str(exc) if exc is not None and str(exc) else msg
+        refused = self.protocol_error
+        if refused is not None:
+            status, message = refused.status, str(refused)
+        else:
+            status, message = 400, msg
         self.transport.write(raw_error(status, f"invalid HTTP request: {message}"))
         self.transport.close()
 
@@ -401,11 +434,11 @@ class GuardedH11Protocol(H11Protocol):
         self.transport.close()
 
 
-def protocol_class(settings: HttpSettings, backlog: Backlog) -> type[GuardedH11Protocol]:
+def protocol_class(settings: HttpSettings, backlog: Backlog) -> type[GuardedHttpProtocol]:
     """The protocol uvicorn instantiates per connection, sharing one connection table."""
-    table: ConnectionTable[GuardedH11Protocol] = ConnectionTable(settings.max_connections)
+    table: ConnectionTable[GuardedHttpProtocol] = ConnectionTable(settings.max_connections)
     shared = {"settings": settings, "table": table, "backlog": backlog}
-    return type("TapeworkerH11Protocol", (GuardedH11Protocol,), shared)
+    return type("TapeworkerHttpProtocol", (GuardedHttpProtocol,), shared)
 
 
 # -- admission -------------------------------------------------------------------------
@@ -597,7 +630,6 @@ def server_config(app: ASGIApp, settings: HttpSettings) -> uvicorn.Config:
         host=settings.host,
         port=settings.port,
         http=protocol_class(settings, backlog),
-        h11_max_incomplete_event_size=settings.max_header_bytes,
         timeout_keep_alive=int(settings.keep_alive_s) or 1,
         backlog=ACCEPT_BATCH,
         log_level="warning",

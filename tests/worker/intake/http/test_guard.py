@@ -5,6 +5,9 @@ from __future__ import annotations
 import asyncio
 import json
 import resource
+import socket
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 import pytest
@@ -16,9 +19,11 @@ from worker.intake.http.guard import (
     Admission,
     Backlog,
     ConnectionTable,
+    GuardedServer,
     WaitingRoom,
     next_waiter,
     raise_open_files_limit,
+    server_config,
     waiting_for_the_disk,
 )
 from worker.settings import HttpSettings
@@ -394,3 +399,149 @@ async def test_a_body_that_does_not_arrive_in_time_is_answered_408() -> None:
     assert answer["headers"][b"connection"] == b"close"
     assert read == [b"{", b'"a"']
     assert admission.active == 0
+
+
+# -- the protocol, on a real listener --------------------------------------------------
+
+
+class Echo:
+    """An ASGI application that reads the whole body and answers it, with the path."""
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        body = b""
+        while True:
+            message = await receive()
+            body += message.get("body", b"")
+            if not message.get("more_body", False):
+                break
+        answer = json.dumps({"path": scope["path"], "body": body.decode()}).encode()
+        headers = [
+            (b"content-type", b"application/json"),
+            (b"content-length", str(len(answer)).encode()),
+        ]
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        await send({"type": "http.response.body", "body": answer})
+
+
+@asynccontextmanager
+async def listening(settings: HttpSettings) -> AsyncIterator[int]:
+    """The guarded server (GuardedServer and its protocol) on a free loopback port."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", 0))
+    server = GuardedServer(server_config(Echo(), settings))
+    serving = asyncio.create_task(server.serve(sockets=[sock]))
+    try:
+        async with asyncio.timeout(30):
+            while not server.started:
+                await asyncio.sleep(0.01)
+        yield sock.getsockname()[1]
+    finally:
+        server.should_exit = True
+        async with asyncio.timeout(30):
+            await serving
+        sock.close()
+
+
+async def read_all(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> bytes:
+    """Everything until the server closes the connection; then ours is closed too."""
+    async with asyncio.timeout(30):
+        raw = await reader.read()
+        writer.close()
+        await writer.wait_closed()
+    return raw
+
+
+def answers(raw: bytes) -> list[tuple[int, dict[str, str], Any]]:
+    """The responses in `raw`, each (status, headers, JSON body), in order."""
+    found = []
+    while raw:
+        head, _, rest = raw.partition(b"\r\n\r\n")
+        lines = head.decode("latin-1").split("\r\n")
+        headers = {}
+        for line in lines[1:]:
+            name, _, value = line.partition(":")
+            headers[name.strip().lower()] = value.strip()
+        length = int(headers["content-length"])
+        found.append((int(lines[0].split()[1]), headers, json.loads(rest[:length])))
+        raw = rest[length:]
+    return found
+
+
+async def test_a_head_growing_past_the_limit_in_pieces_gets_431_before_it_ends() -> None:
+    settings = HttpSettings(port=0, max_header_bytes=1024, header_timeout_s=60)
+    async with listening(settings) as port:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Big: ")
+        for _ in range(8):  # never ended: the parser alone would keep it all
+            writer.write(b"a" * 200)
+            await writer.drain()
+        [(status, headers, error)] = answers(await read_all(reader, writer))
+    assert status == 431
+    assert headers["connection"] == "close"
+    assert error == {
+        "messages": ["invalid HTTP request: the request head is larger than 1024 bytes"],
+        "details": {},
+    }
+
+
+async def test_a_whole_head_past_the_limit_gets_431_and_one_within_it_is_served() -> None:
+    settings = HttpSettings(port=0, max_header_bytes=1024)
+    async with listening(settings) as port:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(b"GET /big HTTP/1.1\r\nHost: h\r\nX-Big: " + b"a" * 1100 + b"\r\n\r\n")
+        [(status, _, error)] = answers(await read_all(reader, writer))
+        assert status == 431
+        assert error["messages"] == [
+            "invalid HTTP request: the request head is larger than 1024 bytes"
+        ]
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(
+            b"GET /fits HTTP/1.1\r\nHost: h\r\nX-Big: "
+            + b"a" * 800
+            + b"\r\nConnection: close\r\n\r\n"
+        )
+        [(status, _, body)] = answers(await read_all(reader, writer))
+    assert (status, body) == (200, {"path": "/fits", "body": ""})
+
+
+async def test_pipelined_requests_are_answered_in_order_on_one_connection() -> None:
+    async with listening(HttpSettings(port=0)) as port:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(
+            b"POST /first HTTP/1.1\r\nHost: h\r\nContent-Length: 3\r\n\r\none"
+            b"POST /second HTTP/1.1\r\nHost: h\r\nContent-Length: 3\r\n\r\ntwo"
+            b"GET /third HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n"
+        )
+        found = answers(await read_all(reader, writer))
+    assert [(status, body) for status, _, body in found] == [
+        (200, {"path": "/first", "body": "one"}),
+        (200, {"path": "/second", "body": "two"}),
+        (200, {"path": "/third", "body": ""}),
+    ]
+
+
+async def test_a_slow_head_gets_408_a_malformed_one_400_and_framing_twice_400() -> None:
+    settings = HttpSettings(port=0, header_timeout_s=0.2)
+    async with listening(settings) as port:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(b"GET / HTTP/1.1\r\nHost: h\r\n")
+        [(status, _, error)] = answers(await read_all(reader, writer))
+        assert (status, error["messages"]) == (408, ["the request head did not arrive in time"])
+
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(b"GET / HTTP/1.1\r\nHost h\r\n\r\n")
+        [(status, headers, error)] = answers(await read_all(reader, writer))
+        assert (status, headers["connection"]) == (400, "close")
+        assert error["messages"][0].startswith("invalid HTTP request: ")
+
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(
+            b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 5\r\n"
+            b"Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n"
+        )
+        [(status, _, error)] = answers(await read_all(reader, writer))
+    assert status == 400
+    assert error["messages"] == [
+        "invalid HTTP request: Transfer-Encoding can't be present with Content-Length"
+    ]
