@@ -42,15 +42,11 @@ log = structlog.get_logger("tapeworker.reconciler")
 #: How long cancelled chains get to unwind at the end of a bounded drain.
 _CANCEL_GRACE_S = 5.0
 #: After a round, the planning loop rests this many times the round's duration
-#: (at least MIN_REST_S, at most MAX_REST_S): planning takes at most a quarter of
-#: the event loop while changes keep coming.
+#: (at most MAX_REST_S; not at all below MIN_REST_S): planning takes at most a
+#: quarter of the event loop while changes keep coming.
 COALESCE = 3.0
 MAX_REST_S = 5.0
-#: HTTP creates one at a time arrive a few milliseconds apart, each a commit of its
-#: own: with no floor each woke a cheap round of its own (a tenth of the event loop's
-#: time a create). A robot move takes seconds: a change planned 20 ms later costs
-#: nothing anyone sees, and a lone change after a quiet spell is still planned at once.
-MIN_REST_S = 0.02
+MIN_REST_S = 0.002
 
 
 class Reconciler:
@@ -507,8 +503,7 @@ class Reconciler:
         `COALESCE` x T before it looks for work again, so that the changes of a burst
         (batches of MQTT events, concurrent HTTP creates, chains ending) are planned
         together by one round, and the intakes get the event loop meanwhile. A cheap
-        round rests `MIN_REST_S`: a lone change is planned at once, and changes that
-        follow it closely are planned together by the next round.
+        round rests next to nothing: a lone change is planned at once.
         """
         while True:
             # The watchdog pings systemd only while this loop keeps coming round.
@@ -576,7 +571,8 @@ def _still_pending(model: StateModel, request_id: int) -> bool:
 
 def coalescing_rest(round_s: float) -> float:
     """How long the planning loop rests after a round that took `round_s`."""
-    return min(max(round_s * COALESCE, MIN_REST_S), MAX_REST_S)
+    rest = min(round_s * COALESCE, MAX_REST_S)
+    return rest if rest >= MIN_REST_S else 0.0
 
 
 def _placement(inventory: Inventory) -> dict[str, tuple[int | None, int | None]]:
