@@ -4,14 +4,21 @@ Views are built as plain JSON-ready dicts from records the journal reads in batc
 so that a page costs a handful of queries whatever its size and a long listing
 streams without a model per row; `tests/worker/test_views.py` checks every view
 against the seed's models.
+
+The state MQTT publishes is the same view already serialised (`destination_payload`):
+the bytes of `json.dumps(destination_json(...))`, spliced from serialised parts, with
+the tape and pool objects serialised once per record (`ViewFragments`) rather than
+once per destination that shows them.
 """
 
 from __future__ import annotations
 
 import functools
+import json
 import posixpath
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
+from json.encoder import encode_basestring_ascii
 from typing import Any
 
 from drivers.media import media_of
@@ -118,26 +125,34 @@ def folder_json(body: Mapping[str, Any], nested: Mapping[str, Any] | None) -> di
         return None
     return {
         "id": folder_id,
-        "name": posixpath.basename(path.rstrip("/")) or path if path else None,
-        "parent": None,
-        "primary_id": None,
-        "type": None,
-        "permission": None,
-        "size": None,
-        "change_date": None,
-        "modification_date": None,
-        "access_date": None,
-        "uid": None,
-        "gid": None,
-        "in_cache": None,
-        "offline": None,
-        "extern": None,
-        "checksums": [],
-        "tapes": [],
-        "cloud_buckets": [],
-        "nas_shares": [],
+        "name": _folder_name(path),
+        **dict.fromkeys(_FOLDER_NULLS),
+        **{key: [] for key in _FOLDER_LISTS},
         "file_path": path,
     }
+
+
+#: The fields of a folder we know nothing of but its id and path, in the seed's order.
+_FOLDER_NULLS = (
+    "parent",
+    "primary_id",
+    "type",
+    "permission",
+    "size",
+    "change_date",
+    "modification_date",
+    "access_date",
+    "uid",
+    "gid",
+    "in_cache",
+    "offline",
+    "extern",
+)
+_FOLDER_LISTS = ("checksums", "tapes", "cloud_buckets", "nas_shares")
+
+
+def _folder_name(path: Any) -> Any:
+    return posixpath.basename(path.rstrip("/")) or path if path else None
 
 
 def state_json(
@@ -177,6 +192,22 @@ def state_json(
     }
 
 
+def _shown(
+    destination: DestinationRecord,
+    request: RequestRecord | None,
+    tapes: Mapping[str, TapeRecord],
+    pools: Mapping[str, PoolRecord],
+) -> tuple[TapeRecord | None, int | None, PoolRecord | None]:
+    """The tape a destination shows (with its pool's id) and the pool it shows."""
+    barcode = request.barcode if request is not None and request.barcode else destination.barcode
+    tape = tapes.get(barcode) if barcode else None
+    pool = pools.get(destination.pool) if destination.pool else None
+    if pool is None and tape is not None and tape.pool is not None:
+        pool = pools.get(tape.pool)
+    tape_pool = pools.get(tape.pool) if tape is not None and tape.pool else None
+    return tape, tape_pool.pool_id if tape_pool else None, pool
+
+
 def destination_json(
     destination: DestinationRecord,
     request: RequestRecord | None,
@@ -186,12 +217,7 @@ def destination_json(
     tape_library_id: int = 1,
 ) -> dict[str, Any]:
     """One destination in the seed's shape plus `state` (pure: records in, JSON out)."""
-    barcode = request.barcode if request is not None and request.barcode else destination.barcode
-    tape = tapes.get(barcode) if barcode else None
-    pool = pools.get(destination.pool) if destination.pool else None
-    if pool is None and tape is not None and tape.pool is not None:
-        pool = pools.get(tape.pool)
-    tape_pool = pools.get(tape.pool) if tape is not None and tape.pool else None
+    tape, tape_pool_id, pool = _shown(destination, request, tapes, pools)
     body = destination.body
     nested = destination.nested
     return {
@@ -204,12 +230,138 @@ def destination_json(
         "id": destination.id,
         "folder": folder_json(body, nested),
         "container": dict(nested["container"]) if nested and nested.get("container") else None,
-        "tape": tape_json(tape, tape_pool.pool_id if tape_pool else None, tape_library_id)
-        if tape
-        else None,
+        "tape": tape_json(tape, tape_pool_id, tape_library_id) if tape else None,
         "pool": pool_json(pool) if pool is not None else None,
         "state": state_json(destination, request, drives),
     }
+
+
+def _scalar(value: Any) -> str:
+    """`json.dumps(value)` for one value, without building an encoder for a number
+    or a string (most of what a body holds)."""
+    if value is None:
+        return "null"
+    kind = type(value)
+    if kind is str:
+        return encode_basestring_ascii(value)
+    if kind is int:
+        return int.__repr__(value)
+    return json.dumps(value)
+
+
+def _flat_text(data: Mapping[str, Any]) -> str:
+    """`json.dumps(data)` for a dict of our own keys (none needs escaping)."""
+    return "{" + ", ".join([f'"{key}": {_scalar(value)}' for key, value in data.items()]) + "}"
+
+
+#: What a folder known by its id and path holds between its name and its path.
+_FOLDER_MIDDLE = (
+    ", "
+    + json.dumps({**dict.fromkeys(_FOLDER_NULLS), **{key: [] for key in _FOLDER_LISTS}})[1:-1]
+    + ', "file_path": '
+)
+
+
+def _folder_text(body: Mapping[str, Any], nested: Mapping[str, Any] | None) -> str:
+    """`json.dumps(folder_json(body, nested))`, spliced."""
+    if nested and nested.get("folder"):
+        return json.dumps(dict(nested["folder"]))
+    folder_id, path = body.get("folder_id"), body.get("folder_path")
+    if folder_id is None:
+        return "null"
+    return "".join(
+        (
+            '{"id": ',
+            _scalar(folder_id),
+            ', "name": ',
+            _scalar(_folder_name(path)),
+            _FOLDER_MIDDLE,
+            _scalar(path),
+            "}",
+        )
+    )
+
+
+class ViewFragments:
+    """Tape and pool objects serialised once per record, for the views MQTT publishes.
+
+    Thousands of destinations may show one tape, and each is published again at every
+    step of its request. The model replaces a record whenever anything of it changes
+    (records are frozen), so a fragment is used only for the very record it was made
+    from: a tape that moves is a new record, serialised anew at its next publication.
+    One entry per tape and pool of the catalog at most.
+    """
+
+    def __init__(self) -> None:
+        self._tapes: dict[str, tuple[TapeRecord, int | None, int, str]] = {}
+        self._pools: dict[str, tuple[PoolRecord, str]] = {}
+
+    def tape(self, tape: TapeRecord, pool_id: int | None, tape_library_id: int) -> str:
+        kept = self._tapes.get(tape.barcode)
+        if (
+            kept is not None
+            and kept[0] is tape
+            and kept[1] == pool_id
+            and kept[2] == tape_library_id
+        ):
+            return kept[3]
+        text = json.dumps(tape_json(tape, pool_id, tape_library_id))
+        self._tapes[tape.barcode] = (tape, pool_id, tape_library_id, text)
+        return text
+
+    def pool(self, pool: PoolRecord) -> str:
+        kept = self._pools.get(pool.name)
+        if kept is not None and kept[0] is pool:
+            return kept[1]
+        text = json.dumps(pool_json(pool))
+        self._pools[pool.name] = (pool, text)
+        return text
+
+
+def destination_payload(
+    destination: DestinationRecord,
+    request: RequestRecord | None,
+    tapes: Mapping[str, TapeRecord],
+    pools: Mapping[str, PoolRecord],
+    drives: Mapping[int, DriveRecord],
+    tape_library_id: int,
+    fragments: ViewFragments,
+) -> bytes:
+    """`json.dumps(destination_json(...)).encode()`, the same bytes, spliced from
+    serialised parts: what MQTT publishes for each destination at each change."""
+    tape, tape_pool_id, pool = _shown(destination, request, tapes, pools)
+    body = destination.body
+    nested = destination.nested
+    container = nested.get("container") if nested else None
+    return "".join(
+        (
+            '{"folder_id": ',
+            _scalar(body.get("folder_id")),
+            ', "folder_path": ',
+            _scalar(body.get("folder_path")),
+            ', "tape_id": ',
+            _scalar(body.get("tape_id")),
+            ', "tape_barcode": ',
+            _scalar(body.get("tape_barcode")),
+            ', "pool_id": ',
+            _scalar(body.get("pool_id")),
+            ', "pool_name": ',
+            _scalar(body.get("pool_name")),
+            ', "id": ',
+            _scalar(destination.id),
+            ', "folder": ',
+            _folder_text(body, nested),
+            ', "container": ',
+            json.dumps(dict(container)) if container else "null",
+            ', "tape": ',
+            fragments.tape(tape, tape_pool_id, tape_library_id) if tape else "null",
+            ', "pool": ',
+            fragments.pool(pool) if pool is not None else "null",
+            ', "state": ',
+            _flat_text(state_json(destination, request, drives)),
+            "}",
+        )
+    ).encode()
 
 
 async def destination_views(
@@ -238,6 +390,24 @@ async def destination_views(
     library = await journal.tape_library_id()
     return [
         destination_json(d, requests.get(d.id), tapes, pools, drives, library) for d in destinations
+    ]
+
+
+async def destination_payloads(
+    journal: Journal, destinations: Sequence[DestinationRecord], fragments: ViewFragments
+) -> list[tuple[int, bytes]]:
+    """Each destination's id and its view serialised, as MQTT publishes it: from the
+    state in memory when the journal keeps it, else as `destination_views` reads it."""
+    model = journal.current_model
+    if model is None:
+        views = await destination_views(journal, destinations)
+        return [(view["id"], json.dumps(view).encode()) for view in views]
+    library = await journal.tape_library_id()
+    latest = model.latest_requests_for(d.id for d in destinations)
+    tapes, pools, drives = model.tapes, model.pools, model.drives
+    return [
+        (d.id, destination_payload(d, latest.get(d.id), tapes, pools, drives, library, fragments))
+        for d in destinations
     ]
 
 

@@ -2,13 +2,34 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
+from typing import Any
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from tests.worker.harness import CATALOG
+from worker.core.requests import RequestState
 from worker.intake.destinations import DestinationEvent, RejectedInput, record_events
-from worker.intake.views import destination_views, destinations_by_ids
+from worker.intake.views import (
+    ViewFragments,
+    destination_json,
+    destination_payload,
+    destination_payloads,
+    destination_views,
+    destinations_by_ids,
+)
 from worker.seed.models import TaskDestinationBody
 from worker.state.journal import Journal
+from worker.state.records import (
+    DestinationRecord,
+    DriveRecord,
+    PoolRecord,
+    RequestRecord,
+    TapeRecord,
+    json_text,
+)
 
 
 async def test_a_tape_carries_the_library_id_its_definition_gives(tmp_path: Path) -> None:
@@ -62,3 +83,156 @@ async def test_views_from_memory_are_the_views_from_the_file(tmp_path: Path) -> 
         assert await destination_views(journal, records) == from_file
     finally:
         await journal.close()
+
+
+async def payloads_and_views(
+    journal: Journal, fragments: ViewFragments
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The state MQTT would publish for destination 5 (parsed), and its view."""
+    records = await destinations_by_ids(journal, [5])
+    [(destination_id, payload)] = await destination_payloads(journal, records, fragments)
+    [view] = await destination_views(journal, records)
+    assert destination_id == 5
+    assert payload == json.dumps(view).encode(), "the very bytes of the view"
+    parsed: dict[str, Any] = json.loads(payload)
+    return parsed, view
+
+
+async def test_a_tape_that_moves_or_changes_is_published_as_it_is_now(tmp_path: Path) -> None:
+    journal = await Journal.open(tmp_path / "journal.sqlite3")
+    try:
+        await journal.sync_catalog(CATALOG, now=1.0)
+        await journal.load_model()
+        body = TaskDestinationBody.model_validate({"folder_id": 1, "tape_barcode": "NOD400L9"})
+        await record_events(
+            journal, [DestinationEvent("create", "7", 5, body, "test")], now=2.0, hold_seconds=60
+        )
+        fragments = ViewFragments()
+        before, _ = await payloads_and_views(journal, fragments)
+        assert before["tape"]["location"].startswith("Slot ")
+        assert (before["tape"]["mounted"], before["tape"]["mount_count"]) == (0, 0)
+        # The same tape record again: its serialised form is reused, and still right.
+        again, _ = await payloads_and_views(journal, fragments)
+        assert again == before
+
+        async with journal.transaction() as tx:
+            await tx.move_tape("NOD400L9", slot=None, drive=0, now=3.0, mounted=True)
+        moved, _ = await payloads_and_views(journal, fragments)
+        assert moved["tape"]["location"] == "Drive 0"
+        assert (moved["tape"]["mounted"], moved["tape"]["mount_count"]) == (1, 1)
+        assert moved["tape"]["date_move"] == "1970-01-01T00:00:03.000Z"
+
+        await journal.update_tape("NOD400L9", locked=True, full=True)
+        locked, _ = await payloads_and_views(journal, fragments)
+        assert locked["tape"]["write_protect"] == ["logical_locked", "full"]
+        assert locked["tape"]["locked"] == 1
+    finally:
+        await journal.close()
+
+
+#: Any JSON a body or a nested object might hold, awkward strings above all.
+json_values = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner),
+    max_leaves=6,
+)
+bodies = st.dictionaries(
+    st.sampled_from(["folder_id", "tape_id", "tape_barcode", "pool_id", "pool_name", "x"]),
+    json_values,
+).flatmap(
+    lambda body: st.one_of(st.none(), st.text()).map(
+        lambda path: body if path is None else {**body, "folder_path": path}
+    )
+)
+nested_objects = st.none() | st.fixed_dictionaries(
+    {},
+    optional={
+        "folder": st.dictionaries(st.text(max_size=8), json_values, max_size=4),
+        "container": st.dictionaries(st.text(max_size=8), json_values, max_size=4),
+    },
+)
+times = st.floats(min_value=0, max_value=4e9)
+small = st.integers(min_value=0, max_value=10)
+tape_records = st.builds(
+    TapeRecord,
+    barcode=st.sampled_from(["NOD400L9", "NOD500L8", "CLN001CU", "ODD1"]),
+    tape_id=small,
+    pool=st.sampled_from([None, "offline-tapes", "gone"]),
+    media=st.none(),
+    cleaning=st.booleans(),
+    locked=st.booleans(),
+    write_protected=st.booleans(),
+    full=st.booleans(),
+    need_to_check=st.booleans(),
+    ejected=st.booleans(),
+    used_bytes=st.integers(min_value=0, max_value=10**13),
+    cleaning_uses_left=small,
+    slot=st.none() | small,
+    home_slot=st.none() | small,
+    drive=st.none() | small,
+    mount_count=small,
+    date_in=st.none() | times,
+    date_move=st.none() | times,
+    known=st.booleans(),
+)
+request_records = st.none() | st.builds(
+    RequestRecord,
+    id=small,
+    barcode=st.sampled_from([None, "NOD400L9", "NOD500L8"]),
+    pool=st.none(),
+    arrival=times,
+    destination_id=small,
+    state=st.sampled_from(list(RequestState)),
+    drive=st.sampled_from([None, 0, 3]),
+    reason=st.none() | st.text(),
+    attempts=small,
+    updated=times,
+    lease_expires=st.none(),
+)
+destination_records = st.builds(
+    DestinationRecord,
+    id=st.integers(min_value=0, max_value=10**15),
+    task_id=st.just("7"),
+    body_json=bodies.map(json_text),
+    barcode=st.sampled_from([None, "NOD400L9", "NOD500L8", "CLN001CU", "ODD1"]),
+    pool=st.sampled_from([None, "offline-tapes", "gone"]),
+    status=st.sampled_from(["pending", "applied", "not ours"]),
+    reason=st.none() | st.text(),
+    deleted=st.booleans(),
+    created=times,
+    updated=times,
+    sequence=st.none() | st.integers(min_value=0, max_value=2**63 - 1),
+    nested_json=nested_objects.map(lambda nested: json_text(nested) if nested else None),
+)
+POOLS = {
+    "offline-tapes": PoolRecord("offline-tapes", 6, "tape", "Offline", 'a "quoted" one'),
+}
+DRIVES = {0: DriveRecord(0, 9, "/dev/nst0", None, True, 0, None, None, False)}
+#: Shared by every example: fragments of earlier examples' records must never be used.
+FRAGMENTS = ViewFragments()
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    destination=destination_records,
+    request=request_records,
+    tapes=st.lists(tape_records, max_size=3),
+    library=st.integers(min_value=1, max_value=5),
+)
+def test_the_published_state_is_the_very_json_of_the_view(
+    destination: DestinationRecord,
+    request: RequestRecord | None,
+    tapes: list[TapeRecord],
+    library: int,
+) -> None:
+    by_barcode = {tape.barcode: tape for tape in tapes}
+    view = destination_json(destination, request, by_barcode, POOLS, DRIVES, library)
+    for _ in range(2):  # serialised, then from the fragments kept
+        payload = destination_payload(
+            destination, request, by_barcode, POOLS, DRIVES, library, FRAGMENTS
+        )
+        assert payload == json.dumps(view).encode()
