@@ -102,6 +102,14 @@ READ_CHUNK = 65536
 #: QoS 1 publications awaiting their PUBACK at once: paho's own in-flight limit
 #: (it queues the rest, in order) and mosquitto's default Receive Maximum.
 PUBLISH_WINDOW = 20
+#: The publishing connection's protocol. MQTT 5's features are the subscribing
+#: connection's business (a session that outlives us, Receive Maximum, user properties
+#: `event-id` and `sequence`, noLocal for clearing a retained command); the publisher
+#: sends plain QoS 1 messages and a will.
+PUBLISH_PROTOCOL = aiomqtt.ProtocolVersion.V311
+#: Publications waiting for the publishing connection: beyond this, a state update is
+#: dropped with a warning rather than held without bound while the broker is away.
+OUTBOX_LIMIT = 10000
 #: Back-off while the journal refuses writes: first retry, and the longest wait.
 JOURNAL_RETRY_S = (0.5, 30.0)
 
@@ -332,13 +340,26 @@ class PublishWindow:
     chains the PUBACK callback aiomqtt installed, which it still needs.
     """
 
-    def __init__(self, client: aiomqtt.Client, size: int, timeout_s: float) -> None:
+    def __init__(
+        self,
+        client: aiomqtt.Client,
+        size: int,
+        timeout_s: float,
+        *,
+        wake: asyncio.Event | None = None,
+    ) -> None:
         self._paho: paho.Client = client._client  # noqa: SLF001 - see the class docstring
         self._size = size
         self._timeout_s = timeout_s
         #: Sent and not yet confirmed, by message id, oldest first.
         self._in_flight: dict[int, tuple[str, bytes, bool]] = {}
         self._confirmed = asyncio.Event()
+        #: The connection is gone: whoever waits (for room, or on `wake`) is woken to
+        #: learn it now, not at the next publication or after the PUBACK timeout.
+        self.lost = False
+        self._why: BaseException | None = None
+        self._wake = wake
+        client._disconnected.add_done_callback(self._on_lost)  # noqa: SLF001 - as ReadPause
         forward = self._paho.on_publish
 
         def on_publish(client_: paho.Client, userdata: Any, mid: int, *args: Any) -> None:
@@ -349,8 +370,23 @@ class PublishWindow:
 
         self._paho.on_publish = on_publish
 
+    def _on_lost(self, disconnected: asyncio.Future[None]) -> None:
+        self.lost = True
+        # Taken here (aiomqtt leaves a lost connection's error unread), and given as
+        # the cause of the MqttError that `check` raises.
+        self._why = None if disconnected.cancelled() else disconnected.exception()
+        self._confirmed.set()
+        if self._wake is not None:
+            self._wake.set()
+
+    def check(self) -> None:
+        """Raise MqttError if the connection is gone."""
+        if self.lost:
+            raise aiomqtt.MqttError(f"connection lost: {self._why or 'closed'}") from self._why
+
     async def room(self) -> None:
         """Wait until fewer than `size` publications await their PUBACK."""
+        self.check()
         while len(self._in_flight) >= self._size:
             self._confirmed.clear()
             try:
@@ -358,6 +394,7 @@ class PublishWindow:
                     await self._confirmed.wait()
             except TimeoutError:
                 raise aiomqtt.MqttError("no PUBACK in time") from None
+            self.check()
 
     def send(self, topic: str, payload: bytes, *, retain: bool) -> None:
         info = self._paho.publish(topic, payload, qos=1, retain=retain)
@@ -366,6 +403,9 @@ class PublishWindow:
             self._in_flight[info.mid] = (topic, payload, retain)
         if info.rc != paho.MQTT_ERR_SUCCESS:
             raise aiomqtt.MqttCodeError(info.rc, "Could not publish message")
+
+    def has_room(self) -> bool:
+        return len(self._in_flight) < self._size
 
     def unconfirmed(self) -> list[tuple[str, bytes, bool]]:
         """What was sent without a PUBACK yet, oldest first."""
@@ -525,9 +565,10 @@ class MqttIntake:
         self._changes = asyncio.Event()
         #: Both connections are up: events are read and their state published.
         self.connected = asyncio.Event()
-        self._outbox: asyncio.Queue[tuple[str, bytes, bool]] = asyncio.Queue(maxsize=10000)
-        #: Sent on a connection that went down before their PUBACK: sent again first.
-        self._unsent: list[tuple[str, bytes, bool]] = []
+        #: (topic, payload, retain) to publish, oldest first; what a lost connection
+        #: left unconfirmed is put back at its head.
+        self._outbox: collections.deque[tuple[str, bytes, bool]] = collections.deque()
+        self._outbox_filled = asyncio.Event()
 
     @property
     def prefix(self) -> str:
@@ -538,12 +579,8 @@ class MqttIntake:
         return f"{self.client_id}-pub"
 
     def _make_client(self, *, subscribing: bool) -> aiomqtt.Client:
-        properties = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
-        will = None
-        if subscribing:
-            properties.SessionExpiryInterval = self._settings.session_expiry_s
-            properties.ReceiveMaximum = RECEIVE_MAXIMUM
-        else:
+        password = self._settings.password.get_secret_value() if self._settings.password else None
+        if not subscribing:
             # The will goes with the summaries it stands in for: published on one
             # connection, a reconnect that republishes the summary always comes after
             # the will it replaces. The publishing connection also never stops
@@ -556,19 +593,35 @@ class MqttIntake:
                 qos=1,
                 retain=True,
             )
-        password = self._settings.password.get_secret_value() if self._settings.password else None
+            # MQTT 3.1.1: what this connection does (QoS 1 publications, retained or
+            # not, a retained will, a clean session) needs nothing of MQTT 5 (see
+            # PUBLISH_PROTOCOL).
+            return aiomqtt.Client(
+                hostname=self._settings.host or "localhost",
+                port=self._settings.port,
+                username=self._settings.username,
+                password=password,
+                identifier=self.publishing_client_id,
+                protocol=PUBLISH_PROTOCOL,
+                # Nothing to keep: the outbox is in memory.
+                clean_session=True,
+                will=will,
+                keepalive=self._settings.keepalive,
+            )
+        properties = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
+        properties.SessionExpiryInterval = self._settings.session_expiry_s
+        properties.ReceiveMaximum = RECEIVE_MAXIMUM
         return aiomqtt.Client(
             hostname=self._settings.host or "localhost",
             port=self._settings.port,
             username=self._settings.username,
             password=password,
-            identifier=self.client_id if subscribing else self.publishing_client_id,
+            identifier=self.client_id,
             protocol=aiomqtt.ProtocolVersion.V5,
             # The subscriber keeps its session (and the events queued for it) across
-            # restarts; the publisher has nothing to keep (its outbox is in memory).
-            clean_start=not subscribing,
+            # restarts.
+            clean_start=False,
             properties=properties,
-            will=will,
             keepalive=self._settings.keepalive,
         )
 
@@ -790,10 +843,11 @@ class MqttIntake:
         self._enqueue(topic, json.dumps(data).encode(), retain=retain)
 
     def _enqueue(self, topic: str, payload: bytes, *, retain: bool) -> None:
-        try:
-            self._outbox.put_nowait((topic, payload, retain))
-        except asyncio.QueueFull:
+        if len(self._outbox) >= OUTBOX_LIMIT:
             log.warning("mqtt outbox full, state update dropped", topic=topic)
+            return
+        self._outbox.append((topic, payload, retain))
+        self._outbox_filled.set()
 
     def publish_summary(self, data: dict[str, Any]) -> None:
         """This library's summary for the fleet view, retained, when it changed."""
@@ -818,34 +872,35 @@ class MqttIntake:
         else:
             self._summary = payload
 
-    def publish_state(self, destination_id: int, data: dict[str, Any]) -> None:
-        self.publish_nowait(
-            f"{self.library_prefix}/state/task_destinations/{destination_id}", data, retain=True
+    def publish_state(self, destination_id: int, payload: bytes) -> None:
+        """A destination's state (its view, serialised), retained."""
+        self._enqueue(
+            f"{self.library_prefix}/state/task_destinations/{destination_id}", payload, retain=True
         )
 
     async def _publisher(self, client: aiomqtt.Client) -> None:
-        window = PublishWindow(client, PUBLISH_WINDOW, client.timeout)
+        window = PublishWindow(client, PUBLISH_WINDOW, client.timeout, wake=self._outbox_filled)
+        outbox = self._outbox
         try:
-            # What the last connection sent without its PUBACK goes first, in order:
-            # it is older than anything in the outbox.
-            unsent, self._unsent = self._unsent, []
-            for topic, payload, retain in unsent:
-                await self._publish_in_window(window, topic, payload, retain)
             while True:
-                topic, payload, retain = await self._outbox.get()
-                await self._publish_in_window(window, topic, payload, retain)
+                window.check()
+                if not outbox:
+                    self._outbox_filled.clear()
+                    await self._outbox_filled.wait()
+                    continue
+                await window.room()
+                # A stop must not wait here for the next publication, even if an await
+                # swallowed the cancellation (asyncio.wait_for can, in Python 3.11).
+                current = asyncio.current_task()
+                if current is not None and current.cancelling():
+                    raise asyncio.CancelledError
+                # As many as the window takes, in one go: one wake-up, one write.
+                while outbox and window.has_room():
+                    topic, payload, retain = outbox.popleft()
+                    if self._stopped and topic == self.fleet_topic:
+                        continue  # an alive summary queued before the goodbye
+                    window.send(topic, payload, retain=retain)
         finally:
-            self._unsent = window.unconfirmed()
-
-    async def _publish_in_window(
-        self, window: PublishWindow, topic: str, payload: bytes, retain: bool
-    ) -> None:
-        if self._stopped and topic == self.fleet_topic:
-            return  # an alive summary queued before the goodbye
-        await window.room()
-        # A stop must not wait here for the next publication, even if an await
-        # swallowed the cancellation (asyncio.wait_for can, in Python 3.11).
-        current = asyncio.current_task()
-        if current is not None and current.cancelling():
-            raise asyncio.CancelledError
-        window.send(topic, payload, retain=retain)
+            # What this connection sent without its PUBACK goes first on the next one,
+            # in order: it is older than anything still waiting.
+            outbox.extendleft(reversed(window.unconfirmed()))

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import signal
 import socket
 import tempfile
@@ -38,7 +39,7 @@ from worker.intake.http.guard import GuardedServer, server_config
 from worker.intake.http.idempotency import IdempotentCreates
 from worker.intake.mqtt import MqttIntake
 from worker.intake.pools import PoolIntake
-from worker.intake.views import destination_views, destinations_by_ids
+from worker.intake.views import ViewFragments, destination_payloads, destinations_by_ids
 from worker.logging import set_level
 from worker.ops import metrics
 from worker.ops.health import alive_for_watchdog
@@ -49,7 +50,7 @@ from worker.runtime.reconciler import Reconciler
 from worker.runtime.sdnotify import notify, watchdog_interval_s
 from worker.seed.models import iso_time
 from worker.settings import Settings, load_settings
-from worker.state.journal import Journal
+from worker.state.journal import DriveRecord, Journal
 
 log = structlog.get_logger("tapeworker.service")
 
@@ -71,6 +72,10 @@ class Service:
         #: In a fleet, the pools whose destinations this library may take.
         self._routed_pools: tuple[str, ...] = ()
         self._published_drives: dict[int, dict[str, object]] = {}
+        #: The drive records last published: a batch that changed no drive publishes none.
+        self._drive_records: dict[int, DriveRecord] = {}
+        #: Tapes and pools serialised once per record for the state publications.
+        self._fragments = ViewFragments()
         self._journal: Journal | None = None
         self._health = HealthFile(health_path(settings.state_dir))
 
@@ -134,7 +139,10 @@ class Service:
         for record in records:
             if record.deleted:
                 self.mqtt.publish_state(
-                    record.id, {"id": record.id, "state": "destroyed", "sequence": record.sequence}
+                    record.id,
+                    json.dumps(
+                        {"id": record.id, "state": "destroyed", "sequence": record.sequence}
+                    ).encode(),
                 )
                 pool = record.pool
                 if record.barcode is None and pool is not None and pool in self._routed_pools:
@@ -143,8 +151,10 @@ class Service:
                         claim_topic(self.settings.mqtt.prefix, pool, record.id)
                     )
         live = [record for record in records if not record.deleted]
-        for view in await destination_views(self._journal, live):
-            self.mqtt.publish_state(view["id"], view)
+        for destination_id, payload in await destination_payloads(
+            self._journal, live, self._fragments
+        ):
+            self.mqtt.publish_state(destination_id, payload)
 
     def _pool_intake(self, journal: Journal, mqtt: MqttIntake) -> PoolIntake:
         """The fleet's pool intake: the pools this library holds tapes of."""
@@ -193,6 +203,10 @@ class Service:
         assert self._journal is not None
         model = self._journal.model or await self._journal.load_model()
         for drive in list(model.drives.values()):
+            # Records are replaced when they change: the same record, nothing to say.
+            if self._drive_records.get(drive.index) is drive:
+                continue
+            self._drive_records[drive.index] = drive
             data = {
                 "index": drive.index,
                 "device": drive.device,

@@ -440,8 +440,8 @@ async def commit_through_the_intake(journal: Journal, batch: list[Message]) -> N
     await intake.publish_changed()
 
     dead_letters = []
-    while not intake._outbox.empty():
-        where, payload, retain = intake._outbox.get_nowait()
+    while intake._outbox:
+        where, payload, retain = intake._outbox.popleft()
         assert where == f"{PREFIX}/dead-letter"
         assert not retain
         dead_letters.append(json.loads(payload))

@@ -7,8 +7,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import signal
 import threading
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +25,7 @@ from worker.errors import RejectedEventError
 from worker.intake.destinations import DestinationEvent, RejectedInput, message_digest
 from worker.intake.mqtt import (
     MAX_SEQUENCE,
+    PUBLISH_WINDOW,
     RETAINED_REASON,
     MqttIntake,
     PublishWindow,
@@ -364,3 +366,99 @@ async def test_commits_go_on_while_the_state_of_the_last_batch_is_published(
     finally:
         release.set()
         await journal.close()
+
+
+async def wait_until(condition: Callable[[], bool], what: str, timeout_s: float = 60) -> None:
+    """Poll a condition of the intake's, a loop round at a time, within a bound."""
+    try:
+        async with asyncio.timeout(timeout_s):
+            while not condition():
+                await asyncio.sleep(0.01)
+    except TimeoutError:
+        raise AssertionError(f"not {what} after {timeout_s}s") from None
+
+
+async def retained_states(port: int, prefix: str, count: int) -> dict[str, bytes]:
+    """The retained state of `count` destinations, as a new subscriber gets it."""
+    found: dict[str, bytes] = {}
+    async with aiomqtt.Client("127.0.0.1", port, identifier="state-reader") as reader:
+        await reader.subscribe(f"{prefix}/state/task_destinations/+", qos=1)
+        async with asyncio.timeout(60):
+            async for message in reader.messages:
+                assert isinstance(message.payload, bytes)
+                found[message.topic.value] = message.payload
+                if len(found) == count:
+                    break
+    return found
+
+
+@pytest.fixture
+async def publishing(broker: Broker, tmp_path: Path) -> AsyncIterator[MqttIntake]:
+    """An intake whose publishing connection alone runs (nothing is consumed)."""
+    journal = await Journal.open(tmp_path / "journal.sqlite3")
+
+    async def on_change(_: set[int]) -> None:
+        return None
+
+    intake = MqttIntake(
+        MqttSettings(host="127.0.0.1", port=broker.port, prefix=PREFIX, reconnect_max_s=1),
+        journal,
+        hold_seconds=60,
+        on_change=on_change,
+        clock=lambda: 0.0,
+        library_id="lib",
+    )
+    task = asyncio.create_task(intake._run_publishing())
+    try:
+        await wait_until(lambda: intake._publishing is not None, "connected")
+        yield intake
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        await journal.close()
+
+
+async def test_the_publisher_speaks_mqtt_3_1_1_and_each_state_lands_in_order(
+    broker: Broker, publishing: MqttIntake
+) -> None:
+    count = 300  # far more than the window: every PUBACK must be confirmed to get here
+    received: dict[str, list[bytes]] = {}
+    async with aiomqtt.Client("127.0.0.1", broker.port, identifier="reader") as reader:
+        await reader.subscribe(f"{publishing.library_prefix}/state/task_destinations/+", qos=1)
+        for version in (b"1", b"2"):
+            for n in range(count):
+                publishing.publish_state(n, b'{"version": ' + version + b"}")
+        async with asyncio.timeout(60):
+            async for message in reader.messages:
+                assert isinstance(message.payload, bytes)
+                received.setdefault(message.topic.value, []).append(message.payload)
+                if sum(map(len, received.values())) == 2 * count:
+                    break
+    assert len(received) == count
+    for payloads in received.values():
+        assert payloads == [b'{"version": 1}', b'{"version": 2}']
+    log = (broker.folder / "mosquitto.log").read_text(encoding="utf-8")
+    # mosquitto logs the protocol of each client: p2 is MQTT 3.1.1, p5 MQTT 5.
+    assert f"as {publishing.publishing_client_id} (p2," in log
+
+
+async def test_what_a_lost_publishing_connection_left_unconfirmed_is_sent_first_on_the_next(
+    broker: Broker, publishing: MqttIntake
+) -> None:
+    assert broker.process is not None
+    # A broker that stops answering: what we send is never acknowledged.
+    broker.process.send_signal(signal.SIGSTOP)
+    count = 100
+    topics = [f"{publishing.library_prefix}/state/task_destinations/{n}" for n in range(count)]
+    for n in range(count):
+        publishing.publish_state(n, str(n).encode())
+    await wait_until(lambda: len(publishing._outbox) == count - PUBLISH_WINDOW, "window full")
+    broker.kill()
+    await wait_until(lambda: publishing._publishing is None, "aware of the lost connection")
+    # Nothing was confirmed: all of it waits, the unconfirmed first, in their order.
+    assert [topic for topic, _, _ in publishing._outbox] == topics
+    broker.start()
+    await wait_until(lambda: not publishing._outbox, "all sent again")
+    states = await retained_states(broker.port, publishing.library_prefix, count)
+    assert states == {topic: str(n).encode() for n, topic in enumerate(topics)}
