@@ -10,6 +10,7 @@ Every error leaves in the archive manager's one shape (`worker.intake.http.error
 import re
 from typing import TYPE_CHECKING, Annotated, Any
 
+import orjson
 from fastapi import APIRouter, Depends, FastAPI, Path, Query, Request, Response, status
 from fastapi.responses import JSONResponse, StreamingResponse
 
@@ -86,10 +87,19 @@ async def journal_fault_response(_: Request, exc: Exception) -> JSONResponse:
     return journal_unavailable(exc.kind, exc.detail)
 
 
+class _Answer(JSONResponse):
+    """A JSON answer rendered by orjson: the same compact UTF-8 JSON as Starlette's
+    `json.dumps`, at a fraction of its cost (it was a twentieth of a create's time on
+    the event loop)."""
+
+    def render(self, content: Any) -> bytes:
+        return orjson.dumps(content)
+
+
 def _answer(view: dict[str, Any], status_code: int = status.HTTP_200_OK) -> JSONResponse:
     """A destination's view as the answer. Built from our own records and checked by
     their models already: FastAPI's validation of a returned dict would do it again."""
-    return JSONResponse(view, status_code)
+    return _Answer(view, status_code)
 
 
 def _not_found(task_id: str, destination_id: int) -> ApiError:

@@ -3,6 +3,7 @@ real HTTP client: each verb's answer, what it journals, and whom it tells."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -73,6 +74,22 @@ async def test_create_answers_the_seeds_resource_with_its_state(tmp_path: Path) 
             RequestState.PENDING,
             NOW,
         )
+
+
+async def test_an_answer_is_the_compact_utf8_json_of_its_view(tmp_path: Path) -> None:
+    async with api(tmp_path) as a:
+        response = await a.client.post(
+            BASE, json={"folder_id": 2, "folder_path": "/données/été", "tape_barcode": "NOD400L9"}
+        )
+        assert response.status_code == 201
+        assert response.headers["content-type"] == "application/json"
+        assert int(response.headers["content-length"]) == len(response.content)
+        # What Starlette's own JSONResponse would send: compact, non-ASCII as UTF-8.
+        view = response.json()
+        assert view["folder_path"] == "/données/été"
+        assert response.content == json.dumps(
+            view, ensure_ascii=False, separators=(",", ":")
+        ).encode("utf-8")
 
 
 async def test_show_update_release_and_destroy(tmp_path: Path) -> None:
