@@ -288,8 +288,10 @@ class GuardedHttpProtocol(HttpToolsProtocol):
         self._head_timer: asyncio.TimerHandle | None = None
         self._partial = False
         self._parked = False
-        #: Bytes fed to the parser since the current head began (None: no head pending).
-        self._head_bytes: int | None = 0
+        #: Bytes fed to the parser outside a body since the last message ended: what
+        #: an unfinished head has used so far.
+        self._head_bytes = 0
+        self._in_body = False
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
@@ -320,7 +322,7 @@ class GuardedHttpProtocol(HttpToolsProtocol):
 
     def data_received(self, data: bytes) -> None:
         self._partial = True
-        if self._head_bytes is not None:
+        if not self._in_body:
             self._head_bytes += len(data)
         self._unset_keepalive_if_required()
         try:
@@ -343,7 +345,7 @@ class GuardedHttpProtocol(HttpToolsProtocol):
         # llhttp keeps an unfinished head in memory however long it grows: bound it.
         # (A head that completed in this read was measured exactly when it did.)
         if (
-            self._head_bytes is not None
+            not self._in_body
             and self._head_bytes > self.settings.max_header_bytes
             and not self.transport.is_closing()
         ):
@@ -355,16 +357,11 @@ class GuardedHttpProtocol(HttpToolsProtocol):
             431, f"the request head is larger than {self.settings.max_header_bytes} bytes"
         )
 
-    def on_message_begin(self) -> None:
-        super().on_message_begin()
-        if self._head_bytes is None:
-            self._head_bytes = 0
-
     def on_headers_complete(self) -> None:
         """A whole request head arrived: its deadline is met; check its size."""
         self._disarm_head_timer()
         self._partial = False
-        self._head_bytes = None
+        self._in_body = True
         self.table.mark_busy(self)
         # Measured as the head's lines, so the limit does not depend on how the bytes
         # were split between reads.
@@ -374,12 +371,17 @@ class GuardedHttpProtocol(HttpToolsProtocol):
             raise self.protocol_error
         super().on_headers_complete()
 
+    def on_message_complete(self) -> None:
+        # The next head starts here (a pipelined one may already be in this read).
+        self._in_body = False
+        self._head_bytes = 0
+        super().on_message_complete()
+
     def on_response_complete(self) -> None:
         if not self.transport.is_closing():
             self.table.mark_idle(self)
             # The next head gets the idle keep-alive time plus the usual head time.
             self._arm_head_timer(self.settings.keep_alive_s + self.settings.header_timeout_s)
-            self._head_bytes = 0
         super().on_response_complete()
 
     def send_400_response(self, msg: str) -> None:

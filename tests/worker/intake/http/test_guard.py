@@ -545,3 +545,27 @@ async def test_a_slow_head_gets_408_a_malformed_one_400_and_framing_twice_400() 
     assert error["messages"] == [
         "invalid HTTP request: Transfer-Encoding can't be present with Content-Length"
     ]
+
+
+async def test_a_body_arriving_after_the_previous_answer_is_not_counted_as_a_head() -> None:
+    settings = HttpSettings(port=0, max_header_bytes=1024)
+    async with listening(settings) as port:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        # The second request's head is whole, its body begun, before the first is answered.
+        writer.write(
+            b"POST /first HTTP/1.1\r\nHost: h\r\nContent-Length: 3\r\n\r\none"
+            b"POST /second HTTP/1.1\r\nHost: h\r\nContent-Length: 2000\r\n"
+            b"Connection: close\r\n\r\n" + b"a" * 500
+        )
+        async with asyncio.timeout(30):
+            head = await reader.readuntil(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 200")
+        # The rest of its body, longer than a head may be, after the first answer.
+        writer.write(b"a" * 1500)
+        rest = await read_all(reader, writer)
+    length = int(head.lower().split(b"content-length: ")[1].split(b"\r\n")[0])
+    first, second = json.loads(rest[:length]), answers(rest[length:])
+    assert first == {"path": "/first", "body": "one"}
+    assert [(status, body) for status, _, body in second] == [
+        (200, {"path": "/second", "body": "a" * 2000})
+    ]
