@@ -46,13 +46,15 @@ import json
 import re
 import struct
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Literal
 
 import aiomqtt
 import paho.mqtt.client as paho
 import structlog
+from paho.mqtt.enums import MQTTErrorCode
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
+from paho.mqtt.reasoncodes import ReasonCode
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from worker.callbacks import ChangeListener, Clock
@@ -329,6 +331,12 @@ class Inbox:
         self._loop.call_soon(self._read)
 
 
+#: What paho hands the PUBACK callback for a plain success, built once (see
+#: `PublishWindow._handle_puback`); nothing reads them.
+_PUBACK_SUCCESS = ReasonCode(PacketTypes.PUBACK)
+_PUBACK_PROPERTIES = Properties(PacketTypes.PUBACK)  # type: ignore[no-untyped-call]
+
+
 class PublishWindow:
     """Up to `size` QoS 1 publications awaiting their PUBACK at once, on one connection.
 
@@ -369,6 +377,24 @@ class PublishWindow:
                 self._confirmed.set()
 
         self._paho.on_publish = on_publish
+        self._paho_handle_puback = self._paho._handle_pubackcomp  # noqa: SLF001
+        self._paho._handle_pubackcomp = self._handle_puback  # type: ignore[method-assign,assignment]  # noqa: SLF001
+
+    def _handle_puback(self, command: Literal["PUBACK", "PUBCOMP"]) -> MQTTErrorCode:
+        """paho's handling of a PUBACK, without building a reason code and a set of
+        properties for each: a plain success (the message id alone, which is all an
+        MQTT 3.1.1 PUBACK is) gets ones built once. paho builds both anew for every
+        PUBACK, whatever the protocol, and that was most of a publication's cost in
+        the client. Anything else is paho's own."""
+        client = self._paho
+        packet = client._in_packet["packet"]  # noqa: SLF001
+        if command != "PUBACK" or len(packet) != 2:
+            return self._paho_handle_puback(command)
+        mid = packet[0] << 8 | packet[1]
+        with client._out_message_mutex:  # noqa: SLF001
+            if mid in client._out_messages:  # noqa: SLF001
+                return client._do_on_publish(mid, _PUBACK_SUCCESS, _PUBACK_PROPERTIES)  # noqa: SLF001
+        return MQTTErrorCode.MQTT_ERR_SUCCESS
 
     def _on_lost(self, disconnected: asyncio.Future[None]) -> None:
         self.lost = True
