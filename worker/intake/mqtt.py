@@ -377,8 +377,35 @@ class PublishWindow:
                 self._confirmed.set()
 
         self._paho.on_publish = on_publish
+        self._paho_packet_write = self._paho._packet_write  # noqa: SLF001
+        self._paho._packet_write = self._packet_write  # type: ignore[method-assign]  # noqa: SLF001
         self._paho_handle_puback = self._paho._handle_pubackcomp  # noqa: SLF001
         self._paho._handle_pubackcomp = self._handle_puback  # type: ignore[method-assign,assignment]  # noqa: SLF001
+
+    def _packet_write(self) -> MQTTErrorCode:
+        """paho's writer, the QoS 1 publications queued at its head joined into one
+        packet first: paho writes each packet with a system call of its own, and a
+        window's worth is queued at once. A QoS 1 publication needs nothing done once
+        written (its PUBACK confirms it), so one written as part of a larger packet is
+        the same to paho."""
+        queued = self._paho._out_packet  # noqa: SLF001
+        if len(queued) > 1:
+            joined = []
+            while (
+                queued
+                and queued[0]["pos"] == 0
+                and queued[0]["command"] & 0xF0 == paho.PUBLISH
+                and queued[0]["qos"] > 0
+            ):
+                joined.append(queued.popleft())
+            if len(joined) > 1:
+                merged = joined[-1].copy()
+                merged["packet"] = b"".join(packet["packet"] for packet in joined)
+                merged["to_process"] = len(merged["packet"])
+                queued.appendleft(merged)
+            elif joined:
+                queued.appendleft(joined[0])
+        return self._paho_packet_write()
 
     def _handle_puback(self, command: Literal["PUBACK", "PUBCOMP"]) -> MQTTErrorCode:
         """paho's handling of a PUBACK, without building a reason code and a set of

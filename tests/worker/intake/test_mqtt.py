@@ -197,6 +197,28 @@ async def test_a_publish_window_keeps_each_topics_order_and_confirms_every_messa
         assert received[topic] == list(range(i, 200, 5))
 
 
+async def test_a_burst_of_publications_leaves_in_one_write(broker: Broker) -> None:
+    async with aiomqtt.Client("127.0.0.1", broker.port, identifier="writer") as writer:
+        window = PublishWindow(writer, PUBLISH_WINDOW, timeout_s=30)
+        client: paho.Client = writer._client
+        writes: list[int] = []
+        send = client._sock_send
+
+        def counted(buf: bytes | bytearray) -> int:
+            writes.append(len(buf))
+            return send(buf)
+
+        client._sock_send = counted  # type: ignore[method-assign]
+        for n in range(PUBLISH_WINDOW):
+            window.send(f"{PREFIX}/state/{n}", b"x" * 100, retain=False)
+        async with asyncio.timeout(30):
+            while window.unconfirmed():
+                await asyncio.sleep(0)  # a loop round: the writer and the PUBACKs run
+        # paho alone writes each of them with a system call of its own.
+        assert len(writes) == 1, writes
+        assert writes[0] > PUBLISH_WINDOW * 100
+
+
 async def send_until_refused(window: PublishWindow, topic: str) -> None:
     """Publish numbered messages, a loop round apart, until the window refuses one."""
     async with asyncio.timeout(30):
