@@ -387,3 +387,37 @@ async def test_a_refused_write_in_applied_work_is_a_fault(journal: Journal) -> N
     assert await journal.events() == []
     await journal.apply(work)
     assert journal.fault is None
+
+
+def _indexes(path: Path) -> set[str]:
+    with contextlib.closing(sqlite3.connect(path)) as db:
+        rows = db.execute("SELECT name FROM sqlite_master WHERE type='index'").fetchall()
+    return {name for (name,) in rows}
+
+
+async def test_destinations_have_one_index_by_task_and_a_lookup_by_task_uses_it(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "journal.sqlite3"
+    journal = await Journal.open(path)
+    await _create(journal, 1)
+    await journal.close()
+    assert "destinations_task" not in _indexes(path)
+    # A journal of schema 7 had a second index on task_id alone: the migration drops it.
+    with contextlib.closing(sqlite3.connect(path)) as db:
+        db.execute("CREATE INDEX destinations_task ON destinations(task_id)")
+        db.execute("UPDATE meta SET value='7' WHERE key='schema'")
+        db.commit()
+    journal = await Journal.open(path)
+    try:
+        assert [d.id for d in await journal.destinations("7")] == [1]
+    finally:
+        await journal.close()
+    assert "destinations_task" not in _indexes(path)
+    with contextlib.closing(sqlite3.connect(path)) as db:
+        plan = db.execute(
+            "EXPLAIN QUERY PLAN SELECT * FROM destinations WHERE deleted=0 AND task_id=? "
+            "ORDER BY id",
+            ("7",),
+        ).fetchall()
+    assert any("destinations_task_live" in str(row[-1]) for row in plan), plan
