@@ -569,3 +569,31 @@ async def test_a_body_arriving_after_the_previous_answer_is_not_counted_as_a_hea
     assert [(status, body) for status, _, body in second] == [
         (200, {"path": "/second", "body": "a" * 2000})
     ]
+
+
+async def test_a_body_that_came_with_its_head_is_read_without_a_deadline_a_late_one_with_one(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    armed: list[float] = []
+    real_timeout_at = asyncio.timeout_at
+
+    def counted_timeout_at(when: float | None) -> asyncio.Timeout:
+        armed.append(when or 0.0)
+        return real_timeout_at(when)
+
+    # The guard is the only caller of asyncio.timeout_at on this path.
+    monkeypatch.setattr(asyncio, "timeout_at", counted_timeout_at)
+    async with listening(HttpSettings(port=0, body_timeout_s=0.3)) as port:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(
+            b"POST /whole HTTP/1.1\r\nHost: h\r\nContent-Length: 3\r\nConnection: close\r\n\r\none"
+        )
+        [(status, _, body)] = answers(await read_all(reader, writer))
+        assert (status, body) == (200, {"path": "/whole", "body": "one"})
+        assert armed == []
+        # Half a body, then nothing: the rest is waited for until the deadline only.
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(b"POST /half HTTP/1.1\r\nHost: h\r\nContent-Length: 6\r\n\r\nabc")
+        [(status, _, body)] = answers(await read_all(reader, writer))
+    assert (status, body["messages"]) == (408, ["the request body did not arrive in time"])
+    assert armed
