@@ -139,6 +139,10 @@ class Drain:
     #: messages: the machine's load swings it far less than the rates.
     cpu_s: float | None = None
     cpu_messages: int = 0
+    #: Of `cpu_s`, what the event loop's thread (the main one) spent.
+    loop_cpu_s: float | None = None
+    #: Which event loop ran the consumer.
+    loop: str = ""
 
     @property
     def cpu_ms_a_message(self) -> float | None:
@@ -226,6 +230,12 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def main_thread_cpu_seconds(pid: int) -> float:
+    """The CPU time of the process's main thread: the daemon's event loop."""
+    fields = Path(f"/proc/{pid}/task/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def rss_bytes(pid: int) -> int:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
@@ -253,6 +263,7 @@ async def daemon_drain(port: int, folder: Path, messages: int, source: Path | No
         pid = daemon.process.pid
         # It may have begun: the CPU counts from here, for the messages after.
         cpu_before = cpu_seconds(pid)
+        loop_cpu_before = main_thread_cpu_seconds(pid)
         journaled_before = daemon.query("SELECT count(*) FROM events WHERE source='mqtt'")[0][0]
         start_rss = rss_bytes(pid)
         deadline = time.monotonic() + DRAIN_TIMEOUT_S
@@ -268,6 +279,7 @@ async def daemon_drain(port: int, folder: Path, messages: int, source: Path | No
             await asyncio.sleep(0.1)
         end_rss = rss_bytes(pid)
         cpu_s = cpu_seconds(pid) - cpu_before
+        loop_cpu_s = main_thread_cpu_seconds(pid) - loop_cpu_before
         rounds = metric(daemon, "tapeworker_planning_rounds_total") - rounds_before
         # Since it started (its start-up's few dozen included): it may have drained a
         # small backlog before it was first looked at.
@@ -296,6 +308,7 @@ async def daemon_drain(port: int, folder: Path, messages: int, source: Path | No
         planning_rounds=rounds,
         round_trips=trips,
         cpu_s=cpu_s,
+        loop_cpu_s=loop_cpu_s,
         cpu_messages=len(commits) - journaled_before,
         read_pauses=pauses,
         reconnects=reconnects,
@@ -563,6 +576,12 @@ class Figures:
                 f"  CPU a message (user and system, all threads): daemon {daemon_cpu:.2f} ms, "
                 f"bare {bare_cpu:.2f} ms: bare / daemon = {bare_cpu / daemon_cpu:.2f}x"
             )
+            if self.daemon.loop_cpu_s is not None and self.daemon.cpu_messages:
+                loop_ms = 1000 * self.daemon.loop_cpu_s / self.daemon.cpu_messages
+                lines.append(
+                    f"    daemon: event loop's thread {loop_ms:.2f} ms, other threads "
+                    f"(the journal's) {daemon_cpu - loop_ms:.2f} ms"
+                )
         trips = self.daemon.round_trips or 0
         lines.append(
             f"  daemon: {trips} journal round trips, {trips / self.daemon.messages:.2f} per "

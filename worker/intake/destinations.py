@@ -602,6 +602,19 @@ def parse_body(payload: bytes | str) -> TaskDestinationBody:
 def parse_payload(payload: bytes | str) -> ParsedPayload:
     """Decode a create/update payload, body and declared size; RejectedEventError
     names the problem."""
+    # Most payloads are a body of the seed's fields alone: pydantic validates those
+    # straight from the bytes, in one pass, for half the cost of decoding the JSON first.
+    # The model forbids any other field, so anything else (a full TaskDestination, a
+    # mistake) fails here and takes the path that keeps the rest and names the problem.
+    try:
+        return ParsedPayload(TaskDestinationBody.model_validate_json(payload))
+    except ValueError:  # a ValidationError, whatever the problem
+        return parse_full_payload(payload)
+
+
+def parse_full_payload(payload: bytes | str) -> ParsedPayload:
+    """`parse_payload` for any payload: a body, a full TaskDestination (its nested
+    folder and container kept), or what is wrong with it."""
     try:
         text = payload.decode("utf-8") if isinstance(payload, bytes) else payload
         data = json.loads(text)

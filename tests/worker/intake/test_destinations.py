@@ -7,8 +7,11 @@ import json
 import sqlite3
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from tests.worker.harness import CATALOG as DEFINITION
 from worker.core.requests import ACTIVE, RequestState
@@ -21,6 +24,7 @@ from worker.intake.destinations import (
     Verb,
     message_digest,
     parse_body,
+    parse_full_payload,
     parse_payload,
     record_events,
 )
@@ -219,6 +223,43 @@ async def test_a_full_destination_tells_the_size_the_task_will_write(journal: Jo
     await apply(journal, create)
     [request] = await journal.requests()
     assert request.size_bytes == 1063457
+
+
+_json_scalars = (
+    st.none()
+    | st.booleans()
+    | st.integers(min_value=-(2**70), max_value=2**70)
+    | st.floats(allow_nan=False)
+    | st.text(max_size=12)
+    | st.sampled_from(["NOD400L9", "7", " 7", "1_000", "-0", "/a/b", "CLN001CU", "\x00"])
+)
+_json_values = st.recursive(
+    _json_scalars,
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=4), inner),
+    max_leaves=4,
+)
+_payloads = (
+    st.dictionaries(
+        st.sampled_from([*TaskDestinationBody.model_fields, "id", "folder", "state", "other"]),
+        _json_values,
+        max_size=7,
+    )
+    .map(json.dumps)
+    .map(str.encode)
+    | st.binary(max_size=40)
+)
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(_payloads)
+def test_the_one_pass_parse_of_a_body_agrees_with_the_full_one(payload: bytes) -> None:
+    def parsed(parse: Any) -> Any:
+        try:
+            return parse(payload)
+        except RejectedEventError as exc:
+            return (exc.reason, exc.details)
+
+    assert parsed(parse_payload) == parsed(parse_full_payload)
 
 
 @pytest.mark.parametrize("size", [-1, "big", True, 2**64, 1.5])
