@@ -10,12 +10,11 @@ import textwrap
 from pathlib import Path
 
 import aiomqtt
-import paho.mqtt.client as paho
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from tests.integration.broker import Broker
-from worker.intake.mqtt import Delivery, Inbox, ManualAcks
+from worker.intake.mqtt import Delivery, Inbox, ManualAcks, Publish
 
 TOPIC = "t/acks/one"
 
@@ -104,11 +103,9 @@ async def test_a_crash_before_the_ack_gets_the_message_again(broker: Broker) -> 
         assert message.payload == b"second", "an acknowledged message came back"
 
 
-def delivery(message: paho.MQTTMessage) -> Delivery:
+def delivery(message: Publish) -> Delivery:
     """A message as it arrived, parsed by nothing (the intake parses topics of its own)."""
-    return Delivery(
-        message.mid, message.qos, message.retain, message.topic, bytes(message.payload), None
-    )
+    return Delivery(message.mid, message.qos, message.retain, message.topic, message.payload, None)
 
 
 async def queue(broker: Broker, client_id: str, count: int) -> None:

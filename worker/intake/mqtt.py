@@ -52,6 +52,7 @@ import aiomqtt
 import paho.mqtt.client as paho
 import structlog
 from paho.mqtt.enums import MQTTErrorCode
+from paho.mqtt.exception import MalformedPacket
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
@@ -132,6 +133,92 @@ class ManualAcks:
             self._paho.ack(message.mid, message.qos)
 
 
+@dataclasses.dataclass(frozen=True, slots=True)
+class Publish:
+    """A PUBLISH packet of the subscribing connection, as it arrived."""
+
+    mid: int
+    qos: int
+    retain: bool
+    topic: str
+    payload: bytes
+    #: The MQTT 5 user properties, in their order.
+    user_properties: tuple[tuple[str, str], ...] = ()
+
+    def user_property(self, name: str) -> str | None:
+        """The first value of a user property, if the publisher set it."""
+        for key, value in self.user_properties:
+            if key == name:
+                return value
+        return None
+
+
+#: The properties MQTT 5 allows in a PUBLISH, by identifier, and how each is coded:
+#: a fixed number of bytes, or a kind of variable length.
+_PUBLISH_PROPERTIES: dict[int, int | str] = {
+    0x01: 1,  # payload format indicator
+    0x02: 4,  # message expiry interval
+    0x23: 2,  # topic alias
+    0x03: "string",  # content type
+    0x08: "string",  # response topic
+    0x09: "string",  # correlation data (binary, coded like a string)
+    0x0B: "varint",  # subscription identifier
+    0x26: "pair",  # user property
+}
+
+
+def _varint(packet: bytes | bytearray, pos: int) -> tuple[int, int]:
+    """An MQTT variable byte integer at `pos`: (its value, the position after it)."""
+    value = shift = 0
+    for _ in range(4):
+        byte = packet[pos]
+        pos += 1
+        value |= (byte & 0x7F) << shift
+        if not byte & 0x80:
+            return value, pos
+        shift += 7
+    raise MalformedPacket("variable byte integer longer than 4 bytes")
+
+
+def decode_publish(header: int, packet: bytes | bytearray) -> Publish:
+    """An MQTT 5 PUBLISH: the first byte of its fixed header, and what follows the
+    remaining length. MalformedPacket when it is not one (paho then drops the
+    connection, as it does for any malformed packet)."""
+    try:
+        qos = (header & 0x06) >> 1
+        end = 2 + int.from_bytes(packet[0:2], "big")
+        topic = bytes(packet[2:end]).decode("utf-8", "replace")
+        mid = 0
+        if qos:
+            mid = int.from_bytes(packet[end : end + 2], "big")
+            end += 2
+        length, pos = _varint(packet, end)
+        end = pos + length
+        users: list[tuple[str, str]] = []
+        while pos < end:
+            kind = _PUBLISH_PROPERTIES.get(packet[pos], 0)
+            pos += 1
+            if isinstance(kind, int):
+                if not kind:
+                    raise MalformedPacket(f"property {packet[pos - 1]} in a PUBLISH")
+                pos += kind
+            elif kind == "varint":
+                pos = _varint(packet, pos)[1]
+            else:
+                strings = []
+                for _ in range(2 if kind == "pair" else 1):
+                    stop = pos + 2 + int.from_bytes(packet[pos : pos + 2], "big")
+                    strings.append(bytes(packet[pos + 2 : stop]).decode("utf-8", "replace"))
+                    pos = stop
+                if kind == "pair":
+                    users.append((strings[0], strings[1]))
+        if pos != end or end > len(packet):
+            raise MalformedPacket("PUBLISH properties overrun their length")
+    except IndexError as exc:
+        raise MalformedPacket("PUBLISH shorter than its header says") from exc
+    return Publish(mid, qos, bool(header & 0x01), topic, bytes(packet[end:]), tuple(users))
+
+
 @dataclasses.dataclass(slots=True)
 class Delivery:
     """A message of the subscribing connection, parsed as it arrived."""
@@ -174,7 +261,7 @@ class Inbox:
     def __init__(
         self,
         client: aiomqtt.Client,
-        parse: Callable[[paho.MQTTMessage], Delivery],
+        parse: Callable[[Publish], Delivery],
         limit: int,
         on_pause: Callable[[], None] | None = None,
     ) -> None:
@@ -199,6 +286,8 @@ class Inbox:
         self._taken = 0
         self._recv: Callable[[int], bytes] = self._paho._sock_recv  # noqa: SLF001 - see above
         self._paho._sock_recv = self._buffered_recv  # type: ignore[method-assign]  # noqa: SLF001
+        self._paho_handle_publish: Callable[[], MQTTErrorCode] = self._paho._handle_publish  # noqa: SLF001
+        self._paho._handle_publish = self._handle_publish  # type: ignore[method-assign]  # noqa: SLF001
         self._paho.on_message = self._on_message
         opened = self._paho.on_socket_open
 
@@ -270,8 +359,36 @@ class Inbox:
         """
         self._paho.publish(topic, b"", qos=1, retain=True)
 
+    def _handle_publish(self) -> MQTTErrorCode:
+        """paho's handler of a PUBLISH packet, for QoS 0 and 1: decoded here, at a
+        tenth of the cost of paho's (its MQTT 5 properties, its message and the
+        callback's topic matching), and delivered to our queue."""
+        packet = self._paho._in_packet  # noqa: SLF001 - see the class docstring
+        header = packet["command"]
+        if header & 0x06 == 0x04:
+            return self._paho_handle_publish()  # QoS 2: we never ask for it
+        self._deliver(self._parse(decode_publish(header, packet["packet"])))
+        return MQTTErrorCode.MQTT_ERR_SUCCESS
+
     def _on_message(self, _client: paho.Client, _userdata: Any, message: paho.MQTTMessage) -> None:
-        self._waiting.append(self._parse(message))
+        """What paho's own handler delivers (a QoS 2 message), as ours would."""
+        properties = getattr(message.properties, "UserProperty", None) or []
+        topic = message._topic.decode("utf-8", "replace")  # noqa: SLF001 - see the class docstring
+        self._deliver(
+            self._parse(
+                Publish(
+                    message.mid,
+                    message.qos,
+                    bool(message.retain),
+                    topic,
+                    bytes(message.payload),
+                    tuple((str(k), str(v)) for k, v in properties),
+                )
+            )
+        )
+
+    def _deliver(self, delivery: Delivery) -> None:
+        self._waiting.append(delivery)
         waiter = self._waiter
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
@@ -542,7 +659,7 @@ def to_event(
     )
 
 
-def user_property(message: aiomqtt.Message | paho.MQTTMessage, name: str) -> str | None:
+def user_property(message: aiomqtt.Message, name: str) -> str | None:
     """The first value of an MQTT 5 user property, if the publisher set it."""
     properties = getattr(message.properties, "UserProperty", None) or []
     for key, value in properties:
@@ -551,7 +668,7 @@ def user_property(message: aiomqtt.Message | paho.MQTTMessage, name: str) -> str
     return None
 
 
-def event_id_of(message: aiomqtt.Message | paho.MQTTMessage) -> str | None:
+def event_id_of(message: aiomqtt.Message) -> str | None:
     """The publisher's optional `event-id` user property (MQTT 5).
 
     With it, a redelivered event is recognised and journaled once; without it,
@@ -561,22 +678,15 @@ def event_id_of(message: aiomqtt.Message | paho.MQTTMessage) -> str | None:
     return value if value is not None and _EVENT_ID_RE.fullmatch(value) else None
 
 
-def topic_of(message: paho.MQTTMessage) -> str:
-    """The message's topic as text (the broker checks it is UTF-8; we do not trust it)."""
-    try:
-        return message.topic
-    except UnicodeDecodeError:
-        return message._topic.decode("utf-8", "replace")  # noqa: SLF001 - paho has no other
-
-
-def message_to_event(prefix: str, message: paho.MQTTMessage) -> DestinationEvent | RejectedInput:
+def message_to_event(prefix: str, message: Publish) -> DestinationEvent | RejectedInput:
+    event_id = message.user_property("event-id")
     return to_event(
         prefix,
-        topic_of(message),
-        bytes(message.payload),
-        event_id_of(message),
-        sequence=user_property(message, "sequence"),
-        retained=bool(message.retain),
+        message.topic,
+        message.payload,
+        event_id if event_id is not None and _EVENT_ID_RE.fullmatch(event_id) else None,
+        sequence=message.user_property("sequence"),
+        retained=message.retain,
     )
 
 
@@ -742,9 +852,9 @@ class MqttIntake:
             await asyncio.sleep(delay)
             delay = min(delay * 2, self._settings.reconnect_max_s)
 
-    def _delivery(self, message: paho.MQTTMessage) -> Delivery:
-        """A message as it arrives, parsed (paho's `on_message`, through `Inbox`)."""
-        topic, payload = topic_of(message), bytes(message.payload)
+    def _delivery(self, message: Publish) -> Delivery:
+        """A message as it arrives, parsed (through `Inbox`)."""
+        topic, payload = message.topic, message.payload
         try:
             event = message_to_event(self.prefix, message)
             if self._route is not None and isinstance(event, DestinationEvent):

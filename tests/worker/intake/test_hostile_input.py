@@ -25,18 +25,15 @@ from typing import Any, TypeVar
 import aiomqtt
 import httpx
 import hypothesis
-import paho.mqtt.client as paho
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
-from paho.mqtt.packettypes import PacketTypes
-from paho.mqtt.properties import Properties
 from pydantic import SecretStr
 
 from drivers.media import BARCODE_RE
 from tests.worker.harness import CATALOG as DEFINITION
 from worker.intake.destinations import DestinationEvent, RejectedInput, record_events
 from worker.intake.http.app import create_app
-from worker.intake.mqtt import MqttIntake, parse_topic, to_event
+from worker.intake.mqtt import MqttIntake, Publish, parse_topic, to_event
 from worker.seed.tasks import canonical_task_id
 from worker.settings import HttpSettings, MqttSettings, Settings
 from worker.state.journal import Journal
@@ -425,15 +422,12 @@ async def commit_through_the_intake(journal: Journal, batch: list[Message]) -> N
     )
     received = []
     for mid, message in enumerate(batch, start=1):
-        properties = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
-        if message.event_id is not None:
-            properties.UserProperty = [("event-id", message.event_id)]
+        user = (("event-id", message.event_id),) if message.event_id is not None else ()
         try:
             aiomqtt.Topic(message.topic)
         except ValueError:
             continue  # the broker refuses it (a wildcard, too long): it never reaches us
-        delivered = paho.MQTTMessage(mid, message.topic.encode())
-        delivered.payload, delivered.qos, delivered.properties = message.payload, 1, properties
+        delivered = Publish(mid, 1, False, message.topic, message.payload, user)
         received.append(intake._delivery(delivered))
     hypothesis.assume(received)
     await intake._commit(received, None)

@@ -14,8 +14,12 @@ from pathlib import Path
 from typing import Any
 
 import aiomqtt
-import paho.mqtt.client as paho
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from paho.mqtt import _packet as paho_packet
+from paho.mqtt.enums import MQTTProtocolVersion
+from paho.mqtt.exception import MalformedPacket
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
@@ -28,7 +32,9 @@ from worker.intake.mqtt import (
     PUBLISH_WINDOW,
     RETAINED_REASON,
     MqttIntake,
+    Publish,
     PublishWindow,
+    decode_publish,
     message_to_event,
     parse_sequence,
     parse_topic,
@@ -136,15 +142,70 @@ def test_an_empty_payload_is_how_destroy_and_release_come() -> None:
 
 def message(
     topic: str, payload: bytes, *, retain: bool = False, user: dict[str, str] | None = None
-) -> paho.MQTTMessage:
-    """A message as paho hands it over."""
+) -> Publish:
+    """A message as the subscribing connection receives it."""
+    return Publish(1, 1, retain, topic, payload, tuple((user or {}).items()))
+
+
+_text = st.text(alphabet=st.characters(exclude_categories=["Cs"]), max_size=12)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    topic=_text.filter(bool),
+    payload=st.binary(max_size=40),
+    qos=st.sampled_from([0, 1]),
+    retain=st.booleans(),
+    mid=st.integers(1, 65535),
+    users=st.lists(st.tuples(_text, _text), max_size=3),
+    expiry=st.none() | st.integers(0, 2**32 - 1),
+    content_type=st.none() | _text,
+    correlation=st.none() | st.binary(max_size=8),
+    subscription=st.none() | st.integers(1, 268_435_455),
+)
+def test_a_publish_decodes_as_paho_decodes_it(
+    topic: str,
+    payload: bytes,
+    qos: int,
+    retain: bool,
+    mid: int,
+    users: list[tuple[str, str]],
+    expiry: int | None,
+    content_type: str | None,
+    correlation: bytes | None,
+    subscription: int | None,
+) -> None:
     properties = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
-    if user:
-        properties.UserProperty = list(user.items())
-    delivered = paho.MQTTMessage(mid=1, topic=topic.encode())
-    delivered.payload, delivered.qos, delivered.retain = payload, 1, retain
-    delivered.properties = properties
-    return delivered
+    properties.PayloadFormatIndicator = 1
+    if users:
+        properties.UserProperty = users
+    if expiry is not None:
+        properties.MessageExpiryInterval = expiry
+    if content_type is not None:
+        properties.ContentType = content_type
+    if correlation is not None:
+        properties.CorrelationData = correlation
+    if subscription is not None:
+        properties.SubscriptionIdentifier = subscription
+    name = topic.encode()
+    head = len(name).to_bytes(2, "big") + name + (mid.to_bytes(2, "big") if qos else b"")
+    head += properties.pack()  # type: ignore[no-untyped-call]
+    header = 0x30 | qos << 1 | int(retain)
+    ours = decode_publish(header, bytearray(head + payload))
+    v5 = MQTTProtocolVersion.MQTTv5
+    theirs = paho_packet.decode_publish(header, bytearray(head + payload), v5)
+    assert (ours.topic, ours.payload, ours.qos, ours.retain) == (
+        theirs.topic.decode(),
+        theirs.payload,
+        theirs.qos,
+        theirs.retain,
+    )
+    assert ours.mid == (theirs.mid if qos else 0)
+    assert list(ours.user_properties) == (getattr(theirs.properties, "UserProperty", None) or [])
+    # A packet cut short in its header is malformed, never an IndexError.
+    for cut in range(len(head)):
+        with pytest.raises(MalformedPacket):
+            decode_publish(header, bytearray(head[:cut]))
 
 
 def test_a_delivered_message_carries_its_event_id_and_sequence_as_user_properties() -> None:
