@@ -359,6 +359,10 @@ def create_app(
         docs_url=None,
         redoc_url=None,
         exception_handlers={JournalFaultError: journal_fault_response},
+        # The daemon's metrics are Prometheus's (worker/ops/metrics.py). FastAPI's own
+        # OpenTelemetry would ask the global providers on every request whether they
+        # are configured: a fiftieth of a create's CPU, for nothing.
+        telemetry={"tracing": False, "metrics": False, "logs": False},
     )
     install_error_handlers(app)
     install_openapi(app)

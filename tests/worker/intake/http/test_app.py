@@ -11,6 +11,8 @@ from pathlib import Path
 from typing import Any, cast
 
 import httpx
+import pytest
+from opentelemetry import trace
 from pydantic import SecretStr
 from starlette.middleware import Middleware
 
@@ -90,6 +92,24 @@ async def test_an_answer_is_the_compact_utf8_json_of_its_view(tmp_path: Path) ->
         assert response.content == json.dumps(
             view, ensure_ascii=False, separators=(",", ":")
         ).encode("utf-8")
+
+
+async def test_a_request_does_not_consult_opentelemetry(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    asked: list[str] = []
+    real = trace.get_tracer_provider
+
+    def counted() -> trace.TracerProvider:
+        asked.append("tracer")
+        return real()
+
+    monkeypatch.setattr(trace, "get_tracer_provider", counted)
+    async with api(tmp_path) as a:
+        created = await a.create({"folder_id": 1, "tape_barcode": "NOD400L9"})
+        shown = await a.client.get(f"{BASE}/{created['id']}")
+        assert shown.status_code == 200
+    assert asked == []
 
 
 async def test_show_update_release_and_destroy(tmp_path: Path) -> None:
