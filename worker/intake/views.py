@@ -22,6 +22,7 @@ from json.encoder import encode_basestring_ascii
 from typing import Any
 
 from drivers.media import media_of
+from worker.seed.models import FOLDER_LIST_FIELDS, FOLDER_UNKNOWN_FIELDS
 from worker.state.journal import (
     DestinationRecord,
     DriveRecord,
@@ -126,29 +127,10 @@ def folder_json(body: Mapping[str, Any], nested: Mapping[str, Any] | None) -> di
     return {
         "id": folder_id,
         "name": _folder_name(path),
-        **dict.fromkeys(_FOLDER_NULLS),
-        **{key: [] for key in _FOLDER_LISTS},
+        **dict.fromkeys(FOLDER_UNKNOWN_FIELDS),
+        **{key: [] for key in FOLDER_LIST_FIELDS},
         "file_path": path,
     }
-
-
-#: The fields of a folder we know nothing of but its id and path, in the seed's order.
-_FOLDER_NULLS = (
-    "parent",
-    "primary_id",
-    "type",
-    "permission",
-    "size",
-    "change_date",
-    "modification_date",
-    "access_date",
-    "uid",
-    "gid",
-    "in_cache",
-    "offline",
-    "extern",
-)
-_FOLDER_LISTS = ("checksums", "tapes", "cloud_buckets", "nas_shares")
 
 
 def _folder_name(path: Any) -> Any:
@@ -257,7 +239,9 @@ def _flat_text(data: Mapping[str, Any]) -> str:
 #: What a folder known by its id and path holds between its name and its path.
 _FOLDER_MIDDLE = (
     ", "
-    + json.dumps({**dict.fromkeys(_FOLDER_NULLS), **{key: [] for key in _FOLDER_LISTS}})[1:-1]
+    + json.dumps(
+        {**dict.fromkeys(FOLDER_UNKNOWN_FIELDS), **{key: [] for key in FOLDER_LIST_FIELDS}}
+    )[1:-1]
     + ', "file_path": '
 )
 

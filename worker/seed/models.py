@@ -63,6 +63,26 @@ class Folder(_Model):
     file_path: str | None = None
 
 
+#: A folder known by its id and path alone shows these as null, then these as empty
+#: lists, in the seed's order: the journal's listing and the published views build it.
+FOLDER_UNKNOWN_FIELDS = (
+    "parent",
+    "primary_id",
+    "type",
+    "permission",
+    "size",
+    "change_date",
+    "modification_date",
+    "access_date",
+    "uid",
+    "gid",
+    "in_cache",
+    "offline",
+    "extern",
+)
+FOLDER_LIST_FIELDS = ("checksums", "tapes", "cloud_buckets", "nas_shares")
+
+
 class Container(_Model):
     id: Id
     name: str

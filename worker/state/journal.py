@@ -37,6 +37,7 @@ from drivers.media import is_cleaning, media_of
 from worker.core import drive_health
 from worker.core.requests import ACTIVE, RequestState, lease_expiry, transition
 from worker.errors import JournalDamagedError, JournalError, JournalFaultError
+from worker.seed.models import FOLDER_LIST_FIELDS, FOLDER_UNKNOWN_FIELDS
 from worker.seed.query import FILTERABLE, SORTABLE, Filter, IndexQuery, SortKey
 from worker.seed.tape_ids import tape_id_block
 from worker.state.connection import ThreadConnection
@@ -663,25 +664,8 @@ _FLAT_FOLDER = _object_sql(
                 f"WHEN {_TRIMMED} = '' THEN d.folder_path ELSE {_BASENAME} END"
             ),
         ),
-        *(
-            (name, None)
-            for name in (
-                "parent",
-                "primary_id",
-                "type",
-                "permission",
-                "size",
-                "change_date",
-                "modification_date",
-                "access_date",
-                "uid",
-                "gid",
-                "in_cache",
-                "offline",
-                "extern",
-            )
-        ),
-        *((name, "'[]'") for name in ("checksums", "tapes", "cloud_buckets", "nas_shares")),
+        *((name, None) for name in FOLDER_UNKNOWN_FIELDS),
+        *((name, "'[]'") for name in FOLDER_LIST_FIELDS),
         ("file_path", _scalar("d.folder_path")),
     ]
 )

@@ -9,7 +9,14 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from worker.seed.models import TaskDestination, TaskDestinationBody, TaskDestinationIndex
+from worker.seed.models import (
+    FOLDER_LIST_FIELDS,
+    FOLDER_UNKNOWN_FIELDS,
+    Folder,
+    TaskDestination,
+    TaskDestinationBody,
+    TaskDestinationIndex,
+)
 
 
 def seed_examples(shared: Path) -> list[dict[str, Any]]:
@@ -81,3 +88,14 @@ def test_bad_bodies_name_the_field(body: dict[str, Any], problem: str) -> None:
     with pytest.raises(ValidationError) as caught:
         TaskDestinationBody.model_validate(body, strict=False)
     assert problem in str(caught.value)
+
+
+def test_the_fields_of_a_folder_known_by_id_alone_are_the_seeds_in_its_order() -> None:
+    """The journal's listing and the published views build such a folder from these."""
+    assert list(Folder.model_fields) == [
+        "id",
+        "name",
+        *FOLDER_UNKNOWN_FIELDS,
+        *FOLDER_LIST_FIELDS,
+        "file_path",
+    ]
