@@ -27,7 +27,7 @@ is committed in one transaction; the client asks the broker, with MQTT 5's Recei
 Maximum, for at most `RECEIVE_MAXIMUM` unacknowledged messages at a time. mosquitto
 2.0.11 (Debian 12) honours it only until acknowledgements start to flow (its
 accounting of the quota goes wrong after a PUBACK: with a Receive Maximum of 100,
-about 4,000 messages were waiting in the client), so `ReadPause` also stops reading
+about 4,000 messages were waiting in the client), so `Inbox` also stops reading
 the subscribing socket while `QUEUE_LIMIT` messages wait: the backlog stays in the
 broker, TCP holds back the rest, and memory stays flat whatever the backlog.
 
@@ -484,7 +484,7 @@ class PublishWindow:
         self.lost = False
         self._why: BaseException | None = None
         self._wake = wake
-        client._disconnected.add_done_callback(self._on_lost)  # noqa: SLF001 - as ReadPause
+        client._disconnected.add_done_callback(self._on_lost)  # noqa: SLF001 - as Inbox
         forward = self._paho.on_publish
 
         def on_publish(client_: paho.Client, userdata: Any, mid: int, *args: Any) -> None:

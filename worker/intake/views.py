@@ -203,12 +203,7 @@ def destination_json(
     body = destination.body
     nested = destination.nested
     return {
-        "folder_id": body.get("folder_id"),
-        "folder_path": body.get("folder_path"),
-        "tape_id": body.get("tape_id"),
-        "tape_barcode": body.get("tape_barcode"),
-        "pool_id": body.get("pool_id"),
-        "pool_name": body.get("pool_name"),
+        **{key: body.get(key) for key in _BODY_FIELDS},
         "id": destination.id,
         "folder": folder_json(body, nested),
         "container": dict(nested["container"]) if nested and nested.get("container") else None,
@@ -216,6 +211,10 @@ def destination_json(
         "pool": pool_json(pool) if pool is not None else None,
         "state": state_json(destination, request, drives),
     }
+
+
+#: The create body's fields, first in a destination's JSON, in the seed's order.
+_BODY_FIELDS = ("folder_id", "folder_path", "tape_id", "tape_barcode", "pool_id", "pool_name")
 
 
 def _scalar(value: Any) -> str:
@@ -319,18 +318,8 @@ def destination_payload(
     container = nested.get("container") if nested else None
     return "".join(
         (
-            '{"folder_id": ',
-            _scalar(body.get("folder_id")),
-            ', "folder_path": ',
-            _scalar(body.get("folder_path")),
-            ', "tape_id": ',
-            _scalar(body.get("tape_id")),
-            ', "tape_barcode": ',
-            _scalar(body.get("tape_barcode")),
-            ', "pool_id": ',
-            _scalar(body.get("pool_id")),
-            ', "pool_name": ',
-            _scalar(body.get("pool_name")),
+            "{",
+            ", ".join([f'"{key}": {_scalar(body.get(key))}' for key in _BODY_FIELDS]),
             ', "id": ',
             _scalar(destination.id),
             ', "folder": ',
