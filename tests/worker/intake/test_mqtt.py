@@ -364,11 +364,14 @@ async def publish_creates(broker: Broker, ids: range) -> None:
             )
 
 
-async def until(condition: Any, what: str, timeout: float = 30) -> None:
-    """Each loop turn (and a little more), until `condition()` holds."""
-    async with asyncio.timeout(timeout):
-        while not condition():
-            await asyncio.sleep(0.01)
+async def wait_until(condition: Callable[[], bool], what: str, timeout_s: float = 60) -> None:
+    """Poll a condition of the intake's, a loop round at a time, within a bound."""
+    try:
+        async with asyncio.timeout(timeout_s):
+            while not condition():
+                await asyncio.sleep(0.01)
+    except TimeoutError:
+        raise AssertionError(f"not {what} after {timeout_s}s") from None
 
 
 async def nothing_redelivered(broker: Broker) -> None:
@@ -407,13 +410,13 @@ async def test_the_next_messages_are_parsed_while_a_batch_commits_and_acknowledg
             await publish_creates(broker, range(2, 5))
             inbox = intake.inbox
             assert inbox is not None
-            await until(lambda: len(inbox) == 3, "three messages parsed")
+            await wait_until(lambda: len(inbox) == 3, "three messages parsed", timeout_s=30)
             waiting = list(inbox._waiting)
             events = [d.event for d in waiting if isinstance(d.event, DestinationEvent)]
             assert [e.destination_id for e in events] == [2, 3, 4]
             assert inbox.acknowledged == 0, "acknowledged before its commit"
             held.release.set()
-            await until(lambda: inbox.acknowledged == 4, "all four acknowledged")
+            await wait_until(lambda: inbox.acknowledged == 4, "all four acknowledged", timeout_s=30)
             # One commit for the first, one for the three parsed meanwhile; each batch
             # acknowledged only once its own commit returned.
             assert held.acknowledged_at_commit == [0, 1]
@@ -447,26 +450,16 @@ async def test_commits_go_on_while_the_state_of_the_last_batch_is_published(
             await publish_creates(broker, range(2, 5))
             inbox = intake.inbox
             assert inbox is not None
-            await until(lambda: inbox.acknowledged == 4, "all four acknowledged")
+            await wait_until(lambda: inbox.acknowledged == 4, "all four acknowledged", timeout_s=30)
             assert len(await journal.events()) == 4
             assert published == [{1}]
             release.set()
             # What was committed meanwhile is published together, once.
-            await until(lambda: len(published) == 2, "the second publication")
+            await wait_until(lambda: len(published) == 2, "the second publication", timeout_s=30)
             assert published == [{1}, {2, 3, 4}]
     finally:
         release.set()
         await journal.close()
-
-
-async def wait_until(condition: Callable[[], bool], what: str, timeout_s: float = 60) -> None:
-    """Poll a condition of the intake's, a loop round at a time, within a bound."""
-    try:
-        async with asyncio.timeout(timeout_s):
-            while not condition():
-                await asyncio.sleep(0.01)
-    except TimeoutError:
-        raise AssertionError(f"not {what} after {timeout_s}s") from None
 
 
 async def retained_states(port: int, prefix: str, count: int) -> dict[str, bytes]:
