@@ -31,6 +31,8 @@ from logging_journald import JournaldTransport
 
 #: syslog priorities, as journald and `journalctl -p` use them.
 PRIORITY = {"debug": 7, "info": 6, "warning": 4, "error": 3, "critical": 2}
+#: stdlib's numeric levels, by our names of them.
+_LEVELS: dict[str, int] = {name: getattr(logging, name.upper()) for name in PRIORITY}
 JOURNAL_SOCKET = Path("/run/systemd/journal/socket")
 _FIELD = re.compile(r"[^A-Z0-9_]")
 _NOT_FIELDS = frozenset(("event", "level", "timestamp"))
@@ -340,6 +342,11 @@ def reset() -> None:
     _SINK.output.close()
     _SINK.output = StreamOutput(None, render_json)
     structlog.reset_defaults()
+
+
+def level_enabled(level: str) -> bool:
+    """Whether a line at `level` is written: for work done only to make such lines."""
+    return _LEVELS[level] >= _ROOT.level
 
 
 def set_level(level: str) -> None:

@@ -29,6 +29,7 @@ from drivers.media import validate_barcode
 from worker.core.requests import RequestState
 from worker.errors import ConflictingEventError, JournalFaultError, RejectedEventError
 from worker.fleet import routing
+from worker.logging import level_enabled
 from worker.ops import metrics
 from worker.seed.error_details import VALUE_CHARS, Details, detail, validation_details
 from worker.seed.models import Container, Folder, TaskDestinationBody
@@ -47,6 +48,10 @@ log = structlog.get_logger("tapeworker.destinations")
 
 Verb = Literal["create", "update", "destroy", "release"]
 VERBS: tuple[Verb, ...] = ("create", "update", "destroy", "release")
+Status = Literal["applied", "rejected", "duplicate", "ignored"]
+OUTCOMES: tuple[Status, ...] = ("applied", "duplicate", "ignored", "rejected")
+#: How committed events are logged: a line each, or a line a batch (`log_outcomes`).
+Lines = Literal["each", "batch"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,7 +93,7 @@ class RejectedInput:
 
 @dataclass(frozen=True, slots=True)
 class Outcome:
-    status: Literal["applied", "rejected", "duplicate", "ignored"]
+    status: Status
     destination_id: int | None = None
     reason: str | None = None
     #: Rejected because handling it raised a bug, not because of what it said.
@@ -125,12 +130,14 @@ async def record_events(
     now: float,
     hold_seconds: float,
     within: WithinTransaction | None = None,
+    lines: Lines = "each",
 ) -> list[Outcome]:
     """Journal and apply a batch in one transaction (one fsync for the batch), in one
     trip to the database thread (`apply_events`).
 
     `within` runs last inside the same transaction, with the outcomes: what it writes
-    commits with the events or not at all (an HTTP create's Idempotency-Key).
+    commits with the events or not at all (an HTTP create's Idempotency-Key). `lines`
+    says how the committed events are logged (see `log_outcomes`).
 
     An event whose handling raises something unexpected (a bug) is undone alone and
     journaled as a rejected poison event with the reason, so it cannot stop the
@@ -141,8 +148,7 @@ async def record_events(
     )
     # Committed: only now is an event received (a crash before the commit loses it,
     # and the client or the broker sends it again).
-    for event, outcome in zip(events, outcomes, strict=True):
-        _log_outcome(event, outcome)
+    log_outcomes(events, outcomes, lines)
     return outcomes
 
 
@@ -171,10 +177,32 @@ def apply_events(
     return outcomes
 
 
-def _log_outcome(event: DestinationEvent | RejectedInput, outcome: Outcome) -> None:
+def log_outcomes(
+    events: Sequence[DestinationEvent | RejectedInput], outcomes: Sequence[Outcome], lines: Lines
+) -> None:
+    """Log what a commit did and count it. Every rejected event has its own warning
+    (an operator needs each). The others have their own `event received` line at info
+    (`each`), or at debug with one `events committed` line at info for the batch
+    (`batch`): a backlog drained at thousands of events a second would otherwise write
+    as many lines, past what journald keeps (its default rate limit drops a service's
+    lines beyond 10,000 in 30 s)."""
+    counts: dict[tuple[str, str], int] = {}
+    each = lines == "each" or level_enabled("debug")
+    for event, outcome in zip(events, outcomes, strict=True):
+        key = (event.source, outcome.status)
+        counts[key] = counts.get(key, 0) + 1
+        if outcome.status == "rejected" or each:
+            _log_outcome(event, outcome, "info" if lines == "each" else "debug")
+    # One increment a batch: a labelled counter takes a lookup and a lock each time.
+    for (source, status), n in counts.items():
+        metrics.EVENTS.labels(source, status).inc(n)
+    if lines == "batch" and events:
+        _log_batch(events, outcomes)
+
+
+def _log_outcome(event: DestinationEvent | RejectedInput, outcome: Outcome, level: str) -> None:
     task = event.task_id if isinstance(event, DestinationEvent) else None
     verb = event.verb if isinstance(event, DestinationEvent) else None
-    metrics.EVENTS.labels(event.source, outcome.status).inc()
     if outcome.status == "rejected":
         log.warning(
             "event rejected",
@@ -185,7 +213,7 @@ def _log_outcome(event: DestinationEvent | RejectedInput, outcome: Outcome) -> N
             reason=outcome.reason,
         )
         return
-    log.info(
+    (log.info if level == "info" else log.debug)(
         "event received",
         intake=event.source,
         verb=verb,
@@ -193,6 +221,31 @@ def _log_outcome(event: DestinationEvent | RejectedInput, outcome: Outcome) -> N
         destination=outcome.destination_id,
         outcome=outcome.status,
         reason=outcome.reason,
+    )
+
+
+def _log_batch(
+    events: Sequence[DestinationEvent | RejectedInput], outcomes: Sequence[Outcome]
+) -> None:
+    """One line for a committed batch: how many events, by outcome and by verb, and
+    the first and last destination it touched."""
+    by_outcome: dict[str, int] = {}
+    by_verb: dict[str, int] = {}
+    touched = []
+    for event, outcome in zip(events, outcomes, strict=True):
+        by_outcome[outcome.status] = by_outcome.get(outcome.status, 0) + 1
+        if isinstance(event, DestinationEvent):
+            by_verb[event.verb] = by_verb.get(event.verb, 0) + 1
+        if outcome.destination_id is not None:
+            touched.append(outcome.destination_id)
+    log.info(
+        "events committed",
+        intake=events[0].source,
+        events=len(events),
+        **{status: by_outcome[status] for status in OUTCOMES if status in by_outcome},
+        **{verb: by_verb[verb] for verb in VERBS if verb in by_verb},
+        first_destination=touched[0] if touched else None,
+        last_destination=touched[-1] if touched else None,
     )
 
 

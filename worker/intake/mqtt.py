@@ -953,7 +953,11 @@ class MqttIntake:
         published afterwards (`_publish_changes`)."""
         events = [delivery.event for delivery in batch if delivery.event is not None]
         outcomes = await record_events(
-            self._journal, events, now=self._clock(), hold_seconds=self._hold_seconds
+            self._journal,
+            events,
+            now=self._clock(),
+            hold_seconds=self._hold_seconds,
+            lines="batch",
         )
         for event, outcome in zip(events, outcomes, strict=True):
             if outcome.destination_id is not None:

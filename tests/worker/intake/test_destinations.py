@@ -5,15 +5,17 @@ from __future__ import annotations
 import contextlib
 import json
 import sqlite3
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from prometheus_client import REGISTRY
 
 from tests.worker.harness import CATALOG as DEFINITION
+from worker import logging as worker_logging
 from worker.core.requests import ACTIVE, RequestState
 from worker.errors import JournalFaultError, RejectedEventError
 from worker.intake import destinations
@@ -238,16 +240,11 @@ _json_values = st.recursive(
     lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=4), inner),
     max_leaves=4,
 )
-_payloads = (
-    st.dictionaries(
-        st.sampled_from([*TaskDestinationBody.model_fields, "id", "folder", "state", "other"]),
-        _json_values,
-        max_size=7,
-    )
-    .map(json.dumps)
-    .map(str.encode)
-    | st.binary(max_size=40)
-)
+_payloads = st.dictionaries(
+    st.sampled_from([*TaskDestinationBody.model_fields, "id", "folder", "state", "other"]),
+    _json_values,
+    max_size=7,
+).map(json.dumps).map(str.encode) | st.binary(max_size=40)
 
 
 @settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -653,3 +650,67 @@ async def test_what_commits_with_the_batch_goes_with_it_when_it_fails(journal: J
     kept = await journal.idempotent_result("s", "k", 2000.0)
     assert kept is not None
     assert kept.destination_id == 1
+
+
+# -- What a commit logs ---------------------------------------------------------------
+
+
+def mixed_batch() -> list[DestinationEvent | RejectedInput]:
+    bad = RejectedInput("payload is not JSON", source="test", topic="t/x", payload="{")
+    return [*creates(1, 2), bad, event("destroy", 2)]
+
+
+def events_counted(status: str) -> float:
+    labels = {"intake": "test", "outcome": status}
+    return REGISTRY.get_sample_value("tapeworker_events_total", labels) or 0.0
+
+
+async def test_a_batch_logs_one_line_at_info_and_each_rejected_event_its_own(
+    journal: Journal, json_lines: Callable[[], list[dict[str, Any]]]
+) -> None:
+    assert json_lines() == []
+    applied_before = events_counted("applied")
+    await record_events(journal, mixed_batch(), now=2000.0, hold_seconds=60, lines="batch")
+    lines = json_lines()
+    assert [line["event"] for line in lines] == ["event rejected", "events committed"]
+    rejected, committed = lines
+    assert (rejected["level"], rejected["reason"]) == ("warning", "payload is not JSON")
+    assert {k: committed[k] for k in committed if k not in ("timestamp", "logger")} == {
+        "event": "events committed",
+        "level": "info",
+        "intake": "test",
+        "events": 4,
+        "applied": 3,
+        "rejected": 1,
+        "create": 2,
+        "destroy": 1,
+        "first_destination": 1,
+        "last_destination": 2,
+    }
+    # Counted once a batch, by outcome.
+    assert events_counted("applied") == applied_before + 3
+
+    worker_logging.set_level("debug")
+    await record_events(journal, creates(3, 2), now=2000.0, hold_seconds=60, lines="batch")
+    lines = json_lines()
+    assert [(line["event"], line["level"]) for line in lines] == [
+        ("event received", "debug"),
+        ("event received", "debug"),
+        ("events committed", "info"),
+    ]
+    assert [line["destination"] for line in lines[:2]] == [3, 4]
+
+
+async def test_by_default_each_event_has_its_line_at_info(
+    journal: Journal, json_lines: Callable[[], list[dict[str, Any]]]
+) -> None:
+    assert json_lines() == []
+    await record_events(journal, mixed_batch(), now=2000.0, hold_seconds=60)
+    lines = json_lines()
+    assert [(line["event"], line["level"]) for line in lines] == [
+        ("event received", "info"),
+        ("event received", "info"),
+        ("event rejected", "warning"),
+        ("event received", "info"),
+    ]
+    assert [line.get("destination") for line in lines] == [1, 2, None, 2]

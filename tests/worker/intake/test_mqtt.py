@@ -462,6 +462,35 @@ async def test_commits_go_on_while_the_state_of_the_last_batch_is_published(
         await journal.close()
 
 
+async def test_a_committed_batch_is_one_line_at_info_and_each_event_one_at_debug(
+    broker: Broker, tmp_path: Path, json_lines: Callable[[], list[dict[str, Any]]]
+) -> None:
+    assert json_lines() == []
+    journal = await Journal.open(tmp_path / "journal.sqlite3")
+    await journal.sync_catalog(CATALOG, NOW)
+
+    async def on_change(_: set[int]) -> None:
+        return None
+
+    try:
+        async with running_intake(broker, journal, on_change) as intake:
+            await publish_creates(broker, range(1, 41))
+            inbox = intake.inbox
+            assert inbox is not None
+            await wait_until(lambda: inbox.acknowledged == 40, "all acknowledged", timeout_s=30)
+    finally:
+        await journal.close()
+    lines = json_lines()
+    assert not [line for line in lines if line["event"] == "event received"]
+    committed = [line for line in lines if line["event"] == "events committed"]
+    assert committed, [line["event"] for line in lines]
+    assert {line["level"] for line in committed} == {"info"}
+    assert sum(line["events"] for line in committed) == 40
+    assert sum(line["create"] for line in committed) == 40
+    assert committed[0]["first_destination"] == 1
+    assert committed[-1]["last_destination"] == 40
+
+
 async def retained_states(port: int, prefix: str, count: int) -> dict[str, bytes]:
     """The retained state of `count` destinations, as a new subscriber gets it."""
     found: dict[str, bytes] = {}
