@@ -353,6 +353,8 @@ class HttpLoad:
     statuses: dict[int, int] = field(default_factory=dict)
     #: The daemon's transactions of HTTP writes during the run (group commit).
     commit_groups: int | None = None
+    #: The daemon's planning rounds during the run.
+    planning_rounds: int | None = None
     #: The server's CPU time (user and system, all threads) during the run.
     cpu_s: float | None = None
     #: The machine's load average (1 min) at the end of the run.
@@ -493,6 +495,7 @@ async def http_runs(folder: Path, requests: int, source: Path | None = None) -> 
             load.cpu_s = cpu_seconds(trivial.pid) - cpu_before
             results.append(load)
             groups_before = metric(daemon, "tapeworker_http_commit_groups_total")
+            rounds_before = metric(daemon, "tapeworker_planning_rounds_total")
             cpu_before = cpu_seconds(daemon_pid)
             load = await http_load(
                 f"http://127.0.0.1:{daemon.http_port}",
@@ -505,6 +508,8 @@ async def http_runs(folder: Path, requests: int, source: Path | None = None) -> 
             load.cpu_s = cpu_seconds(daemon_pid) - cpu_before
             groups = metric(daemon, "tapeworker_http_commit_groups_total") - groups_before
             load.commit_groups = groups
+            rounds = metric(daemon, "tapeworker_planning_rounds_total") - rounds_before
+            load.planning_rounds = rounds
             results.append(load)
             first_id += requests
     finally:
@@ -625,9 +630,14 @@ class Figures:
             )
             if daemon.commit_groups:
                 per_commit = daemon.statuses.get(201, 0) / daemon.commit_groups
+                rounds = (
+                    f", {daemon.planning_rounds / done:.2f} planning rounds a create"
+                    if daemon.planning_rounds is not None and (done := daemon.statuses.get(201))
+                    else ""
+                )
                 lines.append(
                     f"    daemon: {daemon.commit_groups} commits, {per_commit:.1f} creates a "
-                    f"commit; load {daemon.load:.1f}"
+                    f"commit{rounds}; load {daemon.load:.1f}"
                 )
             if daemon.cpu_s is not None and trivial.cpu_s is not None:
                 mine = daemon.cpu_s / max(1, sum(daemon.statuses.values())) * 1000

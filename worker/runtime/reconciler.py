@@ -47,6 +47,10 @@ _CANCEL_GRACE_S = 5.0
 COALESCE = 3.0
 MAX_REST_S = 5.0
 MIN_REST_S = 0.002
+#: How long a change of requests waits for company while no drive could take a
+#: mount: long enough for creates sent one at a time to share a round, short beside
+#: anything a round could still do for them then (see `requests_changed`).
+DEFER_S = 0.05
 
 
 class Reconciler:
@@ -84,6 +88,8 @@ class Reconciler:
         #: Chains that crashed and could not record it: ended before the next plan.
         self._unended: list[tuple[int, list[DriveWork], Exception]] = []
         self.wake = asyncio.Event()
+        #: The wake-up of requests that changed while no drive was free.
+        self._deferred: asyncio.TimerHandle | None = None
         #: Set by the operator (`tapeworker drain`): no new mount is started.
         self.draining = False
         #: time.monotonic() at the start of the planning loop's latest round.
@@ -101,6 +107,41 @@ class Reconciler:
         self._replan_at = math.inf
         #: How many rounds ran the planner (the others found nothing changed).
         self.plans = 0
+
+    def requests_changed(self) -> None:
+        """Committed events changed destinations or requests: plan them.
+
+        At once when some drive could take a mount, else within `DEFER_S`, together
+        with whatever else changes meanwhile. With every drive held, busy or down, the
+        planner can attach, load or assign nothing (it serves only free drives); what
+        is left for a new request is a refusal, which may come a few hundredths of a
+        second later. A round per create, sent one at a time, was a tenth of its CPU.
+        """
+        if self._a_drive_is_free():
+            self._cancel_deferred()
+            self.wake.set()
+        elif self._deferred is None and not self.wake.is_set():
+            self._deferred = asyncio.get_running_loop().call_later(DEFER_S, self._deferred_due)
+
+    def _a_drive_is_free(self) -> bool:
+        """Whether some drive is up, idle and held by no request, as the planner's
+        `_free` counts it (an unknown state counts as free)."""
+        model = self._journal.model
+        if model is None:
+            return True
+        busy = self._executor.in_flight.drive_busy
+        return any(
+            d.up and not busy(d.index) and not model.holders(d.index) for d in model.drives.values()
+        )
+
+    def _deferred_due(self) -> None:
+        self._deferred = None
+        self.wake.set()
+
+    def _cancel_deferred(self) -> None:
+        if self._deferred is not None:
+            self._deferred.cancel()
+            self._deferred = None
 
     def set_policy(self, policy: PlanPolicy) -> None:
         self._policy = policy
@@ -531,6 +572,8 @@ class Reconciler:
             async with asyncio.timeout(timeout_s):
                 await self.wake.wait()
         self.wake.clear()
+        # The round about to run sees every change so far, deferred ones included.
+        self._cancel_deferred()
 
     async def drain(self, timeout_s: float | None = None) -> list[str]:
         """Let the moves in progress finish (SIGTERM), for at most `timeout_s`.

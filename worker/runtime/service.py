@@ -130,7 +130,7 @@ class Service:
 
     async def _changed(self, destination_ids: set[int]) -> None:
         if self.reconciler is not None:
-            self.reconciler.wake.set()
+            self.reconciler.requests_changed()
         if self.mqtt is None or self._journal is None:
             return
         await self._publish_drives(self.mqtt)

@@ -3,6 +3,7 @@ journal file, the simulated library for the robot, a clock the test moves."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
@@ -18,7 +19,14 @@ from worker.core.planner import PlanPolicy, plan
 from worker.core.requests import RequestState
 from worker.intake.destinations import DestinationEvent, record_events
 from worker.runtime.executor import DriveWork, Executor
-from worker.runtime.reconciler import COALESCE, MAX_REST_S, MIN_REST_S, Reconciler, coalescing_rest
+from worker.runtime.reconciler import (
+    COALESCE,
+    DEFER_S,
+    MAX_REST_S,
+    MIN_REST_S,
+    Reconciler,
+    coalescing_rest,
+)
 from worker.seed.models import TaskDestinationBody
 from worker.state.journal import Journal, RequestRecord
 
@@ -149,6 +157,51 @@ async def test_a_round_with_nothing_changed_does_not_plan_again(rig: Rig) -> Non
     actions = await rig.reconciler.round()
     assert rig.reconciler.plans == plans + 1
     assert [type(a) for a in actions] == [Load]
+
+
+async def test_a_change_of_requests_wakes_the_planner_at_once_while_a_drive_is_free(
+    rig: Rig,
+) -> None:
+    await rig.ready(1, "AAA001L9", 1, 0)
+    await rig.reconciler.snapshot()
+    rig.reconciler.wake.clear()
+    rig.reconciler.requests_changed()
+    assert rig.reconciler.wake.is_set()
+
+
+async def test_changes_of_requests_share_a_round_while_every_drive_is_held(rig: Rig) -> None:
+    await rig.ready(1, "AAA001L9", 1, 0)
+    await rig.ready(2, "AAA002L9", 2, 1)
+    await rig.reconciler.snapshot()  # the state in memory, as a running daemon has it
+    rig.reconciler.wake.clear()
+    started = time.monotonic()
+    for _ in range(3):
+        rig.reconciler.requests_changed()
+    # Nothing could be mounted now: the round waits for the changes that follow...
+    assert not rig.reconciler.wake.is_set()
+    # ...but not for long, and once for all of them.
+    async with asyncio.timeout(30):
+        await rig.reconciler.wake.wait()
+    assert time.monotonic() - started >= DEFER_S * 0.9
+    await rig.reconciler.wait_for_work(0)
+    assert not rig.reconciler.wake.is_set()
+
+
+async def test_a_change_that_frees_a_drive_is_planned_at_once(rig: Rig) -> None:
+    first = await rig.ready(1, "AAA001L9", 1, 0)
+    await rig.ready(2, "AAA002L9", 2, 1)
+    await rig.reconciler.snapshot()
+    rig.reconciler.wake.clear()
+    rig.reconciler.requests_changed()
+    assert not rig.reconciler.wake.is_set()
+    async with rig.journal.transaction() as tx:
+        await tx.release(await rig.request(first), rig.clock(), "done")
+    rig.reconciler.requests_changed()
+    assert rig.reconciler.wake.is_set()
+    # The deferred wake-up is spent: the round about to run sees the change.
+    await rig.reconciler.wait_for_work(0)
+    await asyncio.sleep(DEFER_S * 2)
+    assert not rig.reconciler.wake.is_set()
 
 
 async def test_a_dismount_falling_due_is_planned_with_nothing_else_changed(rig: Rig) -> None:
