@@ -44,6 +44,13 @@ def test_print_intake_against_the_bare_consumers() -> None:
     assert 0 <= figures.daemon.cpu_messages <= 300
     assert figures.daemon.read_pauses is not None
     assert figures.daemon.reconnects == 0
+    # The CPU window ran until the drain's state publications were all confirmed: at
+    # least one for each destination, none dropped.
+    assert figures.daemon.publication_lag_s is not None
+    assert figures.daemon.publications_dropped == 0
+    assert figures.daemon.publications_confirmed is not None
+    assert figures.daemon.publications_confirmed >= 300
+    assert "0 dropped (target 0): met" in figures.publication_line()
     # Both servers parsed HTTP with the same parser: the ratio compares like with like.
     assert figures.http_parsers == (
         "uvicorn + httptools for the trivial app, uvicorn + httptools for the daemon"

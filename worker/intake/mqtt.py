@@ -448,6 +448,9 @@ class Inbox:
         self._loop.call_soon(self._read)
 
 
+_CONFIRMED = metrics.MQTT_PUBLICATIONS.labels("confirmed")
+_DROPPED = metrics.MQTT_PUBLICATIONS.labels("dropped")
+
 #: What paho hands the PUBACK callback for a plain success, built once (see
 #: `PublishWindow._handle_puback`); nothing reads them.
 _PUBACK_SUCCESS = ReasonCode(PacketTypes.PUBACK)
@@ -491,6 +494,7 @@ class PublishWindow:
             if forward is not None:
                 forward(client_, userdata, mid, *args)
             if self._in_flight.pop(mid, None) is not None:
+                _CONFIRMED.inc()
                 self._confirmed.set()
 
         self._paho.on_publish = on_publish
@@ -576,6 +580,10 @@ class PublishWindow:
 
     def has_room(self) -> bool:
         return len(self._in_flight) < self._size
+
+    def __len__(self) -> int:
+        """Publications sent and not yet confirmed."""
+        return len(self._in_flight)
 
     def unconfirmed(self) -> list[tuple[str, bytes, bool]]:
         """What was sent without a PUBACK yet, oldest first."""
@@ -732,6 +740,25 @@ class MqttIntake:
         #: left unconfirmed is put back at its head.
         self._outbox: collections.deque[tuple[str, bytes, bool]] = collections.deque()
         self._outbox_filled = asyncio.Event()
+        #: The publishing connection's window, while it is up.
+        self._window: PublishWindow | None = None
+        #: A batch is being committed, or its changes published (`publications_waiting`).
+        self._committing = False
+        self._publishing_changes = False
+        metrics.MQTT_PUBLICATIONS_WAITING.set_function(self.publications_waiting)
+
+    def publications_waiting(self) -> int:
+        """What is on its way to the broker: a batch in its commit, changes not yet
+        published, publications queued or awaiting their PUBACK. 0 means that all the
+        committed events' states are confirmed by the broker (or were dropped)."""
+        window = self._window
+        return (
+            int(self._committing)
+            + len(self._changed)
+            + int(self._publishing_changes)
+            + len(self._outbox)
+            + (len(window) if window is not None else 0)
+        )
 
     @property
     def prefix(self) -> str:
@@ -870,7 +897,11 @@ class MqttIntake:
         inbox.arm()
         while True:
             batch = await inbox.take(MAX_BATCH)
-            await self._commit_when_possible(batch, inbox)
+            self._committing = True
+            try:
+                await self._commit_when_possible(batch, inbox)
+            finally:
+                self._committing = False
             for delivery in batch:
                 inbox.ack(delivery)
             inbox.send_acks()
@@ -996,11 +1027,14 @@ class MqttIntake:
         changed, self._changed = self._changed, set()
         if not changed:
             return
+        self._publishing_changes = True
         try:
             await self._on_change(changed)
         except Exception:
             # Committed and acknowledged already: the next change publishes again.
             log.exception("state publication failed", destinations=sorted(changed))
+        finally:
+            self._publishing_changes = False
 
     def clear_retained(self, topic: str) -> None:
         """Delete a retained message from the broker (an empty retained one does)."""
@@ -1011,6 +1045,7 @@ class MqttIntake:
 
     def _enqueue(self, topic: str, payload: bytes, *, retain: bool) -> None:
         if len(self._outbox) >= OUTBOX_LIMIT:
+            _DROPPED.inc()
             log.warning("mqtt outbox full, state update dropped", topic=topic)
             return
         self._outbox.append((topic, payload, retain))
@@ -1048,6 +1083,7 @@ class MqttIntake:
     async def _publisher(self, client: aiomqtt.Client) -> None:
         window = PublishWindow(client, PUBLISH_WINDOW, client.timeout, wake=self._outbox_filled)
         outbox = self._outbox
+        self._window = window
         try:
             while True:
                 window.check()
@@ -1070,4 +1106,5 @@ class MqttIntake:
         finally:
             # What this connection sent without its PUBACK goes first on the next one,
             # in order: it is older than anything still waiting.
+            self._window = None
             outbox.extendleft(reversed(window.unconfirmed()))

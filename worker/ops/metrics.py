@@ -68,6 +68,17 @@ EVENTS = Counter(
     "tapeworker_events", "Destination events by intake and outcome", ["intake", "outcome"]
 )
 MQTT_CONNECTED = Gauge("tapeworker_mqtt_connected", "1 while the MQTT intake is connected")
+MQTT_PUBLICATIONS = Counter(
+    "tapeworker_mqtt_publications",
+    "What the MQTT intake published (state, summaries, dead letters), by outcome: "
+    "confirmed by the broker's PUBACK, or dropped at a full outbox",
+    ["outcome"],
+)
+MQTT_PUBLICATIONS_WAITING = Gauge(
+    "tapeworker_mqtt_publications_waiting",
+    "Committed MQTT batches and changes not yet published, and publications not yet "
+    "confirmed by the broker (0 once all of it is)",
+)
 MQTT_READ_PAUSES = Counter(
     "tapeworker_mqtt_read_pauses",
     "Times the MQTT intake stopped reading while a backlog waited in the client",

@@ -23,10 +23,12 @@ from paho.mqtt.enums import MQTTProtocolVersion
 from paho.mqtt.exception import MalformedPacket
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
+from prometheus_client import REGISTRY
 
 from tests.integration.broker import Broker
 from tests.worker.harness import CATALOG
 from worker.errors import RejectedEventError
+from worker.intake import mqtt
 from worker.intake.destinations import DestinationEvent, RejectedInput, message_digest
 from worker.intake.mqtt import (
     MAX_SEQUENCE,
@@ -453,10 +455,13 @@ async def test_commits_go_on_while_the_state_of_the_last_batch_is_published(
             await wait_until(lambda: inbox.acknowledged == 4, "all four acknowledged", timeout_s=30)
             assert len(await journal.events()) == 4
             assert published == [{1}]
+            # The publication under way, and the changes committed behind it.
+            assert intake.publications_waiting() == 1 + 3
             release.set()
             # What was committed meanwhile is published together, once.
             await wait_until(lambda: len(published) == 2, "the second publication", timeout_s=30)
             assert published == [{1}, {2, 3, 4}]
+            await wait_until(lambda: intake.publications_waiting() == 0, "all published")
     finally:
         release.set()
         await journal.close()
@@ -575,3 +580,33 @@ async def test_what_a_lost_publishing_connection_left_unconfirmed_is_sent_first_
     await wait_until(lambda: not publishing._outbox, "all sent again")
     states = await retained_states(broker.port, publishing.library_prefix, count)
     assert states == {topic: str(n).encode() for n, topic in enumerate(topics)}
+
+
+def publications(outcome: str) -> float:
+    labels = {"outcome": outcome}
+    return REGISTRY.get_sample_value("tapeworker_mqtt_publications_total", labels) or 0.0
+
+
+async def test_publications_wait_until_confirmed_and_a_full_outbox_drops_and_counts(
+    broker: Broker, publishing: MqttIntake, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert broker.process is not None
+    monkeypatch.setattr(mqtt, "OUTBOX_LIMIT", 50)
+    confirmed, dropped = publications("confirmed"), publications("dropped")
+    # A broker that does not answer: nothing is confirmed.
+    broker.process.send_signal(signal.SIGSTOP)
+    try:
+        for n in range(PUBLISH_WINDOW):
+            publishing.publish_state(n, b"{}")
+        await wait_until(lambda: not publishing._outbox, "the window sent")
+        for n in range(PUBLISH_WINDOW, PUBLISH_WINDOW + 50 + 3):
+            publishing.publish_state(n, b"{}")
+        assert publications("dropped") == dropped + 3
+        assert publishing.publications_waiting() == PUBLISH_WINDOW + 50
+        assert REGISTRY.get_sample_value("tapeworker_mqtt_publications_waiting") == (
+            PUBLISH_WINDOW + 50
+        )
+    finally:
+        broker.process.send_signal(signal.SIGCONT)
+    await wait_until(lambda: publishing.publications_waiting() == 0, "all confirmed")
+    assert publications("confirmed") == confirmed + PUBLISH_WINDOW + 50
