@@ -42,6 +42,9 @@ def test_print_intake_against_the_bare_consumers() -> None:
     assert figures.daemon.cpu_s is not None
     assert figures.daemon.cpu_s >= 0
     assert 0 <= figures.daemon.cpu_messages <= 300
+    # The journal's thread is one of the daemon's: its CPU is part of the whole.
+    assert figures.daemon.journal_cpu_s is not None
+    assert 0 <= figures.daemon.journal_cpu_s <= figures.daemon.cpu_s
     assert figures.daemon.read_pauses is not None
     assert figures.daemon.reconnects == 0
     # The CPU window ran until the drain's state publications were all confirmed: at

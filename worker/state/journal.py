@@ -54,7 +54,6 @@ from worker.state.records import (
     PoolWatchRecord,
     RequestRecord,
     TapeRecord,
-    json_text,
 )
 
 # The records are the journal's vocabulary: callers import them from here too.
@@ -418,7 +417,7 @@ def _insert_values(write: DestinationWrite, now: float) -> tuple[Any, ...]:
     return (
         write.destination_id,
         write.task_id,
-        json_text(write.body),
+        write.body_json,
         write.barcode,
         write.pool,
         write.status,
@@ -427,7 +426,7 @@ def _insert_values(write: DestinationWrite, now: float) -> tuple[Any, ...]:
         now,
         write.sequence,
         *[write.body.get(name) for name in _FLAT],
-        json_text(write.nested) if write.nested else None,
+        write.nested_json,
     )
 
 
@@ -2262,7 +2261,7 @@ class UnitOfWork:
             "sequence=COALESCE(?, sequence), folder_id=?, folder_path=?, tape_id=?, "
             "tape_barcode=?, pool_id=?, pool_name=?, nested=COALESCE(?, nested) WHERE id=?",
             (
-                json_text(write.body),
+                write.body_json,
                 write.barcode,
                 write.pool,
                 write.status,
@@ -2270,7 +2269,7 @@ class UnitOfWork:
                 now,
                 write.sequence,
                 *[write.body.get(name) for name in _FLAT],
-                json_text(write.nested) if write.nested else None,
+                write.nested_json,
                 write.destination_id,
             ),
         )

@@ -46,7 +46,6 @@ from worker.state.records import (
     PoolRecord,
     RequestRecord,
     TapeRecord,
-    json_text,
 )
 
 __all__ = ["StateModel"]
@@ -65,7 +64,7 @@ def _new_destination(write: DestinationWrite, now: float) -> DestinationRecord:
     return DestinationRecord(
         id=write.destination_id,
         task_id=write.task_id,
-        body_json=json_text(write.body),
+        body_json=write.body_json,
         barcode=write.barcode,
         pool=write.pool,
         status=write.status,
@@ -74,7 +73,7 @@ def _new_destination(write: DestinationWrite, now: float) -> DestinationRecord:
         created=now,
         updated=now,
         sequence=write.sequence,
-        nested_json=json_text(write.nested) if write.nested else None,
+        nested_json=write.nested_json,
     )
 
 
@@ -535,14 +534,14 @@ class StateModel:
             return
         self._destinations[write.destination_id] = dataclasses.replace(
             before,
-            body_json=json_text(write.body),
+            body_json=write.body_json,
             barcode=write.barcode,
             pool=write.pool,
             status=write.status,
             reason=write.reason,
             updated=now,
             sequence=before.sequence if write.sequence is None else write.sequence,
-            nested_json=json_text(write.nested) if write.nested else before.nested_json,
+            nested_json=write.nested_json or before.nested_json,
         )
 
     def apply_destroy_destination(

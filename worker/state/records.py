@@ -4,7 +4,7 @@ the state model keeps them."""
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from worker.core.requests import MountRequest, RequestState
@@ -24,9 +24,13 @@ __all__ = [
 ]
 
 
+#: One encoder for every value: `json.dumps` with options builds one a call.
+_COMPACT = json.JSONEncoder(separators=(",", ":"))
+
+
 def json_text(value: Any) -> str:
     """A JSON value as the journal's columns store it (compact: no spaces)."""
-    return json.dumps(value, separators=(",", ":"))
+    return _COMPACT.encode(value)
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,6 +122,15 @@ class DestinationWrite:
     reason: str | None
     #: The publisher's order of the change, when it gives one.
     sequence: int | None = None
+    #: `body` and `nested` as their columns store them, made once for the row and
+    #: the state model alike.
+    body_json: str = field(init=False, repr=False, compare=False)
+    nested_json: str | None = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "body_json", json_text(self.body))
+        nested = json_text(self.nested) if self.nested else None
+        object.__setattr__(self, "nested_json", nested)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

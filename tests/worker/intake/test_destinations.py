@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import functools
 import json
 import sqlite3
 from collections.abc import AsyncIterator, Callable
@@ -584,6 +586,109 @@ async def test_a_poison_event_is_undone_alone_and_the_model_follows_the_file(
     if journal.model is not None:
         assert [d.id for d in journal.model.destinations()] == [1, 2, 4]
         assert sorted(r.destination_id for r in journal.model.requests()) == [1, 2, 4]
+
+
+def _mixed_batch() -> list[DestinationEvent | RejectedInput]:
+    """Every kind of event, two of them with a folder_id the buggy handling trips on."""
+    with_id = DestinationEvent(
+        "create",
+        "7",
+        20,
+        TaskDestinationBody(folder_id=5, tape_barcode="NOD401L9"),
+        "mqtt",
+        topic="t/20",
+        payload="{}",
+        dedup_key="mqtt:e-20",
+        digest="d-20",
+    )
+    return [
+        *creates(1, 3),
+        event("update", 1, pool_name="online-tapes"),
+        event("create", 10, folder_id=666, tape_barcode="NOD400L9"),  # poison
+        event("destroy", 2),
+        event("release", 3),
+        with_id,
+        dataclasses.replace(with_id, digest="another message"),  # a reused event-id
+        with_id,  # a redelivery
+        RejectedInput("payload is not JSON", "mqtt", topic="t/x", payload="{"),
+        event("create", 11, folder_id=666, pool_name="online-tapes"),  # poison
+        event("update", 12, tape_barcode="NOD400L9"),  # unknown: rejected
+        *creates(30, 3),
+    ]
+
+
+def _apply_each_event(
+    batch: list[DestinationEvent | RejectedInput], unit: UnitOfWork, *, now: float
+) -> list[Outcome]:
+    return destinations._apply_each(batch, unit, now, 60)
+
+
+async def _file_rows(journal: Journal) -> dict[str, list[tuple[Any, ...]]]:
+    tables = ("events", "destinations", "requests", "task_counts", "sqlite_sequence")
+    return {
+        table: [tuple(row) for row in await journal._db.execute_fetchall(f"SELECT * FROM {table}")]
+        for table in tables
+    }
+
+
+async def test_a_poison_mid_batch_leaves_what_applying_each_event_alone_leaves(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The batch runs in one savepoint; a poison event undoes it and it is done again
+    event by event: outcomes, file and model are those of the event-by-event path."""
+    real = destinations.resolve_target
+
+    def buggy(unit: UnitOfWork, body: TaskDestinationBody) -> destinations.Target:
+        if body.folder_id == 666:
+            raise ZeroDivisionError("a bug in the handling of this event")
+        return real(unit, body)
+
+    monkeypatch.setattr(destinations, "resolve_target", buggy)
+    results = []
+    for name in ("batch", "each"):
+        journal = await Journal.open(tmp_path / f"{name}.sqlite3")
+        try:
+            await journal.sync_catalog(DEFINITION, now=1000.0)
+            await journal.load_model()
+            await apply(journal, event("create", 3, tape_barcode="NOD400L9"), now=1500.0)
+            batch = _mixed_batch()
+            if name == "batch":
+                outcomes = await apply(journal, *batch)
+            else:
+                outcomes = await journal.apply(
+                    functools.partial(_apply_each_event, batch, now=2000.0)
+                )
+            assert journal.model is not None
+            model = journal.model.export()
+            assert model == (await journal.read_model()).export()
+            results.append((outcomes, await _file_rows(journal), model))
+        finally:
+            await journal.close()
+    (outcomes, rows, model), (each_outcomes, each_rows, each_model) = results
+    assert outcomes == each_outcomes
+    assert rows == each_rows
+    assert model == each_model
+    statuses = [o.status for o in outcomes]
+    assert statuses[4] == statuses[11] == "rejected"
+    assert outcomes[4].poison
+    assert outcomes[11].poison
+    assert statuses[8:10] == ["rejected", "duplicate"]
+    # The poison events left nothing of their own but their rejection.
+    assert [row[0] for row in rows["destinations"]] == [1, 2, 3, 20, 30, 31, 32]
+
+
+async def test_a_batch_without_poison_takes_one_savepoint(journal: Journal) -> None:
+    """Not one savepoint an event: the statements of a batch of creates are its rows."""
+    statements: list[str] = []
+    journal._db.connection.set_trace_callback(statements.append)
+    try:
+        outcomes = await apply(journal, *creates(1, 50))
+    finally:
+        journal._db.connection.set_trace_callback(None)
+    assert [o.status for o in outcomes] == ["applied"] * 50
+    assert sum(s.startswith("SAVEPOINT") for s in statements) == 1
+    assert sum(s.startswith("RELEASE") for s in statements) == 1
+    assert len(await journal.requests(ACTIVE)) == 50
 
 
 async def test_a_journal_fault_mid_batch_commits_nothing_and_leaves_the_model(
