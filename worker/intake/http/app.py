@@ -28,6 +28,7 @@ from worker.intake.http.errors import (
     ApiError,
     error_response,
     install_error_handlers,
+    internal_error,
     journal_unavailable,
 )
 from worker.intake.http.group_commit import GroupCommit, WithinOne
@@ -310,28 +311,22 @@ def task_destinations_router(api: TaskDestinations) -> APIRouter:
 
 
 class CreateDirectly:
-    """ASGI wrapper: a create goes straight to `TaskDestinations.create`.
+    """ASGI app: a create goes straight to `TaskDestinations.create`.
 
-    FastAPI's routing, dependency solving and exception middleware cost about as much
-    CPU as the create itself, and creates are the traffic. The create route's checks
-    are few and fixed; they run here in the route's order (task, credentials, then the
-    create) with its answers. Anything else, a trailing slash included, goes on to the
-    router. An unexpected error goes up to the app's 500 handler as from the route.
+    FastAPI's routing, dependency solving and middleware cost about as much CPU as
+    the create itself, and creates are the traffic. The create route's checks are
+    few and fixed; they run here in the route's order (task, credentials, then the
+    create) with its answers. `TapeworkerApi` hands it the creates it takes (within
+    the size limits); an unexpected error is answered and raised as FastAPI's
+    outermost middleware would.
     """
 
-    def __init__(self, app: "ASGIApp", *, api: TaskDestinations) -> None:
-        self.app = app
+    def __init__(self, *, api: TaskDestinations) -> None:
         self.api = api
 
     async def __call__(self, scope: "Scope", receive: "Receive", send: "Send") -> None:
-        match = (
-            CREATE_PATH.fullmatch(scope["path"])
-            if scope["type"] == "http" and scope["method"] == "POST" and not scope.get("root_path")
-            else None
-        )
-        if match is None:
-            await self.app(scope, receive, send)
-            return
+        match = CREATE_PATH.fullmatch(scope["path"])
+        assert match is not None, "TapeworkerApi hands over creates only"
         request = Request(scope, receive)
         response: Response
         try:
@@ -342,7 +337,37 @@ class CreateDirectly:
             response = error_response(exc.status_code, exc.messages, exc.details, exc.headers)
         except JournalFaultError as exc:
             response = journal_unavailable(exc.kind, exc.detail)
+        except Exception as exc:
+            # As FastAPI's outermost middleware does with the app's 500 handler: answered
+            # in shape, then raised to the server, which closes the connection.
+            await internal_error(scope["path"], exc)(scope, receive, send)
+            raise
         await response(scope, receive, send)
+
+
+class TapeworkerApi(FastAPI):
+    """FastAPI, with the create served in front of it (see `CreateDirectly`).
+
+    Only `POST /api/v2/tasks/{task_id}/task_destinations` itself goes to `front`; a
+    trailing slash, a `root_path` or any other request takes FastAPI's way.
+    """
+
+    #: The create's own way: the size limits, then `CreateDirectly` (None: the router's).
+    front: "ASGIApp | None" = None
+
+    async def __call__(self, scope: "Scope", receive: "Receive", send: "Send") -> None:
+        front = self.front
+        if (
+            front is not None
+            and scope["type"] == "http"
+            and scope["method"] == "POST"
+            and not scope.get("root_path")
+            and CREATE_PATH.fullmatch(scope["path"])
+        ):
+            scope["app"] = self
+            await front(scope, receive, send)
+            return
+        await super().__call__(scope, receive, send)
 
 
 def create_app(
@@ -351,9 +376,9 @@ def create_app(
     *,
     on_change: ChangeListener,
     clock: Clock,
-) -> FastAPI:
+) -> TapeworkerApi:
     """The daemon's HTTP app: one router per resource, errors in the one shape."""
-    app = FastAPI(
+    app = TapeworkerApi(
         title="tapeworker",
         version="0.1.0",
         docs_url=None,
@@ -367,14 +392,14 @@ def create_app(
     install_error_handlers(app)
     install_openapi(app)
     api = TaskDestinations(journal, settings, on_change, clock)
-    # Inside the size limits: a create's body is whole and within them when it arrives.
-    app.add_middleware(CreateDirectly, api=api)
-    app.add_middleware(
-        RequestLimits,
-        max_body_bytes=settings.http.max_body_bytes,
-        max_query_bytes=settings.http.max_query_bytes,
-    )
+    limits = {
+        "max_body_bytes": settings.http.max_body_bytes,
+        "max_query_bytes": settings.http.max_query_bytes,
+    }
+    app.add_middleware(RequestLimits, **limits)
     app.include_router(task_destinations_router(api))
+    # Within the same limits: a create's body is whole and within them when it arrives.
+    app.front = RequestLimits(CreateDirectly(api=api), **limits)
     # The admin routes (added by the service) check credentials the same way.
     app.state.auth = api.auth
     # Idempotency-Key responses are saved with the next group (IdempotentCreates).

@@ -81,6 +81,12 @@ def journal_unavailable(kind: str, detail: str) -> JSONResponse:
     )
 
 
+def internal_error(path: str, exc: Exception) -> JSONResponse:
+    """500 for a bug, not the client's fault: logged with its traceback, answered in shape."""
+    log.exception("unexpected error", path=path, error=repr(exc))
+    return error_response(500, _MESSAGES[500])
+
+
 #: The methods a 405's Allow header may list.
 _METHODS = ("DELETE", "GET", "HEAD", "OPTIONS", "PATCH", "POST", "PUT")
 
@@ -133,9 +139,7 @@ def install_error_handlers(app: FastAPI) -> None:
         return error_response(exc.status_code, message, details, headers)
 
     async def unexpected(request: Request, exc: Exception) -> JSONResponse:
-        # A bug, not the client's fault: logged with its traceback, answered in shape.
-        log.exception("unexpected error", path=request.url.path, error=repr(exc))
-        return error_response(500, _MESSAGES[500])
+        return internal_error(request.url.path, exc)
 
     app.add_exception_handler(ApiError, api_error)
     app.add_exception_handler(RequestValidationError, invalid_request)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 from pathlib import Path
 
 import pytest
@@ -153,3 +154,18 @@ async def test_values_a_client_cannot_encode_are_escaped_not_a_500(tmp_path: Pat
         )
         body = assert_error_shape(response, 400)
         assert body["details"] == {"\\udfff": [{"error": "unknown_attribute", "value": "1"}]}
+
+
+async def test_a_server_bug_in_a_create_is_a_500_in_shape_and_reaches_the_server(
+    tmp_path: Path,
+) -> None:
+    # The create is served in front of FastAPI's middleware: its bug is answered and
+    # raised as that middleware does (the server then logs it and closes the connection).
+    async with api_client(tmp_path, raise_app_exceptions=False) as (client, journal):
+        await journal.close()
+        response = await client.post(BASE, json={"folder_id": 1})
+        assert_error_shape(response, 500)
+    async with api_client(tmp_path / "raised") as (client, journal):
+        await journal.close()
+        with pytest.raises(sqlite3.ProgrammingError):
+            await client.post(BASE, json={"folder_id": 1})

@@ -597,3 +597,8 @@ async def test_a_body_that_came_with_its_head_is_read_without_a_deadline_a_late_
         [(status, _, body)] = answers(await read_all(reader, writer))
     assert (status, body["messages"]) == (408, ["the request body did not arrive in time"])
     assert armed
+
+
+def test_uvicorn_builds_no_access_line() -> None:
+    # Its access lines are below the level uvicorn pins its loggers at: never written.
+    assert server_config(Echo(), HttpSettings()).access_log is False
