@@ -55,7 +55,6 @@ from paho.mqtt.enums import MQTTErrorCode
 from paho.mqtt.exception import MalformedPacket
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
-from paho.mqtt.reasoncodes import ReasonCode
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from worker.callbacks import ChangeListener, Clock
@@ -450,11 +449,9 @@ class Inbox:
 
 _CONFIRMED = metrics.MQTT_PUBLICATIONS.labels("confirmed")
 _DROPPED = metrics.MQTT_PUBLICATIONS.labels("dropped")
-
-#: What paho hands the PUBACK callback for a plain success, built once (see
-#: `PublishWindow._handle_puback`); nothing reads them.
-_PUBACK_SUCCESS = ReasonCode(PacketTypes.PUBACK)
-_PUBACK_PROPERTIES = Properties(PacketTypes.PUBACK)  # type: ignore[no-untyped-call]
+#: A PUBACK that is the message id alone (all an MQTT 3.1.1 PUBACK is, and an MQTT 5
+#: one for a plain success): its fixed header.
+_PUBACK_HEAD = bytes((paho.PUBACK, 2))
 
 
 class PublishWindow:
@@ -462,10 +459,28 @@ class PublishWindow:
 
     Awaiting each PUBACK before the next publication costs a loop round and a timer
     per message; a window keeps the connection busy and still confirms every one.
-    paho sends the publications in the order they are made, and the broker keeps
-    that order, so a destination's later state never lands before its earlier one.
-    Reaches the paho client aiomqtt wraps (its `publish` awaits one at a time) and
-    chains the PUBACK callback aiomqtt installed, which it still needs.
+    Publications go out in the order they are made, and the broker keeps that order,
+    so a destination's later state never lands before its earlier one.
+
+    It publishes and reads the PUBACKs itself, through the paho client aiomqtt wraps
+    (aiomqtt's `publish` awaits one message at a time, and paho's cost is per packet:
+    for each publication a message object with its own lock and condition, a write
+    registered with the event loop through a thread-safe call, a system call; for each
+    PUBACK three `recv` calls and a callback). All of this class's reaches into paho
+    (pinned in pyproject.toml; tests/worker/intake/test_mqtt.py checks each behaviour):
+
+    - `send` encodes the PUBLISH packet as paho would (a message id from paho's own
+      counter, so that paho's publications on the connection never share one) and
+      keeps it; what a loop turn sent leaves in one write, straight to the socket when
+      paho has nothing queued before it, else queued behind what paho has;
+    - the socket's reader is ours: one `recv` of up to `READ_CHUNK` bytes, the PUBACKs
+      of our publications taken from it in bulk, anything else (a PINGRESP, the
+      PUBACK of a publication of paho's) handed to paho's own reader from that chunk;
+    - a PUBACK paho reads itself confirms our publication when it is ours.
+
+    Our publications never enter paho's own records (its in-flight messages are
+    empty): what a lost connection left unconfirmed is ours to send again
+    (`unconfirmed`), as it was before.
     """
 
     def __init__(
@@ -477,6 +492,7 @@ class PublishWindow:
         wake: asyncio.Event | None = None,
     ) -> None:
         self._paho: paho.Client = client._client  # noqa: SLF001 - see the class docstring
+        self._loop = asyncio.get_running_loop()
         self._size = size
         self._timeout_s = timeout_s
         #: Sent and not yet confirmed, by message id, oldest first.
@@ -488,61 +504,21 @@ class PublishWindow:
         self._why: BaseException | None = None
         self._wake = wake
         client._disconnected.add_done_callback(self._on_lost)  # noqa: SLF001 - as Inbox
-        forward = self._paho.on_publish
-
-        def on_publish(client_: paho.Client, userdata: Any, mid: int, *args: Any) -> None:
-            if forward is not None:
-                forward(client_, userdata, mid, *args)
-            if self._in_flight.pop(mid, None) is not None:
-                _CONFIRMED.inc()
-                self._confirmed.set()
-
-        self._paho.on_publish = on_publish
-        self._paho_packet_write = self._paho._packet_write  # noqa: SLF001
-        self._paho._packet_write = self._packet_write  # type: ignore[method-assign]  # noqa: SLF001
+        self._disconnected = client._disconnected  # noqa: SLF001
+        self._mqtt5 = self._paho._protocol == paho.MQTTv5  # noqa: SLF001
+        #: PUBLISH packets sent this loop turn, written together at its end (`_flush`).
+        self._unwritten: list[bytes] = []
+        # What one read brought that paho has not taken yet (see `_read`).
+        self._buffer = b""
+        self._taken = 0
+        self._recv: Callable[[int], bytes] = self._paho._sock_recv  # noqa: SLF001
+        self._paho._sock_recv = self._buffered_recv  # type: ignore[method-assign]  # noqa: SLF001
         self._paho_handle_puback = self._paho._handle_pubackcomp  # noqa: SLF001
         self._paho._handle_pubackcomp = self._handle_puback  # type: ignore[method-assign,assignment]  # noqa: SLF001
-
-    def _packet_write(self) -> MQTTErrorCode:
-        """paho's writer, the QoS 1 publications queued at its head joined into one
-        packet first: paho writes each packet with a system call of its own, and a
-        window's worth is queued at once. A QoS 1 publication needs nothing done once
-        written (its PUBACK confirms it), so one written as part of a larger packet is
-        the same to paho."""
-        queued = self._paho._out_packet  # noqa: SLF001
-        if len(queued) > 1:
-            joined = []
-            while (
-                queued
-                and queued[0]["pos"] == 0
-                and queued[0]["command"] & 0xF0 == paho.PUBLISH
-                and queued[0]["qos"] > 0
-            ):
-                joined.append(queued.popleft())
-            if len(joined) > 1:
-                merged = joined[-1].copy()
-                merged["packet"] = b"".join(packet["packet"] for packet in joined)
-                merged["to_process"] = len(merged["packet"])
-                queued.appendleft(merged)
-            elif joined:
-                queued.appendleft(joined[0])
-        return self._paho_packet_write()
-
-    def _handle_puback(self, command: Literal["PUBACK", "PUBCOMP"]) -> MQTTErrorCode:
-        """paho's handling of a PUBACK, without building a reason code and a set of
-        properties for each: a plain success (the message id alone, which is all an
-        MQTT 3.1.1 PUBACK is) gets ones built once. paho builds both anew for every
-        PUBACK, whatever the protocol, and that was most of a publication's cost in
-        the client. Anything else is paho's own."""
-        client = self._paho
-        packet = client._in_packet["packet"]  # noqa: SLF001
-        if command != "PUBACK" or len(packet) != 2:
-            return self._paho_handle_puback(command)
-        mid = packet[0] << 8 | packet[1]
-        with client._out_message_mutex:  # noqa: SLF001
-            if mid in client._out_messages:  # noqa: SLF001
-                return client._do_on_publish(mid, _PUBACK_SUCCESS, _PUBACK_PROPERTIES)  # noqa: SLF001
-        return MQTTErrorCode.MQTT_ERR_SUCCESS
+        sock = self._paho.socket()
+        if sock is not None:
+            # Connected already: aiomqtt's reader is registered; ours takes its place.
+            self._loop.add_reader(sock.fileno(), self._read)
 
     def _on_lost(self, disconnected: asyncio.Future[None]) -> None:
         self.lost = True
@@ -571,12 +547,95 @@ class PublishWindow:
             self.check()
 
     def send(self, topic: str, payload: bytes, *, retain: bool) -> None:
-        info = self._paho.publish(topic, payload, qos=1, retain=retain)
-        if info.rc in (paho.MQTT_ERR_SUCCESS, paho.MQTT_ERR_NO_CONN):
-            # Lost with the connection: sent again on the next one.
-            self._in_flight[info.mid] = (topic, payload, retain)
-        if info.rc != paho.MQTT_ERR_SUCCESS:
-            raise aiomqtt.MqttCodeError(info.rc, "Could not publish message")
+        """Publish at QoS 1: written with the others of this loop turn."""
+        client = self._paho
+        mid = client._mid_generate()  # noqa: SLF001 - see the class docstring
+        # Lost with the connection: sent again on the next one.
+        self._in_flight[mid] = (topic, payload, retain)
+        if client._sock is None:  # noqa: SLF001
+            raise aiomqtt.MqttCodeError(paho.MQTT_ERR_NO_CONN, "Could not publish message")
+        if not self._unwritten:
+            self._loop.call_soon(self._flush)
+        self._unwritten.append(encode_publish(topic, payload, mid, retain, mqtt5=self._mqtt5))
+
+    def _flush(self) -> None:
+        """Write what this loop turn sent, in one system call when the socket takes it."""
+        packets, self._unwritten = self._unwritten, []
+        client = self._paho
+        data = b"".join(packets)
+        written = 0
+        if client._sock is not None and not client._out_packet:  # noqa: SLF001
+            # Nothing of paho's before it: straight to the socket, without registering a
+            # writer (a thread-safe call and two epoll changes) and a loop turn.
+            try:
+                written = client._sock_send(data)  # noqa: SLF001
+            except OSError:
+                written = 0  # paho's writer meets it again, and handles it as it does
+            else:
+                with client._msgtime_mutex:  # noqa: SLF001 - for paho's keep-alive
+                    client._last_msg_out = paho.time_func()  # noqa: SLF001
+        if written < len(data):
+            # Behind what paho queued, or what the socket did not take: paho's writer
+            # writes it when the socket is writable, and meets a lost connection.
+            client._packet_queue(paho.PUBLISH | 0x02, data[written:], 0, 1)  # noqa: SLF001
+
+    def _buffered_recv(self, bufsize: int) -> bytes:
+        """What paho asks of the socket, from a read of up to `READ_CHUNK` bytes."""
+        if self._taken >= len(self._buffer):
+            # paho's own: BlockingIOError when nothing is there, b"" at the end.
+            data = self._recv(READ_CHUNK)
+            if not data:
+                return data
+            self._buffer, self._taken = data, 0
+        start = self._taken
+        self._taken = min(start + bufsize, len(self._buffer))
+        return self._buffer[start : self._taken]
+
+    def _read(self) -> None:
+        """The socket's reader: paho reads the first packet of a chunk (and so keeps
+        its own time of the last bytes received), the PUBACKs of ours that follow are
+        taken here at once, and paho reads anything else."""
+        client = self._paho
+        confirmed = 0
+        try:
+            while True:
+                client.loop_read()
+                if client._in_packet["command"] == 0:  # noqa: SLF001 - no packet begun
+                    confirmed += self._take_pubacks()
+                if self._taken >= len(self._buffer) or client.socket() is None:
+                    break
+        except Exception as exc:  # what aiomqtt's reader does: the connection is lost
+            if not self._disconnected.done():
+                self._disconnected.set_exception(exc)
+        if confirmed:
+            self._confirm(confirmed)
+
+    def _take_pubacks(self) -> int:
+        """The PUBACKs of our publications at the head of the chunk: how many."""
+        buffer, pos, in_flight = self._buffer, self._taken, self._in_flight
+        end = len(buffer) - 3
+        taken = 0
+        while pos < end and buffer[pos : pos + 2] == _PUBACK_HEAD:
+            if in_flight.pop(buffer[pos + 2] << 8 | buffer[pos + 3], None) is None:
+                break  # paho's own publication: its reader takes it
+            pos += 4
+            taken += 1
+        self._taken = pos
+        return taken
+
+    def _handle_puback(self, command: Literal["PUBACK", "PUBCOMP"]) -> MQTTErrorCode:
+        """paho's handling of a PUBACK it read: ours is confirmed here (whatever its
+        reason code, as paho confirms its own), anything else is paho's."""
+        packet = self._paho._in_packet["packet"]  # noqa: SLF001
+        ours = command == "PUBACK" and len(packet) >= 2
+        if ours and self._in_flight.pop(packet[0] << 8 | packet[1], None) is not None:
+            self._confirm(1)
+            return MQTTErrorCode.MQTT_ERR_SUCCESS
+        return self._paho_handle_puback(command)
+
+    def _confirm(self, count: int) -> None:
+        _CONFIRMED.inc(count)
+        self._confirmed.set()
 
     def has_room(self) -> bool:
         return len(self._in_flight) < self._size
@@ -588,6 +647,34 @@ class PublishWindow:
     def unconfirmed(self) -> list[tuple[str, bytes, bool]]:
         """What was sent without a PUBACK yet, oldest first."""
         return list(self._in_flight.values())
+
+
+def encode_publish(topic: str, payload: bytes, mid: int, retain: bool, *, mqtt5: bool) -> bytes:
+    """A QoS 1 PUBLISH packet, the bytes paho makes of the same (no properties)."""
+    encoded = topic.encode()
+    # MQTT 5 puts a properties length (none: 0) after the message id.
+    properties = b"\x00" if mqtt5 else b""
+    return b"".join(
+        (
+            bytes((paho.PUBLISH | 0x02 | retain,)),
+            _remaining_length(4 + len(encoded) + len(properties) + len(payload)),
+            len(encoded).to_bytes(2, "big"),
+            encoded,
+            mid.to_bytes(2, "big"),
+            properties,
+            payload,
+        )
+    )
+
+
+def _remaining_length(value: int) -> bytes:
+    """MQTT's variable byte integer (the fixed header's remaining length)."""
+    out = bytearray()
+    while True:
+        byte, value = value & 0x7F, value >> 7
+        out.append(byte | 0x80 if value else byte)
+        if not value:
+            return bytes(out)
 
 
 def parse_topic(prefix: str, topic: str) -> tuple[str, int, Verb]:

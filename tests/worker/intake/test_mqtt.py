@@ -287,6 +287,116 @@ async def test_a_burst_of_publications_leaves_in_one_write(broker: Broker) -> No
         assert writes[0] > PUBLISH_WINDOW * 100
 
 
+@settings(max_examples=200, deadline=None)
+@given(
+    topic=st.text(
+        st.characters(blacklist_categories=("Cs",), blacklist_characters="+#\x00"),
+        min_size=1,
+        max_size=300,
+    ),
+    payload=st.binary(max_size=20000),
+    mid=st.integers(1, 65535),
+    retain=st.booleans(),
+    mqtt5=st.booleans(),
+)
+def test_a_publication_is_the_packet_paho_would_send(
+    topic: str, payload: bytes, mid: int, retain: bool, mqtt5: bool
+) -> None:
+    client = paho.Client(
+        paho.CallbackAPIVersion.VERSION2,
+        protocol=MQTTProtocolVersion.MQTTv5 if mqtt5 else MQTTProtocolVersion.MQTTv311,
+    )
+    queued: list[bytes] = []
+
+    def queue(_command: int, packet: bytes, *_: Any) -> Any:
+        queued.append(bytes(packet))
+        return paho.MQTT_ERR_SUCCESS
+
+    client._packet_queue = queue  # type: ignore[method-assign,assignment]
+    client._sock = object()  # type: ignore[assignment]  # "connected": paho encodes it
+    try:
+        client._send_publish(mid, topic.encode(), payload, 1, retain)
+    finally:
+        client._sock = None
+    assert queued == [mqtt.encode_publish(topic, payload, mid, retain, mqtt5=mqtt5)]
+
+
+async def test_the_pubacks_of_a_read_are_taken_together(broker: Broker) -> None:
+    count = 200
+    async with aiomqtt.Client("127.0.0.1", broker.port, identifier="writer") as writer:
+        window = PublishWindow(writer, PUBLISH_WINDOW, timeout_s=30)
+        reads: list[int] = []
+        recv = window._recv
+
+        def counted(size: int) -> bytes:
+            data = recv(size)
+            reads.append(len(data))
+            return data
+
+        window._recv = counted  # type: ignore[method-assign]
+        for n in range(count):
+            await window.room()
+            window.send(f"{PREFIX}/state/{n}", b"x", retain=False)
+        async with asyncio.timeout(30):
+            while window.unconfirmed():
+                await asyncio.sleep(0)  # a loop round: the PUBACKs are read meanwhile
+    # paho alone reads each PUBACK in three calls, and tries once more when none is left.
+    assert len(reads) <= count, reads
+
+
+async def test_a_chunk_split_inside_a_puback_or_holding_another_packet_loses_none(
+    broker: Broker,
+) -> None:
+    assert broker.process is not None
+    async with aiomqtt.Client("127.0.0.1", broker.port, identifier="writer") as writer:
+        window = PublishWindow(writer, PUBLISH_WINDOW, timeout_s=30)
+        # A broker that does not answer: the PUBACKs are the chunks we hand the reader.
+        broker.process.send_signal(signal.SIGSTOP)
+        try:
+            for n in range(5):
+                window.send(f"{PREFIX}/state/{n}", b"x", retain=False)
+            mids = list(window._in_flight)
+            pubacks = [bytes((paho.PUBACK, 2)) + mid.to_bytes(2, "big") for mid in mids]
+            pingresp = bytes((paho.PINGRESP, 0))
+            stream = b"".join((pubacks[0], pubacks[1], pingresp, pubacks[2], *pubacks[3:]))
+            # Split inside the third PUBACK, and one byte into the fourth.
+            cut = 4 + 4 + 2 + 2
+            chunks = [stream[:cut], stream[cut : cut + 5], stream[cut + 5 :]]
+            confirmed = publications("confirmed")
+
+            def fed(_size: int) -> bytes:
+                if not chunks:
+                    raise BlockingIOError
+                return chunks.pop(0)
+
+            window._recv = fed  # type: ignore[method-assign]
+            while chunks:
+                window._read()
+            assert window.unconfirmed() == []
+            assert publications("confirmed") == confirmed + 5
+            assert not window.lost
+        finally:
+            broker.process.send_signal(signal.SIGCONT)
+
+
+async def test_a_publication_of_paho_s_own_is_confirmed_beside_the_window(
+    broker: Broker,
+) -> None:
+    """What aiomqtt publishes on the same connection (the goodbye summary) gets its
+    PUBACK from paho, among the window's."""
+    async with aiomqtt.Client("127.0.0.1", broker.port, identifier="writer") as writer:
+        window = PublishWindow(writer, PUBLISH_WINDOW, timeout_s=30)
+        for n in range(PUBLISH_WINDOW // 2):
+            window.send(f"{PREFIX}/state/{n}", b"x", retain=False)
+        async with asyncio.timeout(30):
+            await writer.publish(f"{PREFIX}/fleet", b"bye", qos=1, retain=True)
+            for n in range(PUBLISH_WINDOW // 2, PUBLISH_WINDOW):
+                window.send(f"{PREFIX}/state/{n}", b"x", retain=False)
+            while window.unconfirmed():
+                await asyncio.sleep(0)
+        assert not writer._client._out_messages  # paho's own, confirmed too
+
+
 async def send_until_refused(window: PublishWindow, topic: str) -> None:
     """Publish numbered messages, a loop round apart, until the window refuses one."""
     async with asyncio.timeout(30):
