@@ -29,7 +29,7 @@ from tests.integration.broker import Broker
 from tests.worker.harness import CATALOG
 from worker.errors import RejectedEventError
 from worker.intake import mqtt
-from worker.intake.destinations import DestinationEvent, RejectedInput, message_digest
+from worker.intake.destinations import VERBS, DestinationEvent, RejectedInput, message_digest
 from worker.intake.mqtt import (
     MAX_SEQUENCE,
     PUBLISH_WINDOW,
@@ -88,6 +88,37 @@ def test_a_topic_that_is_not_a_destination_is_rejected_with_why(topic: str, prob
     with pytest.raises(RejectedEventError) as raised:
         parse_topic(PREFIX, topic)
     assert problem in raised.value.reason
+
+
+_PIECES = st.one_of(
+    st.sampled_from(["7", "007", "nightly-backup", ".", "..", "a" * 128, "a" * 129, "x/y", ""]),
+    st.sampled_from(["3", "0", "9" * 15, "9" * 16, "-1", "٣", "3a", ""]),
+    st.sampled_from([*VERBS, "Create", "remove", ""]),
+    st.text(max_size=12),
+)
+
+
+@settings(max_examples=500, deadline=None)
+@given(
+    prefix=st.sampled_from([PREFIX, "a.b+c", "site/tw"]),
+    task=_PIECES,
+    middle=st.sampled_from(["task_destinations", "task_destination", "x"]),
+    destination=_PIECES,
+    verb=_PIECES,
+    extra=st.sampled_from(["", "/more"]),
+)
+def test_a_topic_parses_in_one_match_as_it_does_piece_by_piece(
+    prefix: str, task: str, middle: str, destination: str, verb: str, extra: str
+) -> None:
+    topic = f"{prefix}/tasks/{task}/{middle}/{destination}/{verb}{extra}"
+
+    def outcome(parse: Callable[[str, str], object]) -> object:
+        try:
+            return parse(prefix, topic)
+        except RejectedEventError as exc:
+            return exc.reason
+
+    assert outcome(parse_topic) == outcome(mqtt._parse_topic_slowly)
 
 
 def test_the_order_is_a_whole_number_in_range() -> None:

@@ -90,6 +90,22 @@ def test_bad_bodies_name_the_field(body: dict[str, Any], problem: str) -> None:
     assert problem in str(caught.value)
 
 
+@pytest.mark.parametrize("field", ["folder_path", "tape_barcode", "pool_name"])
+@pytest.mark.parametrize("control", [*map(chr, range(32)), "\x7f"])
+@pytest.mark.parametrize("where", ["start", "middle", "end"])
+def test_no_control_character_passes_a_text_field_in_either_parse(
+    field: str, control: str, where: str
+) -> None:
+    value = {"start": control + "N00001L9", "middle": "N0000" + control + "1L9"}.get(
+        where, "N00001L9" + control
+    )
+    with pytest.raises(ValidationError) as caught:
+        TaskDestinationBody.model_validate({field: value})
+    assert field in str(caught.value)
+    with pytest.raises(ValidationError):
+        TaskDestinationBody.model_validate_json(json.dumps({field: value}))
+
+
 def test_the_fields_of_a_folder_known_by_id_alone_are_the_seeds_in_its_order() -> None:
     """The journal's listing and the published views build such a folder from these."""
     assert list(Folder.model_fields) == [
