@@ -8,11 +8,13 @@ Every error leaves in the archive manager's one shape (`worker.intake.http.error
 # No `from __future__ import annotations`: FastAPI must see the local caller aliases.
 
 import re
+from collections.abc import Iterable
 from typing import TYPE_CHECKING, Annotated, Any
 
 import orjson
 from fastapi import APIRouter, Depends, FastAPI, Path, Query, Request, Response, status
 from fastapi.responses import JSONResponse, StreamingResponse
+from starlette.requests import ClientDisconnect
 
 from worker.callbacks import ChangeListener, Clock
 from worker.errors import JournalFaultError, RejectedEventError
@@ -67,7 +69,10 @@ _JSON_TYPES = ("application/json",)
 
 def _require_json(request: Request) -> None:
     """415 for a body declared as something else than JSON."""
-    declared = request.headers.get("content-type")
+    _require_json_type(request.headers.get("content-type"))
+
+
+def _require_json_type(declared: str | None) -> None:
     if declared is None:
         return
     media_type = declared.split(";", 1)[0].strip().lower()
@@ -199,13 +204,16 @@ class TaskDestinations:
     async def create(self, task_id: str, request: Request) -> JSONResponse:
         """A create of a known task by a caller allowed to create."""
         _require_json(request)
+        view = await self.created(task_id, await request.body())
+        return _answer(view, status.HTTP_201_CREATED)
+
+    async def created(self, task_id: str, body: bytes) -> dict[str, Any]:
+        """The view of the destination a create's body makes, once committed."""
         # An Idempotency-Key commits with the create's event (worker/intake/http/idempotency.py).
-        outcome = await self.submit(
-            "create", task_id, None, await request.body(), within=key_of_this_create()
-        )
+        outcome = await self.submit("create", task_id, None, body, within=key_of_this_create())
         if outcome.status == "rejected" or outcome.destination_id is None:
             raise _rejected(outcome)
-        return _answer(await self.shown(task_id, outcome.destination_id), status.HTTP_201_CREATED)
+        return await self.shown(task_id, outcome.destination_id)
 
     async def existing(self, task_id: str, destination_id: int) -> DestinationRecord:
         found = await destinations_by_ids(self.journal, [destination_id])
@@ -311,13 +319,14 @@ def task_destinations_router(api: TaskDestinations) -> APIRouter:
 
 
 class CreateDirectly:
-    """ASGI app: a create goes straight to `TaskDestinations.create`.
+    """ASGI app: a create goes straight to `TaskDestinations.created`.
 
-    FastAPI's routing, dependency solving and middleware cost about as much CPU as
-    the create itself, and creates are the traffic. The create route's checks are
-    few and fixed; they run here in the route's order (task, credentials, then the
-    create) with its answers. `TapeworkerApi` hands it the creates it takes (within
-    the size limits); an unexpected error is answered and raised as FastAPI's
+    FastAPI's routing, dependency solving and middleware, and Starlette's request and
+    response objects, cost about as much CPU as the create itself, and creates are
+    the traffic. The create route's checks are few and fixed; they run here in the
+    route's order (task, credentials, media type, then the create) with its answers,
+    on the ASGI messages themselves. `TapeworkerApi` hands it the creates it takes
+    (within the size limits); an unexpected error is answered and raised as FastAPI's
     outermost middleware would.
     """
 
@@ -327,12 +336,13 @@ class CreateDirectly:
     async def __call__(self, scope: "Scope", receive: "Receive", send: "Send") -> None:
         match = CREATE_PATH.fullmatch(scope["path"])
         assert match is not None, "TapeworkerApi hands over creates only"
-        request = Request(scope, receive)
         response: Response
         try:
             task_id = self.api.task(match["task_id"])
-            await self.api.may_create(request)
-            response = await self.api.create(task_id, request)
+            authorization, content_type = _create_headers(scope["headers"])
+            await self.api.auth.authorize(authorization, "task_destinations/create")
+            _require_json_type(content_type)
+            view = await self.api.created(task_id, await _body(receive))
         except ApiError as exc:
             response = error_response(exc.status_code, exc.messages, exc.details, exc.headers)
         except JournalFaultError as exc:
@@ -342,7 +352,42 @@ class CreateDirectly:
             # in shape, then raised to the server, which closes the connection.
             await internal_error(scope["path"], exc)(scope, receive, send)
             raise
+        else:
+            # The bytes and headers of `_answer`'s JSONResponse, without building one.
+            body = orjson.dumps(view)
+            headers = [(b"content-length", str(len(body)).encode()), _JSON_CONTENT_TYPE]
+            await send({"type": "http.response.start", "status": 201, "headers": headers})
+            await send({"type": "http.response.body", "body": body})
+            return
         await response(scope, receive, send)
+
+
+_JSON_CONTENT_TYPE = (b"content-type", b"application/json")
+
+
+def _create_headers(headers: Iterable[tuple[bytes, bytes]]) -> tuple[str | None, str | None]:
+    """The first Authorization and Content-Type of a request, as Starlette's
+    `Request.headers.get` reads them."""
+    authorization = content_type = None
+    for name, value in headers:
+        if name == b"authorization":
+            if authorization is None:
+                authorization = value.decode("latin-1")
+        elif name == b"content-type" and content_type is None:
+            content_type = value.decode("latin-1")
+    return authorization, content_type
+
+
+async def _body(receive: "Receive") -> bytes:
+    """The whole body, as Starlette's `Request.body` reads it."""
+    chunks: list[bytes] = []
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise ClientDisconnect
+        chunks.append(message.get("body", b""))
+        if not message.get("more_body", False):
+            return b"".join(chunks)
 
 
 class TapeworkerApi(FastAPI):

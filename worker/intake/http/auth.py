@@ -155,13 +155,17 @@ class Authenticator:
             raise ValueError(f"unknown scope {scope}")
 
         async def dependency(request: Request) -> Principal:
-            principal = await self.principal(request.headers.get("authorization"))
-            if scope not in principal.scopes:
-                raise ApiError(
-                    status.HTTP_403_FORBIDDEN,
-                    f"{principal.name!r} lacks the scope {scope}.",
-                    {"scope": [detail("missing", scope)]},
-                )
-            return principal
+            return await self.authorize(request.headers.get("authorization"), scope)
 
         return dependency
+
+    async def authorize(self, authorization: str | None, scope: str) -> Principal:
+        """The caller of these credentials, who must hold `scope`."""
+        principal = await self.principal(authorization)
+        if scope not in principal.scopes:
+            raise ApiError(
+                status.HTTP_403_FORBIDDEN,
+                f"{principal.name!r} lacks the scope {scope}.",
+                {"scope": [detail("missing", scope)]},
+            )
+        return principal

@@ -235,9 +235,8 @@ async def _answers_of_creates(journal_path: Path, *, directly: bool) -> list[tup
                         path,
                         response.status_code,
                         response.content,
-                        response.headers.get("content-type"),
-                        response.headers.get("www-authenticate"),
-                        response.headers.get("location"),
+                        # Every header, in order (the answer's are built by hand).
+                        response.headers.raw,
                     )
                 )
         return answers
