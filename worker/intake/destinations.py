@@ -39,6 +39,8 @@ from worker.state.journal import (
     DestinationWrite,
     EventRecord,
     Journal,
+    NewEvent,
+    NewRequest,
     RequestRecord,
     UnitOfWork,
     fault_kind,
@@ -168,11 +170,12 @@ def apply_events(
     event by event, each in a savepoint of its own (`_apply_each`): the event that
     raises is journaled as poison and the others apply exactly as if it were not
     there. Savepoints cost two statements each, and nearly every batch has no poison.
+    Inside it, runs of plain creates are written together (`_CreateRun`).
     """
     if len(events) > 1:
         try:
             with unit.savepoint():
-                outcomes = [_record_input(unit, event, now, hold_seconds) for event in events]
+                outcomes = _record_batch(events, unit, now, hold_seconds)
         except Exception as exc:
             if _is_fault(exc):
                 raise
@@ -182,6 +185,109 @@ def apply_events(
     if within is not None:
         within(unit, outcomes)
     return outcomes
+
+
+def _record_batch(
+    events: Sequence[DestinationEvent | RejectedInput],
+    unit: UnitOfWork,
+    now: float,
+    hold_seconds: float,
+) -> list[Outcome]:
+    """Every event of the batch in order, the plain creates among them a run at a time."""
+    outcomes: list[Outcome] = []
+    run = _CreateRun()
+    for event in events:
+        destination_id = run.take(unit, event)
+        if destination_id is not None:
+            outcomes.append(Outcome("applied", destination_id))
+            continue
+        run.write(unit, now)
+        outcomes.append(_record_input(unit, event, now, hold_seconds))
+    run.write(unit, now)
+    return outcomes
+
+
+class _CreateRun:
+    """Consecutive plain creates of a batch, written with one statement per table.
+
+    A create is plain when it is an MQTT-style create of a destination id the journal
+    has never seen (neither the file nor an earlier create of this run: any other
+    event of the batch that touched it was written before, so the journal sees it),
+    carries no event-id (nothing to deduplicate), is not routed (no fleet), and its
+    body names a tape or pool the library has for data (`resolve_target` says
+    "active"). Such a create always does the same three writes: the destination, one
+    pending request, and its event, applied. Any other event ends the run: the run is
+    written first, so the rows and ids are those that event by event would give.
+    """
+
+    __slots__ = ("destinations", "events", "ids", "requests")
+
+    def __init__(self) -> None:
+        self.destinations: list[DestinationWrite] = []
+        self.requests: list[NewRequest] = []
+        self.events: list[NewEvent] = []
+        self.ids: set[int] = set()
+
+    def take(self, unit: UnitOfWork, event: DestinationEvent | RejectedInput) -> int | None:
+        """Add `event` to the run if it is a plain create: its destination id, or None."""
+        if (
+            type(event) is not DestinationEvent
+            or event.verb != "create"
+            or event.dedup_key is not None
+            or event.route is not None
+            or event.body is None
+        ):
+            return None
+        destination_id = event.destination_id
+        if destination_id is None or destination_id in self.ids:
+            return None
+        if unit.destination(destination_id) is not None:
+            return None
+        try:
+            target = resolve_target(unit, event.body)
+        except RejectedEventError:
+            return None
+        if target.status != "active":
+            return None
+        self.ids.add(destination_id)
+        self.destinations.append(
+            DestinationWrite(
+                destination_id,
+                event.task_id,
+                event.body.model_dump(mode="json"),
+                event.nested,
+                target.barcode,
+                target.pool,
+                "active",
+                None,
+                event.sequence,
+            )
+        )
+        self.requests.append((destination_id, target.barcode, target.pool, event.size_bytes))
+        self.events.append(
+            (
+                event.source,
+                event.topic,
+                "create",
+                event.task_id,
+                destination_id,
+                event.payload,
+                "applied",
+                None,
+                event.digest,
+            )
+        )
+        return destination_id
+
+    def write(self, unit: UnitOfWork, now: float) -> None:
+        """Write the run (if any) and start a new one."""
+        if not self.events:
+            return
+        unit.insert_destinations(self.destinations, now)
+        unit.add_requests(self.requests, now)
+        unit.insert_events(self.events, now)
+        self.destinations, self.requests, self.events = [], [], []
+        self.ids.clear()
 
 
 def _apply_each(

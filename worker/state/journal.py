@@ -70,6 +70,8 @@ __all__ = [
     "Journal",
     "JournalFault",
     "ModelNotes",
+    "NewEvent",
+    "NewRequest",
     "OperationRecord",
     "PoolRecord",
     "PoolWatchRecord",
@@ -126,6 +128,9 @@ def cap_payload(payload: str | None, max_bytes: int) -> str | None:
     """The payload as stored: whole when small, else its head and a digest of all of it."""
     if payload is None:
         return None
+    if len(payload) * 4 <= max_bytes:
+        # No character takes more than four bytes in UTF-8: small enough unencoded.
+        return payload
     raw = payload.encode("utf-8", "replace")
     if len(raw) <= max_bytes:
         return payload
@@ -397,6 +402,28 @@ _NEXT_DESTINATION_ID = (
     "SELECT MAX(COALESCE((SELECT MAX(id) FROM destinations), 0), "
     "COALESCE((SELECT CAST(value AS INTEGER) FROM meta "
     "WHERE key='destination_high_water'), 0)) + 1"
+)
+
+_INSERT_EVENT = (
+    "INSERT INTO events(source, dedup_key, topic, verb, task_id, destination_id, "
+    "payload, received, status, reason, digest) VALUES(?,?,?,?,?,?,?,?,?,?,?) "
+    "ON CONFLICT(dedup_key) DO NOTHING"
+)
+#: An event `insert_events` journals: (source, topic, verb, task_id, destination_id,
+#: payload, status, reason, digest). A plain tuple: a batch builds one per event.
+NewEvent = tuple[
+    str, str | None, str | None, str | None, int | None, str | None, str, str | None, str | None
+]
+#: A pending request `add_requests` adds: (destination_id, barcode, pool, size_bytes).
+NewRequest = tuple[int, str | None, str | None, int | None]
+_ADD_REQUEST = (
+    "INSERT INTO requests(id, destination_id, barcode, pool, write, state, arrival, "
+    "updated, size_bytes) VALUES(?,?,?,?,1,'pending',?,?,?)"
+)
+#: The last request id ever given (the table is AUTOINCREMENT: pruned ids stay used).
+_LAST_REQUEST_ID = (
+    "SELECT MAX(COALESCE((SELECT seq FROM sqlite_sequence WHERE name='requests'), 0), "
+    "COALESCE((SELECT MAX(id) FROM requests), 0))"
 )
 
 #: Ids per `IN (...)` list: far below SQLite's limit on bound parameters.
@@ -2190,9 +2217,7 @@ class UnitOfWork:
     ) -> int | None:
         """Journal an event; its sequence number, None when the dedup key was seen."""
         cur = self._execute(
-            "INSERT INTO events(source, dedup_key, topic, verb, task_id, destination_id, "
-            "payload, received, status, reason, digest) VALUES(?,?,?,?,?,?,?,?,?,?,?) "
-            "ON CONFLICT(dedup_key) DO NOTHING",
+            _INSERT_EVENT,
             (
                 source,
                 dedup_key,
@@ -2208,6 +2233,30 @@ class UnitOfWork:
             ),
         )
         return cur.lastrowid if cur.rowcount else None
+
+    def insert_events(self, events: Sequence[NewEvent], received: float) -> None:
+        """Journal events that carry no dedup key (none can be a duplicate), in order,
+        in one statement."""
+        cap = self._journal.max_payload_bytes
+        self._conn.executemany(
+            _INSERT_EVENT,
+            [
+                (
+                    source,
+                    None,
+                    topic,
+                    verb,
+                    task,
+                    dest,
+                    cap_payload(payload, cap),
+                    received,
+                    status,
+                    reason,
+                    digest,
+                )
+                for source, topic, verb, task, dest, payload, status, reason, digest in events
+            ],
+        )
 
     def remember_idempotent_result(
         self,
@@ -2325,6 +2374,24 @@ class UnitOfWork:
             StateModel.apply_add_request, rid, destination_id, barcode, pool, now, size_bytes
         )
         return rid
+
+    def add_requests(self, requests: Sequence[NewRequest], now: float) -> range:
+        """New pending write requests, in one statement; their ids, in order (the ids
+        `add_request` would have given them one by one)."""
+        row = self._one(_LAST_REQUEST_ID)
+        first = (int(row[0]) if row else 0) + 1
+        self._conn.executemany(
+            _ADD_REQUEST,
+            [
+                (rid, destination_id, barcode, pool, now, now, size_bytes)
+                for rid, (destination_id, barcode, pool, size_bytes) in enumerate(requests, first)
+            ],
+        )
+        ids = range(first, first + len(requests))
+        self._requests.update(ids)
+        self._destinations.update(request[0] for request in requests)
+        self._notes.note(StateModel.apply_add_requests, first, list(requests), now)
+        return ids
 
     def set_request_state(
         self, request_id: int, new: RequestState, now: float, **fields: Any
@@ -2554,6 +2621,12 @@ class Transaction:
                 destination_id, task_id=task_id, sequence=sequence, now=now
             )
         )
+
+    async def add_requests(self, requests: Sequence[NewRequest], now: float) -> range:
+        return await self._trip(lambda: self._unit.add_requests(requests, now))
+
+    async def insert_events(self, events: Sequence[NewEvent], received: float) -> None:
+        await self._trip(lambda: self._unit.insert_events(events, received))
 
     async def set_request_state(
         self, request_id: int, new: RequestState, now: float, **fields: Any

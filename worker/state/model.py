@@ -413,6 +413,15 @@ class StateModel:
         )
         self._put_request(record, None)
 
+    def apply_add_requests(
+        self,
+        first: int,
+        requests: Sequence[tuple[int, str | None, str | None, int | None]],
+        now: float,
+    ) -> None:
+        for rid, (destination_id, barcode, pool, size_bytes) in enumerate(requests, first):
+            self.apply_add_request(rid, destination_id, barcode, pool, now, size_bytes)
+
     def apply_request_state(
         self, rid: int, new: RequestState, now: float, fields: Mapping[str, Any]
     ) -> None:

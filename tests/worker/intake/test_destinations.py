@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import dataclasses
 import functools
 import json
 import sqlite3
+import tempfile
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -588,8 +590,9 @@ async def test_a_poison_event_is_undone_alone_and_the_model_follows_the_file(
         assert sorted(r.destination_id for r in journal.model.requests()) == [1, 2, 4]
 
 
-def _mixed_batch() -> list[DestinationEvent | RejectedInput]:
-    """Every kind of event, two of them with a folder_id the buggy handling trips on."""
+def _mixed_batch(poison: bool) -> list[DestinationEvent | RejectedInput]:
+    """Every kind of event, runs of plain creates between them; with `poison`, two
+    events whose folder_id the buggy handling trips on."""
     with_id = DestinationEvent(
         "create",
         "7",
@@ -601,26 +604,27 @@ def _mixed_batch() -> list[DestinationEvent | RejectedInput]:
         dedup_key="mqtt:e-20",
         digest="d-20",
     )
+    trip = 666 if poison else 1
     return [
         *creates(1, 3),
         event("update", 1, pool_name="online-tapes"),
-        event("create", 10, folder_id=666, tape_barcode="NOD400L9"),  # poison
+        event("create", 10, folder_id=trip, tape_barcode="NOD400L9"),
         event("destroy", 2),
         event("release", 3),
         with_id,
         dataclasses.replace(with_id, digest="another message"),  # a reused event-id
         with_id,  # a redelivery
         RejectedInput("payload is not JSON", "mqtt", topic="t/x", payload="{"),
-        event("create", 11, folder_id=666, pool_name="online-tapes"),  # poison
+        event("create", 11, folder_id=trip, pool_name="online-tapes"),
         event("update", 12, tape_barcode="NOD400L9"),  # unknown: rejected
         *creates(30, 3),
+        event("create", 30, folder_id=1, tape_barcode="NOD401L9"),  # the same again
+        event("create", 40, tape_barcode="XYZ999L9"),  # unknown barcode: failed
+        event("create", 41, tape_barcode="NOD400L9", pool_name="online-tapes"),  # conflict
+        event("create", 42, pool_name="nas-copies"),  # not ours
+        event("create", 43, folder_id=2),  # no tape asked for
+        *creates(50, 2),
     ]
-
-
-def _apply_each_event(
-    batch: list[DestinationEvent | RejectedInput], unit: UnitOfWork, *, now: float
-) -> list[Outcome]:
-    return destinations._apply_each(batch, unit, now, 60)
 
 
 async def _file_rows(journal: Journal) -> dict[str, list[tuple[Any, ...]]]:
@@ -631,29 +635,40 @@ async def _file_rows(journal: Journal) -> dict[str, list[tuple[Any, ...]]]:
     }
 
 
-async def test_a_poison_mid_batch_leaves_what_applying_each_event_alone_leaves(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """The batch runs in one savepoint; a poison event undoes it and it is done again
-    event by event: outcomes, file and model are those of the event-by-event path."""
-    real = destinations.resolve_target
+def _apply_each_event(
+    batch: list[DestinationEvent | RejectedInput], unit: UnitOfWork, *, now: float
+) -> list[Outcome]:
+    return destinations._apply_each(batch, unit, now, 60)
 
-    def buggy(unit: UnitOfWork, body: TaskDestinationBody) -> destinations.Target:
-        if body.folder_id == 666:
-            raise ZeroDivisionError("a bug in the handling of this event")
-        return real(unit, body)
 
-    monkeypatch.setattr(destinations, "resolve_target", buggy)
+async def _batch_and_each(
+    folder: Path, batch: list[DestinationEvent | RejectedInput], *, redone: bool = False
+) -> list[tuple[list[Outcome], dict[str, list[tuple[Any, ...]]], dict[str, Any]]]:
+    """The batch applied as a batch, and event by event, each on a journal of its own
+    holding the same earlier destination: outcomes, rows and model of each. `redone`
+    says whether the batch is to be done again event by event (a poison in it)."""
     results = []
     for name in ("batch", "each"):
-        journal = await Journal.open(tmp_path / f"{name}.sqlite3")
+        journal = await Journal.open(folder / f"{name}.sqlite3")
         try:
             await journal.sync_catalog(DEFINITION, now=1000.0)
             await journal.load_model()
             await apply(journal, event("create", 3, tape_barcode="NOD400L9"), now=1500.0)
-            batch = _mixed_batch()
             if name == "batch":
-                outcomes = await apply(journal, *batch)
+                again: list[int] = []
+                real_each = destinations._apply_each
+
+                def each(
+                    *args: Any, _again: list[int] = again, _real: Any = real_each
+                ) -> list[Outcome]:
+                    _again.append(1)
+                    result: list[Outcome] = _real(*args)
+                    return result
+
+                with pytest.MonkeyPatch.context() as patch:
+                    patch.setattr(destinations, "_apply_each", each)
+                    outcomes = await apply(journal, *batch)
+                assert bool(again) is redone
             else:
                 outcomes = await journal.apply(
                     functools.partial(_apply_each_event, batch, now=2000.0)
@@ -664,17 +679,114 @@ async def test_a_poison_mid_batch_leaves_what_applying_each_event_alone_leaves(
             results.append((outcomes, await _file_rows(journal), model))
         finally:
             await journal.close()
-    (outcomes, rows, model), (each_outcomes, each_rows, each_model) = results
-    assert outcomes == each_outcomes
-    assert rows == each_rows
-    assert model == each_model
+    return results
+
+
+@pytest.mark.parametrize("poison", [True, False], ids=["poison", "no-poison"])
+async def test_a_batch_leaves_what_applying_each_event_alone_leaves(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, poison: bool
+) -> None:
+    """The batch runs in one savepoint, its plain creates a run at a time; a poison
+    event undoes it and it is done again event by event. Either way the outcomes, the
+    file and the model are those of the event-by-event path."""
+    real = destinations.resolve_target
+
+    def buggy(unit: UnitOfWork, body: TaskDestinationBody) -> destinations.Target:
+        if body.folder_id == 666:
+            raise ZeroDivisionError("a bug in the handling of this event")
+        return real(unit, body)
+
+    monkeypatch.setattr(destinations, "resolve_target", buggy)
+    batch = _mixed_batch(poison)
+    (outcomes, rows, model), each = await _batch_and_each(tmp_path, batch, redone=poison)
+    assert (outcomes, rows, model) == each
     statuses = [o.status for o in outcomes]
-    assert statuses[4] == statuses[11] == "rejected"
-    assert outcomes[4].poison
-    assert outcomes[11].poison
     assert statuses[8:10] == ["rejected", "duplicate"]
-    # The poison events left nothing of their own but their rejection.
-    assert [row[0] for row in rows["destinations"]] == [1, 2, 3, 20, 30, 31, 32]
+    # Only the create whose barcode and pool disagree is rejected among the last ten.
+    assert statuses[-10:] == ["applied"] * 5 + ["rejected"] + ["applied"] * 4
+    ids = [row[0] for row in rows["destinations"]]
+    if poison:
+        assert statuses[4] == statuses[11] == "rejected"
+        assert outcomes[4].poison
+        assert outcomes[11].poison
+        # The poison events left nothing of their own but their rejection.
+        assert 10 not in ids
+        assert 11 not in ids
+    else:
+        assert statuses[4] == statuses[11] == "applied"
+        assert {10, 11} <= set(ids)
+
+
+_batch_events = st.lists(
+    st.tuples(
+        st.sampled_from(["create", "create", "create", "update", "destroy", "release"]),
+        st.integers(1, 6),
+        st.sampled_from(["NOD400L9", "NOD401L9", "CLN001CU", "XYZ999L9", None]),
+        st.sampled_from([None, None, "online-tapes", "nas-copies"]),
+        st.sampled_from([None, None, None, "e-1", "e-2"]),
+        st.sampled_from([None, None, 1, 2, 3]),
+    ),
+    min_size=2,
+    max_size=12,
+)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(_batch_events)
+def test_any_batch_leaves_what_applying_each_event_alone_leaves(
+    spec: list[tuple[str, int, str | None, str | None, str | None, int | None]],
+) -> None:
+    batch: list[DestinationEvent | RejectedInput] = []
+    for verb, destination_id, barcode, pool, event_id, sequence in spec:
+        body = {"folder_id": destination_id, "tape_barcode": barcode, "pool_name": pool}
+        if verb in ("create", "update"):
+            batch.append(
+                ordered(verb, sequence, destination_id, event_id, **body)  # type: ignore[arg-type]
+                if sequence is not None or event_id is not None
+                else event(verb, destination_id, **body)  # type: ignore[arg-type]
+            )
+        else:
+            batch.append(event(verb, destination_id))  # type: ignore[arg-type]
+
+    async def run() -> None:
+        with tempfile.TemporaryDirectory() as tmp:
+            batched, each = await _batch_and_each(Path(tmp), batch)
+            assert batched == each
+
+    asyncio.run(run())
+
+
+async def test_a_run_of_plain_creates_is_one_statement_a_table(
+    journal: Journal, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Creates of new destinations with nothing else to check are written together:
+    the destinations, their requests and their events, one statement each."""
+    calls: list[str] = []
+    for name in (
+        "insert_destination",
+        "add_request",
+        "insert_event",
+        "insert_destinations",
+        "add_requests",
+        "insert_events",
+    ):
+        real = getattr(UnitOfWork, name)
+
+        def counted(
+            self: UnitOfWork, *args: Any, _real: Any = real, _name: str = name, **kwargs: Any
+        ) -> Any:
+            calls.append(_name)
+            return _real(self, *args, **kwargs)
+
+        monkeypatch.setattr(UnitOfWork, name, counted)
+    batch = [*creates(1, 40), event("destroy", 5), *creates(100, 10)]
+    outcomes = await apply(journal, *batch)
+    assert [o.status for o in outcomes] == ["applied"] * 51
+    run = ["insert_destinations", "add_requests", "insert_events"]
+    assert calls == [*run, "insert_event", *run]
+    assert len(await journal.requests(ACTIVE)) == 49
+    if journal.model is not None:
+        assert journal.model.export() == (await journal.read_model()).export()
 
 
 async def test_a_batch_without_poison_takes_one_savepoint(journal: Journal) -> None:

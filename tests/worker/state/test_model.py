@@ -301,6 +301,7 @@ Transactions = st.lists(
                     [
                         "add",
                         "add",
+                        "add_many",
                         "state",
                         "state",
                         "ready",
@@ -313,6 +314,7 @@ Transactions = st.lists(
                         "check",
                         "clean",
                         "insert",
+                        "insert_many",
                         "update",
                         "destroy",
                         "destroy_unknown",
@@ -344,6 +346,14 @@ async def _step(journal: Journal, tx: Transaction, step: Step, now: float) -> No
                 pool="offline-tapes" if step.b % 2 else None,
                 now=now,
                 size_bytes=step.b or None,
+            )
+        case "add_many":
+            await tx.add_requests(
+                [
+                    (1 + (step.a + n) % 4, barcode if n % 2 else None, "offline-tapes", step.b)
+                    for n in range(1 + step.b % 3)
+                ],
+                now,
             )
         case "state":
             await tx.set_request_state(
@@ -390,6 +400,23 @@ async def _step(journal: Journal, tx: Transaction, step: Step, now: float) -> No
                     None,
                     sequence=step.b or None,
                 ),
+                now,
+            )
+        case "insert_many":
+            await tx.insert_destinations(
+                [
+                    DestinationWrite(
+                        30 + step.a * 3 + n,
+                        str(n % 2),
+                        {"folder_id": n},
+                        {"folder": {"id": n}} if n % 2 else None,
+                        barcode,
+                        None,
+                        "active",
+                        None,
+                    )
+                    for n in range(1 + step.b % 3)
+                ],
                 now,
             )
         case "update":
