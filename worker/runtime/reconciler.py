@@ -48,9 +48,9 @@ COALESCE = 3.0
 MAX_REST_S = 5.0
 MIN_REST_S = 0.002
 #: How long a change of requests waits for company while no drive could take a
-#: mount: long enough for creates sent one at a time to share a round, short beside
-#: anything a round could still do for them then (see `requests_changed`).
-DEFER_S = 0.05
+#: mount: long enough for creates sent one at a time to share a round (tens of them
+#: at a hundred a second), short beside a mount (see `requests_changed`).
+DEFER_S = 0.2
 
 
 class Reconciler:
@@ -114,8 +114,9 @@ class Reconciler:
         At once when some drive could take a mount, else within `DEFER_S`, together
         with whatever else changes meanwhile. With every drive held, busy or down, the
         planner can attach, load or assign nothing (it serves only free drives); what
-        is left for a new request is a refusal, which may come a few hundredths of a
-        second later. A round per create, sent one at a time, was a tenth of its CPU.
+        is left for a new request is a refusal, which may come up to `DEFER_S` later.
+        A round per create, sent one at a time, was a tenth of its CPU, and a round
+        over a backlog of thousands costs more than a create.
         """
         if self._a_drive_is_free():
             self._cancel_deferred()
