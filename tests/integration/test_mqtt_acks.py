@@ -10,10 +10,12 @@ import textwrap
 from pathlib import Path
 
 import aiomqtt
+from paho.mqtt.enums import MQTTErrorCode
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from tests.integration.broker import Broker
+from worker.intake import mqtt
 from worker.intake.mqtt import Delivery, Inbox, ManualAcks, Publish
 
 TOPIC = "t/acks/one"
@@ -192,3 +194,69 @@ async def test_one_read_of_the_socket_brings_many_messages(broker: Broker) -> No
     assert sorted(int(d.topic.rsplit("/", 1)[1]) for d in taken) == list(range(count))
     # paho alone: three reads a message or more (8 reads here, on a quiet machine).
     assert len(reads) < count / 20, len(reads)
+
+
+def publish_packet(topic: str, payload: bytes, qos: int, mid: int, event_id: str) -> bytes:
+    """An MQTT 5 PUBLISH as the broker sends it, with an `event-id` user property."""
+    properties = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
+    properties.UserProperty = [("event-id", event_id)]
+    name = topic.encode()
+    body = len(name).to_bytes(2, "big") + name + (mid.to_bytes(2, "big") if qos else b"")
+    body += properties.pack() + payload  # type: ignore[no-untyped-call]
+    packet: bytes = bytes((0x30 | qos << 1,)) + mqtt._remaining_length(len(body)) + body
+    return packet
+
+
+async def test_the_publishes_of_a_read_are_decoded_together_and_a_cut_one_by_paho(
+    broker: Broker,
+) -> None:
+    assert broker.process is not None
+    client = persistent_client(broker, "sub-chunks")
+    taken: list[Publish] = []
+
+    def parse(message: Publish) -> Delivery:
+        taken.append(message)
+        return delivery(message)
+
+    inbox = Inbox(client, parse, limit=100)
+    async with client:
+        # A broker that sends nothing: the reads are the chunks we hand the reader.
+        broker.process.send_signal(signal.SIGSTOP)
+        try:
+            sent = [
+                ("t/a/1", b"one", 1, 1),
+                ("t/a/2", b"two", 0, 0),
+                ("t/a/3", b"three" * 40, 1, 3),  # a two-byte remaining length
+                ("t/a/4", b"four", 1, 4),
+            ]
+            packets = [publish_packet(t, p, q, m, f"ev-{n}") for n, (t, p, q, m) in enumerate(sent)]
+            pingresp = bytes((0xD0, 0))
+            stream = packets[0] + packets[1] + pingresp + packets[2] + packets[3]
+            # Cut inside the third PUBLISH's remaining length.
+            cut = len(packets[0]) + len(packets[1]) + len(pingresp) + 2
+            chunks = [stream[:cut], stream[cut:]]
+            by_paho = 0
+            handle = client._client._handle_publish
+
+            def counted() -> MQTTErrorCode:
+                nonlocal by_paho
+                by_paho += 1
+                return handle()
+
+            client._client._handle_publish = counted  # type: ignore[method-assign]
+
+            def fed(_size: int) -> bytes:
+                if not chunks:
+                    raise BlockingIOError
+                return chunks.pop(0)
+
+            inbox._recv = fed
+            while chunks:
+                inbox._read()
+        finally:
+            broker.process.send_signal(signal.SIGCONT)
+        assert [(m.topic, m.payload, m.qos, m.mid) for m in taken] == sent
+        assert [m.user_property("event-id") for m in taken] == ["ev-0", "ev-1", "ev-2", "ev-3"]
+        assert len(inbox) == 4
+        # paho read the first packet of each read and the one the cut left unfinished.
+        assert by_paho == 2

@@ -246,9 +246,9 @@ class Inbox:
       message of its own and hands it through an `asyncio.Queue` and an async
       iterator, a task and a future a message);
     - the socket's reader: paho reads a packet in three or more `recv` calls, and
-      aiomqtt's reader reads one packet a turn of the event loop. Ours hands paho the
-      packets from reads of up to `READ_CHUNK` bytes and parses all of them in one
-      turn;
+      aiomqtt's reader reads one packet a turn of the event loop. Ours reads up to
+      `READ_CHUNK` bytes at a time, decodes the whole PUBLISH packets of a read itself
+      and hands paho the rest from the same read, all of it in one turn;
     - flow control: while `limit` messages wait, we take the socket out of the event
       loop's readers (the consumer puts it back once half of them are taken). The
       broker keeps what we did not read, TCP holds it back, and our acknowledgements
@@ -408,16 +408,47 @@ class Inbox:
         return self._buffer[start : self._taken]
 
     def _read(self) -> None:
-        """The socket's reader: every packet of a read, unless a full queue pauses us."""
+        """The socket's reader: every packet of a read, unless a full queue pauses us.
+        paho reads the first packet of a chunk (and so keeps its own time of the last
+        bytes received); the whole PUBLISH packets that follow are taken here at once,
+        and paho reads anything else."""
+        client = self._paho
         try:
             while self._paused_fd is None:
-                self._paho.loop_read()
-                if self._taken >= len(self._buffer) or self._paho.socket() is None:
+                client.loop_read()
+                if client._in_packet["command"] == 0:  # noqa: SLF001 - no packet begun
+                    self._take_publishes()
+                if self._taken >= len(self._buffer) or client.socket() is None:
                     break
         except Exception as exc:  # what aiomqtt's reader does: the connection is lost
             disconnected = self._client._disconnected  # noqa: SLF001
             if not disconnected.done():
                 disconnected.set_exception(exc)
+
+    def _take_publishes(self) -> None:
+        """The whole QoS 0 and 1 PUBLISH packets at the head of the chunk, decoded and
+        delivered without paho's reader (three `recv` slices and a dict a packet).
+        Anything else, a packet cut by the chunk's end or one that does not decode, is
+        left to paho, which handles it as ever (a malformed one drops the connection)."""
+        buffer, pos = self._buffer, self._taken
+        size = len(buffer)
+        while self._paused_fd is None and pos < size:
+            header = buffer[pos]
+            if header & 0xF0 != paho.PUBLISH or header & 0x06 > 0x02:
+                break
+            try:
+                length, start = _varint(buffer, pos + 1)
+            except (IndexError, MalformedPacket):
+                break
+            end = start + length
+            if end > size:
+                break
+            try:
+                publish = decode_publish(header, buffer[start:end])
+            except MalformedPacket:
+                break
+            pos = self._taken = end
+            self._deliver(self._parse(publish))
 
     def _take_reader(self, fd: int) -> None:
         self._loop.add_reader(fd, self._read)
