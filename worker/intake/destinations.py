@@ -210,23 +210,25 @@ def _record_batch(
 class _CreateRun:
     """Consecutive plain creates of a batch, written with one statement per table.
 
-    A create is plain when it is an MQTT-style create of a destination id the journal
-    has never seen (neither the file nor an earlier create of this run: any other
-    event of the batch that touched it was written before, so the journal sees it),
-    carries no event-id (nothing to deduplicate), is not routed (no fleet), and its
-    body names a tape or pool the library has for data (`resolve_target` says
-    "active"). Such a create always does the same three writes: the destination, one
-    pending request, and its event, applied. Any other event ends the run: the run is
-    written first, so the rows and ids are those that event by event would give.
+    A create is plain when it creates a destination the journal has never seen (an
+    HTTP create, whose id is the next one, or an MQTT create of an id neither in the
+    file nor earlier in this run: any other event of the batch that touched it was
+    written before, so the journal sees it), carries no event-id (nothing to
+    deduplicate), is not routed (no fleet), and its body names a tape or pool the
+    library has for data (`resolve_target` says "active"). Such a create always does
+    the same three writes: the destination, one pending request, and its event,
+    applied. Any other event ends the run: the run is written first, so the rows and
+    ids are those that event by event would give.
     """
 
-    __slots__ = ("destinations", "events", "ids", "requests")
+    __slots__ = ("destinations", "events", "highest", "ids", "requests")
 
     def __init__(self) -> None:
         self.destinations: list[DestinationWrite] = []
         self.requests: list[NewRequest] = []
         self.events: list[NewEvent] = []
         self.ids: set[int] = set()
+        self.highest = 0
 
     def take(self, unit: UnitOfWork, event: DestinationEvent | RejectedInput) -> int | None:
         """Add `event` to the run if it is a plain create: its destination id, or None."""
@@ -239,9 +241,10 @@ class _CreateRun:
         ):
             return None
         destination_id = event.destination_id
-        if destination_id is None or destination_id in self.ids:
-            return None
-        if unit.destination(destination_id) is not None:
+        if destination_id is None:
+            # An HTTP create: the id event by event would give, past the run's own.
+            destination_id = max(unit.next_destination_id(), self.highest + 1)
+        elif destination_id in self.ids or unit.destination(destination_id) is not None:
             return None
         try:
             target = resolve_target(unit, event.body)
@@ -250,6 +253,7 @@ class _CreateRun:
         if target.status != "active":
             return None
         self.ids.add(destination_id)
+        self.highest = max(self.highest, destination_id)
         self.destinations.append(
             DestinationWrite(
                 destination_id,
@@ -288,6 +292,7 @@ class _CreateRun:
         unit.insert_events(self.events, now)
         self.destinations, self.requests, self.events = [], [], []
         self.ids.clear()
+        self.highest = 0
 
 
 def _apply_each(

@@ -624,6 +624,13 @@ def _mixed_batch(poison: bool) -> list[DestinationEvent | RejectedInput]:
         event("create", 42, pool_name="nas-copies"),  # not ours
         event("create", 43, folder_id=2),  # no tape asked for
         *creates(50, 2),
+        # HTTP creates: the next ids, after and between those of MQTT creates.
+        event("create", None, folder_id=1, tape_barcode="NOD400L9"),
+        event("create", None, folder_id=2, pool_name="online-tapes"),
+        event("create", 60, folder_id=3, tape_barcode="NOD401L9"),
+        event("create", None, folder_id=4, tape_barcode="NOD401L9"),
+        event("create", None, folder_id=5, tape_barcode="XYZ999L9"),
+        event("create", None, folder_id=6, tape_barcode="NOD401L9"),
     ]
 
 
@@ -702,8 +709,9 @@ async def test_a_batch_leaves_what_applying_each_event_alone_leaves(
     assert (outcomes, rows, model) == each
     statuses = [o.status for o in outcomes]
     assert statuses[8:10] == ["rejected", "duplicate"]
-    # Only the create whose barcode and pool disagree is rejected among the last ten.
-    assert statuses[-10:] == ["applied"] * 5 + ["rejected"] + ["applied"] * 4
+    # Only the create whose barcode and pool disagree is rejected among the last ones.
+    assert statuses[-16:] == ["applied"] * 5 + ["rejected"] + ["applied"] * 10
+    assert [o.destination_id for o in outcomes[-6:]] == [52, 53, 60, 61, 62, 63]
     ids = [row[0] for row in rows["destinations"]]
     if poison:
         assert statuses[4] == statuses[11] == "rejected"
@@ -720,7 +728,7 @@ async def test_a_batch_leaves_what_applying_each_event_alone_leaves(
 _batch_events = st.lists(
     st.tuples(
         st.sampled_from(["create", "create", "create", "update", "destroy", "release"]),
-        st.integers(1, 6),
+        st.sampled_from([1, 2, 3, 4, 5, 6, 9, None]),
         st.sampled_from(["NOD400L9", "NOD401L9", "CLN001CU", "XYZ999L9", None]),
         st.sampled_from([None, None, "online-tapes", "nas-copies"]),
         st.sampled_from([None, None, None, "e-1", "e-2"]),
@@ -734,12 +742,15 @@ _batch_events = st.lists(
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(_batch_events)
 def test_any_batch_leaves_what_applying_each_event_alone_leaves(
-    spec: list[tuple[str, int, str | None, str | None, str | None, int | None]],
+    spec: list[tuple[str, int | None, str | None, str | None, str | None, int | None]],
 ) -> None:
     batch: list[DestinationEvent | RejectedInput] = []
     for verb, destination_id, barcode, pool, event_id, sequence in spec:
         body = {"folder_id": destination_id, "tape_barcode": barcode, "pool_name": pool}
-        if verb in ("create", "update"):
+        if destination_id is None:
+            # An HTTP create: the journal gives the id.
+            batch.append(event("create", None, **body))
+        elif verb in ("create", "update"):
             batch.append(
                 ordered(verb, sequence, destination_id, event_id, **body)  # type: ignore[arg-type]
                 if sequence is not None or event_id is not None
