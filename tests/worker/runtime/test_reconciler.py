@@ -27,7 +27,9 @@ from worker.runtime.reconciler import (
     Reconciler,
     coalescing_rest,
 )
+from worker.runtime.service import Service
 from worker.seed.models import TaskDestinationBody
+from worker.settings import Settings
 from worker.state.journal import Journal, RequestRecord
 
 HOLD_S = 600.0
@@ -185,6 +187,22 @@ async def test_changes_of_requests_share_a_round_while_every_drive_is_held(rig: 
     assert time.monotonic() - started >= DEFER_S * 0.9
     await rig.reconciler.wait_for_work(0)
     assert not rig.reconciler.wake.is_set()
+
+
+async def test_the_daemon_hands_committed_changes_to_the_deferrable_wake_up(
+    rig: Rig, tmp_path: Path
+) -> None:
+    await rig.ready(1, "AAA001L9", 1, 0)
+    await rig.ready(2, "AAA002L9", 2, 1)
+    await rig.reconciler.snapshot()
+    service = Service(Settings(state_dir=tmp_path / "state"))
+    service.reconciler = rig.reconciler
+    rig.reconciler.wake.clear()
+    # What both intakes call after each commit: no round at once, every drive is held.
+    await service.destinations_changed({3})
+    assert not rig.reconciler.wake.is_set()
+    async with asyncio.timeout(30):
+        await rig.reconciler.wake.wait()
 
 
 async def test_a_change_that_frees_a_drive_is_planned_at_once(rig: Rig) -> None:
