@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import sqlite3
@@ -186,6 +187,41 @@ class Daemon:
         if not path.exists():
             return ""
         return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+
+    def log_entries(self) -> list[dict[str, Any]]:
+        """The JSON lines of the daemon's output so far (anything else is skipped)."""
+        path = self.folder / "daemon.log"
+        if not path.exists():
+            return []
+        entries = []
+        for line in path.read_text(errors="replace").splitlines():
+            try:
+                entry = json.loads(line)
+            except ValueError:
+                continue  # not JSON, or a line still being written
+            if isinstance(entry, dict):
+                entries.append(entry)
+        return entries
+
+    def wait_logged(self, event: str, timeout: float = 20.0, **fields: object) -> dict[str, Any]:
+        """The first log line of `event` with these fields, once it is written.
+
+        The daemon logs what it did after the commit returns, so a test that has seen
+        the journal row (or the HTTP answer, or the retained state) may still read the
+        log before the line: wait on the line itself."""
+
+        def find() -> dict[str, Any] | None:
+            for entry in self.log_entries():
+                if entry.get("event") == event and all(
+                    entry.get(k) == v for k, v in fields.items()
+                ):
+                    return entry
+            return None
+
+        try:
+            return wait_until(find, timeout, f"the log line {event!r} {fields}")
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}\n{self.log_tail()}") from None
 
     def stop(self, sig: int = signal.SIGTERM) -> int | None:
         if self.process is None:
