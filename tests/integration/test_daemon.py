@@ -15,8 +15,10 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import aiomqtt
+import httpx
 import pytest
 
 from drivers.sim.library import SimulatedLibrary
@@ -66,6 +68,19 @@ def create_body(**fields: object) -> dict[str, object]:
     return body
 
 
+def shown_in_state(http: httpx.Client, destination: int, state: str) -> dict[str, Any]:
+    """The destination as the API shows it, once it shows `state`.
+
+    The API answers from the state in memory, which takes a commit's changes after
+    the commit returns: the journal's row can be seen a moment before the answer."""
+
+    def show() -> dict[str, Any] | None:
+        shown: dict[str, Any] = http.get(f"/tasks/7/task_destinations/{destination}").json()
+        return shown if shown["state"]["state"] == state else None
+
+    return wait_until(show, what=f"the API to show destination {destination} {state}")
+
+
 # -- HTTP ------------------------------------------------------------------------------
 
 
@@ -81,8 +96,7 @@ def test_http_create_mounts_the_tape_and_destroy_releases_it(daemon: Daemon) -> 
         drive = ready["drive"]
         assert daemon.library_inventory().where(TAPE) == ("drive", drive)
 
-        shown = http.get(f"/tasks/7/task_destinations/{destination}").json()
-        assert shown["state"]["state"] == "ready"
+        shown = shown_in_state(http, destination, "ready")
         assert shown["state"]["drive"] == drive
         assert shown["state"]["device"] == DEFINITION.drive(drive).device
         assert shown["tape"]["location"] == f"Drive {drive}"
@@ -128,7 +142,7 @@ def test_http_unknown_barcode_fails_and_nothing_moves(daemon: Daemon) -> None:
         ).json()["id"]
         failed = daemon.wait_request(destination, "failed")
         assert failed["reason"] == "unknown barcode NOPE00L9: not in this library"
-        shown = http.get(f"/tasks/7/task_destinations/{destination}").json()
+        shown = shown_in_state(http, destination, "failed")
         assert shown["state"]["reason"] == failed["reason"]
     assert daemon.query("SELECT * FROM operations") == []
     assert daemon.library_inventory() == before

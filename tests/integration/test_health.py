@@ -48,7 +48,13 @@ def test_health_readiness_and_metrics_of_a_mount(tmp_path: Path) -> None:
             daemon.wait_request(created.json()["id"], "ready")
             assert http.post("/tasks/7/task_destinations", content=b"{").status_code == 400
 
-        text = probe(daemon, "/metrics").text
+        # The mount's duration is observed after the commit that made the request
+        # ready, so the scrape waits for it rather than trusting the row.
+        def mount_observed() -> str | None:
+            text = probe(daemon, "/metrics").text
+            return text if sample(text, "tapeworker_mount_duration_seconds_count") else None
+
+        text = wait_until(mount_observed, what="the mount's duration in /metrics")
         assert sample(text, "tapeworker_requests", state="ready") == 1
         assert sample(text, "tapeworker_requests", state="pending") == 0
         assert sample(text, "tapeworker_mount_duration_seconds_count") == 1
