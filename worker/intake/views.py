@@ -21,6 +21,8 @@ from datetime import UTC, datetime
 from json.encoder import encode_basestring_ascii
 from typing import Any
 
+import orjson
+
 from drivers.media import media_of
 from worker.seed.models import FOLDER_LIST_FIELDS, FOLDER_UNKNOWN_FIELDS
 from worker.state.journal import (
@@ -199,22 +201,73 @@ def destination_json(
     tape_library_id: int = 1,
 ) -> dict[str, Any]:
     """One destination in the seed's shape plus `state` (pure: records in, JSON out)."""
-    tape, tape_pool_id, pool = _shown(destination, request, tapes, pools)
-    body = destination.body
-    nested = destination.nested
-    return {
-        **{key: body.get(key) for key in _BODY_FIELDS},
-        "id": destination.id,
-        "folder": folder_json(body, nested),
-        "container": dict(nested["container"]) if nested and nested.get("container") else None,
-        "tape": tape_json(tape, tape_pool_id, tape_library_id) if tape else None,
-        "pool": pool_json(pool) if pool is not None else None,
-        "state": state_json(destination, request, drives),
-    }
+    values = _fields(destination, request, tapes, pools, drives, tape_library_id, _VALUES)
+    return dict(zip(DESTINATION_FIELDS, values, strict=True))
 
 
 #: The create body's fields, first in a destination's JSON, in the seed's order.
 _BODY_FIELDS = ("folder_id", "folder_path", "tape_id", "tape_barcode", "pool_id", "pool_name")
+
+#: A destination's fields in the order its JSON shows them, in every form it takes:
+#: `_fields` gives their values in this order.
+DESTINATION_FIELDS = (*_BODY_FIELDS, "id", "folder", "container", "tape", "pool", "state")
+
+
+class _Values:
+    """How each part of a destination's view is rendered: here as JSON-ready values.
+
+    The serialised forms (`_Text` for MQTT, `_Compact` for the HTTP answers) render
+    the same parts, so that the three cannot drift apart.
+    """
+
+    null: Any = None
+
+    def scalar(self, value: Any) -> Any:
+        return value
+
+    def folder(self, body: Mapping[str, Any], nested: Mapping[str, Any] | None) -> Any:
+        return folder_json(body, nested)
+
+    def container(self, container: Mapping[str, Any]) -> Any:
+        return dict(container)
+
+    def tape(self, tape: TapeRecord, pool_id: int | None, tape_library_id: int) -> Any:
+        return tape_json(tape, pool_id, tape_library_id)
+
+    def pool(self, pool: PoolRecord) -> Any:
+        return pool_json(pool)
+
+    def state(self, state: dict[str, Any]) -> Any:
+        return state
+
+
+_VALUES = _Values()
+
+
+def _fields(
+    destination: DestinationRecord,
+    request: RequestRecord | None,
+    tapes: Mapping[str, TapeRecord],
+    pools: Mapping[str, PoolRecord],
+    drives: Mapping[int, DriveRecord],
+    tape_library_id: int,
+    render: _Values,
+) -> tuple[Any, ...]:
+    """The values of `DESTINATION_FIELDS`, in their order, as `render` renders them."""
+    tape, tape_pool_id, pool = _shown(destination, request, tapes, pools)
+    body = destination.body
+    nested = destination.nested
+    container = nested.get("container") if nested else None
+    scalar = render.scalar
+    return (
+        *[scalar(body.get(key)) for key in _BODY_FIELDS],
+        scalar(destination.id),
+        render.folder(body, nested),
+        render.container(container) if container else render.null,
+        render.tape(tape, tape_pool_id, tape_library_id) if tape else render.null,
+        render.pool(pool) if pool is not None else render.null,
+        render.state(state_json(destination, request, drives)),
+    )
 
 
 def _scalar(value: Any) -> str:
@@ -265,21 +318,23 @@ def _folder_text(body: Mapping[str, Any], nested: Mapping[str, Any] | None) -> s
     )
 
 
-class ViewFragments:
-    """Tape and pool objects serialised once per record, for the views MQTT publishes.
+class _Kept:
+    """Tape and pool objects serialised once per record.
 
-    Thousands of destinations may show one tape, and each is published again at every
-    step of its request. The model replaces a record whenever anything of it changes
-    (records are frozen), so a fragment is used only for the very record it was made
-    from: a tape that moves is a new record, serialised anew at its next publication.
-    One entry per tape and pool of the catalog at most.
+    The model replaces a record whenever anything of it changes (records are frozen),
+    so a fragment is used only for the very record it was made from: a tape that
+    moves is a new record, serialised anew the next time it is shown. One entry per
+    tape and pool of the catalog at most.
     """
 
     def __init__(self) -> None:
-        self._tapes: dict[str, tuple[TapeRecord, int | None, int, str]] = {}
-        self._pools: dict[str, tuple[PoolRecord, str]] = {}
+        self._tapes: dict[str, tuple[TapeRecord, int | None, int, Any]] = {}
+        self._pools: dict[str, tuple[PoolRecord, Any]] = {}
 
-    def tape(self, tape: TapeRecord, pool_id: int | None, tape_library_id: int) -> str:
+    def serialise(self, value: dict[str, Any]) -> Any:
+        raise NotImplementedError
+
+    def tape(self, tape: TapeRecord, pool_id: int | None, tape_library_id: int) -> Any:
         kept = self._tapes.get(tape.barcode)
         if (
             kept is not None
@@ -288,17 +343,63 @@ class ViewFragments:
             and kept[2] == tape_library_id
         ):
             return kept[3]
-        text = json.dumps(tape_json(tape, pool_id, tape_library_id))
-        self._tapes[tape.barcode] = (tape, pool_id, tape_library_id, text)
-        return text
+        fragment = self.serialise(tape_json(tape, pool_id, tape_library_id))
+        self._tapes[tape.barcode] = (tape, pool_id, tape_library_id, fragment)
+        return fragment
 
-    def pool(self, pool: PoolRecord) -> str:
+    def pool(self, pool: PoolRecord) -> Any:
         kept = self._pools.get(pool.name)
         if kept is not None and kept[0] is pool:
             return kept[1]
-        text = json.dumps(pool_json(pool))
-        self._pools[pool.name] = (pool, text)
-        return text
+        fragment = self.serialise(pool_json(pool))
+        self._pools[pool.name] = (pool, fragment)
+        return fragment
+
+
+class _Text(_Kept, _Values):
+    """The parts as `json.dumps` writes them (its default spacing): what MQTT publishes."""
+
+    null = "null"
+
+    def serialise(self, value: dict[str, Any]) -> str:
+        return json.dumps(value)
+
+    def scalar(self, value: Any) -> str:
+        return _scalar(value)
+
+    def folder(self, body: Mapping[str, Any], nested: Mapping[str, Any] | None) -> str:
+        return _folder_text(body, nested)
+
+    def container(self, container: Mapping[str, Any]) -> str:
+        return json.dumps(dict(container))
+
+    def state(self, state: dict[str, Any]) -> str:
+        return _flat_text(state)
+
+
+class _Compact(_Kept, _Values):
+    """The parts as JSON values, but the tape and pool as orjson fragments of their
+    compact bytes: `orjson.dumps` of the whole is then the view's very bytes."""
+
+    def serialise(self, value: dict[str, Any]) -> orjson.Fragment:
+        return orjson.Fragment(orjson.dumps(value))
+
+
+#: Each key as `json.dumps` writes it before its value, after the first.
+_TEXT_KEYS = tuple(f'"{key}": ' for key in DESTINATION_FIELDS)
+
+
+class ViewFragments:
+    """Tape and pool objects serialised once per record, in each form a view is sent:
+    `json.dumps`'s for MQTT, orjson's compact bytes for the HTTP answers.
+
+    Thousands of destinations may show one tape, and each is published again at every
+    step of its request; a create's answer shows a tape many creates showed before.
+    """
+
+    def __init__(self) -> None:
+        self.text = _Text()
+        self.compact = _Compact()
 
 
 def destination_payload(
@@ -312,29 +413,25 @@ def destination_payload(
 ) -> bytes:
     """`json.dumps(destination_json(...)).encode()`, the same bytes, spliced from
     serialised parts: what MQTT publishes for each destination at each change."""
-    tape, tape_pool_id, pool = _shown(destination, request, tapes, pools)
-    body = destination.body
-    nested = destination.nested
-    container = nested.get("container") if nested else None
-    return "".join(
-        (
-            "{",
-            ", ".join([f'"{key}": {_scalar(body.get(key))}' for key in _BODY_FIELDS]),
-            ', "id": ',
-            _scalar(destination.id),
-            ', "folder": ',
-            _folder_text(body, nested),
-            ', "container": ',
-            json.dumps(dict(container)) if container else "null",
-            ', "tape": ',
-            fragments.tape(tape, tape_pool_id, tape_library_id) if tape else "null",
-            ', "pool": ',
-            fragments.pool(pool) if pool is not None else "null",
-            ', "state": ',
-            _flat_text(state_json(destination, request, drives)),
-            "}",
-        )
+    parts = _fields(destination, request, tapes, pools, drives, tape_library_id, fragments.text)
+    return (
+        "{" + ", ".join([key + part for key, part in zip(_TEXT_KEYS, parts, strict=True)]) + "}"
     ).encode()
+
+
+def destination_answer(
+    destination: DestinationRecord,
+    request: RequestRecord | None,
+    tapes: Mapping[str, TapeRecord],
+    pools: Mapping[str, PoolRecord],
+    drives: Mapping[int, DriveRecord],
+    tape_library_id: int,
+    fragments: ViewFragments,
+) -> bytes:
+    """`orjson.dumps(destination_json(...))`, the same bytes, with the tape and pool
+    serialised once per record: what the HTTP API answers for a destination."""
+    parts = _fields(destination, request, tapes, pools, drives, tape_library_id, fragments.compact)
+    return orjson.dumps(dict(zip(DESTINATION_FIELDS, parts, strict=True)))
 
 
 async def destination_views(
@@ -382,6 +479,22 @@ async def destination_payloads(
         (d.id, destination_payload(d, latest.get(d.id), tapes, pools, drives, library, fragments))
         for d in destinations
     ]
+
+
+async def destination_answer_of(
+    journal: Journal, destination: DestinationRecord, fragments: ViewFragments
+) -> bytes:
+    """A destination's view as the HTTP API answers it (`orjson.dumps` of it): from the
+    state in memory when the journal keeps it, else as `destination_views` reads it."""
+    model = journal.current_model
+    if model is None:
+        [view] = await destination_views(journal, [destination])
+        return orjson.dumps(view)
+    library = await journal.tape_library_id()
+    request = model.latest_requests_for((destination.id,)).get(destination.id)
+    return destination_answer(
+        destination, request, model.tapes, model.pools, model.drives, library, fragments
+    )
 
 
 async def destinations_by_ids(journal: Journal, ids: Sequence[int]) -> list[DestinationRecord]:

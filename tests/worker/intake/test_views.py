@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+import orjson
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -14,6 +15,8 @@ from worker.core.requests import RequestState
 from worker.intake.destinations import DestinationEvent, RejectedInput, record_events
 from worker.intake.views import (
     ViewFragments,
+    destination_answer,
+    destination_answer_of,
     destination_json,
     destination_payload,
     destination_payloads,
@@ -236,3 +239,158 @@ def test_the_published_state_is_the_very_json_of_the_view(
             destination, request, by_barcode, POOLS, DRIVES, library, FRAGMENTS
         )
         assert payload == json.dumps(view).encode()
+
+
+#: As `json_values`, within what orjson serialises (integers of 64 bits): the API's
+#: answers are orjson's bytes.
+orjson_values = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(min_value=-(2**63), max_value=2**64 - 1)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner),
+    max_leaves=6,
+)
+pool_records = st.builds(
+    PoolRecord,
+    name=st.sampled_from(["offline-tapes", "gone"]),
+    pool_id=small,
+    content=st.sampled_from(["tape", "nas"]),
+    type=st.none() | st.text(max_size=8),
+    comment=st.none() | st.text(max_size=8),
+    write_protect_when_full=st.booleans(),
+)
+drive_records = st.builds(
+    DriveRecord,
+    index=st.sampled_from([0, 3]),
+    generation=st.integers(min_value=5, max_value=9),
+    device=st.sampled_from(["/dev/nst0", "/dev/nst3"]),
+    barcode=st.none() | st.sampled_from(["NOD400L9"]),
+    up=st.booleans(),
+    failures=small,
+    reason=st.none() | st.text(max_size=8),
+    idle_since=st.none() | times,
+    needs_cleaning=st.booleans(),
+)
+#: Shared by every example, as `FRAGMENTS`.
+ANSWER_FRAGMENTS = ViewFragments()
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    destination=st.builds(
+        DestinationRecord,
+        id=st.integers(min_value=0, max_value=10**15),
+        task_id=st.just("7"),
+        body_json=st.dictionaries(
+            st.sampled_from(["folder_id", "tape_id", "tape_barcode", "pool_id", "pool_name"]),
+            orjson_values,
+        )
+        .flatmap(
+            lambda body: st.one_of(st.none(), st.text()).map(
+                lambda path: body if path is None else {**body, "folder_path": path}
+            )
+        )
+        .map(json_text),
+        barcode=st.sampled_from([None, "NOD400L9", "NOD500L8", "CLN001CU", "ODD1"]),
+        pool=st.sampled_from([None, "offline-tapes", "gone"]),
+        status=st.sampled_from(["pending", "applied", "not ours"]),
+        reason=st.none() | st.text(),
+        deleted=st.booleans(),
+        created=times,
+        updated=times,
+        sequence=st.none() | st.integers(min_value=0, max_value=2**63 - 1),
+        nested_json=st.none()
+        | st.fixed_dictionaries(
+            {},
+            optional={
+                "folder": st.dictionaries(st.text(max_size=8), orjson_values, max_size=4),
+                "container": st.dictionaries(st.text(max_size=8), orjson_values, max_size=4),
+            },
+        ).map(lambda nested: json_text(nested) if nested else None),
+    ),
+    request=request_records,
+    tapes=st.lists(tape_records, max_size=3),
+    pools=st.lists(pool_records, max_size=2),
+    drives=st.lists(drive_records, max_size=2),
+    library=st.integers(min_value=1, max_value=5),
+)
+def test_the_answer_is_the_very_bytes_of_the_view(
+    destination: DestinationRecord,
+    request: RequestRecord | None,
+    tapes: list[TapeRecord],
+    pools: list[PoolRecord],
+    drives: list[DriveRecord],
+    library: int,
+) -> None:
+    by_barcode = {tape.barcode: tape for tape in tapes}
+    by_name = {pool.name: pool for pool in pools}
+    by_index = {drive.index: drive for drive in drives}
+    view = destination_json(destination, request, by_barcode, by_name, by_index, library)
+    for _ in range(2):  # serialised, then from the fragments kept
+        answer = destination_answer(
+            destination, request, by_barcode, by_name, by_index, library, ANSWER_FRAGMENTS
+        )
+        assert answer == orjson.dumps(view)
+
+
+async def answer_and_view(journal: Journal, fragments: ViewFragments) -> dict[str, Any]:
+    """Destination 5 as the API answers it (parsed), checked against its view."""
+    [record] = await destinations_by_ids(journal, [5])
+    answer = await destination_answer_of(journal, record, fragments)
+    [view] = await destination_views(journal, [record])
+    assert answer == orjson.dumps(view), "the very bytes of the view"
+    parsed: dict[str, Any] = orjson.loads(answer)
+    return parsed
+
+
+async def test_a_changed_tape_or_pool_is_answered_as_it_is_now(tmp_path: Path) -> None:
+    journal = await Journal.open(tmp_path / "journal.sqlite3")
+    try:
+        await journal.sync_catalog(CATALOG, now=1.0)
+        await journal.load_model()
+        body = TaskDestinationBody.model_validate({"folder_id": 1, "tape_barcode": "NOD400L9"})
+        await record_events(
+            journal, [DestinationEvent("create", "7", 5, body, "test")], now=2.0, hold_seconds=60
+        )
+        fragments = ViewFragments()
+        before = await answer_and_view(journal, fragments)
+        assert before["tape"]["location"].startswith("Slot ")
+        assert before["pool"]["comment"] == ""
+        assert await answer_and_view(journal, fragments) == before
+
+        async with journal.transaction() as tx:
+            await tx.move_tape("NOD400L9", slot=None, drive=0, now=3.0, mounted=True)
+        moved = await answer_and_view(journal, fragments)
+        assert (moved["tape"]["location"], moved["tape"]["mount_count"]) == ("Drive 0", 1)
+
+        await journal.update_tape("NOD400L9", locked=True, full=True)
+        locked = await answer_and_view(journal, fragments)
+        assert locked["tape"]["write_protect"] == ["logical_locked", "full"]
+
+        # The catalog gives the pool a comment: a new pool record, answered anew.
+        definition = CATALOG.model_dump()
+        definition["pools"][0]["comment"] = "vault B"
+        await journal.sync_catalog(type(CATALOG).model_validate(definition), now=4.0)
+        await journal.load_model()
+        assert (await answer_and_view(journal, fragments))["pool"]["comment"] == "vault B"
+    finally:
+        await journal.close()
+
+
+async def test_without_the_model_the_answer_is_the_view_read_from_the_file(
+    tmp_path: Path,
+) -> None:
+    journal = await Journal.open(tmp_path / "journal.sqlite3")
+    try:
+        await journal.sync_catalog(CATALOG, now=1.0)
+        body = TaskDestinationBody.model_validate({"folder_id": 1, "tape_barcode": "NOD400L9"})
+        await record_events(
+            journal, [DestinationEvent("create", "7", 5, body, "test")], now=2.0, hold_seconds=60
+        )
+        assert journal.current_model is None
+        answer = await answer_and_view(journal, ViewFragments())
+        assert answer["tape"]["barcode"] == "NOD400L9"
+    finally:
+        await journal.close()

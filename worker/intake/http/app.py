@@ -9,9 +9,8 @@ Every error leaves in the archive manager's one shape (`worker.intake.http.error
 
 import re
 from collections.abc import Iterable
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated
 
-import orjson
 from fastapi import APIRouter, Depends, FastAPI, Path, Query, Request, Response, status
 from fastapi.responses import JSONResponse, StreamingResponse
 from starlette.requests import ClientDisconnect
@@ -39,7 +38,7 @@ from worker.intake.http.idempotency import key_of_this_create
 from worker.intake.http.limits import RequestLimits
 from worker.intake.http.listing import index_listing
 from worker.intake.http.openapi import install_openapi
-from worker.intake.views import destination_views, destinations_by_ids
+from worker.intake.views import ViewFragments, destination_answer_of, destinations_by_ids
 from worker.seed.error_details import detail
 from worker.seed.query import QueryError, describe, parse_index_query
 from worker.seed.tasks import AmbiguousTaskError, UnknownTaskError, resolve_task
@@ -93,19 +92,10 @@ async def journal_fault_response(_: Request, exc: Exception) -> JSONResponse:
     return journal_unavailable(exc.kind, exc.detail)
 
 
-class _Answer(JSONResponse):
-    """A JSON answer rendered by orjson: the same compact UTF-8 JSON as Starlette's
-    `json.dumps`, at a fraction of its cost (it was a twentieth of a create's time on
-    the event loop)."""
-
-    def render(self, content: Any) -> bytes:
-        return orjson.dumps(content)
-
-
-def _answer(view: dict[str, Any], status_code: int = status.HTTP_200_OK) -> JSONResponse:
-    """A destination's view as the answer. Built from our own records and checked by
-    their models already: FastAPI's validation of a returned dict would do it again."""
-    return _Answer(view, status_code)
+def _answer(view: bytes, status_code: int = status.HTTP_200_OK) -> Response:
+    """A destination's view (`destination_answer_of`'s bytes) as the answer: the bytes
+    and headers a `JSONResponse` of the view would have."""
+    return Response(view, status_code, media_type="application/json")
 
 
 def _not_found(task_id: str, destination_id: int) -> ApiError:
@@ -150,6 +140,8 @@ class TaskDestinations:
             settings.http.admin_users,
         )
         self.may_create = self.auth.require("task_destinations/create")
+        # Answers show the tapes and pools of many creates before them.
+        self.fragments = ViewFragments()
 
     def task(self, task_id: str) -> str:
         """The journal's key of a path's task id or name (see `worker.seed.tasks`)."""
@@ -201,13 +193,13 @@ class TaskDestinations:
             waiting_for_the_disk()
         return await self.commits.submit(event, within)
 
-    async def create(self, task_id: str, request: Request) -> JSONResponse:
+    async def create(self, task_id: str, request: Request) -> Response:
         """A create of a known task by a caller allowed to create."""
         _require_json(request)
         view = await self.created(task_id, await request.body())
         return _answer(view, status.HTTP_201_CREATED)
 
-    async def created(self, task_id: str, body: bytes) -> dict[str, Any]:
+    async def created(self, task_id: str, body: bytes) -> bytes:
         """The view of the destination a create's body makes, once committed."""
         # An Idempotency-Key commits with the create's event (worker/intake/http/idempotency.py).
         outcome = await self.submit("create", task_id, None, body, within=key_of_this_create())
@@ -222,10 +214,10 @@ class TaskDestinations:
             raise _not_found(task_id, destination_id)
         return record
 
-    async def shown(self, task_id: str, destination_id: int) -> dict[str, Any]:
+    async def shown(self, task_id: str, destination_id: int) -> bytes:
+        """A destination's view, serialised as the API answers it."""
         record = await self.existing(task_id, destination_id)
-        [view] = await destination_views(self.journal, [record])
-        return view
+        return await destination_answer_of(self.journal, record, self.fragments)
 
 
 def task_destinations_router(api: TaskDestinations) -> APIRouter:
@@ -283,18 +275,18 @@ def task_destinations_router(api: TaskDestinations) -> APIRouter:
         return StreamingResponse(chunks, media_type="application/json")
 
     @router.post(PREFIX, status_code=status.HTTP_201_CREATED)
-    async def create(task_id: Task, request: Request, _: Create) -> JSONResponse:
+    async def create(task_id: Task, request: Request, _: Create) -> Response:
         # Served by CreateDirectly; declared for the OpenAPI document and the same answers.
         return await api.create(task_id, request)
 
     @router.get(ITEM)
-    async def show(task_id: Task, task_destination_id: DestinationId, _: Show) -> JSONResponse:
+    async def show(task_id: Task, task_destination_id: DestinationId, _: Show) -> Response:
         return _answer(await api.shown(task_id, task_destination_id))
 
     @router.put(ITEM)
     async def update(
         task_id: Task, task_destination_id: DestinationId, request: Request, _: Update
-    ) -> JSONResponse:
+    ) -> Response:
         await api.existing(task_id, task_destination_id)
         _require_json(request)
         outcome = await api.submit("update", task_id, task_destination_id, await request.body())
@@ -342,7 +334,7 @@ class CreateDirectly:
             authorization, content_type = _create_headers(scope["headers"])
             await self.api.auth.authorize(authorization, "task_destinations/create")
             _require_json_type(content_type)
-            view = await self.api.created(task_id, await _body(receive))
+            body = await self.api.created(task_id, await _body(receive))
         except ApiError as exc:
             response = error_response(exc.status_code, exc.messages, exc.details, exc.headers)
         except JournalFaultError as exc:
@@ -353,8 +345,7 @@ class CreateDirectly:
             await internal_error(scope["path"], exc)(scope, receive, send)
             raise
         else:
-            # The bytes and headers of `_answer`'s JSONResponse, without building one.
-            body = orjson.dumps(view)
+            # The bytes and headers of `_answer`'s Response, without building one.
             headers = [(b"content-length", str(len(body)).encode()), _JSON_CONTENT_TYPE]
             await send({"type": "http.response.start", "status": 201, "headers": headers})
             await send({"type": "http.response.body", "body": body})
