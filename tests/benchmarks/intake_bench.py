@@ -146,6 +146,14 @@ class Drain:
     journal_cpu_s: float | None = None
     #: Which event loop ran the consumer.
     loop: str = ""
+    #: Where the wall time of each thread that did a share of the work went, over
+    #: `sched_wall_s` of the drain: (thread, seconds running, seconds runnable but
+    #: waiting for a core). The rest it slept: on its socket, the other thread, the
+    #: interpreter lock or an fsync.
+    thread_times: list[tuple[str, float, float]] = field(default_factory=list)
+    sched_wall_s: float = 0.0
+    #: The most messages the consumer held read but not yet taken into a batch.
+    most_held: int | None = None
 
     @property
     def cpu_ms_a_message(self) -> float | None:
@@ -199,11 +207,12 @@ async def bare_drain(port: int, folder: Path, messages: int) -> Drain:
         "CREATE TABLE events (seq INTEGER PRIMARY KEY, topic TEXT, payload TEXT, received REAL)"
     )
     commits: list[float] = []
-    largest = 0
+    largest = held = 0
     client = _session_client(port, client_id, daemon_mqtt.RECEIVE_MAXIMUM)
     acks: paho.Client = client._client  # as the daemon does: no public manual-ack API
     acks.manual_ack_set(True)
     cpu_before = time.process_time()
+    sched_before, wall_before = thread_schedstats(os.getpid()), time.monotonic()
     async with client:
         await client.subscribe(f"{PREFIX}/tasks/#", qos=1)
         async with asyncio.timeout(DRAIN_TIMEOUT_S):
@@ -211,6 +220,7 @@ async def bare_drain(port: int, folder: Path, messages: int) -> Drain:
                 batch = [await anext(client.messages)]
                 while len(batch) < daemon_mqtt.MAX_BATCH and len(client.messages):
                     batch.append(await anext(client.messages))
+                held = max(held, len(batch) + len(client.messages))
                 now = time.time()
                 db.execute("BEGIN")
                 db.executemany(
@@ -223,6 +233,8 @@ async def bare_drain(port: int, folder: Path, messages: int) -> Drain:
                 commits.extend([now] * len(batch))
                 largest = max(largest, len(batch))
     cpu_s = time.process_time() - cpu_before
+    wall_s = time.monotonic() - wall_before
+    thread_times = busy_thread_times(os.getpid(), sched_before, wall_s, ("main", "other"))
     db.close()
     return Drain(
         "bare aiomqtt + sqlite3 (FULL)",
@@ -230,6 +242,9 @@ async def bare_drain(port: int, folder: Path, messages: int) -> Drain:
         largest_batch=largest,
         cpu_s=cpu_s,
         cpu_messages=len(commits),
+        thread_times=thread_times,
+        sched_wall_s=wall_s,
+        most_held=held,
     )
 
 
@@ -265,6 +280,36 @@ def busiest_other_thread_seconds(pid: int, before: dict[int, float]) -> float:
     return max(spent, default=0.0)
 
 
+def thread_schedstats(pid: int) -> dict[int, tuple[float, float]]:
+    """Each thread's time running and time runnable but waiting for a core so far
+    (the kernel's /proc/PID/task/TID/schedstat), by thread id."""
+    times: dict[int, tuple[float, float]] = {}
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            running, waiting = (task / "schedstat").read_text().split()[:2]
+        except FileNotFoundError:
+            continue
+        times[int(task.name)] = (int(running) / 1e9, int(waiting) / 1e9)
+    return times
+
+
+def busy_thread_times(
+    pid: int, before: dict[int, tuple[float, float]], wall_s: float, names: tuple[str, str]
+) -> list[tuple[str, float, float]]:
+    """Since `before`: the main thread's running and waiting time, then the busiest
+    other thread's if it ran a tenth of `wall_s` or more (names: main, other)."""
+    spent = {
+        tid: (running - before.get(tid, (0.0, 0.0))[0], waiting - before.get(tid, (0.0, 0.0))[1])
+        for tid, (running, waiting) in thread_schedstats(pid).items()
+    }
+    main = spent.pop(pid, (0.0, 0.0))
+    times = [(names[0], *main)]
+    other = max(spent.values(), default=(0.0, 0.0))
+    if other[0] >= wall_s / 10:
+        times.append((names[1], *other))
+    return times
+
+
 def rss_bytes(pid: int) -> int:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
@@ -294,6 +339,7 @@ async def daemon_drain(port: int, folder: Path, messages: int, source: Path | No
         cpu_before = cpu_seconds(pid)
         loop_cpu_before = main_thread_cpu_seconds(pid)
         threads_before = thread_cpu_seconds(pid)
+        sched_before, wall_before = thread_schedstats(pid), time.monotonic()
         journaled_before = daemon.query("SELECT count(*) FROM events WHERE source='mqtt'")[0][0]
         start_rss = rss_bytes(pid)
         deadline = time.monotonic() + DRAIN_TIMEOUT_S
@@ -319,6 +365,8 @@ async def daemon_drain(port: int, folder: Path, messages: int, source: Path | No
                 await asyncio.sleep(0.2)  # each look is a scrape: the daemon's CPU
             lag = time.monotonic() - journaled_at
         end_rss = rss_bytes(pid)
+        wall_s = time.monotonic() - wall_before
+        thread_times = busy_thread_times(pid, sched_before, wall_s, ("event loop", "journal"))
         cpu_s = cpu_seconds(pid) - cpu_before
         loop_cpu_s = main_thread_cpu_seconds(pid) - loop_cpu_before
         journal_cpu_s = busiest_other_thread_seconds(pid, threads_before)
@@ -360,6 +408,8 @@ async def daemon_drain(port: int, folder: Path, messages: int, source: Path | No
         publications_confirmed=confirmed,
         publications_dropped=dropped,
         publication_lag_s=lag,
+        thread_times=thread_times,
+        sched_wall_s=wall_s,
     )
 
 
@@ -650,6 +700,11 @@ class Figures:
                     f"{journal_ms:.2f} ms, any others "
                     f"{max(daemon_cpu - loop_ms - journal_ms, 0):.2f} ms"
                 )
+        lines.append(self.wall_line())
+        lines.append(
+            f"  read but not yet in a batch, at most: bare {self.bare.most_held} (it reads "
+            f"all the broker sends), daemon {daemon_mqtt.QUEUE_LIMIT} (then it stops reading)"
+        )
         lines.append(self.publication_line())
         trips = self.daemon.round_trips or 0
         lines.append(
@@ -674,6 +729,24 @@ class Figures:
             f"(target < 150 MB): {_verdict(ready < 150)}; peak while starting {peak:.0f} MB"
         )
         return lines
+
+    def wall_line(self) -> str:
+        """Each consumer's busy threads: the shares of the drain's wall time running,
+        waiting for a core (a busy machine), and asleep (waiting for anything else)."""
+        parts = []
+        for drain in (self.bare, self.daemon):
+            assert drain is not None
+            wall = max(drain.sched_wall_s, 1e-9)
+            shares = ", ".join(
+                f"{name} {running / wall:.0%} / {waiting / wall:.0%} / "
+                f"{max(wall - running - waiting, 0) / wall:.0%}"
+                for name, running, waiting in drain.thread_times
+            )
+            parts.append(f"{drain.consumer.split()[0]}: {shares}")
+        return (
+            "  wall time of each busy thread (running / waiting for a core / asleep): "
+            + "; ".join(parts)
+        )
 
     def publication_line(self) -> str:
         daemon = self.daemon

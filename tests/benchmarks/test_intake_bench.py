@@ -36,6 +36,13 @@ def test_print_intake_against_the_bare_consumers() -> None:
     assert figures.daemon.round_trips >= len(set(figures.daemon.commits))
     # The CPU was measured over the messages drained after the consumer was seen
     # running (the daemon may have drained all 300 before it was first looked at).
+    # Each consumer's event loop was seen running, and no share exceeds the wall time.
+    for drain in (figures.bare, figures.daemon):
+        name, running, waiting = drain.thread_times[0]
+        assert name in ("main", "event loop")
+        assert 0 < running + waiting <= drain.sched_wall_s * 1.05
+    assert figures.bare.most_held is not None
+    assert figures.bare.most_held >= 1
     assert figures.bare.cpu_s is not None
     assert figures.bare.cpu_s > 0
     assert figures.bare.cpu_messages == 300

@@ -479,6 +479,7 @@ class Inbox:
         self._loop.call_soon(self._read)
 
 
+_BATCH_MESSAGES = metrics.MQTT_BATCH_MESSAGES
 _CONFIRMED = metrics.MQTT_PUBLICATIONS.labels("confirmed")
 _DROPPED = metrics.MQTT_PUBLICATIONS.labels("dropped")
 #: A PUBACK that is the message id alone (all an MQTT 3.1.1 PUBACK is, and an MQTT 5
@@ -1049,6 +1050,7 @@ class MqttIntake:
             for delivery in batch:
                 inbox.ack(delivery)
             inbox.send_acks()
+            _BATCH_MESSAGES.observe(len(batch))
 
     async def _commit_when_possible(self, batch: list[Delivery], inbox: Inbox | None) -> None:
         """Commit the batch, holding it back (unread behind it, unacknowledged) while

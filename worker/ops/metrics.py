@@ -83,6 +83,14 @@ MQTT_READ_PAUSES = Counter(
     "tapeworker_mqtt_read_pauses",
     "Times the MQTT intake stopped reading while a backlog waited in the client",
 )
+MQTT_BATCH_MESSAGES = Histogram(
+    "tapeworker_mqtt_batch_messages",
+    "Messages committed together by the MQTT intake: near its batch limit while a "
+    "backlog drains, 1 when messages come one at a time",
+    # Up to the intake's MAX_BATCH (200): that limit reached means the commit, not the
+    # broker, sets the pace.
+    buckets=(1, 2, 5, 10, 25, 50, 100, 150, 199, 200),
+)
 JOURNAL_COMMIT = Histogram(
     "tapeworker_journal_commit_seconds",
     "Duration of a journal commit (the fsync an event waits for)",

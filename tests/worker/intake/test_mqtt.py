@@ -534,6 +534,16 @@ async def nothing_redelivered(broker: Broker) -> None:
     assert first.topic.value == f"{PREFIX}/probe", f"{first.topic} came again"
 
 
+def batch_samples() -> tuple[float, float, float]:
+    """The batch-size histogram's count, sum, and batches of a single message."""
+    name = "tapeworker_mqtt_batch_messages"
+    return (
+        REGISTRY.get_sample_value(f"{name}_count") or 0.0,
+        REGISTRY.get_sample_value(f"{name}_sum") or 0.0,
+        REGISTRY.get_sample_value(f"{name}_bucket", {"le": "1.0"}) or 0.0,
+    )
+
+
 async def test_the_next_messages_are_parsed_while_a_batch_commits_and_acknowledged_after_theirs(
     broker: Broker, tmp_path: Path
 ) -> None:
@@ -544,6 +554,7 @@ async def test_the_next_messages_are_parsed_while_a_batch_commits_and_acknowledg
     async def on_change(ids: set[int]) -> None:
         pass
 
+    batches_before = batch_samples()
     try:
         async with running_intake(broker, journal, on_change) as intake:
             held.intake = intake
@@ -564,6 +575,9 @@ async def test_the_next_messages_are_parsed_while_a_batch_commits_and_acknowledg
             # acknowledged only once its own commit returned.
             assert held.acknowledged_at_commit == [0, 1]
             assert len(await journal.events()) == 4
+            # /metrics shows the two batches' sizes: one of 1, one of 3.
+            after = batch_samples()
+            assert [a - b for a, b in zip(after, batches_before, strict=True)] == [2, 4, 1]
         await nothing_redelivered(broker)
     finally:
         held.release.set()
