@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import functools
 import json
+import math
 import posixpath
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
@@ -35,17 +36,31 @@ from worker.state.journal import (
 )
 
 
-@functools.lru_cache(maxsize=4096)
 def _when(epoch: float | None) -> str | None:
-    """ISO-8601 with milliseconds and `Z`, as the seed writes dates.
+    """ISO-8601 with milliseconds and `Z`, as the seed writes dates: what
+    `datetime.fromtimestamp(epoch, UTC)` gives, formatted.
 
-    Kept for the latest times seen: a batch's destinations and requests share the
-    commit's time, and publishing their state formats it once per destination.
+    The seconds are formatted once each (`_second`); the microseconds are rounded as
+    `datetime` rounds them (half to even, a carry into the next second), so that
+    every instant a create shows costs a few arithmetic operations.
     """
     if epoch is None:
         return None
-    value = datetime.fromtimestamp(epoch, UTC)
-    return value.strftime("%Y-%m-%dT%H:%M:%S.") + f"{value.microsecond // 1000:03d}Z"
+    fraction, whole = math.modf(epoch)
+    micros = round(fraction * 1e6)
+    if micros >= 1_000_000:
+        whole += 1
+        micros -= 1_000_000
+    elif micros < 0:
+        whole -= 1
+        micros += 1_000_000
+    return f"{_second(int(whole))}{micros // 1000:03d}Z"
+
+
+@functools.lru_cache(maxsize=4096)
+def _second(epoch: int) -> str:
+    """The date and time of a whole second, up to the decimal point."""
+    return datetime.fromtimestamp(epoch, UTC).strftime("%Y-%m-%dT%H:%M:%S.")
 
 
 def tape_type(tape: TapeRecord) -> str:

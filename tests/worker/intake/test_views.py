@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +16,7 @@ from worker.core.requests import RequestState
 from worker.intake.destinations import DestinationEvent, RejectedInput, record_events
 from worker.intake.views import (
     ViewFragments,
+    _when,
     destination_answer,
     destination_answer_of,
     destination_json,
@@ -394,3 +396,19 @@ async def test_without_the_model_the_answer_is_the_view_read_from_the_file(
         assert answer["tape"]["barcode"] == "NOD400L9"
     finally:
         await journal.close()
+
+
+@settings(max_examples=2000, deadline=None)
+@given(
+    st.floats(min_value=0, max_value=2.5e11)
+    | st.integers(min_value=0, max_value=4 * 10**9).flatmap(
+        # Halves of a microsecond and the edge of a second: where rounding decides.
+        lambda second: st.sampled_from([0.0000005, 0.0000015, 0.9999995, 0.9999999]).map(
+            lambda fraction: second + fraction
+        )
+    )
+)
+def test_an_instant_is_written_as_datetime_writes_it(epoch: float) -> None:
+    value = datetime.fromtimestamp(epoch, UTC)
+    expected = value.strftime("%Y-%m-%dT%H:%M:%S.") + f"{value.microsecond // 1000:03d}Z"
+    assert _when(epoch) == expected
