@@ -36,13 +36,15 @@ from worker.state.journal import (
 )
 
 
+@functools.lru_cache(maxsize=4096)
 def _when(epoch: float | None) -> str | None:
     """ISO-8601 with milliseconds and `Z`, as the seed writes dates: what
     `datetime.fromtimestamp(epoch, UTC)` gives, formatted.
 
-    The seconds are formatted once each (`_second`); the microseconds are rounded as
-    `datetime` rounds them (half to even, a carry into the next second), so that
-    every instant a create shows costs a few arithmetic operations.
+    Kept for the latest times seen: a batch's destinations and requests share the
+    commit's time, and publishing their state formats it once per destination. A new
+    instant (each create's) formats its second once (`_second`) and rounds its
+    microseconds as `datetime` does (half to even, a carry into the next second).
     """
     if epoch is None:
         return None
@@ -231,11 +233,15 @@ DESTINATION_FIELDS = (*_BODY_FIELDS, "id", "folder", "container", "tape", "pool"
 class _Values:
     """How each part of a destination's view is rendered: here as JSON-ready values.
 
-    The serialised forms (`_Text` for MQTT, `_Compact` for the HTTP answers) render
-    the same parts, so that the three cannot drift apart.
+    `_Compact` renders the same parts for the HTTP answers, so that the view and its
+    bytes cannot drift apart.
     """
 
     null: Any = None
+
+    def body(self, body: Mapping[str, Any]) -> list[Any]:
+        """The body's fields, in `_BODY_FIELDS`' order."""
+        return [body.get(key) for key in _BODY_FIELDS]
 
     def scalar(self, value: Any) -> Any:
         return value
@@ -273,10 +279,9 @@ def _fields(
     body = destination.body
     nested = destination.nested
     container = nested.get("container") if nested else None
-    scalar = render.scalar
     return (
-        *[scalar(body.get(key)) for key in _BODY_FIELDS],
-        scalar(destination.id),
+        *render.body(body),
+        render.scalar(destination.id),
         render.folder(body, nested),
         render.container(container) if container else render.null,
         render.tape(tape, tape_pool_id, tape_library_id) if tape else render.null,
@@ -371,25 +376,11 @@ class _Kept:
         return fragment
 
 
-class _Text(_Kept, _Values):
-    """The parts as `json.dumps` writes them (its default spacing): what MQTT publishes."""
-
-    null = "null"
+class _Text(_Kept):
+    """Tapes and pools as `json.dumps` writes them (its default spacing): MQTT's."""
 
     def serialise(self, value: dict[str, Any]) -> str:
         return json.dumps(value)
-
-    def scalar(self, value: Any) -> str:
-        return _scalar(value)
-
-    def folder(self, body: Mapping[str, Any], nested: Mapping[str, Any] | None) -> str:
-        return _folder_text(body, nested)
-
-    def container(self, container: Mapping[str, Any]) -> str:
-        return json.dumps(dict(container))
-
-    def state(self, state: dict[str, Any]) -> str:
-        return _flat_text(state)
 
 
 class _Compact(_Kept, _Values):
@@ -398,10 +389,6 @@ class _Compact(_Kept, _Values):
 
     def serialise(self, value: dict[str, Any]) -> orjson.Fragment:
         return orjson.Fragment(orjson.dumps(value))
-
-
-#: Each key as `json.dumps` writes it before its value, after the first.
-_TEXT_KEYS = tuple(f'"{key}": ' for key in DESTINATION_FIELDS)
 
 
 class ViewFragments:
@@ -427,10 +414,34 @@ def destination_payload(
     fragments: ViewFragments,
 ) -> bytes:
     """`json.dumps(destination_json(...)).encode()`, the same bytes, spliced from
-    serialised parts: what MQTT publishes for each destination at each change."""
-    parts = _fields(destination, request, tapes, pools, drives, tape_library_id, fragments.text)
-    return (
-        "{" + ", ".join([key + part for key, part in zip(_TEXT_KEYS, parts, strict=True)]) + "}"
+    serialised parts: what MQTT publishes for each destination at each change.
+
+    Written out rather than through `_fields`: MQTT publishes every destination at
+    every step, and the renderer's calls measured slower here; the property test of
+    its bytes holds it to `destination_json`'s fields and order."""
+    tape, tape_pool_id, pool = _shown(destination, request, tapes, pools)
+    body = destination.body
+    nested = destination.nested
+    container = nested.get("container") if nested else None
+    text = fragments.text
+    return "".join(
+        (
+            "{",
+            ", ".join([f'"{key}": {_scalar(body.get(key))}' for key in _BODY_FIELDS]),
+            ', "id": ',
+            _scalar(destination.id),
+            ', "folder": ',
+            _folder_text(body, nested),
+            ', "container": ',
+            json.dumps(dict(container)) if container else "null",
+            ', "tape": ',
+            text.tape(tape, tape_pool_id, tape_library_id) if tape else "null",
+            ', "pool": ',
+            text.pool(pool) if pool is not None else "null",
+            ', "state": ',
+            _flat_text(state_json(destination, request, drives)),
+            "}",
+        )
     ).encode()
 
 
