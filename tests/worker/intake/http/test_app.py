@@ -41,10 +41,14 @@ class Api:
 
 
 @asynccontextmanager
-async def api(tmp_path: Path) -> AsyncIterator[Api]:
+async def api(tmp_path: Path, *, model: bool = False) -> AsyncIterator[Api]:
+    """The app on a journal file; with `model`, the journal keeps its state in memory
+    as the daemon's does."""
     journal = await Journal.open(tmp_path / "journal.sqlite3")
     try:
         await journal.sync_catalog(CATALOG, now=1000.0)
+        if model:
+            await journal.load_model()
         settings = Settings(http=HttpSettings(users={"archive": SecretStr("pw")}))
         changed: list[set[int]] = []
 
@@ -91,6 +95,27 @@ async def test_an_answer_is_the_compact_utf8_json_of_its_view(tmp_path: Path) ->
         assert response.content == json.dumps(
             view, ensure_ascii=False, separators=(",", ":")
         ).encode("utf-8")
+
+
+async def test_answers_from_memory_show_a_tape_as_it_is_now(tmp_path: Path) -> None:
+    async with api(tmp_path, model=True) as a:
+        assert a.journal.current_model is not None
+        body = {"folder_id": 2, "folder_path": '/données/"q"', "tape_barcode": "NOD400L9"}
+        first = await a.client.post(BASE, json=body)
+        assert first.status_code == 201
+        assert first.json()["tape"]["location"] == "Slot 1"
+
+        async with a.journal.transaction() as tx:
+            await tx.move_tape("NOD400L9", slot=None, drive=0, now=NOW, mounted=True)
+        second = await a.client.post(BASE, json=body)
+        shown = await a.client.get(f"{BASE}/{first.json()['id']}")
+        for response in (second, shown):
+            assert response.status_code in (200, 201)
+            assert response.json()["tape"]["location"] == "Drive 0"
+            # The bytes of the view itself, compact UTF-8.
+            assert response.content == json.dumps(
+                response.json(), ensure_ascii=False, separators=(",", ":")
+            ).encode("utf-8")
 
 
 async def test_a_request_does_not_consult_opentelemetry(
