@@ -174,14 +174,14 @@ async def test_one_read_of_the_socket_brings_many_messages(broker: Broker) -> No
     client = persistent_client(broker, "sub-reads")
     inbox = Inbox(client, delivery, limit=10 * count)
     reads: list[int] = []
-    recv = inbox._recv
+    recv = inbox._chunk._recv
 
     def counted(size: int) -> bytes:
         data = recv(size)
         reads.append(len(data))
         return data
 
-    inbox._recv = counted
+    inbox._chunk._recv = counted
     async with client, asyncio.timeout(60):
         taken: list[Delivery] = []
         while len(taken) < count:
@@ -250,7 +250,7 @@ async def test_the_publishes_of_a_read_are_decoded_together_and_a_cut_one_by_pah
                     raise BlockingIOError
                 return chunks.pop(0)
 
-            inbox._recv = fed
+            inbox._chunk._recv = fed
             while chunks:
                 inbox._read()
         finally:

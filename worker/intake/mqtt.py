@@ -234,6 +234,43 @@ class Delivery:
     error: Exception | None = None
 
 
+class ReadAhead:
+    """paho's reads of a connection's socket, served from one `recv` of up to
+    `READ_CHUNK` bytes.
+
+    paho reads a packet in three or more `recv` calls. Installed as its client's
+    `_sock_recv`, this reads the socket once a chunk and hands paho slices of it;
+    the owner takes the whole packets it knows from the chunk itself (`buffer` from
+    `taken` on): PUBLISH on the subscribing connection (`Inbox`), PUBACK on the
+    publishing one (`PublishWindow`).
+    """
+
+    __slots__ = ("_recv", "buffer", "taken")
+
+    def __init__(self, client: paho.Client) -> None:
+        self.buffer = b""
+        self.taken = 0
+        self._recv: Callable[[int], bytes] = client._sock_recv  # noqa: SLF001 - see above
+        client._sock_recv = self.recv  # type: ignore[method-assign]  # noqa: SLF001
+
+    @property
+    def drained(self) -> bool:
+        """Whether paho and the owner have taken all of the last read."""
+        return self.taken >= len(self.buffer)
+
+    def recv(self, bufsize: int) -> bytes:
+        """What paho asks of the socket, from a read of up to `READ_CHUNK` bytes."""
+        if self.taken >= len(self.buffer):
+            # paho's own: BlockingIOError when nothing is there, b"" at the end.
+            data = self._recv(READ_CHUNK)
+            if not data:
+                return data
+            self.buffer, self.taken = data, 0
+        start = self.taken
+        self.taken = min(start + bufsize, len(self.buffer))
+        return self.buffer[start : self.taken]
+
+
 class Inbox:
     """The subscribing connection's messages, parsed as paho reads them and held, in
     order, until the consumer takes them; acknowledged when the consumer says.
@@ -282,10 +319,7 @@ class Inbox:
         #: PUBACKs to send, packed: written as one packet (`send_acks`).
         self._acks = bytearray()
         # What one read brought that paho has not taken yet.
-        self._buffer = b""
-        self._taken = 0
-        self._recv: Callable[[int], bytes] = self._paho._sock_recv  # noqa: SLF001 - see above
-        self._paho._sock_recv = self._buffered_recv  # type: ignore[method-assign]  # noqa: SLF001
+        self._chunk = ReadAhead(self._paho)
         self._paho_handle_publish: Callable[[], MQTTErrorCode] = self._paho._handle_publish  # noqa: SLF001
         self._paho._handle_publish = self._handle_publish  # type: ignore[method-assign]  # noqa: SLF001
         self._paho.on_message = self._on_message
@@ -395,18 +429,6 @@ class Inbox:
         if self._armed and len(self._waiting) >= self._limit:
             self._pause()
 
-    def _buffered_recv(self, bufsize: int) -> bytes:
-        """What paho asks of the socket, from a read of up to `READ_CHUNK` bytes."""
-        if self._taken >= len(self._buffer):
-            # paho's own: BlockingIOError when nothing is there, b"" at the end.
-            data = self._recv(READ_CHUNK)
-            if not data:
-                return data
-            self._buffer, self._taken = data, 0
-        start = self._taken
-        self._taken = min(start + bufsize, len(self._buffer))
-        return self._buffer[start : self._taken]
-
     def _read(self) -> None:
         """The socket's reader: every packet of a read, unless a full queue pauses us.
         paho reads the first packet of a chunk (and so keeps its own time of the last
@@ -418,7 +440,7 @@ class Inbox:
                 client.loop_read()
                 if client._in_packet["command"] == 0:  # noqa: SLF001 - no packet begun
                     self._take_publishes()
-                if self._taken >= len(self._buffer) or client.socket() is None:
+                if self._chunk.drained or client.socket() is None:
                     break
         except Exception as exc:  # what aiomqtt's reader does: the connection is lost
             disconnected = self._client._disconnected  # noqa: SLF001
@@ -430,7 +452,8 @@ class Inbox:
         delivered without paho's reader (three `recv` slices and a dict a packet).
         Anything else, a packet cut by the chunk's end or one that does not decode, is
         left to paho, which handles it as ever (a malformed one drops the connection)."""
-        buffer, pos = self._buffer, self._taken
+        chunk = self._chunk
+        buffer, pos = chunk.buffer, chunk.taken
         size = len(buffer)
         while self._paused_fd is None and pos < size:
             header = buffer[pos]
@@ -447,7 +470,7 @@ class Inbox:
                 publish = decode_publish(header, buffer[start:end])
             except MalformedPacket:
                 break
-            pos = self._taken = end
+            pos = chunk.taken = end
             self._deliver(self._parse(publish))
 
     def _take_reader(self, fd: int) -> None:
@@ -542,10 +565,7 @@ class PublishWindow:
         #: PUBLISH packets sent this loop turn, written together at its end (`_flush`).
         self._unwritten: list[bytes] = []
         # What one read brought that paho has not taken yet (see `_read`).
-        self._buffer = b""
-        self._taken = 0
-        self._recv: Callable[[int], bytes] = self._paho._sock_recv  # noqa: SLF001
-        self._paho._sock_recv = self._buffered_recv  # type: ignore[method-assign]  # noqa: SLF001
+        self._chunk = ReadAhead(self._paho)
         self._paho_handle_puback = self._paho._handle_pubackcomp  # noqa: SLF001
         self._paho._handle_pubackcomp = self._handle_puback  # type: ignore[method-assign,assignment]  # noqa: SLF001
         sock = self._paho.socket()
@@ -612,18 +632,6 @@ class PublishWindow:
             # writes it when the socket is writable, and meets a lost connection.
             client._packet_queue(paho.PUBLISH | 0x02, data[written:], 0, 1)  # noqa: SLF001
 
-    def _buffered_recv(self, bufsize: int) -> bytes:
-        """What paho asks of the socket, from a read of up to `READ_CHUNK` bytes."""
-        if self._taken >= len(self._buffer):
-            # paho's own: BlockingIOError when nothing is there, b"" at the end.
-            data = self._recv(READ_CHUNK)
-            if not data:
-                return data
-            self._buffer, self._taken = data, 0
-        start = self._taken
-        self._taken = min(start + bufsize, len(self._buffer))
-        return self._buffer[start : self._taken]
-
     def _read(self) -> None:
         """The socket's reader: paho reads the first packet of a chunk (and so keeps
         its own time of the last bytes received), the PUBACKs of ours that follow are
@@ -635,7 +643,7 @@ class PublishWindow:
                 client.loop_read()
                 if client._in_packet["command"] == 0:  # noqa: SLF001 - no packet begun
                     confirmed += self._take_pubacks()
-                if self._taken >= len(self._buffer) or client.socket() is None:
+                if self._chunk.drained or client.socket() is None:
                     break
         except Exception as exc:  # what aiomqtt's reader does: the connection is lost
             if not self._disconnected.done():
@@ -645,7 +653,7 @@ class PublishWindow:
 
     def _take_pubacks(self) -> int:
         """The PUBACKs of our publications at the head of the chunk: how many."""
-        buffer, pos, in_flight = self._buffer, self._taken, self._in_flight
+        buffer, pos, in_flight = self._chunk.buffer, self._chunk.taken, self._in_flight
         end = len(buffer) - 3
         taken = 0
         while pos < end and buffer[pos : pos + 2] == _PUBACK_HEAD:
@@ -653,7 +661,7 @@ class PublishWindow:
                 break  # paho's own publication: its reader takes it
             pos += 4
             taken += 1
-        self._taken = pos
+        self._chunk.taken = pos
         return taken
 
     def _handle_puback(self, command: Literal["PUBACK", "PUBCOMP"]) -> MQTTErrorCode:

@@ -357,14 +357,14 @@ async def test_the_pubacks_of_a_read_are_taken_together(broker: Broker) -> None:
     async with aiomqtt.Client("127.0.0.1", broker.port, identifier="writer") as writer:
         window = PublishWindow(writer, PUBLISH_WINDOW, timeout_s=30)
         reads: list[int] = []
-        recv = window._recv
+        recv = window._chunk._recv
 
         def counted(size: int) -> bytes:
             data = recv(size)
             reads.append(len(data))
             return data
 
-        window._recv = counted
+        window._chunk._recv = counted
         for n in range(count):
             await window.room()
             window.send(f"{PREFIX}/state/{n}", b"x", retain=False)
@@ -400,7 +400,7 @@ async def test_a_chunk_split_inside_a_puback_or_holding_another_packet_loses_non
                     raise BlockingIOError
                 return chunks.pop(0)
 
-            window._recv = fed
+            window._chunk._recv = fed
             while chunks:
                 window._read()
             assert window.unconfirmed() == []
