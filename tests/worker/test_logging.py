@@ -22,7 +22,6 @@ from worker.logging import (
     journal_entry,
     journal_fields,
     lost_lines,
-    reset,
     set_level,
 )
 
@@ -37,18 +36,8 @@ def parse_entry(datagram: bytes) -> dict[str, str]:
 
 
 @pytest.fixture(autouse=True)
-def restore_logging() -> Iterator[None]:
-    """Leave the process's logging as we found it (pytest captures through it)."""
-    root = logging.getLogger()
-    handlers, level = root.handlers[:], root.level
-    yield
-    for handler in root.handlers[:]:
-        root.removeHandler(handler)
-        handler.close()
-    for handler in handlers:
-        root.addHandler(handler)
-    root.setLevel(level)
-    reset()
+def restore_logging(restored_logging: None) -> None:
+    """Every test here leaves the process's logging as it found it."""
 
 
 @pytest.fixture

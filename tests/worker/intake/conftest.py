@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import json
-import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -13,12 +12,11 @@ from worker import logging as worker_logging
 
 
 @pytest.fixture
-def json_lines(capsys: pytest.CaptureFixture[str]) -> Iterator[Callable[[], list[dict[str, Any]]]]:
+def json_lines(
+    capsys: pytest.CaptureFixture[str], restored_logging: None
+) -> Callable[[], list[dict[str, Any]]]:
     """The daemon's JSON lines on stdout since the last call (logging configured at the
     first call, inside the test, where stdout is the test's own); restored afterwards."""
-    root = logging.getLogger()
-    handlers, level = root.handlers[:], root.level
-
     configured: list[bool] = []
 
     def read() -> list[dict[str, Any]]:
@@ -27,11 +25,4 @@ def json_lines(capsys: pytest.CaptureFixture[str]) -> Iterator[Callable[[], list
             worker_logging.configure("info", "json")
         return [json.loads(line) for line in capsys.readouterr().out.splitlines()]
 
-    yield read
-    for handler in root.handlers[:]:
-        root.removeHandler(handler)
-        handler.close()
-    for handler in handlers:
-        root.addHandler(handler)
-    root.setLevel(level)
-    worker_logging.reset()
+    return read
