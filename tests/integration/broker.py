@@ -11,6 +11,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from worker.intake.mqtt import ReadAhead
+
 SHIPPED_CONFIG = Path(__file__).resolve().parents[2] / "config" / "mosquitto.conf"
 
 
@@ -29,6 +31,32 @@ def wait_for_port(port: int, timeout: float = 10.0) -> None:
         except OSError:
             time.sleep(0.02)
     raise TimeoutError(f"nothing listens on 127.0.0.1:{port} after {timeout}s")
+
+
+def count_reads(chunk: ReadAhead) -> list[int]:
+    """The size of each socket read the connection makes from now on."""
+    reads: list[int] = []
+    recv = chunk._recv
+
+    def counted(size: int) -> bytes:
+        data = recv(size)
+        reads.append(len(data))
+        return data
+
+    chunk._recv = counted
+    return reads
+
+
+def feed_reads(chunk: ReadAhead, chunks: list[bytes]) -> None:
+    """The connection's next socket reads bring `chunks`, one a read, then nothing yet
+    (as a non-blocking socket says it). Taken from the list as they are read."""
+
+    def fed(_size: int) -> bytes:
+        if not chunks:
+            raise BlockingIOError
+        return chunks.pop(0)
+
+    chunk._recv = fed
 
 
 def mosquitto_binary() -> str:

@@ -14,7 +14,7 @@ from paho.mqtt.enums import MQTTErrorCode
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from tests.integration.broker import Broker
+from tests.integration.broker import Broker, count_reads, feed_reads
 from worker.intake import mqtt
 from worker.intake.mqtt import Delivery, Inbox, ManualAcks, Publish
 
@@ -26,7 +26,7 @@ CHILD = textwrap.dedent(
     import asyncio, sys
     sys.path.insert(0, {root!r})
     from tests.integration.test_mqtt_acks import persistent_client
-    from tests.integration.broker import Broker
+    from tests.integration.broker import Broker, count_reads, feed_reads
     from worker.intake.mqtt import ManualAcks
 
     async def main():
@@ -173,15 +173,7 @@ async def test_one_read_of_the_socket_brings_many_messages(broker: Broker) -> No
     await queue(broker, "sub-reads", count)
     client = persistent_client(broker, "sub-reads")
     inbox = Inbox(client, delivery, limit=10 * count)
-    reads: list[int] = []
-    recv = inbox._chunk._recv
-
-    def counted(size: int) -> bytes:
-        data = recv(size)
-        reads.append(len(data))
-        return data
-
-    inbox._chunk._recv = counted
+    reads = count_reads(inbox._chunk)
     async with client, asyncio.timeout(60):
         taken: list[Delivery] = []
         while len(taken) < count:
@@ -245,12 +237,7 @@ async def test_the_publishes_of_a_read_are_decoded_together_and_a_cut_one_by_pah
 
             client._client._handle_publish = counted  # type: ignore[method-assign]
 
-            def fed(_size: int) -> bytes:
-                if not chunks:
-                    raise BlockingIOError
-                return chunks.pop(0)
-
-            inbox._chunk._recv = fed
+            feed_reads(inbox._chunk, chunks)
             while chunks:
                 inbox._read()
         finally:

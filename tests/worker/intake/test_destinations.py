@@ -568,17 +568,22 @@ async def test_a_batch_is_one_trip_to_the_database_whatever_its_size(journal: Jo
     assert len(await journal.requests(ACTIVE)) == 201
 
 
-async def test_a_poison_event_is_undone_alone_and_the_model_follows_the_file(
-    journal: Journal, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def handling_raises_for_folder(monkeypatch: pytest.MonkeyPatch, folder_id: int) -> None:
+    """A bug in the handling of the events whose body names `folder_id`: it raises."""
     real = destinations.resolve_target
 
     def buggy(unit: UnitOfWork, body: TaskDestinationBody) -> destinations.Target:
-        if body.folder_id == 2:
+        if body.folder_id == folder_id:
             raise ZeroDivisionError("a bug in the handling of this event")
         return real(unit, body)
 
     monkeypatch.setattr(destinations, "resolve_target", buggy)
+
+
+async def test_a_poison_event_is_undone_alone_and_the_model_follows_the_file(
+    journal: Journal, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    handling_raises_for_folder(monkeypatch, 2)
     outcomes = await apply(journal, *creates(1, 4))
     assert [o.status for o in outcomes] == ["applied", "applied", "rejected", "applied"]
     assert outcomes[2].poison
@@ -696,14 +701,7 @@ async def test_a_batch_leaves_what_applying_each_event_alone_leaves(
     """The batch runs in one savepoint, its plain creates a run at a time; a poison
     event undoes it and it is done again event by event. Either way the outcomes, the
     file and the model are those of the event-by-event path."""
-    real = destinations.resolve_target
-
-    def buggy(unit: UnitOfWork, body: TaskDestinationBody) -> destinations.Target:
-        if body.folder_id == 666:
-            raise ZeroDivisionError("a bug in the handling of this event")
-        return real(unit, body)
-
-    monkeypatch.setattr(destinations, "resolve_target", buggy)
+    handling_raises_for_folder(monkeypatch, 666)
     batch = _mixed_batch(poison)
     (outcomes, rows, model), each = await _batch_and_each(tmp_path, batch, redone=poison)
     assert (outcomes, rows, model) == each

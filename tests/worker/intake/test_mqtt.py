@@ -25,7 +25,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from prometheus_client import REGISTRY
 
-from tests.integration.broker import Broker
+from tests.integration.broker import Broker, count_reads, feed_reads
 from tests.worker.harness import CATALOG
 from worker.errors import RejectedEventError
 from worker.intake import mqtt
@@ -356,15 +356,7 @@ async def test_the_pubacks_of_a_read_are_taken_together(broker: Broker) -> None:
     count = 200
     async with aiomqtt.Client("127.0.0.1", broker.port, identifier="writer") as writer:
         window = PublishWindow(writer, PUBLISH_WINDOW, timeout_s=30)
-        reads: list[int] = []
-        recv = window._chunk._recv
-
-        def counted(size: int) -> bytes:
-            data = recv(size)
-            reads.append(len(data))
-            return data
-
-        window._chunk._recv = counted
+        reads = count_reads(window._chunk)
         for n in range(count):
             await window.room()
             window.send(f"{PREFIX}/state/{n}", b"x", retain=False)
@@ -395,12 +387,7 @@ async def test_a_chunk_split_inside_a_puback_or_holding_another_packet_loses_non
             chunks = [stream[:cut], stream[cut : cut + 5], stream[cut + 5 :]]
             confirmed = publications("confirmed")
 
-            def fed(_size: int) -> bytes:
-                if not chunks:
-                    raise BlockingIOError
-                return chunks.pop(0)
-
-            window._chunk._recv = fed
+            feed_reads(window._chunk, chunks)
             while chunks:
                 window._read()
             assert window.unconfirmed() == []

@@ -90,6 +90,20 @@ async def test_views_from_memory_are_the_views_from_the_file(tmp_path: Path) -> 
         await journal.close()
 
 
+async def journal_with_destination_5(folder: Path, *, in_memory: bool) -> Journal:
+    """A journal of the test catalog with destination 5 of task 7 created on NOD400L9,
+    its state in memory (`in_memory`) or read from the file."""
+    journal = await Journal.open(folder / "journal.sqlite3")
+    await journal.sync_catalog(CATALOG, now=1.0)
+    if in_memory:
+        await journal.load_model()
+    body = TaskDestinationBody.model_validate({"folder_id": 1, "tape_barcode": "NOD400L9"})
+    await record_events(
+        journal, [DestinationEvent("create", "7", 5, body, "test")], now=2.0, hold_seconds=60
+    )
+    return journal
+
+
 async def payloads_and_views(
     journal: Journal, fragments: ViewFragments
 ) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -104,14 +118,8 @@ async def payloads_and_views(
 
 
 async def test_a_tape_that_moves_or_changes_is_published_as_it_is_now(tmp_path: Path) -> None:
-    journal = await Journal.open(tmp_path / "journal.sqlite3")
+    journal = await journal_with_destination_5(tmp_path, in_memory=True)
     try:
-        await journal.sync_catalog(CATALOG, now=1.0)
-        await journal.load_model()
-        body = TaskDestinationBody.model_validate({"folder_id": 1, "tape_barcode": "NOD400L9"})
-        await record_events(
-            journal, [DestinationEvent("create", "7", 5, body, "test")], now=2.0, hold_seconds=60
-        )
         fragments = ViewFragments()
         before, _ = await payloads_and_views(journal, fragments)
         assert before["tape"]["location"].startswith("Slot ")
@@ -348,14 +356,8 @@ async def answer_and_view(journal: Journal, fragments: ViewFragments) -> dict[st
 
 
 async def test_a_changed_tape_or_pool_is_answered_as_it_is_now(tmp_path: Path) -> None:
-    journal = await Journal.open(tmp_path / "journal.sqlite3")
+    journal = await journal_with_destination_5(tmp_path, in_memory=True)
     try:
-        await journal.sync_catalog(CATALOG, now=1.0)
-        await journal.load_model()
-        body = TaskDestinationBody.model_validate({"folder_id": 1, "tape_barcode": "NOD400L9"})
-        await record_events(
-            journal, [DestinationEvent("create", "7", 5, body, "test")], now=2.0, hold_seconds=60
-        )
         fragments = ViewFragments()
         before = await answer_and_view(journal, fragments)
         assert before["tape"]["location"].startswith("Slot ")
@@ -384,13 +386,8 @@ async def test_a_changed_tape_or_pool_is_answered_as_it_is_now(tmp_path: Path) -
 async def test_without_the_model_the_answer_is_the_view_read_from_the_file(
     tmp_path: Path,
 ) -> None:
-    journal = await Journal.open(tmp_path / "journal.sqlite3")
+    journal = await journal_with_destination_5(tmp_path, in_memory=False)
     try:
-        await journal.sync_catalog(CATALOG, now=1.0)
-        body = TaskDestinationBody.model_validate({"folder_id": 1, "tape_barcode": "NOD400L9"})
-        await record_events(
-            journal, [DestinationEvent("create", "7", 5, body, "test")], now=2.0, hold_seconds=60
-        )
         assert journal.current_model is None
         answer = await answer_and_view(journal, ViewFragments())
         assert answer["tape"]["barcode"] == "NOD400L9"
